@@ -132,7 +132,7 @@ def _from_nnx(obj: Any) -> Any:
             out["__epsilon__"] = float(obj.epsilon)
         return out or None
     if isinstance(obj, nnx.State):
-        return _from_nnx(obj.to_pure_dict())
+        return _from_nnx(nnx.to_pure_dict(obj))
     if isinstance(obj, Mapping):
         out = {k: _from_nnx(v) for k, v in obj.items()}
         return {k: v for k, v in out.items() if v is not None} or None
@@ -332,6 +332,30 @@ def _check_chain(layers: Sequence[Layer]) -> None:
             )
 
 
+def _reorder(found: list, layers: Sequence[str]) -> list:
+    """Puts the collected modules in the explicit order; BatchNorm paths may be listed too."""
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of layer paths, got the string {layers!r}")
+    by_path = {_path_str(f[0]): f for f in found}
+    weights = [p for p, f in by_path.items() if f[2] is not None]
+    norms = [p for p, f in by_path.items() if f[2] is None]
+    names = list(layers)
+    unknown = [n for n in names if n not in by_path]
+    missing = [p for p in weights if p not in names]
+    if norms and any(n in names for n in norms):
+        missing += [p for p in norms if p not in names]
+    if unknown or missing or len(set(names)) != len(names):
+        raise ValueError(
+            f"layers must name every weight layer exactly once (and every BatchNorm module if "
+            f"any is named); unknown {unknown}, missing {missing}; found {list(by_path)}"
+        )
+    if norms and not any(n in names for n in norms):
+        raise ValueError(
+            f"layers must also place the normalisation modules {norms} between the layers"
+        )
+    return [by_path[n] for n in names]
+
+
 def read_layers(
     params: Any,
     *,
@@ -368,6 +392,17 @@ def read_layers(
     ambiguous: list = []
     _collect(tree, (), found, ambiguous)
 
+    has_norm = any(kernel_key is None for _, _, kernel_key in found)
+    if layers is not None:
+        found = _reorder(found, layers)
+    elif has_norm and ambiguous:
+        raise ValueError(
+            "params: where the normalisation (BatchNorm) modules sit between the layers is "
+            "ambiguous (the dict keys are in sorted order, as after jax.tree.map, so the "
+            "creation order is lost); pass layers=[...] naming every layer and BatchNorm module "
+            f"in the order the network applies them (paths: {[_path_str(f[0]) for f in found]})"
+        )
+
     result: list[Layer] = []
     for path, node, kernel_key in found:
         p = _path_str(path)
@@ -391,22 +426,8 @@ def read_layers(
     if not result:
         raise ValueError("params holds no weight matrix (no array of rank >= 2)")
 
-    if layers is not None:
-        by_path = {layer.path: layer for layer in result}
-        names = list(layers)
-        unknown = [n for n in names if n not in by_path]
-        missing = [p for p in by_path if p not in names]
-        if unknown or missing or len(set(names)) != len(names):
-            raise ValueError(
-                f"layers must name every weight layer exactly once; unknown {unknown}, "
-                f"missing {missing}; the layers found are {list(by_path)}"
-            )
-        result = [by_path[n] for n in names]
-        _check_chain(result)
-        return tuple(result)
-
     _check_chain(result)
-    if ambiguous and len(result) > 1:
+    if layers is None and ambiguous and len(result) > 1:
         shapes = {tuple(layer.kernel.shape) for layer in result}
         if len(shapes) == 1:
             raise ValueError(
