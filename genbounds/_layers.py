@@ -451,3 +451,28 @@ def num_weights(layers: Sequence[Layer]) -> int:
 def max_width(layers: Sequence[Layer]) -> int:
     """The largest of the input dimension and every layer's output dimension."""
     return max([layers[0].fan_in] + [layer.fan_out for layer in layers])
+
+
+def augment_biases(layers: Sequence[Layer]) -> tuple[Layer, ...]:
+    """The same ReLU network without biases, acting on $[x; 1]$.
+
+    Hidden layer $i$ becomes $\tilde A_i = [[A_i, b_i], [0, 1]]$: the bias is the weight on an
+    extra constant input, and an extra unit passes the constant 1 on (ReLU(1) = 1, ReLU(0) = 0).
+    The last layer becomes $[A_L, b_L]$. Every network bound stated for bias-free ReLU networks
+    applies to the result, with the input norm $\\|[x; 1]\\|_2 = \\sqrt{\\|x\\|_2^2 + 1}$. In Flax's
+    (in, out) layout the kernel grows a row (the bias) and, for hidden layers, a column.
+    Dense layers only.
+    """
+    out = []
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        if layer.kind != "dense":
+            raise ValueError(f"augment_biases handles dense layers; {layer.path!r} is a conv")
+        k = jnp.asarray(layer.kernel)
+        b = jnp.zeros(k.shape[1], k.dtype) if layer.bias is None else jnp.asarray(layer.bias)
+        aug = jnp.concatenate([k, b.astype(k.dtype)[None, :]], axis=0)
+        if i != last:
+            const = jnp.zeros((k.shape[0] + 1, 1), k.dtype).at[-1, 0].set(1.0)
+            aug = jnp.concatenate([aug, const], axis=1)
+        out.append(dataclasses.replace(layer, kernel=aug, bias=None))
+    return tuple(out)
