@@ -240,10 +240,7 @@ def _select(m: Any, margin: Any, margin_quantile: Any) -> tuple[float, str]:
     if margin is None and margin_quantile is None:
         margin_quantile = 0.1  # the papers' 10% quantile (Jiang et al. 2020)
     sel = select_margin(m, margin=margin, margin_quantile=margin_quantile)
-    if hasattr(sel, "margin"):
-        return float(sel.margin), str(sel.note)
-    gamma, note = sel
-    return float(gamma), str(note)
+    return float(sel.margin), sel.note
 
 
 def golowich(
