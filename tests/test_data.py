@@ -293,7 +293,7 @@ def _idx_bytes(arr: np.ndarray) -> bytes:
     return header + arr.tobytes()
 
 
-def _write_mnist(root, *, compress: bool, n_train=20, n_test=10, seed=0) -> dict[str, str]:
+def _write_mnist(root, *, compress: bool, n_train=20, n_test=10, seed=0):
     rng = np.random.default_rng(seed)
     arrays = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
