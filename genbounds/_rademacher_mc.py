@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -414,10 +415,32 @@ def rademacher(
 
     if strategy == "auto":
         many = len(local) > 1
-        if jax.default_backend() == "cpu" and hyp.loop_on_cpu:
+        if local[0].platform == "cpu" and hyp.loop_on_cpu:
             strategy = "loop"
         else:
             strategy = "sharded" if many else "vmap"
+
+    if nproc > 1:
+        # A cheap check that every process made the same call: sizes, key, and the bits of two
+        # float64 sums of X (a mismatch would otherwise silently mix different problems).
+        Xh = np.asarray(X, dtype=np.float64)
+        sums = np.asarray([Xh.sum(), np.square(Xh).sum()], dtype=np.float64).view(np.int64)
+        signature = np.concatenate(
+            [
+                np.asarray([num_draws, n, X.shape[1], int(hyp.lower_estimate)], dtype=np.int64),
+                np.asarray(jax.random.key_data(key), dtype=np.int64).ravel(),
+                sums,
+            ]
+        )
+        # Gathered and compared on every process, so that all of them raise together (a check
+        # that raised on some processes only would leave the others waiting in the gather).
+        seen = np.asarray(multihost_utils.process_allgather(signature.view(np.uint32)))
+        if not np.all(seen == seen[:1]):
+            differ = [p for p in range(nproc) if not np.array_equal(seen[p], seen[0])]
+            raise ValueError(
+                "rademacher: every process must pass the same num_draws, X and key; processes "
+                f"{differ} differ from process 0"
+            )
 
     state = hyp.prepare(X)
     per_proc = -(-num_draws // nproc)
@@ -436,17 +459,6 @@ def rademacher(
         values = _run_sharded(prog, state, key, idx, chunk_size, local)
 
     if nproc > 1:
-        from jax.experimental import multihost_utils
-
-        signature = np.concatenate(
-            [
-                np.asarray([num_draws, n, X.shape[1]], dtype=np.int64),
-                np.asarray(jax.random.key_data(key), dtype=np.int64).ravel(),
-            ]
-        )
-        multihost_utils.assert_equal(
-            signature, "rademacher: every process must pass the same num_draws, X shape and key"
-        )
         gathered = multihost_utils.process_allgather(np.asarray(values))
         values = jnp.asarray(np.asarray(gathered).reshape(-1))
     draws = values[:num_draws]

@@ -113,6 +113,15 @@ def main(argv):
         )
         assert jax.process_count() == nproc and jax.process_index() == pid
         out = compute(DISTRIBUTED_MODE)
+        # A call whose key differs between the processes must fail on every process, not hang.
+        from genbounds._rademacher_mc import rademacher
+
+        _, hyp, X = problems()[0]
+        try:
+            rademacher(hyp, X, num_draws=NUM_DRAWS, key=jax.random.key(100 + pid), strategy="loop")
+            out["mismatch_detected"] = np.asarray(0)
+        except ValueError as e:
+            out["mismatch_detected"] = np.asarray(int("differ from process 0" in str(e)))
         jax.distributed.shutdown()
     else:
         raise SystemExit(f"unknown mode {mode!r}")

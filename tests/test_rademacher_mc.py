@@ -472,6 +472,8 @@ def test_two_processes_equal_one_process(workers, reference):
     assert results[0].keys() == results[1].keys()
     for key in results[0]:
         np.testing.assert_array_equal(results[0][key], results[1][key])  # everyone agrees
+    assert int(results[0].pop("mismatch_detected")) == 1  # both raised, neither hung
+    assert int(results[1].pop("mismatch_detected")) == 1
     for key, draws in results[0].items():
         if key.endswith("/meta"):
             assert draws[1] == 2  # spread over two processes
