@@ -618,7 +618,8 @@ def spectral_norm(
 
     Raises:
       TypeError: ``W`` is not a real numeric array; ``key`` is not a jax random key.
-      ValueError: ``W`` is not 2-D, is empty or holds NaN/inf; an unknown ``method``;
+      ValueError: ``W`` is not 2-D, is empty or holds NaN/inf, or its norm overflows its dtype;
+        an unknown ``method``;
         ``failure_probability`` outside (0, 1); ``tol`` or ``rtol`` not > 0; ``max_iter`` or
         ``gram_iters`` not an integer >= 1; ``v0`` with "certified", or of the wrong shape, zero
         or not finite.
