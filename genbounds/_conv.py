@@ -9,7 +9,8 @@ kernel. This module computes $\|T\|_2$ three ways:
 * ``"exact"``: by FFT for circular padding (Sedghi, Gupta & Long 2019; with strides, the
   polyphase form of the same computation), else by the SVD of the explicit operator matrix
   (small operators only).
-* ``"power"``: power iteration on $T^\top T$ (an estimate from below).
+* ``"power"``: a power-type Krylov method (restarted Lanczos) on $T^\top T$, with the
+  convolution and its transpose as matvecs (an estimate from below).
 * ``"certified"`` (default): a deterministic upper bound, never below $\|T\|_2$ beyond
   floating-point rounding: exact for circular padding; for zero padding and strides the norm of
   the circular (polyphase) operator on a grid $N_d \ge n_d + k_d - 1$ into which the layer
@@ -682,7 +683,7 @@ def conv_operator_norm(
     ``lax.conv_general_dilated`` (cross-correlation, NHWC / HWIO) on inputs $x$ of shape
     ``(*input_shape, c_in)``; the result is $\|T\|_2 = \max_{\|x\|_2=1} \|T x\|_2$, not the
     spectral norm of the reshaped kernel (which can be smaller by up to
-    $\sqrt{\prod_d k_d}$). With circular padding and stride 1 (Sedghi et al. 2019, Thm 6)
+    $\sqrt{\prod_d k_d}$). With circular padding and stride 1 (Sedghi et al. 2019)
 
     $$\|T\|_2 = \max_{u \in \prod_d [n_d]} \sigma_1\big(\hat K(2\pi u / n)\big), \qquad
     \hat K(\theta) = \sum_p K_p e^{-i \langle p, \theta \rangle},$$
@@ -792,7 +793,7 @@ def circular_conv_singular_values(
 ) -> jax.Array:
     r"""All singular values of a circular (wrap-around) stride-1 convolution, descending.
 
-    Sedghi, Gupta & Long (2019), Theorem 6: the singular values of the
+    Sedghi, Gupta & Long (2019): the singular values of the
     $(\prod_d n_d\, c_{out}) \times (\prod_d n_d\, c_{in})$ operator are the union over
     $u \in \prod_d [n_d]$ of the singular values of $\hat K(2\pi u/n)$; there are
     $\prod_d n_d \cdot \min(c_{in}, c_{out})$ of them.
