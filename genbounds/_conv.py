@@ -36,18 +36,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_choice, check_n, check_positive
-
-
-# TODO(lead): import NormResult from ._linalg once merged
-class NormResult(NamedTuple):
-    value: float  # the norm; for certified methods an upper bound
-    method: str  # which method actually ran
-    estimated: bool  # True if value may lie BELOW the true norm (power-iteration estimates)
-    failure_probability: float  # 0.0 for deterministic methods
-    iterations: int
-    lower: float | None  # a lower estimate when available, else None
-    vector: jax.Array | None  # top right singular vector estimate (warm start), else None
-
+from ._linalg import NormResult
 
 _METHODS = ("certified", "exact", "power")
 _PAD_STRINGS = ("SAME", "SAME_LOWER", "VALID", "CIRCULAR", "CAUSAL")
