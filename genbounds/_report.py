@@ -17,6 +17,8 @@ from ._golowich import golowich
 from ._margins import margins
 from ._measures import norm_measures
 from ._pac_bayes import pac_bayes
+from ._rademacher import rademacher_bound
+from ._rademacher_mc import rademacher
 from ._spectral import spectral
 from ._vc import vc
 
@@ -25,6 +27,21 @@ def _error(logits: Any, y: np.ndarray) -> float:
     """0-1 error of the argmax prediction (a single logit: positive means class 1)."""
     m = np.asarray(margins(logits, y))
     return float(np.mean(m <= 0.0))
+
+
+def _rademacher_entry(est: Any, *, n: int, delta: float, train_error: float) -> Bound:
+    """Monte-Carlo Rademacher complexity -> `rademacher_bound`, deviation charged to delta/2."""
+    r_delta = delta / 2.0
+    upper = est.upper(1.0 - r_delta, allow_lower_estimate=True)
+    b = rademacher_bound(upper, n=n, delta=delta, train_loss=train_error,
+                         rademacher_delta=r_delta, estimated=True)
+    notes = (f"Monte-Carlo estimate over {est.num_draws} sign vectors: {float(est.value):.4g} "
+             f"(stderr {float(est.stderr):.2g})",)
+    if est.lower_estimate:
+        notes += ("the class's suprema are found by training: a LOWER estimate, so this value "
+                  "is not a certified bound (Zhang et al. 2017: about 1 for nets that fit "
+                  "random signs)",)
+    return dataclasses.replace(b, name="rademacher", notes=b.notes + notes)
 
 
 def _fmt(x: Any) -> str:
@@ -145,6 +162,9 @@ def report(
     input_bound: float | None = None,
     key: jax.Array | None = None,
     layers: Sequence[str] | None = None,
+    rademacher_class: Any = None,
+    rademacher_draws: int = 8,
+    rademacher_estimate: Any = None,
     extra: Mapping[str, Callable[[], Bound]] | None = None,
 ) -> Report:
     r"""Every bound and measure genbounds has, for one trained network, in one call.
@@ -169,6 +189,17 @@ def report(
       input_bound: $B$ for `pac_bayes` (see there).
       key: PRNG key for the certified spectral norms.
       layers: explicit layer order (see `read_layers`).
+      rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
+        architecture with one output) whose Rademacher complexity on ``X_train`` is estimated by
+        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors) and turned into
+        `rademacher_bound` with the estimate's deviation charged to delta (half of it). For a
+        network class the estimate is a LOWER estimate of the supremum, so that entry is marked
+        estimated and is not a certified bound: it shows Zhang et al.'s (2017) point that the
+        complexity of a class that fits random signs is about 1, which makes the bound vacuous.
+      rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
+      rademacher_estimate: a `RademacherEstimate` already computed on ``X_train`` (it does not
+        depend on the labels, so a label-noise sweep computes it once), instead of
+        `rademacher_class`.
       extra: more entries, name -> zero-argument function returning a `Bound`.
 
     Returns:
@@ -214,6 +245,16 @@ def report(
                                                     **common)
         entries["pac_bayes_init"] = lambda: pac_bayes(params, reference=init_params,
                                                       input_bound=input_bound, key=key, **common)
+    if rademacher_class is not None and rademacher_estimate is None:
+        rademacher_estimate = rademacher(
+            rademacher_class, np.asarray(X_train, np.float64).reshape(n, -1),
+            num_draws=rademacher_draws, key=jax.random.key(1) if key is None else key)
+    if rademacher_estimate is not None:
+        if rademacher_estimate.n != n:
+            raise ValueError(f"rademacher_estimate was computed on {rademacher_estimate.n} "
+                             f"points, but X_train has {n}")
+        entries["rademacher"] = lambda: _rademacher_entry(
+            rademacher_estimate, n=n, delta=delta, train_error=train_error)
     if extra:
         entries.update(extra)
 

@@ -107,3 +107,23 @@ def test_report_bad_input(trained, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         genbounds.report(net.params, **args)
+
+
+def test_rademacher_entry_charges_its_deviation_to_delta(trained):
+    import math
+
+    data, net = trained
+    n = len(data.y_train)
+    X = np.asarray(data.X_train, np.float64)
+    est = genbounds.rademacher(genbounds.LinearBall(1.0), X, num_draws=16,
+                               key=__import__("jax").random.key(0))
+    r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+                         apply_fn=net.apply_fn, rademacher_estimate=est, delta=0.05)
+    b = {x.name: x for x in r.bounds}["rademacher"]
+    upper = est.upper(1 - 0.025)
+    want = 0.0 + 2 * upper + 3 * math.sqrt(math.log(2 / 0.025) / (2 * n))
+    np.testing.assert_allclose(b.value, want, rtol=1e-12)
+    assert b.estimated and b.delta == 0.05
+    with pytest.raises(ValueError, match="points"):
+        genbounds.report(net.params, X_train=data.X_train[:10], y_train=data.y_train[:10],
+                         apply_fn=net.apply_fn, rademacher_estimate=est)
