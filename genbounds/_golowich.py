@@ -17,12 +17,11 @@ from ._checks import (
     check_margin,
     check_n,
     check_positive,
-    check_same_length,
     check_unit_interval,
 )
 from ._grid import grid_down, grid_log_prior, grid_up, grid_value
 from ._layers import augment_biases, read_layers
-from ._margins import margins, ramp_loss, select_margin
+from ._margins import ramp_loss, training_margins
 
 GOLOWICH_REFERENCE = (
     "Golowich, Rakhlin & Shamir, 'Size-Independent Sample Complexity of Neural Networks', "
@@ -236,13 +235,6 @@ def _vector_norm(v: np.ndarray, norm: str) -> float:
     return float(np.sqrt(np.sum(v * v))) if norm == "frobenius" else float(np.sum(np.abs(v)))
 
 
-def _select(m: Any, margin: Any, margin_quantile: Any) -> tuple[float, str]:
-    if margin is None and margin_quantile is None:
-        margin_quantile = 0.1  # the papers' 10% quantile (Jiang et al. 2020)
-    sel = select_margin(m, margin=margin, margin_quantile=margin_quantile)
-    return float(sel.margin), sel.note
-
-
 def golowich(
     params: Any,
     *,
@@ -405,21 +397,15 @@ def golowich(
     # ---- the margin bound ---------------------------------------------------------------------
     delta = check_delta(delta)
     check_positive(grid_loss, "grid_loss")
-    if logits is None:
-        if apply_fn is None:
-            raise ValueError("golowich: give apply_fn (apply_fn(params, X) -> logits) or logits")
-        logits = apply_fn(params, X)
-    elif apply_fn is not None:
-        raise ValueError("golowich: give apply_fn or logits, not both")
-    m = margins(logits, y)
-    check_same_length(X2, m, "X", "y")
+    _, logits, m, gamma, margin_note = training_margins(
+        params, X=X, y=y, apply_fn=apply_fn, logits=logits, margin=margin,
+        margin_quantile=margin_quantile, caller="golowich")
     k = 1 if np.ndim(logits) == 1 else int(np.shape(logits)[-1])
     if k != kernels[-1].shape[1]:
         raise ValueError(
             f"logits have {k} columns but the last layer {net[-1].path!r} has "
             f"{kernels[-1].shape[1]} outputs; pass the logits of this network"
         )
-    gamma, margin_note = _select(m, margin, margin_quantile)
 
     # The scalar network(s) the Rademacher theorem is applied to: last layer = one column.
     last = kernels[-1]

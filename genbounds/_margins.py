@@ -369,3 +369,47 @@ def select_margin(
         f"smallest with k = floor(q n) = {k}{clamp} (Jiang et al. 2020 convention)"
     )
     return SelectedMargin(margin=g, note=note)
+
+
+class TrainingMargins(NamedTuple):
+    """What a margin bound reads off the data: see `training_margins`."""
+
+    X: np.ndarray  # (n, d) float64, flattened per example
+    logits: Any
+    margins: jax.Array
+    margin: float
+    note: str
+
+
+def training_margins(
+    params: Any,
+    *,
+    X: Any,
+    y: Any,
+    apply_fn: Any = None,
+    logits: Any = None,
+    margin: Any = None,
+    margin_quantile: Any = None,
+    caller: str,
+) -> TrainingMargins:
+    """The shared first step of every margin bound: logits, margins and the chosen gamma.
+
+    Takes `logits`, or computes ``apply_fn(params, X)`` (exactly one of the two), checks that X
+    and y have the same number of examples, and selects gamma with `select_margin` (default:
+    the 10% quantile of the training margins). `caller` names the bound in error messages.
+    """
+    from ._checks import check_array, check_same_length
+
+    X = check_array(X, "X")
+    n = int(np.shape(X)[0])
+    X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
+    if logits is None:
+        if apply_fn is None:
+            raise ValueError(f"{caller}: give apply_fn (apply_fn(params, X) -> logits) or logits")
+        logits = apply_fn(params, X)
+    elif apply_fn is not None:
+        raise ValueError(f"{caller}: give apply_fn or logits, not both")
+    m = margins(logits, y)
+    check_same_length(X2, m, "X", "y")
+    sel = select_margin(m, margin=margin, margin_quantile=margin_quantile)
+    return TrainingMargins(X2, logits, m, float(sel.margin), sel.note)

@@ -10,11 +10,11 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_array, check_delta, check_positive, check_same_length
+from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_value
 from ._layers import augment_biases, read_layers
 from ._linalg import frobenius_norm
-from ._margins import margin_loss, margins, select_margin
+from ._margins import margin_loss, training_margins
 from ._norms import read_reference, spectral_norms
 
 NEYSHABUR_REFERENCE = (
@@ -128,18 +128,12 @@ def pac_bayes(
     """
     delta = check_delta(delta)
     check_positive(grid_loss, "grid_loss")
-    X = check_array(X, "X")
-    n = int(np.shape(X)[0])
+    data = training_margins(params, X=X, y=y, apply_fn=apply_fn, logits=logits, margin=margin,
+                            margin_quantile=margin_quantile, caller="pac_bayes")
+    X2, logits, m, gamma, margin_note = data
+    n = X2.shape[0]
     if n < 2:
         raise ValueError(f"pac_bayes needs n >= 2 training examples (it divides by n - 1), got {n}")
-    X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
-    if logits is None:
-        if apply_fn is None:
-            raise ValueError("pac_bayes: give apply_fn (apply_fn(params, X) -> logits) or logits")
-        logits = apply_fn(params, X)
-    m = margins(logits, y)
-    check_same_length(X2, m, "X", "y")
-    gamma, margin_note = select_margin(m, margin=margin, margin_quantile=margin_quantile)
 
     read = read_layers(params, layers=layers)
     if any(layer.kind != "dense" for layer in read):

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_array, check_delta, check_positive, check_same_length
+from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_up
 from ._layers import ConvSpec, augment_biases, read_layers
-from ._margins import margins, ramp_loss, select_margin
+from ._margins import ramp_loss, training_margins
 from ._norms import (
     layer_norm_21,
     log_sum_exp,
@@ -260,16 +260,10 @@ def spectral(
 
     delta = check_delta(delta)
     check_positive(grid_loss, "grid_loss")
-    X = check_array(X, "X", ndim=None)
-    n = int(np.shape(X)[0])
-    X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
-    if logits is None:
-        if apply_fn is None:
-            raise ValueError("spectral: give apply_fn (apply_fn(params, X) -> logits) or logits")
-        logits = apply_fn(params, X)
-    m = margins(logits, y)
-    check_same_length(X2, m, "X", "y")
-    gamma, margin_note = select_margin(m, margin=margin, margin_quantile=margin_quantile)
+    data = training_margins(params, X=X, y=y, apply_fn=apply_fn, logits=logits, margin=margin,
+                            margin_quantile=margin_quantile, caller="spectral")
+    X2, logits, m, gamma, margin_note = data
+    n = X2.shape[0]
 
     plain = spectral_complexity(params, reference=reference, method=method, key=key,
                                 failure_probability=failure_probability, layers=layers,

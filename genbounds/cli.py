@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from genbounds.train._checkpoint import atomic_write
+
 _DEMO_NOISE = (0.0, 0.5, 1.0)
 _SHOWN = ("vc", "rademacher", "spectral", "pac_bayes", "golowich", "golowich_l1inf",
           "spectral_init", "pac_bayes_init")
@@ -46,21 +48,6 @@ def _prepare_out(path: str | os.PathLike) -> Path:
         raise SystemExit(
             f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Writes a file so that it either appears whole or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _noise_levels(text: str) -> list[float]:
@@ -235,7 +222,7 @@ def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int
         "records": records,
     }
     _plot(records, out / "bounds.png")
-    _atomic_write(out / "results.json", json.dumps(payload, indent=2).encode())
+    atomic_write(out / "results.json", json.dumps(payload, indent=2).encode())
     console.print(_table(records, title))
     console.print(
         f"Each value is an upper bound on the test error holding with probability >= "
@@ -272,14 +259,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.checkpoint_dir = str(out)
     dataset, spec, result, seconds = _train_one(args, args.label_noise)
     state = {"params": result.params, "init_params": result.init_params}
-    _atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
+    atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
         flax.serialization.to_state_dict(state)))
     run = {"dataset": args.dataset, "seed": args.seed, "n": args.n,
            "label_noise": args.label_noise, "model": spec, "lr": args.lr,
            "batch_size": args.batch_size, "max_epochs": args.max_epochs,
            "epochs": int(result.epochs), "reached": bool(result.reached),
            "train_acc": result.train_acc, "test_acc": result.test_acc, "seconds": seconds}
-    _atomic_write(out / "run.json", json.dumps(run, indent=2).encode())
+    atomic_write(out / "run.json", json.dumps(run, indent=2).encode())
     console.print(f"trained in {seconds:.1f} s ({result.epochs} epochs, train acc "
                   f"{result.train_acc:.3f}, test acc {result.test_acc:.3f}); wrote {out}")
     return 0
@@ -320,7 +307,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                  X_test=dataset.X_test, y_test=dataset.y_test,
                  rademacher_estimate=_rademacher_estimate(dataset, args))
     console.print(rep.to_text())
-    _atomic_write(run_dir / "report.json", json.dumps(
+    atomic_write(run_dir / "report.json", json.dumps(
         {"records": rep.to_records(), "train_error": rep.train_error,
          "test_error": rep.test_error}, indent=2).encode())
     console.print(f"Wrote {run_dir / 'report.json'}")

@@ -51,7 +51,12 @@ def write(path: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str
             "state": serialization.to_state_dict(jax.device_get(dict(state))),
         }
     )
-    data = MAGIC + hashlib.sha256(payload).digest() + payload
+    atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a file so that it appears whole or not at all (temporary file + os.replace)."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
