@@ -476,3 +476,23 @@ def augment_biases(layers: Sequence[Layer]) -> tuple[Layer, ...]:
             aug = jnp.concatenate([aug, const], axis=1)
         out.append(dataclasses.replace(layer, kernel=aug, bias=None))
     return tuple(out)
+
+
+def check_fits(layers: Sequence[Layer], X2: Any, logits: Any, caller: str) -> None:
+    """The data must be what the network reads and the logits what it outputs.
+
+    `X2` is the (n, d) flattened input matrix; for a dense first layer d must equal its fan-in,
+    and the logits (n, k) or (n,) must have as many columns as the last layer has outputs.
+    """
+    first, last = layers[0], layers[-1]
+    if first.kind == "dense" and int(np.shape(X2)[1]) != first.fan_in:
+        raise ValueError(
+            f"{caller}: X has {np.shape(X2)[1]} features per example (flattened) but the first "
+            f"layer {first.path!r} has fan-in {first.fan_in}; pass the inputs the network reads"
+        )
+    k = 1 if np.ndim(logits) == 1 else int(np.shape(logits)[-1])
+    if k != last.fan_out:
+        raise ValueError(
+            f"{caller}: logits have {k} columns but the last layer {last.path!r} has "
+            f"{last.fan_out} outputs; pass the logits of this network"
+        )

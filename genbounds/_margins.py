@@ -247,8 +247,8 @@ def margin_quantile(margins: Any, q: float = 0.1) -> jax.Array:
 
     Convention (Jiang et al. 2020's code, ``margins.kthvalue(m // 10)`` for $q = 0.1$):
     $\gamma$ is the $k$-th smallest margin with $k = \lfloor q n \rfloor$ (1-based), i.e. at
-    least a fraction $q$ of the training examples have margin $\le \gamma$; when $qn < 1$ the
-    smallest margin ($k = 1$) is used. The papers use $q = 0.05$ or $0.10$.
+    least a fraction $\lfloor qn\rfloor/n \le q$ of the training examples have margin
+    $\le \gamma$; when $qn < 1$ the smallest margin ($k = 1$) is used. The papers use $q = 0.05$ or $0.10$.
 
     A $\gamma \le 0$ (the network misclassifies, or ties, more than about a fraction $q$ of the
     training set) is an error: margin bounds need $\gamma > 0$, and Jiang et al.'s code silently

@@ -12,7 +12,7 @@ import numpy as np
 from ._bound import Bound
 from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_value
-from ._layers import augment_biases, read_layers
+from ._layers import augment_biases, check_fits, read_layers
 from ._linalg import frobenius_norm
 from ._margins import margin_loss, training_margins
 from ._norms import read_reference, spectral_norms
@@ -85,8 +85,8 @@ def pac_bayes(
     * Biases by the augmentation $x \mapsto [x; 1]$ (see `augment_biases`), so $B$ becomes
       $\sqrt{B^2+1}$ and $d$, $h$ are those of the augmented network.
     * $B$ (`input_bound`) must bound $\|x\|_2$ on the whole input distribution (the theorem's
-      $\mathcal X_{B,n}$); by default it is the largest training norm, and the result notes this
-      assumption.
+      $\mathcal X_{B,n}$); by default it is the largest training norm, which is read off the
+      sample: the result is then marked ``estimated`` (not certified) and says so in its notes.
 
     Derivation and the constants' provenance: docs/bounds/pac_bayes.md (Lemma 1's 4, $6m$,
     $m-1$; $\sigma$'s 42 and $\ln(4hd)$: formulas.md addendum §2 [V-secondary, V-num]).
@@ -101,7 +101,9 @@ def pac_bayes(
         gives it (default: the 10% quantile).
       delta: failure probability in (0, 1).
       reference: prior mean $M$ (parameters of the same network), default 0.
-      input_bound: $B$; default the largest training-input norm (an assumption, noted).
+      input_bound: $B$, a bound on $\|x\|_2$ over the input distribution's support. Without
+        it, $B$ is the largest training-input norm: a number read off the sample, so the result
+        is marked ``estimated`` and its notes say it is not certified.
       method, key, failure_probability, layers, options: spectral-norm options
         (see `spectral_norms`).
       grid_loss: the margin grid's ratio $r$: rounding $\gamma$ down loses at most $1+r$.
@@ -138,6 +140,7 @@ def pac_bayes(
     read = read_layers(params, layers=layers)
     if any(layer.kind != "dense" for layer in read):
         raise ValueError("pac_bayes is implemented for dense ReLU layers; params has convolutions")
+    check_fits(read, X2, logits, "pac_bayes")
     aug = augment_biases(read)
     refs = augment_biases(read_reference(reference, read)) if reference is not None else None
 
@@ -145,8 +148,9 @@ def pac_bayes(
     notes = [margin_note, "biases by augmentation x -> [x; 1]"]
     if input_bound is None:
         B = max_norm
-        notes.append(f"input_bound B = largest training norm ({B:.6g}); assumed to bound ||x|| "
-                     "on the whole distribution")
+        notes.append(f"NOT CERTIFIED: input_bound B = largest training norm ({B:.6g}), read off "
+                     "the sample; the theorem needs ||x|| <= B on the whole distribution, so "
+                     "pass input_bound (e.g. sqrt(dim) for inputs in [0, 1]) for a bound")
     else:
         B = check_positive(input_bound, "input_bound")
         if B < max_norm * (1.0 - 1e-12):
@@ -205,6 +209,7 @@ def pac_bayes(
         "k_beta": k_beta, "k_gamma": k_gamma,
     }
     return Bound(name="pac_bayes", value=value, complexity=kl, terms=terms, n=n, delta=delta,
-                 estimated=norms.estimated, reference=NEYSHABUR_REFERENCE,
+                 estimated=norms.estimated or input_bound is None,
+                 reference=NEYSHABUR_REFERENCE,
                  notes=tuple(notes + ["prior mean: " + ("reference" if reference is not None
                                                         else "0")]))

@@ -30,18 +30,29 @@ def _error(logits: Any, y: np.ndarray) -> float:
 
 
 def _rademacher_entry(est: Any, *, n: int, delta: float, train_error: float) -> Bound:
-    """Monte-Carlo Rademacher complexity -> `rademacher_bound`, deviation charged to delta/2."""
+    """The Monte-Carlo Rademacher complexity of a class, as a measure.
+
+    Nothing ties the trained network to the class the estimate is about (and for a network
+    class the suprema are lower estimates), so the Rademacher bound is given only as a term,
+    ``bound_if_in_class``: what `rademacher_bound` would give *if* the predictor belonged to a
+    class whose 0-1 loss class had this complexity, with the estimate's deviation charged to
+    delta/2. The value of the entry is None: it is not a certified bound.
+    """
     r_delta = delta / 2.0
     upper = est.upper(1.0 - r_delta, allow_lower_estimate=True)
     b = rademacher_bound(upper, n=n, delta=delta, train_loss=train_error,
                          rademacher_delta=r_delta, estimated=True)
     notes = (f"Monte-Carlo estimate over {est.num_draws} sign vectors: {float(est.value):.4g} "
-             f"(stderr {float(est.stderr):.2g})",)
+             f"(stderr {float(est.stderr):.2g}); a measure, not a bound on this network",)
     if est.lower_estimate:
-        notes += ("the class's suprema are found by training: a LOWER estimate, so this value "
-                  "is not a certified bound (Zhang et al. 2017: about 1 for nets that fit "
-                  "random signs)",)
-    return dataclasses.replace(b, name="rademacher", notes=b.notes + notes)
+        notes += ("suprema found by training: a LOWER estimate of the complexity; about 1 for "
+                  "a class that fits random signs (Zhang et al. 2017), which makes any "
+                  "Rademacher bound for it vacuous",)
+    terms = {"estimate": est.value, "stderr": est.stderr, "upper_confidence": upper,
+             "lower_estimate": bool(est.lower_estimate), "num_draws": est.num_draws,
+             "bound_if_in_class": b.value, "rademacher_delta": r_delta}
+    return Bound(name="rademacher", value=None, complexity=float(est.value), terms=terms, n=n,
+                 delta=delta, estimated=True, reference=b.reference, notes=notes)
 
 
 def _fmt(x: Any) -> str:
@@ -191,11 +202,10 @@ def report(
       layers: explicit layer order (see `read_layers`).
       rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
         architecture with one output) whose Rademacher complexity on ``X_train`` is estimated by
-        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors) and turned into
-        `rademacher_bound` with the estimate's deviation charged to delta (half of it). For a
-        network class the estimate is a LOWER estimate of the supremum, so that entry is marked
-        estimated and is not a certified bound: it shows Zhang et al.'s (2017) point that the
-        complexity of a class that fits random signs is about 1, which makes the bound vacuous.
+        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors). It is reported as a
+        measure (Zhang et al. 2017: about 1 for a class that fits random signs), with the
+        `rademacher_bound` it would give in ``terms["bound_if_in_class"]``: nothing checks that
+        the network belongs to the class, so it is not reported as a bound.
       rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
       rademacher_estimate: a `RademacherEstimate` already computed on ``X_train`` (it does not
         depend on the labels, so a label-noise sweep computes it once), instead of

@@ -13,7 +13,7 @@ import numpy as np
 from ._bound import Bound
 from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_up
-from ._layers import ConvSpec, augment_biases, read_layers
+from ._layers import ConvSpec, augment_biases, check_fits, read_layers
 from ._margins import ramp_loss, training_margins
 from ._norms import (
     layer_norm_21,
@@ -269,6 +269,7 @@ def spectral(
                                 failure_probability=failure_probability, layers=layers,
                                 conv=conv, **options)
     read = read_layers(params, layers=layers, conv=conv)
+    check_fits(read, X2, logits, "spectral")
     refs = read_reference(reference, read) if reference is not None else (None,) * len(read)
     if any(layer.kind != "dense" for layer in read):
         conv_paths = [layer.path for layer in read if layer.kind != "dense"]

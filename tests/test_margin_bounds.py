@@ -255,4 +255,16 @@ def test_pac_bayes_input_bound_must_cover_the_data(problem):
     with pytest.raises(ValueError, match="input_bound"):
         genbounds.pac_bayes(tree, X=X, y=y, logits=logits, margin=0.2, input_bound=0.1)
     b = genbounds.pac_bayes(tree, X=X, y=y, logits=logits, margin=0.2)
-    assert any("input_bound" in note for note in b.notes)
+    assert any("NOT CERTIFIED" in note for note in b.notes) and b.estimated
+    B = float(np.max(np.linalg.norm(X, axis=1)))
+    assert not genbounds.pac_bayes(tree, X=X, y=y, logits=logits, margin=0.2,
+                                   input_bound=B, method="exact").estimated
+
+
+def test_data_must_fit_the_network(problem):
+    tree, X, y, logits = problem
+    for fn in (genbounds.spectral, genbounds.pac_bayes):
+        with pytest.raises(ValueError, match="features"):
+            fn(tree, X=np.hstack([X, X]), y=y, logits=logits, margin=0.2)
+        with pytest.raises(ValueError, match="columns"):
+            fn(tree, X=X, y=y % 2, logits=logits[:, :2], margin=0.2)

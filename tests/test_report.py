@@ -109,7 +109,7 @@ def test_report_bad_input(trained, kwargs, match):
         genbounds.report(net.params, **args)
 
 
-def test_rademacher_entry_charges_its_deviation_to_delta(trained):
+def test_rademacher_entry_is_a_measure_with_its_conditional_bound(trained):
     import math
 
     data, net = trained
@@ -119,11 +119,13 @@ def test_rademacher_entry_charges_its_deviation_to_delta(trained):
                                key=__import__("jax").random.key(0))
     r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
                          apply_fn=net.apply_fn, rademacher_estimate=est, delta=0.05)
-    b = {x.name: x for x in r.bounds}["rademacher"]
+    assert "rademacher" not in {x.name for x in r.bounds}  # not tied to the net: a measure
+    b = {x.name: x for x in r.measures}["rademacher"]
     upper = est.upper(1 - 0.025)
     want = 0.0 + 2 * upper + 3 * math.sqrt(math.log(2 / 0.025) / (2 * n))
-    np.testing.assert_allclose(b.value, want, rtol=1e-12)
-    assert b.estimated and b.delta == 0.05
+    np.testing.assert_allclose(b.terms["bound_if_in_class"], want, rtol=1e-12)
+    np.testing.assert_allclose(b.complexity, est.value, rtol=1e-12)
+    assert b.value is None and b.estimated and b.delta == 0.05
     with pytest.raises(ValueError, match="points"):
         genbounds.report(net.params, X_train=data.X_train[:10], y_train=data.y_train[:10],
                          apply_fn=net.apply_fn, rademacher_estimate=est)
