@@ -59,16 +59,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
         num_mc_samples=20_000,
         mc_subset=None,
         test_mc_samples=2_000,
+        test_mc_subset=None,
     ),
     "synthetic": dict(
         hidden=(600,),
         epochs=20,
         lr=0.05,
         batch=100,
-        steps=30_000,
-        num_mc_samples=10_000,
-        mc_subset=500,
-        test_mc_samples=1_000,
+        steps=15_000,
+        num_mc_samples=5_000,
+        mc_subset=250,
+        test_mc_samples=2_000,
+        test_mc_subset=250,
     ),
     "mnist1d": dict(
         hidden=(100,),
@@ -78,7 +80,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         steps=30_000,
         num_mc_samples=10_000,
         mc_subset=500,
-        test_mc_samples=1_000,
+        test_mc_samples=2_000,
+        test_mc_subset=500,
     ),
     "mnist": dict(
         hidden=(600,),
@@ -88,7 +91,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         steps=50_000,
         num_mc_samples=10_000,
         mc_subset=1_000,
-        test_mc_samples=1_000,
+        test_mc_samples=2_000,
+        test_mc_subset=500,
     ),
 }
 
@@ -263,7 +267,7 @@ def reproduce_dziugaite_roy(
       seed: seed of the split/teacher, the initialisation and the optimisation.
       verbose: print progress.
       **overrides: replace entries of ``SETTINGS[dataset]`` (hidden, epochs, lr, batch, steps,
-        num_mc_samples, mc_subset, test_mc_samples).
+        num_mc_samples, mc_subset, test_mc_samples, test_mc_subset).
 
     Returns:
       The record written to ``results.json``: dataset, sizes, the deterministic net's train and
@@ -318,7 +322,13 @@ def reproduce_dziugaite_roy(
     )
     t_dr = time.perf_counter() - t0
     snn_test = stochastic_error(
-        apply_fn, posterior, Xte, yte, key=k_test, num_samples=cfg["test_mc_samples"]
+        apply_fn,
+        posterior,
+        Xte,
+        yte,
+        key=k_test,
+        num_samples=cfg["test_mc_samples"],
+        subset=cfg["test_mc_subset"],
     )
     record = {
         "dataset": dataset,

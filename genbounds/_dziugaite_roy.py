@@ -657,7 +657,7 @@ def dziugaite_roy(
         apply_fn,
         posterior,
         init_params,
-        X,
+        Xd,
         y,
         prior_variance=lam,
         key=k_mc,

@@ -136,9 +136,10 @@ def hessian_vector_product(loss_fn: Callable[[Any], jax.Array], params: Any, v: 
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> hessian_vector_product(lambda p: (p["a"] ** 3).sum(), {"a": jnp.array([1.0, 2.0])},
-      ...                        {"a": jnp.array([1.0, 1.0])})["a"]
-      Array([ 6., 12.], dtype=float32)
+      >>> hessian_vector_product(
+      ...     lambda p: (p["a"] ** 3).sum(), {"a": jnp.array([1.0, 2.0])}, {"a": jnp.array([1.0, 1.0])}
+      ... )["a"].tolist()
+      [6.0, 12.0]
     """
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
 
