@@ -1,24 +1,62 @@
 """genbounds: generalisation bounds and complexity measures of trained neural networks.
 
+Bounds (each ``.value`` an upper bound on the 0-1 test error with probability >= 1 - delta):
+`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`; all of them at once: `report`.
+Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, ...
+Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
+The harness lives apart, in `genbounds.data` and `genbounds.train`.
+
 The public namespace only re-exports; every module behind it is private.
 """
 
 from ._bound import Bound as Bound
+from ._conv import conv_operator_norm as conv_operator_norm
+from ._conv import reshaped_kernel_norm as reshaped_kernel_norm
+from ._golowich import golowich as golowich
+from ._golowich import golowich_frobenius as golowich_frobenius
+from ._golowich import golowich_l1inf as golowich_l1inf
+from ._golowich import golowich_margin_bound as golowich_margin_bound
+from ._hypotheses import HypothesisClass as HypothesisClass
+from ._hypotheses import KernelBall as KernelBall
+from ._hypotheses import LinearBall as LinearBall
+from ._hypotheses import NetworkClass as NetworkClass
 from ._kl import kl_bernoulli as kl_bernoulli
 from ._kl import kl_inverse as kl_inverse
 from ._kl import mcallester_bound as mcallester_bound
 from ._kl import pac_bayes_kl_bound as pac_bayes_kl_bound
 from ._layers import ConvSpec as ConvSpec
 from ._layers import Layer as Layer
+from ._layers import augment_biases as augment_biases
 from ._layers import read_layers as read_layers
+from ._linalg import NormResult as NormResult
+from ._linalg import frobenius_norm as frobenius_norm
+from ._linalg import log_norm_product as log_norm_product
+from ._linalg import norm_21 as norm_21
+from ._linalg import spectral_norm as spectral_norm
 from ._margins import SelectedMargin as SelectedMargin
 from ._margins import margin_loss as margin_loss
 from ._margins import margin_quantile as margin_quantile
 from ._margins import margins as margins
 from ._margins import ramp_loss as ramp_loss
 from ._margins import select_margin as select_margin
+from ._measures import distance_from_init as distance_from_init
+from ._measures import jiang_normalise as jiang_normalise
+from ._measures import norm_measures as norm_measures
+from ._measures import path_norm as path_norm
+from ._norms import SpectralNorms as SpectralNorms
+from ._norms import spectral_norms as spectral_norms
+from ._pac_bayes import pac_bayes as pac_bayes
+from ._pac_bayes import pac_bayes_margin_bound as pac_bayes_margin_bound
 from ._rademacher import margin_rademacher_bound as margin_rademacher_bound
 from ._rademacher import rademacher_bound as rademacher_bound
+from ._rademacher_mc import RademacherEstimate as RademacherEstimate
+from ._rademacher_mc import rademacher as rademacher
+from ._rademacher_mc import rademacher_signs as rademacher_signs
+from ._report import Report as Report
+from ._report import report as report
+from ._spectral import spectral as spectral
+from ._spectral import spectral_complexity as spectral_complexity
+from ._spectral import spectral_margin_bound as spectral_margin_bound
 from ._vc import vc as vc
 from ._vc import vc_dimension_bound as vc_dimension_bound
 

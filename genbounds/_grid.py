@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 
-def grid_log_prior(k: int | None) -> float:
-    """$-\\ln p(k)$ for $p(k) = 2 / (3(|k|+1)(|k|+2))$; None (an exact zero) is charged k = 0."""
-    a = 0 if k is None else abs(int(k))
+def grid_log_prior(k: int) -> float:
+    """$-\\ln p(k)$ for $p(k) = 2 / (3(|k|+1)(|k|+2))$."""
+    a = abs(int(k))
     return math.log(1.5) + math.log(a + 1) + math.log(a + 2)
 
 

@@ -33,7 +33,7 @@ def pac_bayes_margin_bound(*, margin_loss: float, kl: float, n: int, delta: floa
 
     Examples:
       >>> round(pac_bayes_margin_bound(margin_loss=0.0, kl=10.0, n=1001, delta=0.05), 6)
-      0.561846
+      0.589186
     """
     return margin_loss + 4.0 * math.sqrt((kl + math.log(6.0 * n / delta)) / (n - 1.0))
 

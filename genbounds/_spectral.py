@@ -163,7 +163,7 @@ def spectral_margin_bound(
     Examples:
       >>> round(spectral_margin_bound(ramp_loss=0.0, margin=1.0, complexity=0.0, x_norm=1.0,
       ...                             width=2, n=100, delta=0.05), 6)
-      0.493039
+      0.48743
     """
     log_term = 72.0 * x_norm * math.log(n) * math.sqrt(math.log(2.0 * width**2))
     return (ramp_loss + 8.0 / n + log_term * complexity / (margin * n)
@@ -303,19 +303,19 @@ def spectral(
     L = len(aug)
     r = (1.0 + grid_loss) ** (1.0 / (L + 2)) - 1.0
     ks = [grid_up(v, r) for v in s]
-    kb = [grid_up(v, r) if v > 0.0 else None for v in b]
+    # b_i = 0 (A_i = M_i) is rounded up to the grid point k = 0 like any other value.
+    kb = [grid_up(v, r) if v > 0.0 else 0 for v in b]
     kg = grid_down(gamma, r)
     s_bar = [(1.0 + r) ** k for k in ks]
-    b_bar = [(1.0 + r) ** k if k is not None else 0.0 for k in kb]
+    b_bar = [(1.0 + r) ** k for k in kb]
     gamma_bar = (1.0 + r) ** kg
     log_prior = sum(grid_log_prior(k) for k in ks) + grid_log_prior(kg)
-    # b_i = 0 (k None) needs no grid point: it is charged the k = 0 weight (grid_log_prior).
     log_prior += sum(grid_log_prior(k) for k in kb)
 
     log_R = sum(math.log(v) for v in s_bar)
-    ratios = [(2.0 / 3.0) * (math.log(bv) - math.log(sv))
-              for bv, sv in zip(b_bar, s_bar, strict=True) if bv > 0.0]
-    R_bar = math.exp(log_R + 1.5 * log_sum_exp(ratios)) if ratios else 0.0
+    ratios = [(2.0 / 3.0) * (math.log(bv) - math.log(sv)) for bv, sv in zip(b_bar, s_bar,
+                                                                                strict=True)]
+    R_bar = math.exp(log_R + 1.5 * log_sum_exp(ratios))
     ramp = float(ramp_loss(m, gamma_bar))
     complexity_term = (72.0 * x_norm * math.log(n) * math.sqrt(math.log(2.0 * width**2))
                        * R_bar / (gamma_bar * n))

@@ -1,0 +1,533 @@
+"""Norm-based complexity measures that are not bounds: path norms, distance from initialisation,
+sums and products of layer norms, stable ranks, parameter counts, and Jiang et al. (2020)'s
+normalisation of them.
+
+Every function here returns `Bound` objects with ``value=None`` (measures): the numbers rank
+networks, they do not bound a test error. Conventions follow Jiang et al. (2020) as implemented
+by Dziugaite et al. (2020) (nitarshan/robust-generalization-measures, ``measures.py``), see
+formulas.md §7.1 and docs/measures/norms.md:
+
+* BatchNorm is folded into the layer before it first (`read_layers` does this);
+* "weights" are the kernels: biases are excluded from every measure except the path norm, which
+  squares *every* parameter as Jiang's code does (``biases=False`` gives the bias-free one);
+* a convolution's Frobenius norm is that of its kernel (the reshaped (c_out, c_in·k·k) matrix);
+  its spectral norm is the operator norm of the convolution (`spectral_norms`; Jiang's FFT
+  variant), an upper bound when the input shape is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._bound import Bound
+from ._checks import check_margin, check_n, check_positive
+from ._layers import ConvSpec, Layer, read_layers
+from ._norms import layer_frobenius, read_reference, spectral_norms
+
+JIANG_REFERENCE = (
+    "Jiang, Neyshabur, Mobahi, Krishnan & Bengio, 'Fantastic Generalization Measures and Where "
+    "to Find Them', ICLR 2020, arXiv:1912.02178"
+)
+NEYSHABUR_2015_REFERENCE = (
+    "Neyshabur, Tomioka & Srebro, 'Norm-Based Capacity Control in Neural Networks', COLT 2015, "
+    "arXiv:1503.00036"
+)
+
+
+def _exp(log_x: float) -> float:
+    return math.exp(log_x) if log_x < 709.0 else math.inf
+
+
+# ----------------------------------------------------------------------------------------------
+# Path norm.
+
+
+def _conv_forward(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """One linear convolution of x (1, *spatial, c_in) with a non-negative kernel, Flax layout."""
+    rank = kernel.ndim - 2
+    strides = (spec.strides,) * rank if isinstance(spec.strides, int) else tuple(spec.strides)
+    padding: Any = spec.padding
+    if padding == "CIRCULAR":  # flax.linen.Conv: wrap-pad ((k-1)//2, k//2), then VALID
+        pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in kernel.shape[:-2]] + [(0, 0)]
+        x = jnp.pad(x, pads, mode="wrap")
+        padding = "VALID"
+    elif not isinstance(padding, str):
+        padding = tuple(tuple(int(v) for v in p) for p in padding)
+    spatial = "DHW"[-rank:] if rank <= 3 else None
+    if spatial is None:
+        raise ValueError(f"path_norm handles 1-, 2- and 3-D convolutions, got a {rank}-D kernel")
+    dn = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=padding, dimension_numbers=dn,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
+def _path_sum(layers: Sequence[Layer], p: float, biases: bool) -> tuple[float, int]:
+    """(s, e) with sum over paths of prod |w|^p = s 2^e: the |w|^p network on an all-ones input.
+
+    The activations are rescaled by a power of two (exact in floating point) after every layer
+    and the exponent is kept apart, so deep or large networks neither overflow nor underflow.
+    """
+    first = layers[0]
+    if first.kind == "conv":
+        spec = first.conv or ConvSpec()
+        if spec.input_shape is None:
+            raise ValueError(
+                f"path_norm needs the input shape of the first convolution {first.path!r}: pass "
+                f"conv={{{first.path!r}: ConvSpec(input_shape=..., strides=..., padding=...)}}"
+            )
+        shape = (1, *spec.input_shape, first.fan_in)
+    else:
+        shape = (first.fan_in,)
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    v: Any = np.ones(shape, dtype=np.float64)
+    scale = 0
+    prev = None
+    for layer in layers:
+        kp = np.abs(np.asarray(layer.kernel, dtype=np.float64)) ** p
+        if layer.kind == "dense":
+            if prev is not None and prev.kind == "conv":
+                v = np.asarray(v, dtype=np.float64).reshape(-1)  # Flax flattens (H, W, C)
+            if v.shape != (layer.fan_in,):
+                raise ValueError(
+                    f"path_norm: {layer.path!r} has fan-in {layer.fan_in} but the layers before "
+                    f"it produce {int(np.prod(v.shape))} values; path_norm assumes a plain "
+                    "feed-forward stack of the layers read (no pooling, reshape or skip "
+                    "connection that the parameters cannot show)"
+                )
+            v = kp.T @ v
+        else:
+            if prev is not None and prev.kind == "dense":
+                raise ValueError(
+                    f"path_norm: a convolution {layer.path!r} follows the dense layer "
+                    f"{prev.path!r}; the reshape between them is not known"
+                )
+            spec = layer.conv or ConvSpec()
+            if (prev is not None and spec.input_shape is not None
+                    and tuple(spec.input_shape) != tuple(v.shape[1:-1])):
+                raise ValueError(
+                    f"path_norm: {layer.path!r} expects input shape {tuple(spec.input_shape)} "
+                    f"but the previous layer gives {tuple(v.shape[1:-1])}; a pooling or "
+                    "reshaping layer in between cannot be seen in the parameters"
+                )
+            out = _conv_forward(jnp.asarray(kp, dtype), jnp.asarray(v, dtype), spec)
+            v = np.asarray(out, dtype=np.float64)
+        # v holds the true activations divided by 2^scale; powers of two rescale exactly.
+        exps = [scale + _exponent(v)]
+        c = None
+        if biases and layer.bias is not None:
+            # a bias is the weight of a path that starts at a constant unit of value 1
+            c = np.abs(np.asarray(layer.bias, dtype=np.float64)) ** p
+            exps.append(_exponent(c))
+        new_scale = max(exps)
+        if new_scale <= -_NO_EXP // 2:
+            return 0.0, 0  # every activation is zero: no path carries weight
+        v = np.ldexp(v, scale - new_scale)
+        if c is not None:
+            v = v + np.ldexp(c, -new_scale)
+        scale = new_scale
+        prev = layer
+    return float(np.sum(v)), scale
+
+
+_NO_EXP = 10**9
+
+
+def _exponent(x: np.ndarray) -> int:
+    """The binary exponent of max(x) (x >= 0), or -_NO_EXP when x is all zeros."""
+    top = float(np.max(x))
+    return int(np.frexp(top)[1]) if top > 0.0 else -_NO_EXP
+
+
+def path_norm(
+    params: Any,
+    *,
+    p: float = 2.0,
+    power: bool = False,
+    biases: bool = True,
+    layers: Sequence[str] | None = None,
+    conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+) -> Bound:
+    r"""The $\ell_p$ path norm of a feed-forward ReLU network.
+
+    $$\phi_p(w) = \Big(\sum_{\text{paths } \pi} \prod_{e \in \pi} |w_e|^p\Big)^{1/p},$$
+
+    the sum running over every input-to-output path through the weights (Neyshabur, Tomioka &
+    Srebro 2015). It is computed as Jiang et al.'s code does: replace every parameter by
+    $|w|^p$, feed an all-ones input through the *linear* network (all entries are non-negative,
+    so ReLU is the identity), and sum the outputs. With ``power=True`` the $1/p$ root is not
+    taken: for $p = 2$ that is Jiang et al. (2020)'s path-norm measure $\mu_{44}$ (eq. 44).
+
+    With ``biases=True`` (the default, as in Jiang's code, which squares every parameter) a bias
+    is the weight of a path from a constant unit: the result is the path norm of the bias-free
+    network on $[x; 1]$ (`augment_biases`). ``biases=False`` ignores them.
+
+    **Structure.** The layers read from `params` are applied in order with nothing in between
+    (no pooling, skip connection or reshape other than flattening before the first dense layer
+    after a convolution); shapes that do not fit raise. Convolutions use their `ConvSpec`
+    (strides, padding) and need the first convolution's input shape. The path norm is invariant
+    under the ReLU rescaling $W_i \to cW_i$, $b_i \to cb_i$, $W_{i+1} \to W_{i+1}/c$ ($c > 0$),
+    and homogeneous of degree 1 in each bias-free layer.
+
+    Args:
+      params: the network's parameters (Flax linen, nnx, or a plain pytree).
+      p: the exponent $p > 0$ (1 and 2 are the usual ones).
+      power: return $\sum_\pi \prod |w|^p$ instead of its $p$-th root.
+      biases: include the biases as paths from a constant input.
+      layers: explicit layer order (see `read_layers`).
+      conv: geometry of the convolution layers (see `ConvSpec`).
+
+    Returns:
+      A measure (``value=None``) with ``complexity`` the path norm (or its $p$-th power) and
+      terms ``log_path_sum`` ($\ln \sum_\pi \prod|w|^p$), ``p``, ``power``, ``biases``.
+
+    Raises:
+      ValueError, TypeError: bad parameters, p <= 0, a structure the forward pass cannot follow,
+        a convolution without its input shape.
+
+    Examples:
+      >>> import numpy as np
+      >>> params = [np.array([[3.0]]), np.array([[-2.0]])]  # x -> -2 relu(3 x)
+      >>> path_norm(params).complexity  # |3 * (-2)|
+      6.0
+      >>> path_norm(params, power=True).complexity  # Jiang et al.'s mu_44 = (3 * 2)^2
+      36.0
+
+    References:
+      Neyshabur, Tomioka & Srebro, "Norm-Based Capacity Control in Neural Networks", COLT 2015,
+      arXiv:1503.00036. Jiang et al., "Fantastic Generalization Measures and Where to Find
+      Them", ICLR 2020, arXiv:1912.02178, eq. (44).
+    """
+    p = check_positive(p, "p")
+    read = read_layers(params, layers=layers, conv=conv)
+    mant, scale = _path_sum(read, p, bool(biases))
+    log_sum = math.log(mant) + scale * math.log(2.0) if mant > 0.0 else -math.inf
+    total = math.ldexp(mant, scale) if log_sum < 709.0 else math.inf
+    if power:
+        value = total
+    elif math.isfinite(total):
+        value = math.sqrt(total) if p == 2.0 else total ** (1.0 / p)
+    else:
+        value = _exp(log_sum / p)
+    name = f"l{p:g}_path_norm" + ("_power" if power else "")
+    notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases
+             else "biases excluded", "assumes a plain feed-forward stack of the layers read"]
+    return Bound(name=name, value=None, complexity=value,
+                 terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
+                        "biases": bool(biases)},
+                 reference=NEYSHABUR_2015_REFERENCE + "; " + JIANG_REFERENCE + ", eq. (44)",
+                 notes=tuple(notes))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer norms and distance from initialisation.
+
+
+def _diff_spectral(read: Sequence[Layer], refs: Sequence[Layer], **kwargs: Any) -> Any:
+    """Spectral norms of W_i - W_i^0, with the same geometry as the layers."""
+    tree = {layer.path: {"kernel": layer.kernel - ref.kernel}
+            for layer, ref in zip(read, refs, strict=True)}
+    conv = {layer.path: layer.conv or ConvSpec() for layer in read if layer.kind == "conv"}
+    return spectral_norms(tree, layers=[layer.path for layer in read], conv=conv or None,
+                          **kwargs)
+
+
+def distance_from_init(
+    params: Any,
+    *,
+    reference: Any,
+    method: str = "certified",
+    key: jax.Array | None = None,
+    failure_probability: float = 1e-6,
+    layers: Sequence[str] | None = None,
+    conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+    **options: Any,
+) -> Bound:
+    r"""Distance of the weights from a reference (the initialisation), per layer and in total.
+
+    Per layer $\|W_i - W_i^0\|_F$ and $\|W_i - W_i^0\|_2$ (spectral; the operator norm for a
+    convolution). ``complexity`` is the Euclidean distance of the weight vectors,
+    $\sqrt{\sum_i \|W_i - W_i^0\|_F^2}$; Jiang et al. (2020)'s eq. (40) is its square
+    (``terms["fro_dist"]``) and eq. (41) is $\sum_i \|W_i - W_i^0\|_2^2$
+    (``terms["spec_dist"]``). Biases are excluded (Jiang et al.'s "weights").
+
+    Args:
+      params: the network's parameters.
+      reference: parameters of the same network (e.g. at initialisation); BatchNorm folded the
+        same way.
+      method, key, failure_probability, options: spectral-norm options (see `spectral_norms`);
+        the default gives upper bounds on the true norms.
+      layers, conv: layer order and convolution geometry (see `read_layers`).
+
+    Returns:
+      A measure with terms ``frobenius`` and ``spectral`` (per layer), ``fro_dist``,
+      ``spec_dist``, ``sum_frobenius``, ``sum_spectral``.
+
+    Raises:
+      ValueError, TypeError: bad parameters or a reference that does not match.
+
+    Examples:
+      >>> import numpy as np
+      >>> w0 = {"Dense_0": {"kernel": np.zeros((2, 2))}, "Dense_1": {"kernel": np.zeros((2, 1))}}
+      >>> w = {"Dense_0": {"kernel": np.diag([3.0, 4.0])}, "Dense_1": {"kernel": np.zeros((2, 1))}}
+      >>> b = distance_from_init(w, reference=w0)
+      >>> b.complexity, round(b.terms["spec_dist"], 9)
+      (5.0, 16.0)
+
+    References:
+      Jiang et al., ICLR 2020, arXiv:1912.02178, eqs. (40), (41).
+    """
+    read = read_layers(params, layers=layers, conv=conv)
+    refs = read_reference(reference, read)
+    fro = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
+    spec = _diff_spectral(read, refs, method=method, key=key,
+                          failure_probability=failure_probability, **options)
+    s = [float(spec[layer.path]) for layer in read]
+    fro_dist = float(sum(v * v for v in fro))
+    terms = {
+        "frobenius": {layer.path: v for layer, v in zip(read, fro, strict=True)},
+        "spectral": {layer.path: v for layer, v in zip(read, s, strict=True)},
+        "fro_dist": fro_dist,
+        "spec_dist": float(sum(v * v for v in s)),
+        "sum_frobenius": float(sum(fro)),
+        "sum_spectral": float(sum(s)),
+        "failure_probability": spec.failure_probability,
+    }
+    return Bound(name="distance_from_init", value=None, complexity=math.sqrt(fro_dist),
+                 terms=terms, estimated=spec.estimated,
+                 reference=JIANG_REFERENCE + ", eqs. (40), (41)",
+                 notes=(f"spectral norms: {method}", "biases excluded"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Jiang et al.'s normalisation and the collection of measures.
+
+
+def jiang_normalise(mu: float, *, n: int, log: bool) -> float:
+    r"""Jiang et al. (2020)'s adjustment of a measure for the training-set size.
+
+    A measure whose name starts with ``LOG_`` in their code becomes $\frac12(\mu - \ln n)$
+    (``log=True``); every other one becomes $\sqrt{\mu / n}$ (formulas.md §7.1, verified in
+    nitarshan/robust-generalization-measures ``measures.py``).
+
+    Args:
+      mu: the raw measure (>= 0 unless `log`).
+      n: training-set size $m$, >= 1.
+      log: whether the measure is a logarithm.
+
+    Returns:
+      The adjusted measure.
+
+    Raises:
+      ValueError, TypeError: n < 1, NaN, a negative non-log measure.
+
+    Examples:
+      >>> jiang_normalise(400.0, n=100, log=False)
+      2.0
+      >>> round(jiang_normalise(10.0, n=100, log=True), 6)
+      2.697415
+    """
+    n = check_n(n)
+    if log:
+        v = float(mu)
+        if math.isnan(v):
+            raise ValueError("mu must not be NaN")
+        return 0.5 * (v - math.log(n))
+    v = check_positive(mu, "mu", allow_zero=True) if mu != math.inf else math.inf
+    return math.sqrt(v / n)
+
+
+# name -> (Jiang et al. 2020 equation, is a log measure)
+_JIANG = {
+    "num_weights": (20, False), "inverse_margin": (22, False), "log_spec_init": (29, True),
+    "log_spec_orig": (30, True), "log_prod_spec_over_margin": (31, True),
+    "log_prod_spec": (32, True), "fro_over_spec": (33, False),
+    "log_sum_spec_over_margin": (34, True), "log_sum_spec": (35, True),
+    "log_prod_fro_over_margin": (36, True), "log_prod_fro": (37, True),
+    "log_sum_fro_over_margin": (38, True), "log_sum_fro": (39, True), "fro_dist": (40, False),
+    "spec_dist": (41, False), "param_norm": (42, False), "path_norm_over_margin": (43, False),
+    "path_norm": (44, False),
+}
+
+
+def norm_measures(
+    params: Any,
+    *,
+    reference: Any = None,
+    margin: float | None = None,
+    n: int | None = None,
+    jiang: bool = False,
+    method: str = "certified",
+    key: jax.Array | None = None,
+    failure_probability: float = 1e-6,
+    layers: Sequence[str] | None = None,
+    conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+    **options: Any,
+) -> dict[str, Bound]:
+    r"""Every norm-based measure of one network, as a dict of measures (``value=None``).
+
+    With $s_i$ the spectral norm of layer $i$ (an upper bound by default, see `spectral_norms`),
+    $f_i = \|W_i\|_F$, $W_i^0$ the `reference`, $d$ the number of layers, $\gamma$ = `margin`
+    and $\omega$ the number of weights, the raw measures $\mu$ (Jiang et al. 2020's equation
+    numbers in brackets) are:
+
+    * ``num_weights`` $\omega$ (20; kernels only) and ``num_params`` (biases included);
+    * ``param_norm`` $\sum_i f_i^2$ (42), ``fro_over_spec`` $\sum_i f_i^2/s_i^2$ (33: the sum of
+      the stable ranks, per layer in its terms);
+    * ``log_prod_spec`` $\sum_i \ln s_i^2$ (32), ``log_sum_spec`` $\ln d + \frac1d\sum_i\ln
+      s_i^2$ (35), and the Frobenius analogues ``log_prod_fro`` (37), ``log_sum_fro`` (39);
+    * ``sum_fro`` $\sum_i f_i$, ``sum_spec`` $\sum_i s_i$, ``prod_fro`` $\prod_i f_i$,
+      ``prod_spec`` $\prod_i s_i$ (products from log space, the log in their terms);
+    * ``path_norm`` $\mu_{44} = \sum_\pi\prod w^2$ (44, biases included as Jiang's code does)
+      and ``l2_path_norm`` $\sqrt{\mu_{44}}$ (see `path_norm`);
+    * with a `reference`: ``fro_dist`` $\sum_i\|W_i - W_i^0\|_F^2$ (40), ``spec_dist``
+      $\sum_i\|W_i - W_i^0\|_2^2$ (41);
+    * with a `margin`: ``inverse_margin`` $1/\gamma^2$ (22), ``log_prod_spec_over_margin`` (31)
+      $= \mu_{32} - 2\ln\gamma$, ``log_sum_spec_over_margin`` (34) $= \ln d + (\mu_{32} -
+      2\ln\gamma)/d$, ``log_spec_orig`` (30) $= \mu_{31} + \ln\mu_{33}$, the Frobenius
+      analogues (36, 38), ``path_norm_over_margin`` $\mu_{44}/\gamma^2$ (43); with both,
+      ``log_spec_init`` (29) $= \mu_{31} + \ln\sum_i\|W_i - W_i^0\|_F^2/s_i^2$.
+
+    With ``jiang=True`` only the measures with an equation number are returned, each adjusted by
+    `jiang_normalise` with $n$ = `n` (``LOG_`` measures $\frac12(\mu - \ln n)$, the others
+    $\sqrt{\mu/n}$), the raw value in ``terms["raw"]``. Jiang et al. take $\gamma$ as the 10th
+    percentile of the training margins (``genbounds.select_margin(..., margin_quantile=0.1)``
+    computes the same order statistic; their code then takes ``abs()``).
+
+    A path norm that cannot be computed (a convolution without its input shape, a structure the
+    forward pass cannot follow) is reported with ``complexity=nan`` and the reason in its notes,
+    so one unreadable measure does not hide the others.
+
+    Args:
+      params: the network's parameters.
+      reference: parameters at initialisation (or any reference), or None.
+      margin: $\gamma > 0$ for the margin-normalised measures, or None.
+      n: training-set size, needed for ``jiang=True``.
+      jiang: apply Jiang et al.'s normalisation and keep only their measures.
+      method, key, failure_probability, options: spectral-norm options (see `spectral_norms`).
+      layers, conv: layer order and convolution geometry (see `read_layers`).
+
+    Returns:
+      A dict from measure name to a `Bound` measure (``value=None``, ``complexity`` = the
+      measure, ``reference`` = its source).
+
+    Raises:
+      ValueError, TypeError: bad parameters, margin <= 0, ``jiang=True`` without `n`, a zero
+        layer (its log norm is undefined).
+
+    Examples:
+      >>> import numpy as np
+      >>> params = {"Dense_0": {"kernel": 2.0 * np.eye(2)}, "Dense_1": {"kernel": np.ones((2, 1))}}
+      >>> m = norm_measures(params, margin=0.5)
+      >>> round(m["log_prod_spec"].complexity, 6)  # ln(2^2 * 2)
+      2.079442
+      >>> m["path_norm"].complexity  # paths 2*1 and 2*1: 4 + 4
+      8.0
+
+    References:
+      Jiang, Neyshabur, Mobahi, Krishnan & Bengio, "Fantastic Generalization Measures and Where
+      to Find Them", ICLR 2020, arXiv:1912.02178, Section 7 and Appendix C.
+    """
+    if jiang and n is None:
+        raise ValueError("norm_measures: jiang=True needs n, the training-set size")
+    if n is not None:
+        n = check_n(n)
+    gamma = None if margin is None else check_margin(margin)
+    read = read_layers(params, layers=layers, conv=conv)
+    d = len(read)
+    spec = spectral_norms(params, method=method, key=key, failure_probability=failure_probability,
+                          layers=layers, conv=conv, **options)
+    s = [float(spec[layer.path]) for layer in read]
+    f = [layer_frobenius(layer) for layer in read]
+    zero = [layer.path for layer, v in zip(read, f, strict=True) if v == 0.0]
+    if zero:
+        raise ValueError(f"params: the layers {zero} are all zeros; their log norms are -inf")
+    paths = [layer.path for layer in read]
+    log_s2 = [2.0 * math.log(v) for v in s]
+    log_f2 = [2.0 * math.log(v) for v in f]
+    est = spec.estimated
+    raw: dict[str, tuple[float, dict, tuple[str, ...]]] = {}
+
+    def put(name: str, mu: float, terms: dict | None = None, notes: tuple[str, ...] = ()) -> None:
+        raw[name] = (float(mu), terms or {}, notes)
+
+    per_s = {"spectral": dict(zip(paths, s, strict=True))}
+    per_f = {"frobenius": dict(zip(paths, f, strict=True))}
+    omega = sum(layer.num_weights for layer in read)
+    put("num_weights", omega)
+    put("num_params", sum(layer.num_params for layer in read))
+    put("param_norm", sum(v * v for v in f), per_f)
+    stable = {p_: fv * fv / (sv * sv) for p_, fv, sv in zip(paths, f, s, strict=True)}
+    put("fro_over_spec", sum(stable.values()), {"stable_rank": stable})
+    put("log_prod_spec", sum(log_s2), per_s)
+    put("log_sum_spec", math.log(d) + sum(log_s2) / d, per_s)
+    put("log_prod_fro", sum(log_f2), per_f)
+    put("log_sum_fro", math.log(d) + sum(log_f2) / d, per_f)
+    put("sum_fro", sum(f), per_f)
+    put("sum_spec", sum(s), per_s)
+    put("prod_fro", _exp(0.5 * sum(log_f2)), {"log": 0.5 * sum(log_f2), **per_f})
+    put("prod_spec", _exp(0.5 * sum(log_s2)), {"log": 0.5 * sum(log_s2), **per_s})
+    try:
+        pn = path_norm(params, p=2.0, power=True, biases=True, layers=layers, conv=conv)
+        mu44, pn_terms, pn_notes = float(pn.complexity), dict(pn.terms), pn.notes
+    except ValueError as e:
+        mu44, pn_terms, pn_notes = math.nan, {}, (f"not computed: {e}",)
+    put("path_norm", mu44, pn_terms, pn_notes)
+    put("l2_path_norm", math.sqrt(mu44), pn_terms, pn_notes)
+
+    dist_f2 = None
+    if reference is not None:
+        refs = read_reference(reference, read)
+        df = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
+        dspec = _diff_spectral(read, refs, method=method, key=key,
+                               failure_probability=failure_probability, **options)
+        ds = [float(dspec[p_]) for p_ in paths]
+        est = est or dspec.estimated
+        dist_f2 = [v * v for v in df]
+        put("fro_dist", sum(dist_f2), {"frobenius": dict(zip(paths, df, strict=True))})
+        put("spec_dist", sum(v * v for v in ds), {"spectral": dict(zip(paths, ds, strict=True))})
+
+    if gamma is not None:
+        lg = 2.0 * math.log(gamma)
+        put("inverse_margin", 1.0 / (gamma * gamma), {"margin": gamma})
+        mu31 = sum(log_s2) - lg
+        put("log_prod_spec_over_margin", mu31, {"margin": gamma})
+        put("log_sum_spec_over_margin", math.log(d) + mu31 / d, {"margin": gamma})
+        put("log_spec_orig", mu31 + math.log(raw["fro_over_spec"][0]), {"margin": gamma})
+        put("log_prod_fro_over_margin", sum(log_f2) - lg, {"margin": gamma})
+        put("log_sum_fro_over_margin", math.log(d) + (sum(log_f2) - lg) / d, {"margin": gamma})
+        put("path_norm_over_margin", mu44 / (gamma * gamma), {"margin": gamma}, pn_notes)
+        if dist_f2 is not None:
+            ratio = sum(df2 / math.exp(ls2) for df2, ls2 in zip(dist_f2, log_s2, strict=True))
+            put("log_spec_init", mu31 + (math.log(ratio) if ratio > 0.0 else -math.inf),
+                {"margin": gamma})
+
+    out: dict[str, Bound] = {}
+    conv_note = ("conv spectral norms: operator norm (Jiang's FFT variant)"
+                 if any(layer.kind == "conv" for layer in read) else None)
+    for name, (mu, terms, notes) in raw.items():
+        eq = _JIANG.get(name)
+        if jiang and eq is None:
+            continue
+        ref = f"{JIANG_REFERENCE}, eq. ({eq[0]})" if eq is not None else JIANG_REFERENCE
+        all_notes = notes + ((f"spectral norms: {method}",) if "spec" in name else ())
+        if conv_note and "spec" in name:
+            all_notes += (conv_note,)
+        value = mu
+        terms = dict(terms)
+        if jiang:
+            terms["raw"] = mu
+            value = math.nan if math.isnan(mu) else jiang_normalise(mu, n=n, log=eq[1])
+            all_notes += ("Jiang et al. normalisation: " + ("0.5 (mu - ln m)" if eq[1]
+                                                            else "sqrt(mu / m)"),)
+        out[name] = Bound(name=name, value=None, complexity=value, terms=terms, n=n,
+                          estimated=est and "spec" in name, reference=ref,
+                          notes=tuple(all_notes))
+    return out

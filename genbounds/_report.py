@@ -1,0 +1,279 @@
+"""Every bound and measure for one network in one call: `report`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._bound import Bound
+from ._checks import check_array, check_delta, check_labels, check_same_length
+from ._golowich import golowich
+from ._margins import margins
+from ._measures import norm_measures
+from ._pac_bayes import pac_bayes
+from ._rademacher import rademacher_bound
+from ._rademacher_mc import rademacher
+from ._spectral import spectral
+from ._vc import vc
+
+
+def _error(logits: Any, y: np.ndarray) -> float:
+    """0-1 error of the argmax prediction (a single logit: positive means class 1)."""
+    m = np.asarray(margins(logits, y))
+    return float(np.mean(m <= 0.0))
+
+
+def _rademacher_entry(est: Any, *, n: int, delta: float, train_error: float) -> Bound:
+    """Monte-Carlo Rademacher complexity -> `rademacher_bound`, deviation charged to delta/2."""
+    r_delta = delta / 2.0
+    upper = est.upper(1.0 - r_delta, allow_lower_estimate=True)
+    b = rademacher_bound(upper, n=n, delta=delta, train_loss=train_error,
+                         rademacher_delta=r_delta, estimated=True)
+    notes = (f"Monte-Carlo estimate over {est.num_draws} sign vectors: {float(est.value):.4g} "
+             f"(stderr {float(est.stderr):.2g})",)
+    if est.lower_estimate:
+        notes += ("the class's suprema are found by training: a LOWER estimate, so this value "
+                  "is not a certified bound (Zhang et al. 2017: about 1 for nets that fit "
+                  "random signs)",)
+    return dataclasses.replace(b, name="rademacher", notes=b.notes + notes)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    v = float(x)
+    if math.isnan(v):
+        return "nan"
+    if v != 0.0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.3e}"
+    return f"{v:.4f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The bounds and measures of one network, with the errors they bound.
+
+    Attributes:
+      bounds: results whose ``value`` bounds the test error (each at its own ``delta``).
+      measures: complexity measures (``value=None``).
+      skipped: ``(name, reason)`` for every entry that does not apply to this network.
+      seconds: wall time of each entry, by name.
+      train_error, test_error: the 0-1 errors of the network (test_error None without test
+        data).
+      n: number of training examples; delta: the confidence each bound was asked for.
+    """
+
+    bounds: tuple[Bound, ...]
+    measures: tuple[Bound, ...]
+    skipped: tuple[tuple[str, str], ...]
+    seconds: Mapping[str, float]
+    train_error: float
+    test_error: float | None
+    n: int
+    delta: float
+
+    def ranked(self) -> list[Bound]:
+        """The bounds from tightest (smallest value) to loosest."""
+        return sorted(self.bounds, key=lambda b: float(b.value))
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per bound and measure (`Bound.to_dict` plus ``seconds``)."""
+        out = []
+        for b in (*self.ranked(), *self.measures):
+            d = b.to_dict()
+            d["kind"] = "measure" if b.value is None else "bound"
+            d["seconds"] = self.seconds.get(b.name)
+            out.append(d)
+        return out
+
+    def _rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        for b in self.ranked():
+            flag = "vacuous" if b.vacuous else "non-vacuous"
+            if b.estimated:
+                flag += ", estimated"
+            rows.append((b.name, _fmt(b.value), _fmt(b.complexity), flag,
+                         f"{self.seconds.get(b.name, float('nan')):.2f}"))
+        for m in self.measures:
+            rows.append((m.name, "-", _fmt(m.complexity), "measure",
+                         f"{self.seconds.get(m.name, float('nan')):.2f}"))
+        return rows
+
+    def _header(self) -> str:
+        test = "n/a" if self.test_error is None else f"{self.test_error:.4f}"
+        return (f"n = {self.n}, delta = {self.delta:g}, train error = {self.train_error:.4f}, "
+                f"test error = {test}")
+
+    def to_markdown(self) -> str:
+        """A Markdown table, bounds ranked, then measures and skipped entries."""
+        lines = [self._header(), "", "| name | value | complexity | status | seconds |",
+                 "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in self._rows()]
+        if self.skipped:
+            lines += ["", "Skipped:"] + [f"- {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        """A plain-text table."""
+        rows = [("name", "value", "complexity", "status", "seconds"), *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [self._header()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+    __str__ = to_text
+
+    def plot(self, ax: Any = None) -> Any:
+        """Bar chart of the bounds (log scale) with the measured test error as a line."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 3.5))
+        ranked = self.ranked()
+        ax.bar([b.name for b in ranked], [float(b.value) for b in ranked], color="tab:blue")
+        if self.test_error is not None:
+            ax.axhline(max(self.test_error, 1e-4), color="tab:red", label="test error")
+        ax.axhline(1.0, color="gray", ls="--", label="vacuous (1)")
+        ax.set_yscale("log")
+        ax.set_ylabel("bound on test error")
+        ax.legend()
+        return ax
+
+
+def report(
+    params: Any,
+    *,
+    X_train: Any,
+    y_train: Any,
+    apply_fn: Callable[[Any, Any], Any],
+    init_params: Any = None,
+    delta: float = 0.05,
+    X_test: Any = None,
+    y_test: Any = None,
+    margin: float | None = None,
+    margin_quantile: float | None = 0.1,
+    input_bound: float | None = None,
+    key: jax.Array | None = None,
+    layers: Sequence[str] | None = None,
+    rademacher_class: Any = None,
+    rademacher_draws: int = 8,
+    rademacher_estimate: Any = None,
+    extra: Mapping[str, Callable[[], Bound]] | None = None,
+) -> Report:
+    r"""Every bound and measure genbounds has, for one trained network, in one call.
+
+    Bounds (each an upper bound on the 0-1 test error with probability at least
+    $1-\delta$ on its own; they are compared side by side, not combined): `vc`, `spectral`
+    (Bartlett et al. 2017, $M_i = 0$), `pac_bayes` (Neyshabur et al. 2018, prior at 0 and, with
+    `init_params`, at the initialisation), `golowich` (Theorems 1 and 2). Measures: the spectral
+    complexity and the norm measures of `norm_measures` (path norms included) (distance from
+    initialisation with `init_params`). Entries that do not apply (e.g. a bound implemented
+    for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
+    silently.
+
+    Args:
+      params: the trained network's parameters.
+      X_train, y_train: the training set the bounds are about (n examples).
+      apply_fn: ``apply_fn(params, X) -> logits``.
+      init_params: the parameters at initialisation (for the distance-from-init variants).
+      delta: confidence of each bound, in (0, 1).
+      X_test, y_test: optional held-out data, for the measured test error.
+      margin, margin_quantile: the margin of the margin bounds (default: 10% quantile).
+      input_bound: $B$ for `pac_bayes` (see there).
+      key: PRNG key for the certified spectral norms.
+      layers: explicit layer order (see `read_layers`).
+      rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
+        architecture with one output) whose Rademacher complexity on ``X_train`` is estimated by
+        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors) and turned into
+        `rademacher_bound` with the estimate's deviation charged to delta (half of it). For a
+        network class the estimate is a LOWER estimate of the supremum, so that entry is marked
+        estimated and is not a certified bound: it shows Zhang et al.'s (2017) point that the
+        complexity of a class that fits random signs is about 1, which makes the bound vacuous.
+      rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
+      rademacher_estimate: a `RademacherEstimate` already computed on ``X_train`` (it does not
+        depend on the labels, so a label-noise sweep computes it once), instead of
+        `rademacher_class`.
+      extra: more entries, name -> zero-argument function returning a `Bound`.
+
+    Returns:
+      A `Report`: ``.ranked()``, ``.to_markdown()``, ``.to_text()``, ``.to_records()``,
+      ``.plot()``.
+
+    Examples:
+      >>> import numpy as np
+      >>> params = {"Dense_0": {"kernel": np.eye(2)}, "Dense_1": {"kernel": np.eye(2)}}
+      >>> X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50); y = np.array([0, 1] * 50)
+      >>> r = report(params, X_train=X, y_train=y, apply_fn=lambda p, x: x)
+      >>> r.train_error, all(b.value >= r.train_error for b in r.bounds)
+      (0.0, True)
+    """
+    delta = check_delta(delta)
+    X_train = check_array(X_train, "X_train")
+    y_train = check_labels(y_train, "y_train")
+    n = check_same_length(X_train, y_train, "X_train", "y_train")
+    logits = apply_fn(params, X_train)
+    check_array(logits, "apply_fn(params, X_train)", ndim=(1, 2))
+    train_error = _error(logits, y_train)
+    test_error = None
+    if X_test is not None or y_test is not None:
+        if X_test is None or y_test is None:
+            raise ValueError("report: give both X_test and y_test, or neither")
+        y_test = check_labels(y_test, "y_test")
+        check_same_length(X_test, y_test, "X_test", "y_test")
+        test_error = _error(apply_fn(params, X_test), y_test)
+
+    common = dict(X=X_train, y=y_train, logits=logits, margin=margin,
+                  margin_quantile=None if margin is not None else margin_quantile,
+                  delta=delta, layers=layers)
+    entries: dict[str, Callable[[], Bound | dict[str, Bound]]] = {
+        "vc": lambda: vc(params, n=n, delta=delta, train_error=train_error),
+        "spectral": lambda: spectral(params, key=key, **common),
+        "pac_bayes": lambda: pac_bayes(params, input_bound=input_bound, key=key, **common),
+        "golowich": lambda: golowich(params, **common),
+        "golowich_l1inf": lambda: golowich(params, norm="l1inf", **common),
+        "norms": lambda: norm_measures(params, reference=init_params, key=key, layers=layers),
+    }
+    if init_params is not None:
+        entries["spectral_init"] = lambda: spectral(params, reference=init_params, key=key,
+                                                    **common)
+        entries["pac_bayes_init"] = lambda: pac_bayes(params, reference=init_params,
+                                                      input_bound=input_bound, key=key, **common)
+    if rademacher_class is not None and rademacher_estimate is None:
+        rademacher_estimate = rademacher(
+            rademacher_class, np.asarray(X_train, np.float64).reshape(n, -1),
+            num_draws=rademacher_draws, key=jax.random.key(1) if key is None else key)
+    if rademacher_estimate is not None:
+        if rademacher_estimate.n != n:
+            raise ValueError(f"rademacher_estimate was computed on {rademacher_estimate.n} "
+                             f"points, but X_train has {n}")
+        entries["rademacher"] = lambda: _rademacher_entry(
+            rademacher_estimate, n=n, delta=delta, train_error=train_error)
+    if extra:
+        entries.update(extra)
+
+    bounds, measures, skipped, seconds = [], [], [], {}
+    for name, fn in entries.items():
+        start = time.perf_counter()
+        try:
+            out = fn()
+        except (ValueError, NotImplementedError) as e:
+            skipped.append((name, str(e)))
+            continue
+        elapsed = time.perf_counter() - start
+        results = out.values() if isinstance(out, Mapping) else [out]
+        for b in results:
+            label = name if isinstance(out, Bound) else b.name
+            if label != b.name:
+                b = dataclasses.replace(b, name=label)
+            seconds[label] = elapsed / max(len(results), 1)
+            (measures if b.value is None else bounds).append(b)
+    return Report(bounds=tuple(bounds), measures=tuple(measures), skipped=tuple(skipped),
+                  seconds=seconds, train_error=train_error, test_error=test_error, n=n,
+                  delta=delta)

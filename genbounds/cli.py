@@ -1,0 +1,407 @@
+"""The `genbounds` command line: demo, train, report, sweep.
+
+    genbounds demo [--out DIR]          the main job: true / noisy / random labels on digits
+    genbounds train --out RUN_DIR ...   train one net and keep it
+    genbounds report RUN_DIR            every bound for a trained net
+    genbounds sweep --label-noise 0,0.2,0.5,1 --out DIR
+
+Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DEMO_NOISE = (0.0, 0.5, 1.0)
+_SHOWN = ("vc", "rademacher", "spectral", "pac_bayes", "golowich", "golowich_l1inf",
+          "spectral_init", "pac_bayes_init")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 132))
+
+
+def _prepare_out(path: str | os.PathLike) -> Path:
+    """Creates the output directory and checks it is writable, before any work is done."""
+    out = Path(path).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".genbounds-write-test-"):
+            pass
+    except OSError as e:
+        raise SystemExit(
+            f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Writes a file so that it either appears whole or not at all."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _noise_levels(text: str) -> list[float]:
+    try:
+        levels = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--label-noise must be comma-separated numbers in [0, 1], got {text!r}"
+        ) from None
+    if not levels or any(not (0.0 <= p <= 1.0) for p in levels):
+        raise argparse.ArgumentTypeError(
+            f"--label-noise must be comma-separated numbers in [0, 1], got {text!r}"
+        )
+    return levels
+
+
+def _record(dataset: Any, noise: float, result: Any, rep: Any, seconds: float) -> dict:
+    """One net's record for results.json."""
+    return {
+        "dataset": dataset.name,
+        "label_noise": noise,
+        "n_train": int(len(dataset.y_train)),
+        "n_test": int(len(dataset.y_test)),
+        "train_error": rep.train_error,
+        "test_error": rep.test_error,
+        "epochs": int(result.epochs),
+        "reached": bool(result.reached),
+        "train_seconds": seconds,
+        "bounds": [
+            {"name": b.name, "value": float(b.value), "complexity": _num(b.complexity),
+             "vacuous": bool(b.vacuous), "estimated": bool(b.estimated), "delta": b.delta,
+             "n": b.n, "reference": b.reference, "notes": list(b.notes)}
+            for b in rep.ranked()
+        ],
+        "measures": [{"name": m.name, "complexity": _num(m.complexity)} for m in rep.measures],
+        "skipped": [{"name": name, "reason": why} for name, why in rep.skipped],
+        "seconds": dict(rep.seconds),
+    }
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _train_one(args: argparse.Namespace, noise: float, progress: Any = None):
+    from genbounds.data import load
+    from genbounds.train import train
+
+    corruption = "random_labels" if noise == 1.0 else None
+    dataset = load(args.dataset, seed=args.seed, n=args.n, label_noise=0.0 if corruption else noise,
+                   corruption=corruption)
+    spec = {"kind": "mlp", "depth": args.depth, "width": args.width}
+    start = time.perf_counter()
+    result = train(spec, dataset, optimizer="adam", lr=args.lr, batch_size=args.batch_size,
+                   max_epochs=args.max_epochs, stop="fit", seed=args.seed, progress=progress,
+                   checkpoint_dir=getattr(args, "checkpoint_dir", None))
+    return dataset, spec, result, time.perf_counter() - start
+
+
+def _rademacher_estimate(dataset: Any, args: argparse.Namespace):
+    """Monte-Carlo Rademacher complexity of the architecture (one output) on the inputs."""
+    import jax
+
+    from genbounds import NetworkClass, rademacher
+    from genbounds.train import MLP
+
+    if not args.rademacher_draws:
+        return None
+    # The same architecture with one output: Zhang et al.'s class that fits random signs.
+    rclass = NetworkClass(MLP(features=(args.width,) * args.depth, num_classes=1),
+                          steps=args.rademacher_steps)
+    X = np.asarray(dataset.X_train, np.float64).reshape(len(dataset.X_train), -1)
+    return rademacher(rclass, X, num_draws=max(args.rademacher_draws, 2),
+                      key=jax.random.key(args.seed))
+
+
+def _report_for(dataset: Any, result: Any, args: argparse.Namespace, estimate: Any = None):
+    from genbounds import report
+
+    return report(result.params, X_train=dataset.X_train, y_train=dataset.y_train,
+                  apply_fn=result.apply_fn, init_params=result.init_params, delta=args.delta,
+                  X_test=dataset.X_test, y_test=dataset.y_test, rademacher_estimate=estimate)
+
+
+def _table(records: list[dict], title: str):
+    from rich.table import Table
+
+    names = [n for n in _SHOWN if any(b["name"] == n for r in records for b in r["bounds"])]
+    table = Table(title=title)
+    for col in ("label noise", "train err", "test err", "epochs", *names):
+        table.add_column(col, justify="right")
+    for r in records:
+        values = {b["name"]: b["value"] for b in r["bounds"]}
+        cells = [f"{r['label_noise']:.2f}", f"{r['train_error']:.3f}", f"{r['test_error']:.3f}",
+                 str(r["epochs"])]
+        cells += [f"{values[n]:.3g}" if n in values else "-" for n in names]
+        table.add_row(*cells)
+    return table
+
+
+def _plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    noise = [r["label_noise"] for r in records]
+    names = [n for n in _SHOWN if any(b["name"] == n for r in records for b in r["bounds"])]
+    for name in names:
+        vals = [next((b["value"] for b in r["bounds"] if b["name"] == name), np.nan)
+                for r in records]
+        ax.plot(noise, vals, marker="o", label=name)
+    ax.plot(noise, [max(r["test_error"], 1e-3) for r in records], "k-s", lw=2.5,
+            label="test error (measured)")
+    ax.plot(noise, [max(r["train_error"], 1e-3) for r in records], "k:",
+            label="train error (0 drawn at 1e-3)")
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("fraction of training labels randomised")
+    ax.set_ylabel("bound on the 0-1 test error")
+    ax.set_title(f"genbounds: bounds vs label noise ({records[0]['dataset']})")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _console()
+    out = _prepare_out(args.out)
+    start = time.perf_counter()
+    records = []
+    estimate = None
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        for noise in levels:
+            task = progress.add_task(f"training, label noise {noise:.2f}", total=args.max_epochs,
+                                     info="")
+
+            def on_epoch(d, task=task):
+                progress.update(task, completed=d["epoch"],
+                                info=f"train acc {d['train_acc']:.3f}")
+
+            dataset, _, result, seconds = _train_one(args, noise, on_epoch)
+            progress.update(task, description=f"bounds, label noise {noise:.2f}",
+                            completed=args.max_epochs)
+            if estimate is None or estimate.n != len(dataset.X_train):
+                progress.update(task, description="Rademacher complexity (Monte Carlo)")
+                estimate = _rademacher_estimate(dataset, args)  # labels do not enter it
+            rep = _report_for(dataset, result, args, estimate)
+            records.append(_record(dataset, noise, result, rep, seconds))
+            progress.remove_task(task)
+    payload = {
+        "genbounds": _version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["genbounds", *sys.argv[1:]]),
+        "config": {k: v for k, v in vars(args).items() if k not in ("func",)},
+        "delta": args.delta,
+        "records": records,
+    }
+    _plot(records, out / "bounds.png")
+    _atomic_write(out / "results.json", json.dumps(payload, indent=2).encode())
+    console.print(_table(records, title))
+    console.print(
+        f"Each value is an upper bound on the test error holding with probability >= "
+        f"{1 - args.delta:g} (>= 1 is vacuous), except 'rademacher': a Monte-Carlo LOWER "
+        f"estimate of the class's complexity, shown because even it makes the bound vacuous "
+        f"(Zhang et al. 2017). Took {time.perf_counter() - start:.1f} s."
+    )
+    console.print(f"Wrote {out / 'results.json'} and {out / 'bounds.png'}")
+    return 0
+
+
+def _version() -> str:
+    from genbounds import __version__
+
+    return __version__
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.n, args.max_epochs, args.width = 300, 400, 128
+        args.rademacher_draws, args.rademacher_steps = 2, 100
+    return _sweep(args, _DEMO_NOISE, "genbounds demo: digits, true / half-random / random labels")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return _sweep(args, args.label_noise, f"genbounds sweep: {args.dataset}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import flax.serialization
+
+    console = _console()
+    out = _prepare_out(args.out)
+    args.checkpoint_dir = str(out)
+    dataset, spec, result, seconds = _train_one(args, args.label_noise)
+    state = {"params": result.params, "init_params": result.init_params}
+    _atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
+        flax.serialization.to_state_dict(state)))
+    run = {"dataset": args.dataset, "seed": args.seed, "n": args.n,
+           "label_noise": args.label_noise, "model": spec, "lr": args.lr,
+           "batch_size": args.batch_size, "max_epochs": args.max_epochs,
+           "epochs": int(result.epochs), "reached": bool(result.reached),
+           "train_acc": result.train_acc, "test_acc": result.test_acc, "seconds": seconds}
+    _atomic_write(out / "run.json", json.dumps(run, indent=2).encode())
+    console.print(f"trained in {seconds:.1f} s ({result.epochs} epochs, train acc "
+                  f"{result.train_acc:.3f}, test acc {result.test_acc:.3f}); wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import flax.serialization
+
+    from genbounds.data import load
+    from genbounds.train import make_model
+
+    console = _console()
+    run_dir = Path(args.run_dir)
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+        raw = (run_dir / "params.msgpack").read_bytes()
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"genbounds report: {str(run_dir)!r} is not a run directory written by "
+                         f"`genbounds train` ({e})") from None
+    try:
+        state = flax.serialization.msgpack_restore(raw)
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
+        raise SystemExit(
+            f"genbounds report: {run_dir / 'params.msgpack'} is corrupt ({e})") from None
+    corruption = "random_labels" if run["label_noise"] == 1.0 else None
+    dataset = load(run["dataset"], seed=run["seed"], n=run["n"],
+                   label_noise=0.0 if corruption else run["label_noise"], corruption=corruption)
+    model = make_model(num_classes=dataset.num_classes, **run["model"])
+
+    def apply_fn(params, X):
+        return model.apply({"params": params}, np.asarray(X, np.float32))
+
+    from genbounds import report
+
+    args.width, args.depth, args.seed = run["model"]["width"], run["model"]["depth"], run["seed"]
+    rep = report(state["params"], X_train=dataset.X_train, y_train=dataset.y_train,
+                 apply_fn=apply_fn, init_params=state["init_params"], delta=args.delta,
+                 X_test=dataset.X_test, y_test=dataset.y_test,
+                 rademacher_estimate=_rademacher_estimate(dataset, args))
+    console.print(rep.to_text())
+    _atomic_write(run_dir / "report.json", json.dumps(
+        {"records": rep.to_records(), "train_error": rep.train_error,
+         "test_error": rep.test_error}, indent=2).encode())
+    console.print(f"Wrote {run_dir / 'report.json'}")
+    return 0
+
+
+def _add_training(p: argparse.ArgumentParser, *, n: int | None, width: int, epochs: int) -> None:
+    p.add_argument("--dataset", default="digits", choices=("digits", "mnist1d", "synthetic",
+                                                           "mnist"),
+                   help="dataset (default: digits, shipped with scikit-learn)")
+    p.add_argument("--n", type=int, default=n, help="training examples (default: all)")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP (default 2)")
+    p.add_argument("--width", type=int, default=width, help=f"hidden width (default {width})")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+    p.add_argument("--max-epochs", type=int, default=epochs,
+                   help=f"epoch budget; training stops at 100%% train accuracy (default {epochs})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--delta", type=float, default=0.05,
+                   help="each bound holds with probability >= 1 - delta (default 0.05)")
+    p.add_argument("--rademacher-draws", type=int, default=4,
+                   help="sign vectors for the Monte-Carlo Rademacher estimate (0: skip it)")
+    p.add_argument("--rademacher-steps", type=int, default=150,
+                   help="training steps per sign vector (default 150)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genbounds",
+        description="Generalisation bounds of trained neural networks. Start with "
+                    "`genbounds demo`: it trains a small net on true, half-random and random "
+                    "labels and shows how every bound compares with the measured test error.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the main job: bounds vs label noise on digits (< 2 min)")
+    p.add_argument("--out", default="genbounds-out",
+                   help="directory for results.json and bounds.png (default: ./genbounds-out)")
+    p.add_argument("--quick", action="store_true", help="a reduced run (smaller net and data)")
+    _add_training(p, n=None, width=256, epochs=800)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sweep", help="bounds vs label noise on your choice of data and net")
+    p.add_argument("--label-noise", type=_noise_levels, default=[0.0, 0.2, 0.5, 1.0],
+                   help="comma-separated fractions of random labels (default 0,0.2,0.5,1)")
+    p.add_argument("--out", default="genbounds-sweep", help="output directory")
+    _add_training(p, n=None, width=256, epochs=800)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("train", help="train one net and save it to a run directory")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, params, run.json)")
+    p.add_argument("--label-noise", type=float, default=0.0,
+                   help="fraction of training labels randomised, in [0, 1] (default 0)")
+    _add_training(p, n=None, width=256, epochs=800)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("report", help="every bound for a net saved by `genbounds train`")
+    p.add_argument("run_dir", help="the directory given to `genbounds train --out`")
+    p.add_argument("--delta", type=float, default=0.05, help="confidence parameter")
+    p.add_argument("--rademacher-draws", type=int, default=4,
+                   help="sign vectors for the Monte-Carlo Rademacher estimate (0: skip it)")
+    p.add_argument("--rademacher-steps", type=int, default=150,
+                   help="training steps per sign vector (default 150)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (0.0 < args.delta < 1.0):
+        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
+    if hasattr(args, "label_noise") and isinstance(args.label_noise, float) and not (
+            0.0 <= args.label_noise <= 1.0):
+        parser.error(f"--label-noise must lie in [0, 1], got {args.label_noise}")
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:
+        print(f"genbounds {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

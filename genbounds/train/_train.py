@@ -1,0 +1,548 @@
+"""Training to a stopping criterion, one jitted `lax.scan` per epoch, with resumable checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import math
+import numbers
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genbounds._checks import check_choice, check_labels, check_positive
+
+from . import _checkpoint
+from ._models import make_model
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+STOPS = ("fit", "loss")
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainResult:
+    """The outcome of `train`.
+
+    Attributes:
+      params: the trained linen parameter dict, *without* the outer ``{'params': ...}``, i.e.
+        the structure of ``model.init(...)['params']``, layers in application order.
+      init_params: the parameters at initialisation, same structure (the bounds that measure
+        distance from initialisation need them).
+      apply_fn: a pure, jitted function ``apply_fn(params, X) -> logits`` (evaluation mode:
+        dropout off).
+      history: per-epoch lists under ``"epoch"``, ``"train_loss"``, ``"train_acc"``,
+        ``"test_loss"``, ``"test_acc"``, evaluated after each epoch on the full sets (in
+        evaluation mode, so ``train_acc`` is the accuracy the stopping rule saw).
+      epochs: the epochs run: the first epoch at which the stopping criterion held, else
+        ``max_epochs``.
+      reached: whether the stopping criterion was met.
+      config: the run's settings as plain values (model, optimiser, data fingerprint, ...).
+      model: the linen module that was trained.
+    """
+
+    params: Any
+    init_params: Any
+    apply_fn: Callable[[Any, jax.Array], jax.Array]
+    history: Mapping[str, list]
+    epochs: int
+    reached: bool
+    config: Mapping[str, Any]
+    model: nn.Module
+
+    @property
+    def train_acc(self) -> float:
+        """Training accuracy after the last epoch (on the labels trained on)."""
+        return self.history["train_acc"][-1]
+
+    @property
+    def test_acc(self) -> float:
+        """Test accuracy after the last epoch."""
+        return self.history["test_acc"][-1]
+
+    @property
+    def train_loss(self) -> float:
+        """Mean training cross-entropy after the last epoch."""
+        return self.history["train_loss"][-1]
+
+
+def _check_int(x: Any, name: str, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {x!r}")
+    return int(x)
+
+
+def _module_description(model: nn.Module) -> dict[str, Any]:
+    fields = {
+        f.name: repr(getattr(model, f.name))
+        for f in dataclasses.fields(model)
+        if f.name not in ("parent", "name")
+    }
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", **fields}
+
+
+def _data_fingerprint(dataset: Any) -> str:
+    h = hashlib.sha256()
+    for a in (dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _make_optimizer(name: str, lr: float, momentum: float, weight_decay: float):
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    base = {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=momentum),
+        "adam": lambda: optax.adam(lr),
+    }[name]()
+    if weight_decay > 0.0:
+        # Coupled L2 regularisation: the gradient of (weight_decay / 2) ||w||^2 is added to the
+        # loss gradient before the optimiser transforms it (all parameters, biases included).
+        return optax.chain(optax.add_decayed_weights(weight_decay), base)
+    return base
+
+
+def _resolve_model(model_or_spec: Any, num_classes: int, dropout: float | None) -> nn.Module:
+    if isinstance(model_or_spec, nn.Module):
+        model = model_or_spec
+    elif isinstance(model_or_spec, Mapping):
+        spec = dict(model_or_spec)
+        if spec.setdefault("num_classes", num_classes) != num_classes:
+            raise ValueError(
+                f"model spec has num_classes={spec['num_classes']} but the dataset has "
+                f"{num_classes} classes"
+            )
+        if "kind" not in spec:
+            raise ValueError(f"model spec must have a 'kind' ('mlp' or 'cnn'), got {spec}")
+        model = make_model(spec.pop("kind"), **spec)
+    else:
+        raise TypeError(
+            "model_or_spec must be a flax.linen Module or a dict for make_model, e.g. "
+            f"{{'kind': 'mlp', 'depth': 1, 'width': 256}}; got {type(model_or_spec).__name__}"
+        )
+    if dropout is not None:
+        rate = float(dropout)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if hasattr(model, "dropout"):
+            model = model.clone(dropout=rate)
+        elif rate > 0.0:
+            raise ValueError(
+                f"dropout={dropout} was asked for, but {type(model).__name__} has no 'dropout' "
+                "attribute; build the model with its own dropout layers"
+            )
+    return model
+
+
+def _key_order(tree: Any) -> Any:
+    """The nested key order of a dict tree, read directly (tree utilities sort dict keys)."""
+    if isinstance(tree, Mapping):
+        return {k: _key_order(v) for k, v in tree.items()}
+    return None
+
+
+def _in_order(tree: Any, order: Any) -> Any:
+    """Rebuilds the dicts of `tree` with their keys in `order`.
+
+    Linen lists a module's parameters in creation order (= application order for our models),
+    but every pytree that passes through `jax.jit` comes back with its dict keys sorted
+    ('Dense_10' before 'Dense_2'). The returned parameters are put back in creation order.
+    """
+    if order is None:
+        return tree
+    return {k: _in_order(tree[k], order[k]) for k in order}
+
+
+def _takes_train(model: nn.Module) -> bool:
+    return "train" in inspect.signature(type(model).__call__).parameters
+
+
+def _set_sums(apply: Callable, params: Any, X: jax.Array, y: jax.Array, chunk: int):
+    """Sum of cross-entropies and number of correct argmax predictions over (X, y).
+
+    Runs in chunks of `chunk` examples inside the jitted caller (a `fori_loop` of dynamic
+    slices; the last chunk is shifted back to end at n and its already counted examples are
+    masked), so memory stays at one chunk of activations and X is never copied or padded.
+    """
+    n = X.shape[0]
+    if n == 0:
+        return jnp.float32(0.0), jnp.int32(0)
+    size = min(chunk, n)
+
+    def body(i, acc):
+        start = jnp.minimum(i * size, n - size)
+        xb = jax.lax.dynamic_slice_in_dim(X, start, size)
+        yb = jax.lax.dynamic_slice_in_dim(y, start, size)
+        fresh = start + jnp.arange(size) >= i * size
+        logits = apply(params, xb)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), yb)
+        correct = jnp.argmax(logits, axis=-1) == yb
+        return (
+            acc[0] + jnp.sum(jnp.where(fresh, ce, 0.0)),
+            acc[1] + jnp.sum(fresh & correct, dtype=jnp.int32),
+        )
+
+    return jax.lax.fori_loop(0, math.ceil(n / size), body, (jnp.float32(0.0), jnp.int32(0)))
+
+
+def _model_functions(model: nn.Module, takes_train: bool, chunk: int) -> dict[str, Any]:
+    """The jitted functions that depend on the model only: init, apply and evaluation."""
+    eval_kwargs = {"train": False} if takes_train else {}
+    order: dict[str, Any] = {}
+
+    def apply_fn(params, X):
+        return model.apply({"params": params}, X, **eval_kwargs)
+
+    @jax.jit
+    def init(rngs, x):
+        variables = model.init(rngs, x, **eval_kwargs)
+        order["params"] = _key_order(variables["params"])  # recorded while tracing
+        return variables
+
+    @jax.jit
+    def evaluate(params, X_train, y_train, X_test, y_test):
+        return (
+            _set_sums(apply_fn, params, X_train, y_train, chunk),
+            _set_sums(apply_fn, params, X_test, y_test, chunk),
+        )
+
+    return {
+        "apply": apply_fn,
+        "jitted_apply": jax.jit(apply_fn),
+        "init": init,
+        "order": order,
+        "evaluate": evaluate,
+    }
+
+
+def _epoch_functions(
+    model: nn.Module, takes_train: bool, opt: tuple, n: int, batch_size: int
+) -> dict[str, Any]:
+    """The optimiser and the jitted epoch of one configuration.
+
+    One epoch is one jitted `lax.scan` over ``ceil(n / batch_size)`` minibatches. The
+    permutation of the n examples is padded with index 0 up to a multiple of the batch size;
+    padded slots carry weight 0, so the last (partial) minibatch's loss is the mean over its
+    real examples only and every example is seen exactly once per epoch.
+    """
+    tx = _make_optimizer(*opt)
+
+    def loss_fn(params, xb, yb, wb, key):
+        if takes_train:
+            logits = model.apply({"params": params}, xb, train=True, rngs={"dropout": key})
+        else:
+            logits = model.apply({"params": params}, xb)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), yb)
+        return jnp.sum(ce * wb) / jnp.sum(wb)
+
+    grad_fn = jax.value_and_grad(loss_fn)
+    steps = math.ceil(n / batch_size)
+    pad = steps * batch_size - n
+
+    @jax.jit
+    def epoch(params, opt_state, key, X, y):
+        perm_key, drop_key = jax.random.split(key)
+        perm = jax.random.permutation(perm_key, n).astype(jnp.int32)
+        idx = jnp.concatenate([perm, jnp.zeros(pad, jnp.int32)]).reshape(steps, batch_size)
+        w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+        w = w.reshape(steps, batch_size)
+        keys = jax.random.split(drop_key, steps)
+
+        def step(carry, inputs):
+            params, opt_state = carry
+            ib, wb, kb = inputs
+            loss, grads = grad_fn(params, X[ib], y[ib], wb, kb)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (idx, w, keys))
+        return params, opt_state, losses
+
+    return {"tx": tx, "epoch": epoch}
+
+
+# Jitted functions of recent configurations, so that several runs with one model (the levels
+# of a label-noise sweep, a resumed run, other seeds) compile once per process.
+_CACHE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def _cached(builder: Callable, *args: Any) -> dict[str, Any]:
+    key = (builder.__name__, type(args[0]), *args)
+    try:
+        hash(key)
+    except TypeError:  # a module with unhashable attributes (e.g. lists): no caching
+        return builder(*args)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    built = _CACHE[key] = builder(*args)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return built
+
+
+def train(
+    model_or_spec: nn.Module | Mapping[str, Any],
+    dataset: Any,
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    dropout: float | None = None,
+    batch_size: int = 128,
+    max_epochs: int = 100,
+    stop: str | None = "fit",
+    loss_target: float = 0.01,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    eval_batch_size: int = 4096,
+) -> TrainResult:
+    """Trains a classifier with cross-entropy until it fits the training set, or for a budget.
+
+    Each epoch is one jitted `jax.lax.scan` over ``ceil(n / batch_size)`` minibatches of a
+    fresh permutation of the training set; the last minibatch, when partial, is padded with
+    zero-weight examples, so its loss is the mean over its real examples (nothing is dropped).
+    The permutation and the dropout masks of epoch e come from ``fold_in(key, e)`` with
+    ``key`` derived from `seed`, so a run resumed from a checkpoint repeats exactly the
+    computation of an uninterrupted one and ends with bitwise identical parameters.
+
+    After every epoch the full training and test sets are evaluated (dropout off); training
+    stops at the first epoch where the criterion holds:
+    ``stop="fit"``: training accuracy 100% (every training label, corrupted or not, is the
+    argmax of the logits; Zhang et al. 2017); ``stop="loss"``: mean training cross-entropy
+    <= `loss_target` (0.01 as in Jiang et al. 2020); ``stop=None``: never (run `max_epochs`).
+
+    Args:
+      model_or_spec: a flax linen module taking ``(x, train=...)`` (or just ``x``) and
+        returning logits, or a dict for `make_model`, e.g. ``{"kind": "mlp", "depth": 2,
+        "width": 256}`` (``num_classes`` defaults to the dataset's).
+      dataset: a `genbounds.data.Dataset` (anything with ``X_train, y_train, X_test, y_test,
+        num_classes``); inputs are cast to float32.
+      optimizer: ``"sgd"``, ``"momentum"`` (heavy ball, `momentum`), ``"adam"`` or
+        ``"adamw"`` (decoupled weight decay).
+      lr: learning rate, > 0 (constant).
+      momentum: the momentum of ``"momentum"``.
+      weight_decay: >= 0. For sgd/momentum/adam it is coupled L2 regularisation (the gradient
+        of ``weight_decay/2 * ||w||^2`` is added, biases included); for adamw the decoupled
+        decay of `optax.adamw`.
+      dropout: None keeps the model's own rate; a number in [0, 1) overrides it (the model must
+        have a ``dropout`` attribute, as `MLP` and `CNN` do).
+      batch_size: minibatch size, >= 1 (capped at n).
+      max_epochs: the epoch budget, >= 1.
+      stop: ``"fit"``, ``"loss"`` or None (see above).
+      loss_target: the cross-entropy threshold of ``stop="loss"``.
+      seed: initialisation, shuffling and dropout all derive from it.
+      checkpoint_dir: where to keep ``checkpoint.msgpack``. If it holds one from the same
+        configuration (model, data, optimiser, seed, ...; `max_epochs` may differ), training
+        resumes from it; if the checkpoint has already reached the criterion it is returned
+        as is. A checkpoint from another configuration, or a corrupt one, raises
+        `CheckpointError` (training never restarts silently over it).
+      checkpoint_every: write every this many epochs (and always at the end).
+      progress: called after every epoch (after its checkpoint is written) with a dict of
+        ``epoch, max_epochs, train_loss, train_acc, test_loss, test_acc, reached, seconds``.
+        An exception it raises stops training; the run can then be resumed.
+      eval_batch_size: chunk size of the full-set evaluations.
+
+    Returns:
+      A `TrainResult`.
+
+    Raises:
+      ValueError: a bad argument, a model whose output is not ``num_classes`` logits, or a
+        model with other mutable collections (batch statistics) than ``params``.
+      CheckpointError: (a ValueError) a corrupt or mismatched checkpoint.
+
+    Examples:
+      >>> from genbounds.data import load
+      >>> ds = load("digits", n=200)
+      >>> res = train({"kind": "mlp", "depth": 1, "width": 64}, ds, batch_size=32, max_epochs=200)
+      >>> res.reached, res.train_acc
+      (True, 1.0)
+
+    References:
+      Zhang et al., "Understanding deep learning requires rethinking generalization",
+      ICLR 2017, arXiv:1611.03530.
+      Jiang et al., "Fantastic generalization measures and where to find them", ICLR 2020,
+      arXiv:1912.02178.
+    """
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    if stop is not None:
+        check_choice(stop, "stop", STOPS)
+    lr = check_positive(lr, "lr")
+    momentum = check_positive(momentum, "momentum", allow_zero=True)
+    weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
+    loss_target = check_positive(loss_target, "loss_target")
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    max_epochs = _check_int(max_epochs, "max_epochs", 1)
+    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+    eval_batch_size = _check_int(eval_batch_size, "eval_batch_size", 1)
+    seed = _check_int(seed, "seed", 0)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    for attr in ("X_train", "y_train", "X_test", "y_test", "num_classes"):
+        if not hasattr(dataset, attr):
+            raise TypeError(f"dataset must have an attribute {attr!r} (a genbounds Dataset)")
+    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 1)
+    n = int(np.shape(dataset.X_train)[0])
+    if n < 1 or np.shape(dataset.y_train) != (n,):
+        raise ValueError(
+            f"dataset.y_train must have shape ({n},) matching X_train, got {np.shape(dataset.y_train)}"
+        )
+    check_labels(dataset.y_train, "dataset.y_train", num_classes=num_classes)
+    if np.size(dataset.y_test):
+        check_labels(dataset.y_test, "dataset.y_test", num_classes=num_classes)
+    batch_size = min(batch_size, n)
+    model = _resolve_model(model_or_spec, num_classes, dropout)
+
+    X_train = jnp.asarray(dataset.X_train, jnp.float32)
+    y_train = jnp.asarray(dataset.y_train, jnp.int32)
+    X_test = jnp.asarray(dataset.X_test, jnp.float32)
+    y_test = jnp.asarray(dataset.y_test, jnp.int32)
+
+    takes_train = _takes_train(model)
+    mf = _cached(_model_functions, model, takes_train, eval_batch_size)
+    ef = _cached(
+        _epoch_functions, model, takes_train, (optimizer, lr, momentum, weight_decay), n, batch_size
+    )
+    apply_fn, init, order, evaluate = mf["apply"], mf["init"], mf["order"], mf["evaluate"]
+    tx, run_epoch = ef["tx"], ef["epoch"]
+
+    key = jax.random.PRNGKey(seed)
+    init_key, train_key = jax.random.split(key)
+    # Initialised under jit (one compilation instead of one per eager operation); `order` holds
+    # linen's creation order of the parameters, which jit's output has lost.
+    variables = init({"params": init_key, "dropout": init_key}, X_train[:1])
+    extra = sorted(set(variables) - {"params"})
+    if extra:
+        raise ValueError(
+            f"the model has mutable collections {extra} besides 'params' (e.g. BatchNorm "
+            "statistics); train supports parameter-only models"
+        )
+    init_params = _in_order(variables["params"], order["params"])
+    out_shape = jax.eval_shape(apply_fn, init_params, X_train[:2]).shape
+    if out_shape != (min(2, n), num_classes):
+        raise ValueError(
+            f"the model must return logits of shape (batch, {num_classes}), got {out_shape}"
+        )
+    config: dict[str, Any] = {
+        "model": _module_description(model),
+        "dataset": getattr(dataset, "name", type(dataset).__name__),
+        "data_sha256": _data_fingerprint(dataset),
+        "n_train": n,
+        "num_classes": num_classes,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum if optimizer == "momentum" else None,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "last_batch": "padded with zero-weight examples (mean over its real examples)",
+        "stop": stop,
+        "loss_target": loss_target if stop == "loss" else None,
+        "seed": seed,
+    }
+
+    params, opt_state = init_params, tx.init(init_params)
+    history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
+    start_epoch, reached = 0, False
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / _checkpoint.FILENAME
+        if ckpt_path.exists():
+            restored = _checkpoint.read(
+                ckpt_path,
+                config,
+                {"params": params, "init_params": init_params, "opt_state": opt_state},
+            )
+            if not np.array_equal(restored["key"], np.asarray(train_key)):
+                raise _checkpoint.CheckpointError(
+                    f"checkpoint {ckpt_path} holds another random key than seed={seed} gives"
+                )
+            start_epoch, reached = restored["epoch"], restored["reached"]
+            if start_epoch > max_epochs:
+                raise ValueError(
+                    f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
+                    f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
+                )
+            to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
+            params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
+            opt_state, history = to_jax(restored["opt_state"]), restored["history"]
+            history["epoch"] = [int(e) for e in history["epoch"]]
+
+    epoch = start_epoch
+    while not reached and epoch < max_epochs:
+        t0 = time.perf_counter()
+        params, opt_state, _ = run_epoch(
+            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
+        )
+        epoch += 1
+        (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
+            params, X_train, y_train, X_test, y_test
+        )
+        correct, n_test = int(tr_correct), int(X_test.shape[0])
+        train_loss, train_acc = float(tr_sum) / n, correct / n
+        test_loss = float(te_sum) / n_test if n_test else math.nan
+        test_acc = int(te_correct) / n_test if n_test else math.nan
+        for k, v in zip(
+            HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
+        ):
+            history[k].append(v)
+        if stop == "fit":
+            reached = correct == n
+        elif stop == "loss":
+            reached = train_loss <= loss_target
+        if ckpt_path is not None and (
+            epoch % checkpoint_every == 0 or reached or epoch == max_epochs
+        ):
+            _checkpoint.write(
+                ckpt_path,
+                config,
+                {
+                    "params": params,
+                    "init_params": init_params,
+                    "opt_state": opt_state,
+                    "epoch": epoch,
+                    "key": np.asarray(train_key),
+                    "reached": reached,
+                    "history": {k: np.asarray(v) for k, v in history.items()},
+                },
+            )
+        if progress is not None:
+            progress(
+                {
+                    "epoch": epoch,
+                    "max_epochs": max_epochs,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "reached": reached,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+
+    return TrainResult(
+        params=_in_order(params, order["params"]),
+        init_params=_in_order(init_params, order["params"]),
+        apply_fn=mf["jitted_apply"],
+        history=history,
+        epochs=epoch,
+        reached=reached,
+        config={**config, "max_epochs": max_epochs, "resumed_from": start_epoch},
+        model=model,
+    )

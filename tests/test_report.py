@@ -1,0 +1,129 @@
+"""`genbounds.report`: every bound for one net, as a table, records and a plot."""
+
+import json
+
+import numpy as np
+import pytest
+
+import genbounds
+from genbounds.data import load
+from genbounds.train import train
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = load("digits", n=300, seed=0)
+    net = train({"kind": "mlp", "depth": 1, "width": 48}, data, lr=3e-3, batch_size=32,
+                max_epochs=300, seed=0)
+    assert net.reached
+    return data, net
+
+
+@pytest.fixture(scope="module")
+def rep(trained):
+    data, net = trained
+    return genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+                            apply_fn=net.apply_fn, init_params=net.init_params,
+                            X_test=data.X_test, y_test=data.y_test)
+
+
+def test_report_contents(rep, trained):
+    data, net = trained
+    names = {b.name for b in rep.bounds}
+    assert {"vc", "spectral", "pac_bayes", "golowich", "golowich_l1inf", "spectral_init",
+            "pac_bayes_init"} <= names
+    assert not rep.skipped
+    measures = {m.name for m in rep.measures}
+    assert {"path_norm", "l2_path_norm", "fro_dist", "num_weights"} <= measures
+    assert all(m.value is None for m in rep.measures)
+    # errors measured independently
+    pred = np.argmax(np.asarray(net.apply_fn(net.params, data.X_test)), axis=1)
+    np.testing.assert_allclose(rep.test_error, np.mean(pred != data.y_test))
+    assert rep.train_error == 0.0 and rep.n == len(data.y_train)
+
+
+def test_soundness_no_bound_below_test_error(rep):
+    assert all(b.value >= rep.test_error for b in rep.bounds)
+    assert all(b.vacuous == (b.value >= 1.0) for b in rep.bounds)
+
+
+def test_ranked_and_renderings(rep):
+    ranked = rep.ranked()
+    values = [b.value for b in ranked]
+    assert values == sorted(values)
+    md = rep.to_markdown()
+    assert md.count("\n| ") == len(rep.bounds) + len(rep.measures) + 1  # header + rows
+    txt = rep.to_text()
+    assert all(b.name in txt for b in rep.bounds) and str(rep) == txt
+    records = rep.to_records()
+    json.dumps(records)
+    assert [r["name"] for r in records[: len(ranked)]] == [b.name for b in ranked]
+    assert all(r["seconds"] is not None for r in records)
+
+
+def test_plot(rep, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = rep.plot()
+    assert ax.get_yscale() == "log" and len(ax.patches) == len(rep.bounds)
+    ax.figure.savefig(tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_report_lists_what_does_not_apply():
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(3, (3, 3))(x))
+            return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+    X = np.random.default_rng(0).standard_normal((40, 6, 6, 1))
+    model = CNN()
+    params = model.init(jax.random.key(0), jnp.ones((1, 6, 6, 1)))["params"]
+
+    def apply_fn(p, x):
+        return model.apply({"params": p}, x)
+
+    y = np.argmax(np.asarray(apply_fn(params, X)), axis=1)
+    r = genbounds.report(params, X_train=X, y_train=y, apply_fn=apply_fn)
+    skipped = dict(r.skipped)
+    assert "spectral" in skipped and "pac_bayes" in skipped and "golowich" in skipped
+    assert all(reason for reason in skipped.values())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [(dict(delta=2.0), "delta"), (dict(y_train=np.zeros(3, int)), "same number"),
+     (dict(X_test=np.zeros((2, 64))), "both")],
+)
+def test_report_bad_input(trained, kwargs, match):
+    data, net = trained
+    args = dict(X_train=data.X_train, y_train=data.y_train, apply_fn=net.apply_fn)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        genbounds.report(net.params, **args)
+
+
+def test_rademacher_entry_charges_its_deviation_to_delta(trained):
+    import math
+
+    data, net = trained
+    n = len(data.y_train)
+    X = np.asarray(data.X_train, np.float64)
+    est = genbounds.rademacher(genbounds.LinearBall(1.0), X, num_draws=16,
+                               key=__import__("jax").random.key(0))
+    r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+                         apply_fn=net.apply_fn, rademacher_estimate=est, delta=0.05)
+    b = {x.name: x for x in r.bounds}["rademacher"]
+    upper = est.upper(1 - 0.025)
+    want = 0.0 + 2 * upper + 3 * math.sqrt(math.log(2 / 0.025) / (2 * n))
+    np.testing.assert_allclose(b.value, want, rtol=1e-12)
+    assert b.estimated and b.delta == 0.05
+    with pytest.raises(ValueError, match="points"):
+        genbounds.report(net.params, X_train=data.X_train[:10], y_train=data.y_train[:10],
+                         apply_fn=net.apply_fn, rademacher_estimate=est)
