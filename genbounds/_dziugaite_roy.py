@@ -164,7 +164,7 @@ def sample_convergence_bound(error: float, *, num_samples: int, delta_prime: flo
     """Langford & Caruana's upper bound on a stochastic net's error from N sampled networks.
 
     With $\\hat e_N$ the mean error of N networks drawn i.i.d. from Q (each evaluated on the
-    training set, or each on its own independent uniformly drawn subset of it), with probability
+    training set, or each on its own k examples drawn uniformly at random), with probability
     $\\ge 1 - \\delta'$ over the draws
     $$\\hat e_S(Q) \\le \\overline{kl}^{-1}\\big(\\hat e_N,\\ \\ln(2/\\delta')/N\\big).$$
 
@@ -264,8 +264,9 @@ def dziugaite_roy_from_terms(
 def _mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, key):
     """Per-network 0-1 errors of `num_samples` draws from Q, `batch` networks at a time.
 
-    With ``subset > 0`` each network is evaluated on its own uniform random subset (drawn
-    without replacement) of that size, independently of the network.
+    With ``subset = k > 0`` each network is evaluated on its own k examples, drawn uniformly
+    with replacement and independently of the network (a draw without replacement would cost a
+    permutation of all m examples per network).
     """
     m = X.shape[0]
     keys = jax.random.split(key, num_samples)
@@ -274,7 +275,7 @@ def _mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, k
         kw, ks = jax.random.split(k)
         w = mean + std * jax.random.normal(kw, mean.shape, mean.dtype)
         if subset:
-            idx = jax.random.choice(ks, m, (subset,), replace=False)
+            idx = jax.random.randint(ks, (subset,), 0, m)
             Xs, ys = X[idx], y[idx]
         else:
             Xs, ys = X, y
@@ -302,8 +303,8 @@ def stochastic_error(
       X, y: data and integer labels.
       key: PRNG key.
       num_samples: number N of networks drawn from Q.
-      subset: if given, each network is evaluated on its own random subset of this size (an
-        unbiased estimate of the same quantity, much cheaper for large X).
+      subset: if given, each network is evaluated on its own `subset` examples drawn uniformly
+        with replacement (an unbiased estimate of the same quantity, much cheaper for large X).
       batch: networks evaluated together (memory ~ batch x activations of X).
 
     Returns:
@@ -317,8 +318,6 @@ def stochastic_error(
     X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
     N = check_n(num_samples, "num_samples")
     sub = 0 if subset is None else check_n(subset, "subset")
-    if sub > X.shape[0]:
-        raise ValueError(f"subset must be <= the number of examples {X.shape[0]}, got {sub}")
     flat_m, unravel = ravel_pytree(posterior.mean)
     flat_s = ravel_pytree(posterior.std)[0].astype(flat_m.dtype)
     errs = np.asarray(
@@ -382,8 +381,9 @@ def dziugaite_roy_certificate(
       delta_prime: failure probability of the sample-convergence bound (0.01).
       b, c: the prior grid lambda_j = c exp(-j/b) (100 and 0.1 in the paper).
       num_mc_samples: N networks drawn from Q (150,000 in the paper).
-      mc_subset: evaluate each network on its own random subset of this size (unbiased, the
-        bound still counts N trials); None for the whole training set.
+      mc_subset: evaluate each network on its own `mc_subset` training examples drawn
+        uniformly with replacement (unbiased; the bound still counts N trials, the networks);
+        None for the whole training set.
       mc_batch: networks evaluated together.
 
     Returns:
