@@ -1,0 +1,629 @@
+"""Flatness and sharpness measures of a trained classifier (measures, not bounds).
+
+* `sharpness`: Keskar et al. (2017) epsilon-sharpness, maximised by projected gradient ascent;
+  the result is a **lower** estimate of the maximum it defines.
+* `pac_bayes_flatness` and `magnitude_aware_flatness`: Jiang et al. (2020) sigma' and alpha',
+  the largest perturbation scales whose expected training-error increase stays below a target
+  (their measures 53/48/49 and 61/56/57).
+* `hessian_top_eigenvalues` (Lanczos) and `hessian_trace` (Hutchinson) of the training loss.
+
+Each returns a `Bound` with ``value=None`` (a measure) whose `terms` carry the estimator's
+uncertainty. The loss is the mean cross-entropy over ``(X, y)`` (logistic for a net with one
+output unit and labels in {0, 1}, softmax otherwise); the error is the 0-1 error.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._bound import Bound
+from ._checks import check_finite_tree, check_n, check_positive
+from ._hessian import (
+    check_classifier,
+    check_same_tree,
+    cross_entropy,
+    flat_hvp,
+    hutchinson_trace,
+    lanczos_top_eigenvalues,
+    zero_one,
+)
+
+_KESKAR = (
+    "Keskar, Mudigere, Nocedal, Smelyanskiy, Tang. On Large-Batch Training for Deep Learning: "
+    "Generalization Gap and Sharp Minima. ICLR 2017, arXiv:1609.04836"
+)
+_JIANG = (
+    "Jiang, Neyshabur, Mobahi, Krishnan, Bengio. Fantastic Generalization Measures and Where to "
+    "Find Them. ICLR 2020, arXiv:1912.02178"
+)
+_LANCZOS = (
+    "Lanczos (1950); Ghorbani, Krishnan, Xiao. An Investigation into Neural Net Optimization via "
+    "Hessian Eigenvalue Density. ICML 2019, arXiv:1901.10159"
+)
+_HUTCHINSON = (
+    "Hutchinson. A stochastic estimator of the trace of the influence matrix for Laplacian "
+    "smoothing splines. 1990; Yao, Gholami, Keutzer, Mahoney. PyHessian. 2020, arXiv:1912.07145"
+)
+
+
+def _key(key: Any) -> jax.Array:
+    if key is None:
+        raise TypeError("key must be a jax.random key (jax.random.key(0)), got None")
+    return key
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _mean_loss_flat(apply_fn, unravel, x, X, y):
+    return cross_entropy(apply_fn(unravel(x), X), y).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Hessian spectrum and trace.
+# ----------------------------------------------------------------------------------------------
+
+
+def hessian_top_eigenvalues(
+    apply_fn: Any,
+    params: Any,
+    X: Any,
+    y: Any,
+    *,
+    key: jax.Array,
+    k: int = 1,
+    num_iters: int = 30,
+) -> Bound:
+    """Largest eigenvalues of the Hessian of the training loss, by Lanczos on Hessian-vector products.
+
+    The matrix is $\\nabla^2_w \\hat L(w)$ with $\\hat L$ the mean cross-entropy over ``(X, y)``;
+    its products with vectors are ``jax.jvp`` of ``jax.grad`` (never forming the matrix). After
+    $m$ = `num_iters` Lanczos steps with full re-orthogonalisation the Ritz values
+    $\\theta_1 \\ge \\dots$ satisfy $\\theta_1 \\le \\lambda_{\\max}$: a **lower** estimate. Each
+    Ritz value lies within its residual $r_i = |\\beta_m s_{m,i}|$ of some eigenvalue.
+
+    Args:
+      apply_fn: ``apply_fn(params, X) -> logits`` of shape (n,), (n, 1) or (n, K).
+      params: the trained parameters (pytree).
+      X: inputs, (n, ...).
+      y: integer labels (n,), in {0, 1} for one output unit, in [0, K) otherwise.
+      key: PRNG key for the Lanczos start vector.
+      k: number of eigenvalues, 1 <= k <= num_iters.
+      num_iters: Lanczos steps m, <= the number of parameters.
+
+    Returns:
+      A measure (``value=None``) with ``complexity`` = the top Ritz value and ``terms``:
+      ``eigenvalues`` (top k, descending), ``residuals``, ``smallest_ritz``, ``loss``.
+
+    Raises:
+      ValueError, TypeError: bad shapes, labels or hyperparameters.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
+      >>> f = lambda p, X: X @ p["w"] + p["b"]
+      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
+      >>> m = hessian_top_eigenvalues(f, params, X, y, key=jax.random.key(0), num_iters=3)
+      >>> m.is_measure
+      True
+
+    References:
+      Lanczos (1950); Ghorbani, Krishnan & Xiao, An Investigation into Neural Net Optimization
+      via Hessian Eigenvalue Density, ICML 2019, arXiv:1901.10159.
+    """
+    X, y, _ = check_classifier(apply_fn, params, X, y)
+    x0, unravel = ravel_pytree(params)
+    dim = int(x0.shape[0])
+    k = check_n(k, "k")
+    num_iters = check_n(num_iters, "num_iters")
+    if num_iters > dim:
+        raise ValueError(f"num_iters must be <= the number of parameters {dim}, got {num_iters}")
+    if k > num_iters:
+        raise ValueError(f"k must be <= num_iters = {num_iters}, got {k}")
+    out = _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, _key(key))
+    eig = np.asarray(out["eigenvalues"])
+    return Bound(
+        name="hessian_top_eigenvalue",
+        value=None,
+        complexity=float(eig[0]),
+        terms={
+            "eigenvalues": eig,
+            "residuals": np.asarray(out["residuals"]),
+            "smallest_ritz": float(out["smallest"]),
+            "loss": float(out["loss"]),
+            "num_iters": num_iters,
+        },
+        n=int(X.shape[0]),
+        estimated=True,
+        reference=_LANCZOS,
+        notes=(
+            "Lanczos Ritz values approach the top eigenvalue from below (lower estimate)",
+            "residuals bound the distance to some eigenvalue, not necessarily the top one",
+            "loss: mean cross-entropy over (X, y)",
+        ),
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, key):
+    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
+    out = lanczos_top_eigenvalues(
+        flat_hvp(f, x0), x0.shape[0], x0.dtype, k=k, num_iters=num_iters, key=key
+    )
+    out["loss"] = f(x0)
+    return out
+
+
+def hessian_trace(
+    apply_fn: Any,
+    params: Any,
+    X: Any,
+    y: Any,
+    *,
+    key: jax.Array,
+    num_samples: int = 64,
+) -> Bound:
+    """Trace of the Hessian of the training loss, by Hutchinson's estimator.
+
+    $\\mathrm{tr}\\,\\nabla^2 \\hat L(w) = E_z[z^\\top \\nabla^2 \\hat L(w) z]$ for Rademacher $z$;
+    the estimate averages `num_samples` quadratic forms (each one Hessian-vector product) and
+    reports the standard error of that mean. Unbiased; the error is statistical, not one-sided.
+
+    Args:
+      apply_fn, params, X, y: as in `hessian_top_eigenvalues`.
+      key: PRNG key for the probes.
+      num_samples: number of probes N >= 2.
+
+    Returns:
+      A measure with ``complexity`` = the trace estimate and ``terms``: ``trace``, ``stderr``,
+      ``num_samples``, ``loss``.
+
+    Raises:
+      ValueError, TypeError: bad shapes, labels or hyperparameters.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
+      >>> f = lambda p, X: X @ p["w"] + p["b"]
+      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
+      >>> hessian_trace(f, params, X, y, key=jax.random.key(0), num_samples=8).terms["stderr"] >= 0
+      True
+
+    References:
+      Hutchinson, A stochastic estimator of the trace of the influence matrix for Laplacian
+      smoothing splines, 1990; Yao et al., PyHessian, 2020, arXiv:1912.07145.
+    """
+    X, y, _ = check_classifier(apply_fn, params, X, y)
+    x0, unravel = ravel_pytree(params)
+    num_samples = check_n(num_samples, "num_samples")
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2 for a standard error, got {num_samples}")
+    tr, se, loss = _trace(apply_fn, unravel, num_samples, x0, X, y, _key(key))
+    return Bound(
+        name="hessian_trace",
+        value=None,
+        complexity=float(tr),
+        terms={
+            "trace": float(tr),
+            "stderr": float(se),
+            "num_samples": num_samples,
+            "loss": float(loss),
+        },
+        n=int(X.shape[0]),
+        estimated=True,
+        reference=_HUTCHINSON,
+        notes=("Hutchinson estimator with Rademacher probes; stderr = sd / sqrt(N)",),
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _trace(apply_fn, unravel, num_samples, x0, X, y, key):
+    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
+    tr, se = hutchinson_trace(
+        flat_hvp(f, x0), x0.shape[0], x0.dtype, num_samples=num_samples, key=key
+    )
+    return tr, se, f(x0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Keskar et al. epsilon-sharpness.
+# ----------------------------------------------------------------------------------------------
+
+
+def sharpness(
+    apply_fn: Any,
+    params: Any,
+    X: Any,
+    y: Any,
+    *,
+    epsilon: float = 1e-3,
+    steps: int = 20,
+    step_size: float = 0.25,
+    key: jax.Array | None = None,
+) -> Bound:
+    """Keskar et al. (2017) epsilon-sharpness in the full parameter space (a lower estimate).
+
+    $$\\phi_{w}(\\epsilon) = \\frac{\\max_{z \\in C_\\epsilon} \\hat L(w + z) - \\hat L(w)}
+    {1 + \\hat L(w)} \\times 100, \\qquad
+    C_\\epsilon = \\{ z : |z_i| \\le \\epsilon (|w_i| + 1) \\}$$
+
+    with $\\hat L$ the mean cross-entropy over ``(X, y)`` and $A = I$ (full space). The inner
+    maximum is approximated by `steps` of projected sign-gradient ascent,
+    $z \\leftarrow \\Pi_{C_\\epsilon}(z + \\eta\\, \\epsilon(|w|+1) \\odot \\mathrm{sign}\\nabla \\hat L(w+z))$
+    (Keskar et al. used 10 iterations of L-BFGS-B); the best loss seen is kept. An approximate
+    maximiser gives a **lower** estimate of the sharpness the definition asks for.
+
+    Args:
+      apply_fn, params, X, y: as in `hessian_top_eigenvalues`.
+      epsilon: box size, > 0 (the paper uses 1e-3 and 5e-4).
+      steps: ascent steps >= 1.
+      step_size: eta, the fraction of the box moved per step, > 0.
+      key: optional PRNG key; with a key the ascent starts from a uniform point of the box,
+        without one from z = 0.
+
+    Returns:
+      A measure with ``complexity`` = $\\phi$ (in percent) and ``terms``: ``loss``,
+      ``max_loss``, ``epsilon``, ``steps``.
+
+    Raises:
+      ValueError, TypeError: bad shapes, labels or hyperparameters.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
+      >>> f = lambda p, X: X @ p["w"] + p["b"]
+      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
+      >>> sharpness(f, params, X, y, epsilon=1e-2).complexity > 0
+      True
+
+    References:
+      Keskar, Mudigere, Nocedal, Smelyanskiy, Tang, On Large-Batch Training for Deep Learning:
+      Generalization Gap and Sharp Minima, ICLR 2017, arXiv:1609.04836.
+    """
+    X, y, _ = check_classifier(apply_fn, params, X, y)
+    epsilon = check_positive(epsilon, "epsilon")
+    step_size = check_positive(step_size, "step_size")
+    steps = check_n(steps, "steps")
+    x0, unravel = ravel_pytree(params)
+    box = epsilon * (jnp.abs(x0) + 1.0)
+    if key is None:
+        z0 = jnp.zeros_like(x0)
+    else:
+        z0 = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) * box
+    base, best = _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y)
+    base, best = float(base), float(best)
+    phi = (best - base) / (1.0 + base) * 100.0
+    return Bound(
+        name="sharpness",
+        value=None,
+        complexity=phi,
+        terms={"loss": base, "max_loss": best, "epsilon": epsilon, "steps": steps},
+        n=int(X.shape[0]),
+        estimated=True,
+        reference=_KESKAR,
+        notes=(
+            "full space (A = I); box eps(|w|+1)",
+            "projected sign-gradient ascent: a lower estimate of the maximum",
+        ),
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y):
+    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
+    vg = jax.value_and_grad(f)
+
+    def body(carry, _):
+        z, best = carry
+        val, g = vg(x0 + z)
+        best = jnp.maximum(best, val)
+        z = jnp.clip(z + step_size * box * jnp.sign(g), -box, box)
+        return (z, best), None
+
+    base = f(x0)
+    (z, best), _ = jax.lax.scan(body, (z0, base), None, length=steps)
+    return base, jnp.maximum(best, f(x0 + z))
+
+
+# ----------------------------------------------------------------------------------------------
+# Jiang et al. PAC-Bayes flatness (sigma') and magnitude-aware flatness (alpha').
+# ----------------------------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _perturbed_errors(apply_fn, unravel, x0, scale_unit, noise, X, y):
+    """0-1 training error of each net x0 + scale(s) * noise_i; ``scale_unit(s)`` gives the std."""
+
+    def err(x):
+        return zero_one(apply_fn(unravel(x), X), y).mean()
+
+    return jax.lax.map(lambda z: err(x0 + scale_unit * z), noise)
+
+
+def _search(
+    apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max
+) -> dict[str, float]:
+    """Binary search for the largest scale whose mean error increase stays <= target.
+
+    Common random numbers: the same standard normals are used at every scale, so the deviation
+    is a deterministic (and in practice monotone) function of the scale.
+    """
+    base = float(zero_one(apply_fn(unravel(x0), X), y).mean())
+
+    def deviation(s):
+        errs = np.asarray(_perturbed_errors(apply_fn, unravel, x0, std_of(s), noise, X, y))
+        return errs.mean() - base, errs.std(ddof=1) / math.sqrt(len(errs))
+
+    lo, hi = 0.0, float(scale_max)
+    dev_hi, _ = deviation(hi)
+    reached = dev_hi > target
+    if reached:
+        for _ in range(depth):
+            mid = 0.5 * (lo + hi)
+            if deviation(mid)[0] > target:
+                hi = mid
+            else:
+                lo = mid
+    else:
+        lo = hi
+    scale = 0.5 * (lo + hi) if reached else hi
+    dev, se = deviation(scale)
+    return {
+        "scale": scale,
+        "bracket_low": lo,
+        "bracket_high": hi,
+        "deviation": float(dev),
+        "deviation_stderr": float(se),
+        "train_error": base,
+        "reached_target": bool(reached),
+    }
+
+
+def _check_flat_args(apply_fn, params, X, y, init_params, target, num_samples, depth, scale_max):
+    X, y, _ = check_classifier(apply_fn, params, X, y)
+    if init_params is not None:
+        check_same_tree(params, init_params, "params", "init_params")
+        check_finite_tree(init_params, "init_params")
+    if not 0.0 < float(target) < 1.0:
+        raise ValueError(f"target_deviation must lie in (0, 1), got {target!r}")
+    num_samples = check_n(num_samples, "num_samples")
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+    depth = check_n(depth, "search_depth")
+    scale_max = check_positive(scale_max, "scale_max")
+    return X, y, num_samples, depth, scale_max
+
+
+def pac_bayes_flatness(
+    apply_fn: Any,
+    params: Any,
+    X: Any,
+    y: Any,
+    *,
+    key: jax.Array,
+    init_params: Any = None,
+    target_deviation: float = 0.1,
+    num_samples: int = 10,
+    search_depth: int = 15,
+    scale_max: float = 2.0,
+) -> Bound:
+    """Jiang et al. (2020) PAC-Bayes flatness: the largest sigma' keeping the error within target.
+
+    $\\sigma'$ is the largest $\\sigma$ with
+    $E_{u \\sim N(0, \\sigma^2 I)}[\\hat e(w + u)] - \\hat e(w) \\le d$ ($\\hat e$ the 0-1 error on
+    ``(X, y)``, $d$ = `target_deviation`, 0.1 in the paper), found by binary search on
+    $[0, \\text{scale\\_max}]$ to depth `search_depth`, the expectation replaced by the mean over
+    `num_samples` perturbations. The perturbation's standard deviation is $\\sigma$ (variance
+    $\\sigma^2$). The same normal draws are used at every $\\sigma$ (common random numbers).
+
+    Reported (Jiang's equation numbers; $\\omega$ = number of parameters, all perturbed):
+    $\\mu_{53} = 1/\\sigma'^2$ (``complexity``), and with `init_params`
+    $\\mu_{48} = \\|w - w_0\\|^2/(4\\sigma'^2) + \\ln(m/\\sigma') + 10$; always
+    $\\mu_{49} = \\|w\\|^2/(4\\sigma'^2) + \\ln(m/\\sigma') + 10$, plus Jiang's final adjustment
+    $\\sqrt{\\mu/m}$ of each.
+
+    Args:
+      apply_fn, params, X, y: as in `hessian_top_eigenvalues`; m = len(X).
+      key: PRNG key for the perturbations.
+      init_params: the initialisation $w_0$ (same tree as `params`), for $\\mu_{48}$.
+      target_deviation: d in (0, 1).
+      num_samples: perturbations per scale, >= 2.
+      search_depth: bisection steps.
+      scale_max: upper end of the search interval (2.0 in Jiang's code).
+
+    Returns:
+      A measure with ``complexity`` = $1/\\sigma'^2$ and ``terms``: ``sigma_prime``, the search
+      bracket, the achieved ``deviation`` and its Monte-Carlo ``deviation_stderr``,
+      ``reached_target`` (False when even scale_max stays within the target: sigma' is then at
+      least scale_max), ``mu_48``/``mu_49`` and their adjusted forms.
+
+    Raises:
+      ValueError, TypeError: bad shapes, labels, mismatched `init_params`, bad hyperparameters.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
+      >>> f = lambda p, X: X @ p["w"] + p["b"]
+      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
+      >>> m = pac_bayes_flatness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m.terms["sigma_prime"] > 0
+      True
+
+    References:
+      Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
+      Find Them, ICLR 2020, arXiv:1912.02178 (measures 48, 49, 53).
+    """
+    X, y, num_samples, depth, scale_max = _check_flat_args(
+        apply_fn,
+        params,
+        X,
+        y,
+        init_params,
+        target_deviation,
+        num_samples,
+        search_depth,
+        scale_max,
+    )
+    x0, unravel = ravel_pytree(params)
+    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
+    res = _search(
+        apply_fn,
+        unravel,
+        x0,
+        lambda s: jnp.asarray(s, x0.dtype),
+        noise,
+        X,
+        y,
+        target=float(target_deviation),
+        depth=depth,
+        scale_max=scale_max,
+    )
+    s = res.pop("scale")
+    m = int(X.shape[0])
+    terms: dict[str, Any] = {"sigma_prime": s, **res}
+    tail = math.log(m / s) + 10.0
+    xw = np.asarray(x0, np.float64)
+    terms["mu_49"] = float(np.sum(xw**2)) / (4 * s * s) + tail
+    terms["mu_49_adjusted"] = math.sqrt(max(terms["mu_49"], 0.0) / m)
+    if init_params is not None:
+        w0 = np.asarray(ravel_pytree(init_params)[0], np.float64)
+        d2 = float(np.sum((xw - w0) ** 2))
+        terms["mu_48"] = d2 / (4 * s * s) + tail
+        terms["mu_48_adjusted"] = math.sqrt(max(terms["mu_48"], 0.0) / m)
+    terms["mu_53_adjusted"] = math.sqrt(1.0 / (s * s) / m)
+    return Bound(
+        name="pac_bayes_flatness",
+        value=None,
+        complexity=1.0 / (s * s),
+        terms=terms,
+        n=m,
+        estimated=True,
+        reference=_JIANG,
+        notes=(
+            "perturbation u ~ N(0, sigma^2 I) on all parameters (std sigma)",
+            f"target: mean 0-1 error increase <= {float(target_deviation):g}",
+            "common random numbers across the binary search",
+        ),
+    )
+
+
+def magnitude_aware_flatness(
+    apply_fn: Any,
+    params: Any,
+    X: Any,
+    y: Any,
+    *,
+    key: jax.Array,
+    init_params: Any = None,
+    epsilon: float = 1e-3,
+    target_deviation: float = 0.1,
+    num_samples: int = 10,
+    search_depth: int = 15,
+    scale_max: float = 2.0,
+) -> Bound:
+    """Jiang et al. (2020) magnitude-aware flatness: the largest alpha' keeping the error within target.
+
+    As `pac_bayes_flatness`, with the perturbation $u_i \\sim N(0, \\alpha^2 w_i^2 + \\epsilon^2)$:
+    **variance** $\\alpha^2 w_i^2 + \\epsilon^2$, i.e. standard deviation
+    $\\sqrt{\\alpha^2 w_i^2 + \\epsilon^2}$ (a peer implementation passes the variance as the
+    standard deviation). Reported: $\\mu_{61} = 1/\\alpha'^2$ (``complexity``) and
+
+    $$\\mu = \\frac14 \\sum_{i=1}^{\\omega} \\ln \\frac{\\epsilon^2 + (\\alpha'^2 + 1)\\|v\\|^2/\\omega}
+    {\\epsilon^2 + \\alpha'^2 (w_i - w^0_i)^2} + \\ln\\frac{m}{\\alpha'} + 10$$
+
+    with $v = w - w_0$ ($\\mu_{56}$, needs `init_params`) or $v = w$ ($\\mu_{57}$), and the
+    denominator as in Jiang's code ($w - w_0$ in both; $w$ when no `init_params`).
+
+    Args:
+      apply_fn, params, X, y, key, init_params, target_deviation, num_samples, search_depth,
+      scale_max: as in `pac_bayes_flatness`.
+      epsilon: the additive floor of the standard deviation, > 0 (1e-3 in the paper).
+
+    Returns:
+      A measure with ``complexity`` = $1/\\alpha'^2$ and ``terms`` as in `pac_bayes_flatness`
+      (``alpha_prime`` in place of ``sigma_prime``; ``mu_56``/``mu_57``).
+
+    Raises:
+      ValueError, TypeError: as in `pac_bayes_flatness`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
+      >>> f = lambda p, X: X @ p["w"] + p["b"]
+      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
+      >>> m = magnitude_aware_flatness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m.terms["alpha_prime"] > 0
+      True
+
+    References:
+      Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
+      Find Them, ICLR 2020, arXiv:1912.02178 (measures 56, 57, 61).
+    """
+    X, y, num_samples, depth, scale_max = _check_flat_args(
+        apply_fn,
+        params,
+        X,
+        y,
+        init_params,
+        target_deviation,
+        num_samples,
+        search_depth,
+        scale_max,
+    )
+    eps = check_positive(epsilon, "epsilon")
+    x0, unravel = ravel_pytree(params)
+    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
+    w2 = x0**2
+
+    def std_of(a):
+        return jnp.sqrt(a * a * w2 + eps * eps)  # std = sqrt(variance alpha^2 w^2 + eps^2)
+
+    res = _search(
+        apply_fn,
+        unravel,
+        x0,
+        std_of,
+        noise,
+        X,
+        y,
+        target=float(target_deviation),
+        depth=depth,
+        scale_max=scale_max,
+    )
+    a = res.pop("scale")
+    m = int(X.shape[0])
+    omega = int(x0.shape[0])
+    xw = np.asarray(x0, np.float64)
+    v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)
+    tail = math.log(m / a) + 10.0
+
+    def mu(v):
+        num = eps**2 + (a * a + 1.0) * float(np.sum(v**2)) / omega
+        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
+
+    terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
+    terms["mu_57"] = mu(xw)
+    terms["mu_57_adjusted"] = math.sqrt(max(terms["mu_57"], 0.0) / m)
+    if init_params is not None:
+        terms["mu_56"] = mu(v_den)
+        terms["mu_56_adjusted"] = math.sqrt(max(terms["mu_56"], 0.0) / m)
+    terms["mu_61_adjusted"] = math.sqrt(1.0 / (a * a) / m)
+    return Bound(
+        name="magnitude_aware_flatness",
+        value=None,
+        complexity=1.0 / (a * a),
+        terms=terms,
+        n=m,
+        estimated=True,
+        reference=_JIANG,
+        notes=(
+            "perturbation u_i ~ N(0, alpha^2 w_i^2 + eps^2): variance, std = its square root",
+            f"target: mean 0-1 error increase <= {float(target_deviation):g}",
+            "common random numbers across the binary search",
+        ),
+    )

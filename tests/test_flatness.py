@@ -1,0 +1,265 @@
+"""Flatness measures: Lanczos/Hutchinson against the full Hessian (jax.hessian + eigh), Keskar
+sharpness against a closed form, Jiang's sigma'/alpha' searches recomputed independently, random
+labels sharper than true labels, bad input."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+from sklearn.datasets import load_digits
+
+from genbounds._flatness import (
+    hessian_top_eigenvalues,
+    hessian_trace,
+    magnitude_aware_flatness,
+    pac_bayes_flatness,
+    sharpness,
+)
+from genbounds._hessian import full_hessian, hessian_vector_product
+
+
+def mlp(p, X):
+    h = jnp.maximum(X @ p["W1"] + p["b1"], 0.0)
+    return h @ p["W2"] + p["b2"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    k = jax.random.split(jax.random.key(0), 6)
+    p = {
+        "W1": jax.random.normal(k[0], (3, 5), jnp.float64),
+        "b1": 0.1 * jax.random.normal(k[1], (5,), jnp.float64),
+        "W2": jax.random.normal(k[2], (5, 3), jnp.float64),
+        "b2": jnp.zeros(3, jnp.float64),
+    }
+    X = jax.random.normal(k[3], (40, 3), jnp.float64)
+    y = jnp.argmax(mlp(p, X), axis=1)  # a net that fits its labels: training error 0
+    return p, X, y
+
+
+def loss_ref(p, X, y):
+    logits = mlp(p, X)
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[jnp.arange(len(y)), y])
+
+
+def full_hessian_ref(p, X, y):
+    x0, unravel = ravel_pytree(p)
+    return np.asarray(jax.jit(jax.hessian(lambda x: loss_ref(unravel(x), X, y)))(x0), np.float64)
+
+
+def test_hvp_and_full_hessian(tiny):
+    p, X, y = tiny
+    H = full_hessian_ref(p, X, y)
+    x0, unravel = ravel_pytree(p)
+    v = jax.random.normal(jax.random.key(9), x0.shape, jnp.float64)
+    hv = ravel_pytree(hessian_vector_product(lambda q: loss_ref(q, X, y), p, unravel(v)))[0]
+    np.testing.assert_allclose(hv, H @ np.asarray(v), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        full_hessian(lambda q: loss_ref(q, X, y), p), H, rtol=1e-10, atol=1e-12
+    )
+
+
+def test_lanczos_matches_eigh(tiny):
+    p, X, y = tiny
+    eig = np.linalg.eigh(full_hessian_ref(p, X, y))[0][::-1]
+    P = eig.size
+    # Krylov space = whole space: Lanczos is exact.
+    m = hessian_top_eigenvalues(mlp, p, X, y, key=jax.random.key(1), k=5, num_iters=P)
+    np.testing.assert_allclose(m.terms["eigenvalues"], eig[:5], rtol=1e-8, atol=1e-10)
+    assert m.complexity == pytest.approx(eig[0], rel=1e-8)
+    assert m.terms["smallest_ritz"] == pytest.approx(eig[-1], abs=1e-8)
+    assert m.is_measure and m.estimated
+    # Fewer steps: a lower estimate of the top eigenvalue, within its residual of the spectrum.
+    m = hessian_top_eigenvalues(mlp, p, X, y, key=jax.random.key(1), k=1, num_iters=15)
+    top, res = m.complexity, m.terms["residuals"][0]
+    assert top <= eig[0] + 1e-10
+    assert np.min(np.abs(eig - top)) <= res + 1e-10
+    assert top == pytest.approx(eig[0], rel=1e-3)
+
+
+def test_hutchinson_trace(tiny):
+    p, X, y = tiny
+    tr = float(np.trace(full_hessian_ref(p, X, y)))
+    m = hessian_trace(mlp, p, X, y, key=jax.random.key(2), num_samples=400)
+    se = m.terms["stderr"]
+    assert 0 < se < 0.2 * abs(tr)
+    assert abs(m.complexity - tr) <= 4 * se
+    m2 = hessian_trace(mlp, p, X, y, key=jax.random.key(2), num_samples=100)
+    assert m2.terms["stderr"] > se  # the error shrinks with more probes
+
+
+def test_sharpness_closed_form():
+    # One example, logistic loss softplus(-w.x): decreasing in w.x, so the max over the box
+    # |z_i| <= eps (|w_i| + 1) is at z_i = -eps (|w_i| + 1) sign(x_i).
+    f = lambda p, X: X @ p["w"]  # noqa: E731
+    w = {"w": jnp.array([[0.5], [-2.0], [1.0]], jnp.float64)}
+    X = jnp.array([[1.0, -0.5, 2.0]], jnp.float64)
+    y = jnp.array([1])
+    eps = 1e-2
+    wv = np.array([0.5, -2.0, 1.0])
+    xv = np.array([1.0, -0.5, 2.0])
+    base = np.log1p(np.exp(-wv @ xv))
+    worst = np.log1p(np.exp(-(wv - eps * (np.abs(wv) + 1) * np.sign(xv)) @ xv))
+    phi = (worst - base) / (1 + base) * 100
+    m = sharpness(f, w, X, y, epsilon=eps, steps=5)
+    assert m.complexity == pytest.approx(phi, rel=1e-10)
+    assert m.terms["loss"] == pytest.approx(base, rel=1e-12)
+    # From a random start in the box it also ends at the corner (a lower estimate in general).
+    m = sharpness(f, w, X, y, epsilon=eps, steps=10, step_size=0.5, key=jax.random.key(0))
+    assert m.complexity == pytest.approx(phi, rel=1e-10)
+
+
+def _perturbed_error(p, X, y, std, noise):
+    x0, unravel = ravel_pytree(p)
+    errs = []
+    for z in np.asarray(noise):
+        logits = mlp(unravel(x0 + std * z), X)
+        errs.append(np.mean(np.asarray(jnp.argmax(logits, 1) != y)))
+    return np.mean(errs)
+
+
+def test_sigma_prime_search_recomputed(tiny):
+    p, X, y = tiny
+    x0, unravel = ravel_pytree(p)
+    w0 = jax.tree.map(lambda a: 0.5 * a, p)
+    key = jax.random.key(3)
+    m = pac_bayes_flatness(mlp, p, X, y, key=key, init_params=w0, num_samples=8, search_depth=12)
+    t = m.terms
+    base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
+    noise = jax.random.normal(key, (8, x0.size), jnp.float64)  # documented: same draws
+    # The bracket straddles the target: deviation <= 0.1 at the low end, > 0.1 at the high end.
+    assert t["reached_target"]
+    assert _perturbed_error(p, X, y, t["bracket_low"], noise) - base <= 0.1
+    assert _perturbed_error(p, X, y, t["bracket_high"], noise) - base > 0.1
+    assert t["bracket_high"] - t["bracket_low"] == pytest.approx(2.0 / 2**12)
+    s = t["sigma_prime"]
+    assert m.complexity == pytest.approx(1 / s**2, rel=1e-12)
+    xw, w0v = np.asarray(x0), np.asarray(ravel_pytree(w0)[0])
+    tail = math.log(40 / s) + 10
+    assert t["mu_49"] == pytest.approx(np.sum(xw**2) / (4 * s**2) + tail, rel=1e-12)
+    assert t["mu_48"] == pytest.approx(np.sum((xw - w0v) ** 2) / (4 * s**2) + tail, rel=1e-12)
+    assert t["mu_48_adjusted"] == pytest.approx(math.sqrt(t["mu_48"] / 40), rel=1e-12)
+
+
+def test_alpha_prime_uses_std_not_variance(tiny):
+    p, X, y = tiny
+    x0, _ = ravel_pytree(p)
+    key = jax.random.key(4)
+    eps = 1e-3
+    m = magnitude_aware_flatness(
+        mlp, p, X, y, key=key, init_params=p, num_samples=8, search_depth=12, epsilon=eps
+    )
+    t = m.terms
+    base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
+    noise = jax.random.normal(key, (8, x0.size), jnp.float64)
+    w = np.asarray(x0)
+
+    def std(a):  # variance a^2 w^2 + eps^2
+        return np.sqrt(a * a * w * w + eps * eps)
+
+    assert _perturbed_error(p, X, y, std(t["bracket_low"]), noise) - base <= 0.1
+    assert _perturbed_error(p, X, y, std(t["bracket_high"]), noise) - base > 0.1
+    a = t["alpha_prime"]
+    # mu_57 by Jiang's formula (v = w; with init_params = params the denominators are eps^2).
+    omega = w.size
+    mu57 = (
+        0.25 * omega * math.log((eps**2 + (a * a + 1) * np.sum(w**2) / omega) / eps**2)
+        + math.log(40 / a)
+        + 10
+    )
+    assert t["mu_57"] == pytest.approx(mu57, rel=1e-12)
+    assert m.complexity == pytest.approx(1 / a**2, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Krueger et al.'s finding: nets that memorise random labels sit in sharper minima.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(10)(nn.relu(nn.Dense(32)(x)))
+
+
+def _train(model, X, y, seed, steps=1500):
+    p = model.init(jax.random.key(seed), X[:1])
+    tx = optax.adam(1e-2)
+
+    @jax.jit
+    def run(p):
+        def loss(q):
+            logits = model.apply(q, X)
+            return jnp.mean(jax.nn.logsumexp(logits, 1) - logits[jnp.arange(len(y)), y])
+
+        def step(c, _):
+            q, s = c
+            u, s = tx.update(jax.grad(loss)(q), s, q)
+            return (optax.apply_updates(q, u), s), None
+
+        return jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0][0]
+
+    return run(p)
+
+
+def test_random_labels_are_sharper():
+    d = load_digits()
+    X = (d.data / 16.0).astype(np.float32)
+    model = _Net()
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(X), 300, replace=False)
+        Xs = jnp.asarray(X[idx])
+        y_true = jnp.asarray(d.target[idx])
+        y_rand = jnp.asarray(rng.integers(0, 10, 300))
+        res = {}
+        for name, lab in (("true", y_true), ("random", y_rand)):
+            p = _train(model, Xs, lab, seed)
+            assert float(jnp.mean(jnp.argmax(model.apply(p, Xs), 1) != lab)) == 0.0
+            eig = hessian_top_eigenvalues(
+                model.apply, p, Xs, lab, key=jax.random.key(0), num_iters=20
+            ).complexity
+            sig = pac_bayes_flatness(
+                model.apply, p, Xs, lab, key=jax.random.key(0), search_depth=10
+            ).terms["sigma_prime"]
+            res[name] = (eig, sig)
+        # Margins: observed ratios ~10x (eigenvalue) and ~2.7x (sigma').
+        assert res["random"][0] > 3.0 * res["true"][0]
+        assert res["random"][1] < res["true"][1] / 1.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_input(tiny):
+    p, X, y = tiny
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="init_params must have the same tree structure"):
+        pac_bayes_flatness(mlp, p, X, y, key=key, init_params={"W1": p["W1"]})
+    with pytest.raises(ValueError, match="init_params must match"):
+        magnitude_aware_flatness(
+            mlp, p, X, y, key=key, init_params={**p, "b2": jnp.zeros(4, jnp.float64)}
+        )
+    with pytest.raises(ValueError, match="target_deviation must lie in"):
+        pac_bayes_flatness(mlp, p, X, y, key=key, target_deviation=1.5)
+    with pytest.raises(ValueError, match="k must be <= num_iters"):
+        hessian_top_eigenvalues(mlp, p, X, y, key=key, k=5, num_iters=3)
+    with pytest.raises(ValueError, match="num_iters must be <= the number of parameters"):
+        hessian_top_eigenvalues(mlp, p, X, y, key=key, num_iters=1000)
+    with pytest.raises(ValueError, match="y must hold labels"):
+        hessian_trace(mlp, p, X, y.at[0].set(3), key=key)
+    with pytest.raises(ValueError, match="epsilon must be a finite number > 0"):
+        sharpness(mlp, p, X, y, epsilon=-1.0)
+    with pytest.raises(ValueError, match="params must be finite"):
+        sharpness(mlp, {**p, "b2": jnp.full(3, jnp.nan)}, X, y)
+    with pytest.raises(ValueError, match="must return logits"):
+        sharpness(lambda q, X: mlp(q, X)[None], p, X, y)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        hessian_trace(mlp, p, X, y, key=None)
