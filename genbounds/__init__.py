@@ -1,8 +1,10 @@
 """genbounds: generalisation bounds and complexity measures of trained neural networks.
 
 Bounds (each ``.value`` an upper bound on the 0-1 test error with probability >= 1 - delta):
-`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`; all of them at once: `report`.
-Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, ...
+`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`, `dziugaite_roy` (on the
+stochastic net); all of them at once: `report`.
+Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, `rademacher`,
+`sharpness`, `pac_bayes_flatness`, `hessian_top_eigenvalues`, `laplace_evidence`, ...
 Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
 The harness lives apart, in `genbounds.data` and `genbounds.train`.
 
@@ -12,10 +14,24 @@ The public namespace only re-exports; every module behind it is private.
 from ._bound import Bound as Bound
 from ._conv import conv_operator_norm as conv_operator_norm
 from ._conv import reshaped_kernel_norm as reshaped_kernel_norm
+from ._dziugaite_roy import DiagonalGaussian as DiagonalGaussian
+from ._dziugaite_roy import diag_gaussian_kl as diag_gaussian_kl
+from ._dziugaite_roy import dziugaite_roy as dziugaite_roy
+from ._dziugaite_roy import dziugaite_roy_certificate as dziugaite_roy_certificate
+from ._dziugaite_roy import dziugaite_roy_from_terms as dziugaite_roy_from_terms
+from ._dziugaite_roy import sample_convergence_bound as sample_convergence_bound
+from ._dziugaite_roy import stochastic_error as stochastic_error
+from ._evidence import laplace_evidence as laplace_evidence
+from ._flatness import hessian_top_eigenvalues as hessian_top_eigenvalues
+from ._flatness import hessian_trace as hessian_trace
+from ._flatness import magnitude_aware_flatness as magnitude_aware_flatness
+from ._flatness import pac_bayes_flatness as pac_bayes_flatness
+from ._flatness import sharpness as sharpness
 from ._golowich import golowich as golowich
 from ._golowich import golowich_frobenius as golowich_frobenius
 from ._golowich import golowich_l1inf as golowich_l1inf
 from ._golowich import golowich_margin_bound as golowich_margin_bound
+from ._hessian import hessian_vector_product as hessian_vector_product
 from ._hypotheses import HypothesisClass as HypothesisClass
 from ._hypotheses import KernelBall as KernelBall
 from ._hypotheses import LinearBall as LinearBall
@@ -57,6 +73,9 @@ from ._report import report as report
 from ._spectral import spectral as spectral
 from ._spectral import spectral_complexity as spectral_complexity
 from ._spectral import spectral_margin_bound as spectral_margin_bound
+from ._stability import empirical_stability as empirical_stability
+from ._stability import hardt_stability_convex as hardt_stability_convex
+from ._stability import hardt_stability_nonconvex as hardt_stability_nonconvex
 from ._vc import vc as vc
 from ._vc import vc_dimension_bound as vc_dimension_bound
 

@@ -13,6 +13,9 @@ import numpy as np
 
 from ._bound import Bound
 from ._checks import check_array, check_delta, check_labels, check_same_length
+from ._dziugaite_roy import dziugaite_roy
+from ._evidence import laplace_evidence
+from ._flatness import hessian_top_eigenvalues, pac_bayes_flatness
 from ._golowich import golowich
 from ._margins import margins
 from ._measures import norm_measures
@@ -176,6 +179,9 @@ def report(
     rademacher_class: Any = None,
     rademacher_draws: int = 8,
     rademacher_estimate: Any = None,
+    flatness: bool = False,
+    evidence_prior: float | None = None,
+    dziugaite_roy_options: Mapping[str, Any] | None = None,
     extra: Mapping[str, Callable[[], Bound]] | None = None,
 ) -> Report:
     r"""Every bound and measure genbounds has, for one trained network, in one call.
@@ -210,6 +216,15 @@ def report(
       rademacher_estimate: a `RademacherEstimate` already computed on ``X_train`` (it does not
         depend on the labels, so a label-noise sweep computes it once), instead of
         `rademacher_class`.
+      flatness: add the flatness measures that finish in seconds on small nets: the top Hessian
+        eigenvalue (`hessian_top_eigenvalues`, Lanczos) and Jiang et al.'s PAC-Bayes flatness
+        (`pac_bayes_flatness`).
+      evidence_prior: add the Laplace log-evidence (`laplace_evidence`, Gauss-Newton curvature,
+        which is positive definite) with this prior precision (the net should be a minimum of
+        the L2-regularised loss for it to mean anything; tens of seconds for 1e5 weights).
+      dziugaite_roy_options: run `dziugaite_roy` (needs `init_params`; minutes, so opt-in)
+        with these keyword options, e.g. ``{"steps": 3000, "num_mc_samples": 1000}``. Its value
+        bounds the error of the stochastic network (the optimised posterior), at its own delta.
       extra: more entries, name -> zero-argument function returning a `Bound`.
 
     Returns:
@@ -265,6 +280,22 @@ def report(
                              f"points, but X_train has {n}")
         entries["rademacher"] = lambda: _rademacher_entry(
             rademacher_estimate, n=n, delta=delta, train_error=train_error)
+    if flatness:
+        fkey = jax.random.key(2) if key is None else key
+        entries["hessian_top"] = lambda: hessian_top_eigenvalues(apply_fn, params, X_train,
+                                                                  y_train, key=fkey)
+        entries["pac_bayes_flatness"] = lambda: pac_bayes_flatness(
+            apply_fn, params, X_train, y_train, key=fkey, search_depth=8)
+    if evidence_prior is not None:
+        entries["laplace_evidence"] = lambda: laplace_evidence(
+            apply_fn, params, X_train, y_train, prior_precision=evidence_prior,
+            curvature="ggn", key=jax.random.key(3) if key is None else key)
+    if dziugaite_roy_options is not None:
+        if init_params is None:
+            raise ValueError("report: dziugaite_roy_options needs init_params (the prior mean)")
+        opts = {"key": jax.random.key(4) if key is None else key, **dziugaite_roy_options}
+        entries["dziugaite_roy"] = lambda: dziugaite_roy(apply_fn, params, init_params, X_train,
+                                                         y_train, **opts)[0]
     if extra:
         entries.update(extra)
 

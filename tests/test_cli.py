@@ -28,7 +28,7 @@ def _validate(payload):
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # flatness measures included
     payload = json.loads((out / "results.json").read_text())
     _validate(payload)
     recs = payload["records"]
@@ -100,3 +100,21 @@ def test_console_script_help():
                          text=True, check=True).stdout
     for cmd in ("demo", "train", "report", "sweep"):
         assert cmd in out
+
+
+def test_reproduce_dziugaite_roy_is_wired(monkeypatch, tmp_path, capsys):
+    # The experiment itself is tested in test_dziugaite_roy.py; here: the command reaches it.
+    import genbounds._dr_experiment as dr
+
+    seen = {}
+
+    def fake(dataset, out, *, seed, download):
+        seen.update(dataset=dataset, out=out, seed=seed, download=download)
+        (out / "results.json").write_text("{}")
+        (out / "summary.md").write_text("")
+        return {}
+
+    monkeypatch.setattr(dr, "reproduce_dziugaite_roy", fake)
+    assert main(["reproduce", "dziugaite-roy", "--out", str(tmp_path / "dr")]) == 0
+    assert seen["dataset"] == "digits" and seen["seed"] == 0 and not seen["download"]
+    assert "results.json" in capsys.readouterr().out

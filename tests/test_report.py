@@ -129,3 +129,15 @@ def test_rademacher_entry_is_a_measure_with_its_conditional_bound(trained):
     with pytest.raises(ValueError, match="points"):
         genbounds.report(net.params, X_train=data.X_train[:10], y_train=data.y_train[:10],
                          apply_fn=net.apply_fn, rademacher_estimate=est)
+
+
+def test_report_flatness_entries(trained):
+    data, net = trained
+    r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+                         apply_fn=net.apply_fn, flatness=True)
+    m = {x.name: x for x in r.measures}
+    assert m["hessian_top"].complexity > 0 and m["hessian_top"].estimated
+    assert m["pac_bayes_flatness"].complexity > 0
+    with pytest.raises(ValueError, match="init_params"):
+        genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+                         apply_fn=net.apply_fn, dziugaite_roy_options={})
