@@ -31,6 +31,11 @@ _SHOWN = ("dziugaite_roy", "vc", "spectral", "pac_bayes", "golowich", "golowich_
           "spectral_init", "pac_bayes_init")
 
 
+_SHORT = {"dziugaite_roy": "D&R", "vc": "VC", "spectral": "BFT", "pac_bayes": "PAC-Bayes",
+          "golowich": "Golowich", "golowich_l1inf": "Gol. l1inf", "spectral_init": "BFT (init)",
+          "pac_bayes_init": "PB (init)"}
+
+
 def _console():
     from rich.console import Console
 
@@ -151,7 +156,8 @@ def _table(records: list[dict], title: str):
 
     names = [n for n in _SHOWN if any(b["name"] == n for r in records for b in r["bounds"])]
     table = Table(title=title)
-    for col in ("label noise", "train err", "test err", "epochs", "Rad (MC)", *names):
+    for col in ("label noise", "train err", "test err", "epochs", "Rad (MC)",
+                *(_SHORT.get(n, n) for n in names)):
         table.add_column(col, justify="right")
     for r in records:
         values = {b["name"]: b["value"] for b in r["bounds"]}
