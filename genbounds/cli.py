@@ -4,6 +4,7 @@
     genbounds train --out RUN_DIR ...   train one net and keep it
     genbounds report RUN_DIR            every bound for a trained net
     genbounds sweep --label-noise 0,0.2,0.5,1 --out DIR
+    genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
 
 Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
 """
@@ -209,6 +210,9 @@ def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int
 
     console = _console()
     out = _prepare_out(args.out)
+    # A run that fails half-way must not leave an older, complete-looking results.json beside a
+    # new plot: the old one goes first, the new one is written last, atomically.
+    (out / "results.json").unlink(missing_ok=True)
     start = time.perf_counter()
     records = []
     estimate = None
