@@ -30,6 +30,18 @@ def _as_real(x: Any, name: str) -> float:
     return float(x)
 
 
+def check_scalar(x: Any, name: str) -> float:
+    """A real scalar (Python number, numpy or jax 0-d array), not NaN. Returns it as a float."""
+    if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array, np.generic)):
+        raise TypeError(f"{name} must be a real number, got {x!r}")
+    if np.ndim(x) != 0:
+        raise TypeError(f"{name} must be a scalar, got an array of shape {np.shape(x)}")
+    v = float(x)
+    if math.isnan(v):
+        raise ValueError(f"{name} must not be NaN")
+    return v
+
+
 def check_delta(delta: Any, name: str = "delta") -> float:
     """`delta` must lie in the open interval (0, 1)."""
     d = _as_real(delta, name)

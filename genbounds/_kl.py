@@ -14,7 +14,6 @@ underneath do no checks and may be used inside ``jax.jit``.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_n, check_positive, check_unit_interval
+from ._checks import check_delta, check_n, check_positive, check_scalar, check_unit_interval
 
 _MAURER_REF = (
     "Maurer, A note on the PAC Bayesian theorem, 2004, arXiv:cs/0411099 (Theorem 5); "
@@ -240,20 +239,9 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
     return kl_inverse_core(q, c)
 
 
-def _check_scalar(x: Any, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array, np.generic)):
-        raise TypeError(f"{name} must be a real number, got {x!r}")
-    if np.ndim(x) != 0:
-        raise TypeError(f"{name} must be a scalar, got an array of shape {np.shape(x)}")
-    v = float(x)
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    return v
-
-
 def _maurer_checks(emp_error: Any, kl: Any, n: Any, delta: Any) -> tuple[float, float, int, float]:
-    e = check_unit_interval(_check_scalar(emp_error, "emp_error"), "emp_error")
-    k = check_positive(_check_scalar(kl, "kl"), "kl", allow_zero=True)
+    e = check_unit_interval(check_scalar(emp_error, "emp_error"), "emp_error")
+    k = check_positive(check_scalar(kl, "kl"), "kl", allow_zero=True)
     n = check_n(n)
     if n < 8:
         raise ValueError(

@@ -20,14 +20,17 @@ each derived from McDiarmid's inequality in docs/bounds/rademacher.md.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
-import jax
-import numpy as np
-
 from ._bound import Bound
-from ._checks import check_delta, check_margin, check_n, check_positive, check_unit_interval
+from ._checks import (
+    check_delta,
+    check_margin,
+    check_n,
+    check_positive,
+    check_scalar,
+    check_unit_interval,
+)
 
 _MOHRI = (
     "Mohri, Rostamizadeh & Talwalkar, Foundations of Machine Learning (2nd ed., 2018), "
@@ -37,17 +40,6 @@ _BFT = (
     "Bartlett, Foster & Telgarsky, Spectrally-normalized margin bounds for neural networks, "
     "NeurIPS 2017, arXiv:1706.08498, Lemma 3.1 (with ln(2/delta), see docs/bounds/rademacher.md)"
 )
-
-
-def _scalar(x: Any, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array, np.generic)):
-        raise TypeError(f"{name} must be a real number, got {x!r}")
-    if np.ndim(x) != 0:
-        raise TypeError(f"{name} must be a scalar, got an array of shape {np.shape(x)}")
-    v = float(x)
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    return v
 
 
 def rademacher_bound_value(
@@ -64,7 +56,7 @@ def rademacher_bound_value(
 def _split_delta(delta: float, rademacher_delta: Any) -> float:
     if rademacher_delta is None:
         return delta
-    rd = _scalar(rademacher_delta, "rademacher_delta")
+    rd = check_scalar(rademacher_delta, "rademacher_delta")
     if not (0.0 < rd < delta):
         raise ValueError(
             f"rademacher_delta must lie in (0, delta) = (0, {delta:g}): it is charged to the "
@@ -141,10 +133,10 @@ def rademacher_bound(
       structural results, JMLR 3, 2002; Bartlett, Foster & Telgarsky, NeurIPS 2017,
       arXiv:1706.08498, Lemma 3.1.
     """
-    rad = check_positive(_scalar(rademacher, "rademacher"), "rademacher", allow_zero=True)
+    rad = check_positive(check_scalar(rademacher, "rademacher"), "rademacher", allow_zero=True)
     n = check_n(n)
     delta = check_delta(delta)
-    loss = check_unit_interval(_scalar(train_loss, "train_loss"), "train_loss")
+    loss = check_unit_interval(check_scalar(train_loss, "train_loss"), "train_loss")
     if not isinstance(empirical, bool):
         raise TypeError(f"empirical must be True or False, got {empirical!r}")
     d_conc = _split_delta(delta, rademacher_delta)
