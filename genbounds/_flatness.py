@@ -384,6 +384,23 @@ def _search(
     }
 
 
+def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation, num_samples,
+                  search_depth, scale_max, std_of):
+    """The shared part of Jiang et al.'s sigma' and alpha' searches.
+
+    Checks the arguments, draws the common random perturbation directions once, and bisects on
+    the scale with per-parameter std ``std_of(x0)(scale)``. Returns (scale, search terms, x0, m).
+    """
+    X, y, num_samples, depth, scale_max = _check_flat_args(
+        apply_fn, params, X, y, init_params, target_deviation, num_samples, search_depth,
+        scale_max)
+    x0, unravel = ravel_pytree(params)
+    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
+    res = _search(apply_fn, unravel, x0, std_of(x0), noise, X, y,
+                  target=float(target_deviation), depth=depth, scale_max=scale_max)
+    return res.pop("scale"), res, x0, int(X.shape[0])
+
+
 def _check_flat_args(apply_fn, params, X, y, init_params, target, num_samples, depth, scale_max):
     X, y, _ = check_classifier(apply_fn, params, X, y)
     if init_params is not None:
@@ -458,33 +475,10 @@ def pac_bayes_flatness(
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
       Find Them, ICLR 2020, arXiv:1912.02178 (measures 48, 49, 53).
     """
-    X, y, num_samples, depth, scale_max = _check_flat_args(
-        apply_fn,
-        params,
-        X,
-        y,
-        init_params,
-        target_deviation,
-        num_samples,
-        search_depth,
-        scale_max,
-    )
-    x0, unravel = ravel_pytree(params)
-    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
-    res = _search(
-        apply_fn,
-        unravel,
-        x0,
-        lambda s: jnp.asarray(s, x0.dtype),
-        noise,
-        X,
-        y,
-        target=float(target_deviation),
-        depth=depth,
-        scale_max=scale_max,
-    )
-    s = res.pop("scale")
-    m = int(X.shape[0])
+    s, res, x0, m = _jiang_search(
+        apply_fn, params, X, y, key=key, init_params=init_params,
+        target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
+        scale_max=scale_max, std_of=lambda x0: (lambda s: jnp.asarray(s, x0.dtype)))
     terms: dict[str, Any] = {"sigma_prime": s, **res}
     tail = math.log(m / s) + 10.0
     xw = np.asarray(x0, np.float64)
@@ -564,39 +558,16 @@ def magnitude_aware_flatness(
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
       Find Them, ICLR 2020, arXiv:1912.02178 (measures 56, 57, 61).
     """
-    X, y, num_samples, depth, scale_max = _check_flat_args(
-        apply_fn,
-        params,
-        X,
-        y,
-        init_params,
-        target_deviation,
-        num_samples,
-        search_depth,
-        scale_max,
-    )
     eps = check_positive(epsilon, "epsilon")
-    x0, unravel = ravel_pytree(params)
-    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
-    w2 = x0**2
 
-    def std_of(a):
-        return jnp.sqrt(a * a * w2 + eps * eps)  # std = sqrt(variance alpha^2 w^2 + eps^2)
+    def std_of(x0):
+        w2 = x0**2
+        return lambda a: jnp.sqrt(a * a * w2 + eps * eps)  # std = sqrt(alpha^2 w^2 + eps^2)
 
-    res = _search(
-        apply_fn,
-        unravel,
-        x0,
-        std_of,
-        noise,
-        X,
-        y,
-        target=float(target_deviation),
-        depth=depth,
-        scale_max=scale_max,
-    )
-    a = res.pop("scale")
-    m = int(X.shape[0])
+    a, res, x0, m = _jiang_search(
+        apply_fn, params, X, y, key=key, init_params=init_params,
+        target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
+        scale_max=scale_max, std_of=std_of)
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

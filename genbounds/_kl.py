@@ -123,39 +123,33 @@ def kl_inverse_core(q: jax.Array, c: jax.Array) -> jax.Array:
 # Validation.
 
 
-def _check_prob_array(x: Any, name: str) -> jax.Array:
+def _check_real_array(x: Any, name: str, *, upper: float | None) -> Any:
+    """Real numbers (a scalar or an array), no NaN, in [0, upper] ([0, inf) when upper is None)."""
+    want = "in [0, 1]" if upper == 1.0 else ">= 0"
     if isinstance(x, bool) or isinstance(x, str) or x is None:
-        raise TypeError(f"{name} must be a real number or array of numbers in [0, 1], got {x!r}")
+        raise TypeError(f"{name} must be a real number or array of numbers {want}, got {x!r}")
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
-        raise TypeError(f"{name} must be real numbers in [0, 1], got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be real numbers {want}, got dtype {arr.dtype}")
     if np.any(np.isnan(arr)):
         raise ValueError(
             f"{name} must not be NaN, got {np.count_nonzero(np.isnan(arr))} NaN entries"
         )
-    if np.any((arr < 0) | (arr > 1)):
-        bad = arr[(arr < 0) | (arr > 1)].ravel()[0]
-        raise ValueError(f"{name} must lie in [0, 1], got {bad!r}")
+    bad = (arr < 0) if upper is None else ((arr < 0) | (arr > upper))
+    if np.any(bad):
+        verb = "lie" if upper is not None else "be"
+        raise ValueError(f"{name} must {verb} {want}, got {arr[bad].ravel()[0]!r}")
     return x
 
 
-def _check_nonneg_array(x: Any, name: str) -> jax.Array:
-    if isinstance(x, bool) or isinstance(x, str) or x is None:
-        raise TypeError(f"{name} must be a real number or array of numbers >= 0, got {x!r}")
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be real numbers >= 0, got dtype {arr.dtype}")
-    if np.any(np.isnan(arr)):
-        raise ValueError(
-            f"{name} must not be NaN, got {np.count_nonzero(np.isnan(arr))} NaN entries"
-        )
-    if np.any(arr < 0):
-        raise ValueError(f"{name} must be >= 0, got {arr[arr < 0].ravel()[0]!r}")
-    return x
+def _check_prob_array(x: Any, name: str) -> Any:
+    return _check_real_array(x, name, upper=1.0)
+
+
+def _check_nonneg_array(x: Any, name: str) -> Any:
+    return _check_real_array(x, name, upper=None)
 
 
 def _is_traced(*xs: Any) -> bool:
