@@ -49,6 +49,7 @@ from ._linalg import frobenius_norm as frobenius_norm
 from ._linalg import log_norm_product as log_norm_product
 from ._linalg import norm_21 as norm_21
 from ._linalg import spectral_norm as spectral_norm
+from ._lipschitz import lipschitz as lipschitz
 from ._margins import SelectedMargin as SelectedMargin
 from ._margins import margin_loss as margin_loss
 from ._margins import margin_quantile as margin_quantile
@@ -59,6 +60,8 @@ from ._measures import distance_from_init as distance_from_init
 from ._measures import jiang_normalise as jiang_normalise
 from ._measures import norm_measures as norm_measures
 from ._measures import path_norm as path_norm
+from ._network import Network as Network
+from ._network import NotBoundable as NotBoundable
 from ._norms import SpectralNorms as SpectralNorms
 from ._norms import spectral_norms as spectral_norms
 from ._pac_bayes import pac_bayes as pac_bayes

@@ -20,8 +20,9 @@ from ._checks import (
     check_unit_interval,
 )
 from ._grid import grid_down, grid_log_prior, grid_up, grid_value
-from ._layers import augment_biases, read_layers
+from ._layers import augment_biases
 from ._margins import ramp_loss, training_margins
+from ._network import as_network, verify_chain
 
 GOLOWICH_REFERENCE = (
     "Golowich, Rakhlin & Shamir, 'Size-Independent Sample Complexity of Neural Networks', "
@@ -340,13 +341,12 @@ def golowich(
     n = int(np.shape(X)[0])
     X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
 
-    read = read_layers(params, layers=layers)
-    convs = [layer.path for layer in read if layer.kind != "dense"]
-    if convs:
-        raise ValueError(
-            f"golowich is implemented for dense (fully connected) ReLU layers; {convs} are "
-            "convolutions, whose matrix norms are not those of their kernels"
-        )
+    caller = "golowich (Golowich et al. 2018)"
+    net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, caller=caller)
+    if net.source == "params" and logits is not None:
+        verify_chain(net, X2, logits, caller)
+    chain = net.chain(caller, homogeneous=True, dense_only=True)
+    read = chain.layers
     if X2.shape[1] != read[0].fan_in:
         raise ValueError(
             f"X has {X2.shape[1]} features per example (flattened shape {tuple(np.shape(X))[1:]}) "

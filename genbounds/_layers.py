@@ -427,20 +427,53 @@ def read_layers(
         raise ValueError("params holds no weight matrix (no array of rank >= 2)")
 
     _check_chain(result)
-    if layers is None and ambiguous and len(result) > 1:
-        shapes = {tuple(layer.kernel.shape) for layer in result}
-        if len(shapes) == 1:
-            raise ValueError(
-                "params: the order of the layers is ambiguous (names without numbers in sorted "
-                f"order, all kernels of shape {shapes.pop()}); pass layers=[...] with the order "
-                f"the network applies them (paths: {[layer.path for layer in result]})"
-            )
+    if layers is None and ambiguous and len(result) > 1 and _chain_orders(result) > 1:
+        raise ValueError(
+            "params: the order of the layers is ambiguous: it rests on the alphabetical order "
+            "of names without numbers (jax.jit, jax.tree.map and optax return dicts with sorted "
+            "keys), and more than one order of these kernels chains. Trace the network from "
+            "its function, genbounds.Network.trace(apply_fn, params, x) (or pass apply_fn and X "
+            "to the bound), or pass layers=[...] in the order the network applies them "
+            f"(paths: {[layer.path for layer in result]})"
+        )
     if isinstance(conv, Mapping):
         conv_paths = {layer.path for layer in result if layer.kind == "conv"}
         stray = [k for k in conv if k not in conv_paths]
         if stray:
             raise ValueError(f"conv names layers that are not convolutions: {stray}")
     return tuple(result)
+
+
+def _chains(a: Layer, b: Layer) -> bool:
+    if a.kind == b.kind:
+        return a.fan_out == b.fan_in
+    if a.kind == "conv" and b.kind == "dense":
+        return b.fan_in % a.fan_out == 0
+    return False  # dense -> conv: classifiers put their convolutions first
+
+
+def _chain_orders(layers: Sequence[Layer], cap: int = 2) -> int:
+    """How many orders of `layers` chain by their shapes (counted up to `cap`; Held-Karp DP
+    over subsets, so up to 12 layers; more are reported as `cap`)."""
+    n = len(layers)
+    if n > 12:
+        return cap
+    ok = [[i != j and _chains(layers[i], layers[j]) for j in range(n)] for i in range(n)]
+    # paths[mask][j]: number of chaining orders of the set `mask` that end in j (capped)
+    paths = [[0] * n for _ in range(1 << n)]
+    for j in range(n):
+        paths[1 << j][j] = 1
+    for mask in range(1, 1 << n):
+        row = paths[mask]
+        for j in range(n):
+            c = row[j]
+            if not c:
+                continue
+            for k in range(n):
+                if not mask & (1 << k) and ok[j][k]:
+                    nxt = paths[mask | (1 << k)]
+                    nxt[k] = min(cap, nxt[k] + c)
+    return min(cap, sum(paths[(1 << n) - 1]))
 
 
 def num_weights(layers: Sequence[Layer]) -> int:

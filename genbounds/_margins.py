@@ -404,9 +404,14 @@ def training_margins(
     n = int(np.shape(X)[0])
     X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
     if logits is None:
-        if apply_fn is None:
+        from ._network import Network
+
+        if apply_fn is None and isinstance(params, Network):
+            logits = params(X)
+        elif apply_fn is None:
             raise ValueError(f"{caller}: give apply_fn (apply_fn(params, X) -> logits) or logits")
-        logits = apply_fn(params, X)
+        else:
+            logits = apply_fn(params, X)
     elif apply_fn is not None:
         raise ValueError(f"{caller}: give apply_fn or logits, not both")
     m = margins(logits, y)

@@ -27,8 +27,9 @@ import numpy as np
 
 from ._bound import Bound
 from ._checks import check_margin, check_n, check_positive
-from ._layers import ConvSpec, Layer, read_layers
-from ._norms import layer_frobenius, read_reference, spectral_norms
+from ._layers import ConvSpec, Layer
+from ._network import as_network, reference_layers
+from ._norms import layer_frobenius, spectral_norms
 
 JIANG_REFERENCE = (
     "Jiang, Neyshabur, Mobahi, Krishnan & Bengio, 'Fantastic Generalization Measures and Where "
@@ -206,7 +207,8 @@ def path_norm(
       Them", ICLR 2020, arXiv:1912.02178, eq. (44).
     """
     p = check_positive(p, "p")
-    read = read_layers(params, layers=layers, conv=conv)
+    net = as_network(params, layers=layers, conv=conv, caller="path_norm")
+    read = net.chain("path_norm (sum over the paths of a chain)").layers
     mant, scale = _path_sum(read, p, bool(biases))
     log_sum = math.log(mant) + scale * math.log(2.0) if mant > 0.0 else -math.inf
     total = math.ldexp(mant, scale) if log_sum < 709.0 else math.inf
@@ -284,8 +286,9 @@ def distance_from_init(
     References:
       Jiang et al., ICLR 2020, arXiv:1912.02178, eqs. (40), (41).
     """
-    read = read_layers(params, layers=layers, conv=conv)
-    refs = read_reference(reference, read)
+    net = as_network(params, layers=layers, conv=conv, caller="distance_from_init")
+    read = net.layers
+    refs = reference_layers(reference, net, read, "distance_from_init")
     fro = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
     spec = _diff_spectral(read, refs, method=method, key=key,
                           failure_probability=failure_probability, **options)
@@ -440,10 +443,11 @@ def norm_measures(
     if n is not None:
         n = check_n(n)
     gamma = None if margin is None else check_margin(margin)
-    read = read_layers(params, layers=layers, conv=conv)
+    net = as_network(params, layers=layers, conv=conv, caller="norm_measures")
+    read = net.chain("norm_measures (products and sums over a chain of layers)").layers
     d = len(read)
-    spec = spectral_norms(params, method=method, key=key, failure_probability=failure_probability,
-                          layers=layers, conv=conv, **options)
+    spec = spectral_norms(net, method=method, key=key, failure_probability=failure_probability,
+                          **options)
     s = [float(spec[layer.path]) for layer in read]
     f = [layer_frobenius(layer) for layer in read]
     zero = [layer.path for layer, v in zip(read, f, strict=True) if v == 0.0]
@@ -475,7 +479,7 @@ def norm_measures(
     put("prod_fro", _exp(0.5 * sum(log_f2)), {"log": 0.5 * sum(log_f2), **per_f})
     put("prod_spec", _exp(0.5 * sum(log_s2)), {"log": 0.5 * sum(log_s2), **per_s})
     try:
-        pn = path_norm(params, p=2.0, power=True, biases=True, layers=layers, conv=conv)
+        pn = path_norm(net, p=2.0, power=True, biases=True)
         mu44, pn_terms, pn_notes = float(pn.complexity), dict(pn.terms), pn.notes
     except ValueError as e:
         mu44, pn_terms, pn_notes = math.nan, {}, (f"not computed: {e}",)
@@ -484,7 +488,7 @@ def norm_measures(
 
     dist_f2 = None
     if reference is not None:
-        refs = read_reference(reference, read)
+        refs = reference_layers(reference, net, read, "norm_measures")
         df = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
         dspec = _diff_spectral(read, refs, method=method, key=key,
                                failure_probability=failure_probability, **options)

@@ -13,6 +13,7 @@ from ._checks import check_choice, check_delta
 from ._conv import conv_operator_norm
 from ._layers import ConvSpec, Layer, read_layers
 from ._linalg import NormResult, frobenius_norm, norm_21, spectral_norm
+from ._network import as_network
 
 _METHODS = ("certified", "exact", "lanczos", "power", "gram")
 # What a dense method becomes for a convolution (the operator, not the reshaped kernel).
@@ -41,8 +42,9 @@ class SpectralNorms(Mapping):
     """
 
     def __init__(self, values: dict[str, float], results: dict[str, NormResult],
-                 layers: Sequence[Layer], method: str):
+                 layers: Sequence[Layer], method: str, notes: Sequence[str] = ()):
         self._values = values
+        self.notes = tuple(notes)
         self.results = results
         self.layers = tuple(layers)
         self.method = method
@@ -63,7 +65,8 @@ class SpectralNorms(Mapping):
         kind = "estimated" if self.estimated else "certified upper bounds"
         if self.method == "exact":
             kind = "exact"
-        return f"SpectralNorms({{{inner}}}; method={self.method!r}, {kind})"
+        note = "".join(f"; {n}" for n in self.notes if "geometry" in n)
+        return f"SpectralNorms({{{inner}}}; method={self.method!r}, {kind}{note})"
 
 
 def layer_spectral_norm(layer: Layer, *, method: str, key: jax.Array,
@@ -88,6 +91,8 @@ def spectral_norms(
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
     conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+    apply_fn: Any = None,
+    X: Any = None,
     **options: Any,
 ) -> SpectralNorms:
     r"""The spectral norm $\|A_i\|_\sigma$ (largest singular value) of every weight layer.
@@ -107,13 +112,18 @@ def spectral_norms(
     * ``"gram"``: Gram iteration (Delattre et al. 2023), a deterministic upper bound.
 
     Args:
-      params: the network's parameters (Flax linen, nnx State/Module, or a plain pytree).
+      params: the network's parameters (Flax linen, nnx State/Module, or a plain pytree), or a
+        `Network` (from `Network.trace`: convolutions then get their real strides, padding and
+        input size).
       method: one of the methods above.
       key: PRNG key for the random start vectors; it must not depend on the weights. Defaults to
         ``jax.random.key(0)``.
       failure_probability: per-layer failure probability of the certified method, in (0, 1).
       layers: optional explicit layer order (see `read_layers`).
-      conv: geometry of convolution layers (see `ConvSpec`).
+      conv: geometry of convolution layers (see `ConvSpec`). Without it (and without a traced
+        network), a convolution's value is a bound valid for every stride, padding and input
+        size, and the result's ``notes`` say so.
+      apply_fn, X: the network's function and example inputs; the network is then traced.
       **options: passed to the kernels (``tol``, ``max_iter``, ``rtol``, ``gram_iters``).
 
     Returns:
@@ -138,7 +148,9 @@ def spectral_norms(
     """
     check_choice(method, "method", _METHODS)
     check_delta(failure_probability, "failure_probability")
-    read = read_layers(params, layers=layers, conv=conv)
+    net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
+                     caller="spectral_norms")
+    read = net.layers
     key = jax.random.key(0) if key is None else key
     keys = jax.random.split(key, len(read))
     results = {}
@@ -147,7 +159,7 @@ def spectral_norms(
             layer, method=method, key=k, failure_probability=failure_probability, **options
         )
     values = {p: float(r.value) for p, r in results.items()}
-    return SpectralNorms(values, results, read, method)
+    return SpectralNorms(values, results, read, method, notes=net.notes)
 
 
 def output_positions(layer: Layer) -> int:

@@ -12,10 +12,11 @@ import numpy as np
 from ._bound import Bound
 from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_value
-from ._layers import augment_biases, check_fits, read_layers
+from ._layers import augment_biases, check_fits
 from ._linalg import frobenius_norm
 from ._margins import margin_loss, training_margins
-from ._norms import read_reference, spectral_norms
+from ._network import data_chain, reference_layers
+from ._norms import spectral_norms
 
 NEYSHABUR_REFERENCE = (
     "Neyshabur, Bhojanapalli & Srebro, 'A PAC-Bayesian Approach to Spectrally-Normalized Margin "
@@ -137,12 +138,14 @@ def pac_bayes(
     if n < 2:
         raise ValueError(f"pac_bayes needs n >= 2 training examples (it divides by n - 1), got {n}")
 
-    read = read_layers(params, layers=layers)
-    if any(layer.kind != "dense" for layer in read):
-        raise ValueError("pac_bayes is implemented for dense ReLU layers; params has convolutions")
+    net, chain = data_chain(params, X=X, X2=X2, logits=logits, apply_fn=apply_fn,
+                            layers=layers, conv=None, caller="pac_bayes (Neyshabur et al. 2018)",
+                            homogeneous=True, dense_only=True)
+    read = chain.layers
     check_fits(read, X2, logits, "pac_bayes")
     aug = augment_biases(read)
-    refs = augment_biases(read_reference(reference, read)) if reference is not None else None
+    refs = (augment_biases(reference_layers(reference, net, read, "pac_bayes"))
+            if reference is not None else None)
 
     max_norm = float(np.sqrt(np.max(np.sum(X2 * X2, axis=1))))
     notes = [margin_note, "biases by augmentation x -> [x; 1]"]

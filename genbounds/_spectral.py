@@ -3,22 +3,25 @@ bound."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
 from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_up
-from ._layers import ConvSpec, augment_biases, check_fits, read_layers
+from ._layers import ConvSpec, Layer, augment_biases, check_fits
 from ._margins import ramp_loss, training_margins
+from ._network import as_network, data_chain, reference_layers
 from ._norms import (
     layer_norm_21,
     log_sum_exp,
-    read_reference,
+    output_positions,
     spectral_norms,
 )
 
@@ -37,7 +40,9 @@ def spectral_complexity(
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
     conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
-    lipschitz: Sequence[float] | float = 1.0,
+    lipschitz: Sequence[float] | float | None = None,
+    apply_fn: Callable[[Any, Any], Any] | None = None,
+    X: Any = None,
     **options: Any,
 ) -> Bound:
     r"""The spectral complexity $R_A$ of Bartlett, Foster & Telgarsky (2017), eq. (1.2).
@@ -46,9 +51,11 @@ def spectral_complexity(
             \Big(\sum_{i=1}^L \frac{\|A_i^\top - M_i^\top\|_{2,1}^{2/3}}
                                    {\|A_i\|_\sigma^{2/3}}\Big)^{3/2}$$
 
-    $A_i$ is layer $i$'s weight matrix (the transpose of a Flax (in, out) kernel), $M_i$ its
-    reference matrix (`reference`, default 0), $\rho_i$ the Lipschitz constant of its activation
-    (`lipschitz`, 1 for ReLU and max-pooling), $\|\cdot\|_\sigma$ the spectral norm and
+    $A_i$ is layer $i$'s weight matrix (the transpose of a Flax (in, out) kernel; for a
+    convolution, the operator on its input), $M_i$ its reference matrix (`reference`, default 0),
+    $\rho_i$ the Lipschitz constant of what follows layer $i$ (activation, pooling; read from a
+    traced network, 1 for a ReLU chain read from parameters), $\|\cdot\|_\sigma$ the spectral
+    norm and
     $\|A^\top\|_{2,1}$ the sum over output units of the 2-norm of each unit's incoming weights.
     Biases do not enter (BFT's networks have none). The product is accumulated in log space, so
     a 100-layer network neither overflows nor underflows.
@@ -60,15 +67,18 @@ def spectral_complexity(
     ["failure_probability"]``.
 
     Args:
-      params: the network's parameters (Flax linen, nnx, or a plain pytree).
+      params: the network's parameters (Flax linen, nnx, or a plain pytree), or a `Network`.
       reference: parameters of the same network giving the $M_i$ (e.g. the initial
         parameters), or None for $M_i = 0$.
+      apply_fn, X: the network's function and example inputs: the network is then traced
+        (`Network.trace`), which reads conv geometry, activations and structure.
       method: spectral-norm method (see `spectral_norms`).
       key: PRNG key for the certified method's random starts.
       failure_probability: per-layer failure probability of the certified norms.
       layers: explicit layer order (see `read_layers`).
       conv: geometry of the convolution layers (their (2,1) norm needs the input shape).
-      lipschitz: $\rho_i$, one number for all layers or one per layer.
+      lipschitz: $\rho_i$, one number for all layers or one per layer; default: read from the
+        network (the product of the Lipschitz constants of the maps after each layer).
       **options: passed to the norm kernels.
 
     Returns:
@@ -77,7 +87,8 @@ def spectral_complexity(
       ``product``, ``sum_term`` (the bracket before the 3/2 power), ``log_complexity``.
 
     Raises:
-      ValueError, TypeError: bad parameters, a reference that does not match, bad options.
+      ValueError, TypeError: bad parameters, a reference that does not match, bad options; a
+        network that is not a chain (residual, branched): $R_A$ is defined for chains.
 
     Examples:
       >>> import numpy as np
@@ -90,11 +101,15 @@ def spectral_complexity(
       Bartlett, Foster & Telgarsky, "Spectrally-normalized margin bounds for neural networks",
       NeurIPS 2017, arXiv:1706.08498, eq. (1.2).
     """
-    norms = spectral_norms(params, method=method, key=key, layers=layers, conv=conv,
+    net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
+                     caller="spectral_complexity")
+    chain = net.chain("spectral_complexity (BFT eq. 1.2)")
+    norms = spectral_norms(net, method=method, key=key,
                            failure_probability=failure_probability, **options)
-    read = norms.layers
-    refs = read_reference(reference, read) if reference is not None else (None,) * len(read)
-    rho = _per_layer(lipschitz, len(read))
+    read = chain.layers
+    refs = (reference_layers(reference, net, read) if reference is not None
+            else (None,) * len(read))
+    rho = list(chain.lipschitz) if lipschitz is None else _per_layer(lipschitz, len(read))
 
     s = [norms[layer.path] for layer in read]
     b = [layer_norm_21(layer, ref) for layer, ref in zip(read, refs, strict=True)]
@@ -112,9 +127,11 @@ def spectral_complexity(
 
     notes = [f"spectral norms: {method}" + (" (estimates)" if norms.estimated else ""),
              "reference M_i = " + ("given parameters" if reference is not None else "0"),
-             "biases excluded (BFT 2017 networks have none)"]
+             "biases excluded (BFT 2017 networks have none)", *net.notes]
     if any(layer.kind == "conv" for layer in read):
         notes.append("conv (2,1) norm: positions x per-channel kernel norms (upper bound)")
+    if any(r != 1.0 for r in rho):
+        notes.append(f"rho_i (Lipschitz constants after each layer): {rho}")
     terms = {
         "spectral_norms": dict(norms),
         "norms_21": {layer.path: v for layer, v in zip(read, b, strict=True)},
@@ -265,37 +282,31 @@ def spectral(
     X2, logits, m, gamma, margin_note = data
     n = X2.shape[0]
 
-    plain = spectral_complexity(params, reference=reference, method=method, key=key,
-                                failure_probability=failure_probability, layers=layers,
-                                conv=conv, **options)
-    read = read_layers(params, layers=layers, conv=conv)
+    net, chain = data_chain(params, X=X, X2=X2, logits=logits, apply_fn=apply_fn,
+                            layers=layers, conv=conv, caller="spectral")
+    plain = spectral_complexity(net, reference=reference, method=method, key=key,
+                                failure_probability=failure_probability, **options)
+    read = chain.layers
     check_fits(read, X2, logits, "spectral")
-    refs = read_reference(reference, read) if reference is not None else (None,) * len(read)
-    if any(layer.kind != "dense" for layer in read):
-        conv_paths = [layer.path for layer in read if layer.kind != "dense"]
-        raise ValueError(
-            f"the bound with data is implemented for dense layers; {conv_paths} are "
-            "convolutions. Use spectral(params) for the complexity of a CNN"
-        )
-    aug = augment_biases(read)
-    aug_refs = augment_biases(refs) if reference is not None else (None,) * len(aug)
+    refs = (reference_layers(reference, net, read) if reference is not None
+            else (None,) * len(read))
     binary = np.ndim(logits) == 1 or np.shape(logits)[-1] == 1
-    aug_norms = spectral_norms({f"{i}": {"kernel": layer.kernel} for i, layer in enumerate(aug)},
-                               method=method, key=key, failure_probability=failure_probability,
-                               layers=[f"{i}" for i in range(len(aug))], **options)
-    s = list(aug_norms.values())
-    b = [layer_norm_21(layer, ref) for layer, ref in zip(aug, aug_refs, strict=True)]
-    width = max([aug[0].fan_in] + [layer.fan_out for layer in aug] + ([2] if binary else []))
+    s, b, units, fail, est = _augmented(read, refs, method=method, key=key,
+                                        failure_probability=failure_probability, **options)
+    # The constant unit of the augmentation passes each hidden map unchanged, so the augmented
+    # maps are max(rho_i, 1)-Lipschitz.
+    rho_aug = [max(r, 1.0) for r in chain.rho] + [1.0]
+    width = max(units + ([2] if binary else []))
     x_norm = math.sqrt(float(np.sum(X2 * X2)) + n)
-    delta_bound = delta - aug_norms.failure_probability
+    delta_bound = delta - fail
     if delta_bound <= 0.0:
         raise ValueError(
             f"delta={delta} is not larger than the failure probability of the certified "
-            f"spectral norms ({aug_norms.failure_probability:g}); lower failure_probability"
+            f"spectral norms ({fail:g}); lower failure_probability"
         )
 
     # Union bound over the grid (1+r)^k: R (degree L in s, 1 in b) and 1/γ each lose < (1+r).
-    L = len(aug)
+    L = len(read)
     r = (1.0 + grid_loss) ** (1.0 / (L + 2)) - 1.0
     ks = [grid_up(v, r) for v in s]
     # b_i = 0 (A_i = M_i) is rounded up to the grid point k = 0 like any other value.
@@ -307,7 +318,7 @@ def spectral(
     log_prior = sum(grid_log_prior(k) for k in ks) + grid_log_prior(kg)
     log_prior += sum(grid_log_prior(k) for k in kb)
 
-    log_R = sum(math.log(v) for v in s_bar)
+    log_R = sum(math.log(v) for v in s_bar) + sum(math.log(v) for v in rho_aug)
     ratios = [(2.0 / 3.0) * (math.log(bv) - math.log(sv)) for bv, sv in zip(b_bar, s_bar,
                                                                                 strict=True)]
     R_bar = math.exp(log_R + 1.5 * log_sum_exp(ratios))
@@ -323,14 +334,88 @@ def spectral(
         complexity_augmented=R_bar, complexity_term=complexity_term,
         confidence_term=confidence_term, delta_bound=delta_bound, grid_ratio=r,
         grid={"s": s_bar, "b": b_bar, "k_s": ks, "k_b": kb, "k_gamma": kg},
-        failure_probability=aug_norms.failure_probability + plain.terms["failure_probability"],
+        lipschitz_augmented=rho_aug,
+        failure_probability=fail + plain.terms["failure_probability"],
     )
     notes = plain.notes + (margin_note, "biases by augmentation x -> [x; 1]",
                            "ln(2/delta) in the confidence term (conservative vs BFT's ln(1/delta))")
     return Bound(name="spectral", value=value, complexity=plain.complexity, terms=terms, n=n,
-                 delta=delta, estimated=plain.estimated or aug_norms.estimated,
+                 delta=delta, estimated=plain.estimated or est,
                  reference=BFT_REFERENCE + "; Lemma 3.1, Thm 3.3, Lemma A.8; union bound: "
                  "docs/bounds/spectral.md", notes=notes)
+
+
+def _augmented(read: Sequence[Layer], refs: Sequence[Layer | None], *, method: str, key: Any,
+               failure_probability: float, **options: Any):
+    r"""Norms of the bias-free network on $[x; 1]$: per layer an upper bound on
+    $\|\tilde A_i\|_\sigma$ and on $\|\tilde A_i^\top - \tilde M_i^\top\|_{2,1}$, the unit counts,
+    the certificates' total failure probability and whether any norm is an estimate.
+
+    Dense layers are augmented explicitly (`augment_biases`) and their norms computed on the
+    matrices. A convolution's operator $A$ with bias vector $\beta$ (its channel bias repeated
+    over the $P$ output positions, $\|\beta\|_2 = \sqrt P \|b\|_2$) becomes
+    $\tilde A = [[A, \beta], [0, 1]]$ (hidden) or $[A, \beta]$ (last). The norm of a block matrix
+    is at most the norm of the matrix of its block norms, so
+    $\|\tilde A\|_\sigma \le \sigma_{\max}([[s, \|\beta\|], [0, 1]])$ and
+    $\|[A, \beta]\|_\sigma \le \sqrt{s^2 + \|\beta\|^2}$ with $s \ge \|A\|_\sigma$ certified. Each
+    row of $[A, \beta]$ (output position $p$, channel $c$) holds a subset of the taps of channel
+    $c$'s kernel and $b_c$, so its 2-norm is at most $\sqrt{\|K_c - M_c\|^2 + (b_c - b^M_c)^2}$,
+    and the (2,1) norm at most $P$ times their sum over channels (plus 1 for the constant row
+    of a hidden layer when $M = 0$).
+    """
+    last = len(read) - 1
+    s, b, units = [], [], []
+    fail, est = 0.0, False
+    keys = jax.random.split(jax.random.key(0) if key is None else key, len(read))
+    for i, (layer, ref) in enumerate(zip(read, refs, strict=True)):
+        hidden = i != last
+        if layer.kind == "dense":
+            one = _augment_one(layer, hidden)
+            one_ref = _augment_one(ref, hidden) if ref is not None else None
+            nr = spectral_norms({"0": {"kernel": one.kernel}}, method=method, key=keys[i],
+                                failure_probability=failure_probability, layers=["0"],
+                                **options)
+            s.append(float(nr["0"]))
+            fail += nr.failure_probability
+            est = est or nr.estimated
+            b.append(layer_norm_21(one, one_ref))
+            units += [one.fan_in, one.fan_out]
+            continue
+        nr = spectral_norms({"0": {"kernel": layer.kernel}}, method=method, key=keys[i],
+                            failure_probability=failure_probability, layers=["0"],
+                            conv={"0": layer.conv}, **options)
+        sv = float(nr["0"])
+        fail += nr.failure_probability
+        est = est or nr.estimated
+        P = output_positions(layer)
+        bias = np.zeros(layer.fan_out) if layer.bias is None else np.asarray(layer.bias,
+                                                                               np.float64)
+        beta = math.sqrt(P) * float(np.linalg.norm(bias))
+        if hidden:
+            t = sv * sv + beta * beta + 1.0
+            s.append(math.sqrt(0.5 * (t + math.sqrt(max(t * t - 4.0 * sv * sv, 0.0)))))
+        else:
+            s.append(math.sqrt(sv * sv + beta * beta))
+        k = np.asarray(layer.kernel, np.float64).reshape(-1, layer.fan_out)
+        bb = bias
+        if ref is not None:
+            k = k - np.asarray(ref.kernel, np.float64).reshape(-1, layer.fan_out)
+            rb = np.zeros(layer.fan_out) if ref.bias is None else np.asarray(ref.bias, np.float64)
+            bb = bias - rb
+        col = np.sqrt(np.sum(k * k, axis=0) + bb * bb)
+        b.append(float(P * np.sum(col)) + (1.0 if hidden and ref is None else 0.0))
+        n_in = int(np.prod(layer.conv.input_shape)) * layer.fan_in
+        units += [n_in + 1, P * layer.fan_out + (1 if hidden else 0)]
+    return s, b, units, fail, est
+
+
+def _augment_one(layer: Layer, hidden: bool) -> Layer:
+    """`augment_biases` for one dense layer: [[A, b], [0, 1]] (hidden) or [A, b] (last)."""
+    if hidden:
+        dummy = dataclasses.replace(layer, kernel=jnp.zeros((layer.fan_out, 1),
+                                                            layer.kernel.dtype), bias=None)
+        return augment_biases([layer, dummy])[0]
+    return augment_biases([layer])[0]
 
 
 def _per_layer(x: Sequence[float] | float, num: int) -> list[float]:

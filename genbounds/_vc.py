@@ -26,6 +26,7 @@ import numpy as np
 
 from ._bound import Bound
 from ._checks import check_delta, check_n, check_unit_interval
+from ._network import NotBoundable
 
 _VAPNIK = (
     "Vapnik, Statistical Learning Theory, 1998 / The Nature of Statistical Learning Theory, "
@@ -139,6 +140,11 @@ def _check_bias(bias: Any, num_layers: int) -> tuple[bool, ...]:
             )
         return tuple(bool(b) for b in flags)
     raise TypeError(f"bias must be True/False or a sequence of them, got {bias!r}")
+
+
+# Linear pieces of the piecewise-linear activations a traced network may hold (reshapes and
+# non-overlapping max pooling are not activations here: `chain(dense_only=True)` admits no pool).
+_PIECES = {"relu": 2, "leaky_relu": 2, "abs": 2, "relu6": 3, "hard_tanh": 3, "reshape": 1}
 
 
 def _check_pieces(pieces: Any) -> int:
@@ -355,10 +361,25 @@ def vc(
         h = _check_vc_dim(vc_dim)
         notes.append("VC dimension given (vc_dim)")
     elif params is not None:
-        from ._layers import read_layers
+        from ._network import as_network
 
         p = _check_pieces(pieces)
-        sizes, flags = _sizes_from_layers(read_layers(params, layers=layers))
+        net = as_network(params, layers=layers, caller="vc")
+        chain = net.chain("vc (VC-dimension bound for piecewise-linear networks)",
+                          dense_only=True)
+        for names in chain.between:
+            for name in names:
+                need = _PIECES.get(name.split("(")[0])
+                if need is None:
+                    raise NotBoundable(
+                        f"vc: the activation {name!r} is not piecewise linear; the VC-dimension "
+                        "bound (docs/bounds/vc.md) counts sign patterns of piecewise-linear "
+                        "networks. Pass vc_dim=... with a bound of your own")
+                if need > p:
+                    raise NotBoundable(
+                        f"vc: the activation {name!r} has {need} linear pieces but pieces={p}; "
+                        f"pass pieces={need}")
+        sizes, flags = _sizes_from_layers(chain.layers)
         details = _vc_dimension_details(sizes, flags, p)
         h = float(details["vc_dim"])
         terms.update(
