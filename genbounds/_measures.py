@@ -141,6 +141,46 @@ def _path_sum(layers: Sequence[Layer], p: float, biases: bool) -> tuple[float, i
 _NO_EXP = 10**9
 
 
+def _path_sum_traced(net: Any, p: float, biases: bool) -> tuple[float, int]:
+    """(s, e) as `_path_sum`, for a traced network of any structure: its records re-evaluated,
+    in float64, on an all-ones input with every weight w replaced by |w|^p (kernels, biases,
+    per-channel scales, pooling factors, the coefficients of residual adds). Activations must be
+    ReLU-like (identity on the non-negative values that flow here); a max pool stays a max, as
+    in Jiang et al.'s code, which runs the model itself on the squared weights."""
+    import dataclasses
+
+    nodes = []
+    for n in net.nodes:
+        if n.op == "linear":
+            lay = n.layer
+            k = jnp.abs(jnp.asarray(lay.kernel, jnp.float64)) ** p
+            b = (jnp.abs(jnp.asarray(lay.bias, jnp.float64)) ** p
+                 if biases and lay.bias is not None else None)
+            n = dataclasses.replace(n, layer=dataclasses.replace(lay, kernel=k, bias=b),
+                                    info={**n.info, "dtype": jnp.float64})
+        elif n.op == "activation":
+            if not n.activation.homogeneous:
+                raise ValueError(f"path_norm is defined for ReLU-like (positively homogeneous) "
+                                 f"activations; the network has {n.activation.name}")
+        elif n.op == "scale":
+            n = dataclasses.replace(n, info={**n.info, "c": np.abs(n.info["c"]) ** p})
+        elif n.op == "shift":
+            c = np.abs(n.info["c"]) ** p if biases else np.zeros_like(n.info["c"])
+            n = dataclasses.replace(n, info={**n.info, "c": c})
+        elif n.op == "add":
+            n = dataclasses.replace(n, info={"coef": tuple(abs(c) ** p for c in n.info["coef"])})
+        elif n.op == "pool" and "factor" in n.info:
+            n = dataclasses.replace(n, info={**n.info, "factor": abs(n.info["factor"]) ** p})
+        nodes.append(n)
+    view = type(net)(nodes, net.output, source="trace", input_shape=net.input_shape)
+    ones = jnp.ones((1, *net.input_shape), jnp.float64)
+    total = float(jnp.sum(view.evaluate(ones, upto=net.logits_node)))
+    if total == 0.0:
+        return 0.0, 0
+    mant, exp = math.frexp(total)
+    return mant, exp
+
+
 def _exponent(x: np.ndarray) -> int:
     """The binary exponent of max(x) (x >= 0), or -_NO_EXP when x is all zeros."""
     top = float(np.max(x))
@@ -208,8 +248,11 @@ def path_norm(
     """
     p = check_positive(p, "p")
     net = as_network(params, layers=layers, conv=conv, caller="path_norm")
-    read = net.chain("path_norm (sum over the paths of a chain)").layers
-    mant, scale = _path_sum(read, p, bool(biases))
+    if net.source == "trace":
+        mant, scale = _path_sum_traced(net, p, bool(biases))
+    else:
+        read = net.chain("path_norm (sum over the paths of a chain)").layers
+        mant, scale = _path_sum(read, p, bool(biases))
     log_sum = math.log(mant) + scale * math.log(2.0) if mant > 0.0 else -math.inf
     total = math.ldexp(mant, scale) if log_sum < 709.0 else math.inf
     if power:
@@ -220,7 +263,9 @@ def path_norm(
         value = _exp(log_sum / p)
     name = f"l{p:g}_path_norm" + ("_power" if power else "")
     notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases
-             else "biases excluded", "assumes a plain feed-forward stack of the layers read"]
+             else "biases excluded",
+             "paths of the traced graph (skip connections, pooling and reshapes included)"
+             if net.source == "trace" else "assumes a plain feed-forward stack of the layers read"]
     return Bound(name=name, value=None, complexity=value,
                  terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
                         "biases": bool(biases)},

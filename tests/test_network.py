@@ -415,3 +415,31 @@ def test_parameters_only_conv_says_what_it_returns():
     p = {"Conv_0": {"kernel": np.ones((3, 3, 2, 4))}, "Dense_0": {"kernel": np.ones((64, 2))}}
     norms = genbounds.spectral_norms(p)
     assert "every stride, padding and input size" in repr(norms)
+
+
+def test_path_norm_traced_equals_chain_and_counts_skip_paths():
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(6)(nn.relu(nn.Dense(5)(x)))))
+
+    x = _x((2, 4))
+    v = _init(MLP(), x)
+    traced = genbounds.path_norm(Network.trace(MLP().apply, v, x))
+    named = genbounds.path_norm(v)
+    np.testing.assert_allclose(traced.complexity, named.complexity, rtol=1e-10)
+
+    v = _init(Residual(), _x((2, 7)))
+    p = {k: {kk: np.asarray(a, np.float64) for kk, a in d.items()}
+         for k, d in v["params"].items()}
+    sq = {k: (np.abs(d["kernel"]) ** 2, np.abs(d["bias"]) ** 2) for k, d in p.items()}
+
+    def lin(name, h):
+        k, b = sq[name]
+        return h @ k + b
+
+    h = lin("embed", np.ones(7))
+    h = h + lin("mix", lin("hidden", h))  # the skip path and the block's paths
+    want = float(np.sum(lin("out", h)))
+    got = genbounds.path_norm(Network.trace(Residual().apply, v, _x((2, 7))), power=True)
+    np.testing.assert_allclose(got.complexity, want, rtol=1e-10)
