@@ -4,6 +4,7 @@
   the page always shows the code that is tested.
 * ``benchmarks.md``: when the repository has no hand-written page, a page is generated that lists
   the scripts under ``benchmarks/`` with their own descriptions and how to run them.
+* ``cli.md`` ends with the ``--help`` of every command, generated from the parser.
 * The API pages list the public names by topic; a public name that no page lists yet is added
   at the end of its namespace's page, so the reference never silently misses one.
 """
@@ -82,7 +83,25 @@ def on_files(files, config):
     return files
 
 
+def _cli_help() -> str:
+    """The ``--help`` of every subcommand, from the parser itself."""
+    import argparse
+    import os
+
+    os.environ["COLUMNS"] = "100"
+    from genbounds.cli import build_parser
+
+    parser = build_parser()
+    parts = ["```text", parser.format_help().rstrip(), "```", ""]
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        parts += [f"### `genbounds {name}`", "", "```text", sub.format_help().rstrip(), "```", ""]
+    return "\n".join(parts)
+
+
 def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri == "cli.md":
+        return markdown.replace("<!-- cli-help -->", _cli_help())
     entry = API_PAGES.get(page.file.src_uri)
     if entry is None:
         return markdown
