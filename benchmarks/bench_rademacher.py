@@ -1,6 +1,6 @@
 """Draws per second of the Monte-Carlo Rademacher estimate: loop vs vmap vs sharded.
 
-Two workloads (issue 5):
+Two workloads:
 
 - ``linear``: `LinearBall` (ℓ2) on n = 10 000 points of dimension d = 784 (closed form per draw);
 - ``network``: `NetworkClass` of a 40-256-1 ReLU MLP (Flax linen) on n = 500 points, 300

@@ -18,7 +18,7 @@ digits 0-4, 1 for 5-9, as D&R's binary MNIST):
 
 The deterministic net is trained here (`train_mlp`, SGD with momentum on the logistic loss): the
 harness's `genbounds.train.train` builds K-output softmax classifiers, while D&R's networks (and
-the issue's 3301-parameter count) have a single logistic output unit.
+the 3301-parameter digits net) have a single logistic output unit.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import optax
 from ._dziugaite_roy import dziugaite_roy, stochastic_error
 from ._hessian import zero_one
 
-# Table 1 of Dziugaite & Roy (2017), T-600 on binary MNIST: recalled, NOT verified (formulas.md
-# §6 and addendum §4); the KL/error/bound triple is consistent with the verified formula.
+# Table 1 of Dziugaite & Roy (2017), T-600 on binary MNIST: recalled, NOT verified against
+# the paper's table; the KL/error/bound triple is consistent with the verified formula.
 PAPER_T600 = {
     "sgd_train_error": 0.001,
     "sgd_test_error": 0.018,

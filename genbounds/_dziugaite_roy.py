@@ -1,6 +1,6 @@
 """Dziugaite & Roy (2017): a non-vacuous PAC-Bayes bound by optimising a Gaussian posterior.
 
-The pieces (formulas.md §6, verified against the authors' code gkdziugaite/pacbayes-opt):
+The pieces (Dziugaite & Roy 2017, arXiv:1703.11008, Section 3; verified against the authors' code gkdziugaite/pacbayes-opt):
 
 * PAC-Bayes-kl (Langford-Seeger / Maurer, with m - 1): with probability >= 1 - delta over the
   sample, for every posterior Q, $kl(\\hat e_S(Q) \\| e_D(Q)) \\le (KL(Q\\|P) + \\ln(m/\\delta))/(m-1)$.
@@ -459,7 +459,7 @@ def dziugaite_roy_certificate(
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _optimise_chunk(apply_fn, unravel, tx, steps, batch_size, state, w0, X, y, key, consts):
-    """`steps` Adam steps on D&R's surrogate objective (formulas.md §6 'Objective optimised')."""
+    """`steps` Adam steps on D&R's surrogate objective (D&R 2017, Section 3.1)."""
     m_f, b_f, log_b, log_c, log_const = consts
     k = w0.shape[0]
     m = X.shape[0]
@@ -472,7 +472,7 @@ def _optimise_chunk(apply_fn, unravel, tx, steps, batch_size, state, w0, X, y, k
         w = mean + jnp.exp(rho) * eps
         # Surrogate of the 0-1 loss: cross-entropy / ln 2, one sampled network per step.
         emp = cross_entropy(apply_fn(unravel(w), Xb), yb).mean() / _LN2
-        # 2 KL(Q || N(w0, lam I)), formulas.md §6, with s = exp(2 rho).
+        # 2 KL(Q || N(w0, lam I)) (closed form for diagonal Gaussians), with s = exp(2 rho).
         two_kl = (
             jnp.sum(jnp.exp(2.0 * rho)) * jnp.exp(-log_lam)
             + jnp.sum((mean - w0) ** 2) * jnp.exp(-log_lam)

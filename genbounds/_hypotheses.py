@@ -10,7 +10,7 @@ correlation $(1/n) \sum_i \sigma_i h(x_i)$. Three classes ship:
   estimate of the supremum.
 
 Each class also states how far one $h(x_i)$ can reach, $b_i = \sup_h |h(x_i)|$: the bounded
-differences that give the estimator's concentration (see `genbounds._rademacher_mc`).
+differences that give the estimator's concentration (see `rademacher` and docs/rademacher_mc.md).
 
 A user may subclass `HypothesisClass` for a class of their own: implement `prepare`, `sup`,
 `value_bounds` and set `lower_estimate`.
@@ -87,8 +87,8 @@ class LinearBall(HypothesisClass):
     The supremum over the ball is the dual norm (Hölder, attained), so per draw
     $\sup_h (1/n)\sum_i \sigma_i h(x_i) = (B/n)\,||X^\top \sigma||_*$ exactly:
 
-    - ``norm="l2"``: $(B/n)||\sum_i \sigma_i x_i||_2$ (formulas.md §2.3);
-    - ``norm="l1"``: $(B/n)||\sum_i \sigma_i x_i||_\infty$ (the ℓ∞ dual; §2.3);
+    - ``norm="l2"``: $(B/n)||\sum_i \sigma_i x_i||_2$ (the dual norm of ℓ2);
+    - ``norm="l1"``: $(B/n)||\sum_i \sigma_i x_i||_\infty$ (the ℓ∞ dual);
     - ``norm="linf"``: $(B/n)||\sum_i \sigma_i x_i||_1$.
 
     The Monte-Carlo estimate is therefore exact up to Monte-Carlo error. The reach of one point,
@@ -317,7 +317,7 @@ class NetworkClass(HypothesisClass):
     $(\lambda/2)||\theta||^2$ to the objective: a training penalty only, it does not change the
     class. Training finds *a* member of the class, not the maximiser, so the value is a LOWER
     estimate of the supremum, and the Monte-Carlo mean estimates a lower bound of the empirical
-    Rademacher complexity (formulas.md §2.4).
+    Rademacher complexity.
 
     Args:
       model: a Flax linen module (``model.init(key, x)`` / ``model.apply(variables, x)``; only

@@ -412,7 +412,7 @@ def _gram_kernel(W: jax.Array, *, iters: int) -> jax.Array:
     """Gram iteration (Delattre et al. 2023): sigma_1(W) <= ||G_t||_F^(1/2^t), G_{t+1} = G_t^T G_t.
 
     G is divided by its Frobenius norm r_t before each squaring and the scale kept in log space:
-    log c_{t+1} = 2 (log c_t + log r_t), so G_t(true) = c_t G_t(stored) (formulas.md addendum 7).
+    log c_{t+1} = 2 (log c_t + log r_t), so G_t(true) = c_t G_t(stored) (arXiv:2305.16173).
     """
     G = W.T if W.shape[0] < W.shape[1] else W  # rows >= cols: the Gram matrices are the small ones
     log_c = jnp.zeros((), W.dtype)
@@ -626,7 +626,7 @@ def spectral_norm(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from genbounds._linalg import spectral_norm
+      >>> from genbounds import spectral_norm
       >>> W = jnp.diag(jnp.array([3.0, 1.0, 0.5]))
       >>> round(spectral_norm(W, method="exact").value, 5)
       3.0
@@ -752,7 +752,7 @@ def frobenius_norm(W: jax.typing.ArrayLike) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from genbounds._linalg import frobenius_norm
+      >>> from genbounds import frobenius_norm
       >>> float(frobenius_norm(jnp.ones((2, 8))))
       4.0
     """
@@ -779,7 +779,7 @@ def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from genbounds._linalg import norm_21
+      >>> from genbounds import norm_21
       >>> float(norm_21(jnp.eye(4)))
       4.0
       >>> float(norm_21(jnp.array([[3.0, 0.0], [4.0, 1.0]])))  # columns (3, 4) and (0, 1)
@@ -821,7 +821,7 @@ def log_norm_product(norms: Any) -> jax.Array:
       ValueError: norms is empty, not 1-D, or holds a value <= 0, NaN or inf.
 
     Examples:
-      >>> from genbounds._linalg import log_norm_product
+      >>> from genbounds import log_norm_product
       >>> import math
       >>> math.isclose(float(log_norm_product([10.0] * 200)), 200 * math.log(10.0), rel_tol=1e-6)
       True

@@ -5,7 +5,7 @@ normalisation of them.
 Every function here returns `Bound` objects with ``value=None`` (measures): the numbers rank
 networks, they do not bound a test error. Conventions follow Jiang et al. (2020) as implemented
 by Dziugaite et al. (2020) (nitarshan/robust-generalization-measures, ``measures.py``), see
-formulas.md §7.1 and docs/measures/norms.md:
+docs/measures/norms.md:
 
 * BatchNorm is folded into the layer before it first (`read_layers` does this);
 * "weights" are the kernels: biases are excluded from every measure except the path norm, which
@@ -362,7 +362,7 @@ def jiang_normalise(mu: float, *, n: int, log: bool) -> float:
     r"""Jiang et al. (2020)'s adjustment of a measure for the training-set size.
 
     A measure whose name starts with ``LOG_`` in their code becomes $\frac12(\mu - \ln n)$
-    (``log=True``); every other one becomes $\sqrt{\mu / n}$ (formulas.md §7.1, verified in
+    (``log=True``); every other one becomes $\sqrt{\mu / n}$ (verified in
     nitarshan/robust-generalization-measures ``measures.py``).
 
     Args:

@@ -90,7 +90,7 @@ def pac_bayes(
       sample: the result is then marked ``estimated`` (not certified) and says so in its notes.
 
     Derivation and the constants' provenance: docs/bounds/pac_bayes.md (Lemma 1's 4, $6m$,
-    $m-1$; $\sigma$'s 42 and $\ln(4hd)$: formulas.md addendum §2 [V-secondary, V-num]).
+    $m-1$; $\sigma$'s 42 and $\ln(4hd)$: the proof of their Theorem 1 [V-secondary, V-num]).
 
     Args:
       params: the network's parameters (dense ReLU layers).

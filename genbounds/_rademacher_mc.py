@@ -1,12 +1,12 @@
 r"""Monte-Carlo estimate of the empirical Rademacher complexity, batched, sharded, multi-host.
 
-The empirical Rademacher complexity of a class $H$ on the data $x_1, \dots, x_n$ (formulas.md
-§2.1, the normalisation of Bartlett, Foster & Telgarsky 2017) is
+The empirical Rademacher complexity of a class $H$ on the data $x_1, \dots, x_n$ (the
+normalisation of Bartlett, Foster & Telgarsky 2017, arXiv:1706.08498, Section 3) is
 
 $$\hat{\mathfrak R}_S(H) = \mathbb E_\sigma \sup_{h \in H} \frac1n \sum_{i=1}^n \sigma_i h(x_i),$$
 
 with $\sigma_i$ i.i.d. uniform on $\{-1, +1\}$. `rademacher` estimates it by the mean over $K$
-independent sign vectors (formulas.md §2.4). The sign vector of draw $k$ is a pure function of
+independent sign vectors. The sign vector of draw $k$ is a pure function of
 ``(key, k)``, so the draws do not depend on the strategy, the chunking, the number of devices or
 the number of processes. See docs/rademacher_mc.md for the derivations and the multi-host launch.
 """
@@ -310,7 +310,7 @@ def rademacher(
     r"""Monte-Carlo estimate of the empirical Rademacher complexity of a class on data X.
 
     Estimates $\hat{\mathfrak R}_S(H) = \mathbb E_\sigma \sup_{h\in H} (1/n)\sum_{i=1}^n
-    \sigma_i h(x_i)$ (formulas.md §2.1, §2.4) by
+    \sigma_i h(x_i)$ (docs/rademacher_mc.md) by
 
     $$\hat R = \frac1K \sum_{k=0}^{K-1} s_k, \qquad s_k = \sup_{h\in H} \frac1n \sum_i
     \sigma^{(k)}_i h(x_i),$$
@@ -329,7 +329,7 @@ def rademacher(
     \sqrt{\frac{2\ln(2/\delta')}{K}} \le B_{\max}\sqrt{\frac{2\ln(2/\delta')}{nK}},$$
 
     where $B_{\max} = \max_i b_i$ (for `LinearBall` ℓ2, $B_{\max} = B\max_i||x_i||_2$; for
-    $|h| \le 1$ this is formulas.md §2.4's $\sqrt{2\ln(2/\delta')/(nK)}$). ``interval`` is this
+    $|h| \le 1$ this is the familiar $\sqrt{2\ln(2/\delta')/(nK)}$). ``interval`` is this
     two-sided interval at $1-\delta'$ = ``confidence``; `RademacherEstimate.upper` gives the
     one-sided limit ($\ln(1/\delta')$ in place of $\ln(2/\delta')$).
 

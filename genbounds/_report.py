@@ -108,6 +108,27 @@ class Report:
             out.append(d)
         return out
 
+    def to_pandas(self) -> Any:
+        """The records of `to_records` as a ``pandas.DataFrame``, one row per bound and measure.
+
+        Columns: ``name``, ``kind`` (``"bound"`` or ``"measure"``), ``value``, ``complexity``,
+        ``vacuous``, ``estimated``, ``n``, ``delta``, ``seconds``, ``reference``, ``terms``,
+        ``notes``. Bounds come first, tightest first, as in `ranked`.
+
+        Raises:
+          ImportError: pandas is not installed (``pip install 'genbounds[pandas]'``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Report.to_pandas needs pandas: pip install 'genbounds[pandas]' "
+                              "(or use Report.to_records)") from None
+        records = self.to_records()
+        first = ["name", "kind", "value", "complexity", "vacuous", "estimated", "n", "delta",
+                 "seconds"]
+        cols = first + sorted({k for r in records for k in r} - set(first))
+        return pd.DataFrame.from_records(records, columns=cols)
+
     def _rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
         for b in self.ranked():

@@ -175,7 +175,7 @@ def spectral_margin_bound(
     where BFT print $\ln(1/\delta)$), $\Re(F_\gamma|S) \le 4/n + 36\|X\|_2\ln(n)
     \sqrt{\ln 2W^2} R/(\gamma n)$ from Dudley's entropy integral at $\alpha = 1/n$ with BFT
     Theorem 3.3's cover and the $2/\gamma$ Lipschitz constant of the ramp of the margin operator
-    (the "Lemma A.8" form; formulas.md addendum §1).
+    (the "Lemma A.8" form of BFT's appendix A).
 
     Examples:
       >>> round(spectral_margin_bound(ramp_loss=0.0, margin=1.0, complexity=0.0, x_norm=1.0,

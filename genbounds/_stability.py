@@ -112,7 +112,7 @@ def hardt_stability_nonconvex(
     $$\\epsilon_{stab} \\le \\frac{1 + 1/(\\beta c)}{n - 1}\\, (2 c L^2)^{\\frac{1}{\\beta c + 1}}\\,
     T^{\\frac{\\beta c}{\\beta c + 1}}.$$
 
-    The constant is [R] in formulas.md (addendum §6: consistent with a secondary proof sketch);
+    The constant of HRS's Theorem 3.12 is [R] (not read in the paper; consistent with a secondary proof sketch);
     it is **derived** here in docs/bounds/stability.md from HRS's Lemma 3.11 and the growth
     recursion, by optimising the burn-in time $t_0$ (treated as real, as in the paper).
 

@@ -3,6 +3,7 @@
     genbounds demo [--out DIR]          the main job: true / noisy / random labels on digits
     genbounds train --out RUN_DIR ...   train one net and keep it
     genbounds report RUN_DIR            every bound for a trained net
+    genbounds report --model pkg.nets:model --checkpoint params.msgpack --data data.npz
     genbounds sweep --label-noise 0,0.2,0.5,1 --out DIR
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
 
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.train._checkpoint import atomic_write
+from genbounds._progress import Progress
+from genbounds.train._checkpoint import atomic_write, default_file_mode
 
 _DEMO_NOISE = (0.0, 0.5, 1.0)
 _SHOWN = ("dziugaite_roy", "vc", "spectral", "pac_bayes", "golowich", "golowich_l1inf",
@@ -157,7 +159,7 @@ def _table(records: list[dict], title: str):
 
     names = [n for n in _SHOWN if any(b["name"] == n for r in records for b in r["bounds"])]
     table = Table(title=title)
-    for col in ("label noise", "train err", "test err", "epochs", "Rad (MC)",
+    for col in ("label noise", "train error", "test error", "epochs", "Rad (MC)",
                 *(_SHORT.get(n, n) for n in names)):
         table.add_column(col, justify="right")
     for r in records:
@@ -170,7 +172,8 @@ def _table(records: list[dict], title: str):
     return table
 
 
-def _plot(records: list[dict], path: Path) -> None:
+def _figure(records: list[dict]):
+    """The bounds-vs-label-noise figure; its series carry the table's column names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,22 +185,29 @@ def _plot(records: list[dict], path: Path) -> None:
     for name in names:
         vals = [next((b["value"] for b in r["bounds"] if b["name"] == name), np.nan)
                 for r in records]
-        ax.plot(noise, vals, marker="o", label=name)
+        ax.plot(noise, vals, marker="o", label=_SHORT.get(name, name))
     ax.plot(noise, [max(r["test_error"], 1e-3) for r in records], "k-s", lw=2.5,
-            label="test error (measured)")
-    ax.plot(noise, [max(r["train_error"], 1e-3) for r in records], "k:",
-            label="train error (0 drawn at 1e-3)")
-    ax.axhline(1.0, color="gray", ls="--", lw=1)
+            label="test error")
+    ax.plot(noise, [max(r["train_error"], 1e-3) for r in records], "k:", label="train error")
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="vacuous (1)")
     ax.set_yscale("log")
     ax.set_xlabel("fraction of training labels randomised")
-    ax.set_ylabel("bound on the 0-1 test error")
+    ax.set_ylabel("bound on the 0-1 test error (errors of 0 drawn at 1e-3)")
     ax.set_title(f"genbounds: bounds vs label noise ({records[0]['dataset']})")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
+    return fig
+
+
+def _plot(records: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(records)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -206,8 +216,6 @@ def _plot(records: list[dict], path: Path) -> None:
 
 
 def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     console = _console()
     out = _prepare_out(args.out)
     # A run that fails half-way must not leave an older, complete-looking results.json beside a
@@ -216,25 +224,21 @@ def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int
     start = time.perf_counter()
     records = []
     estimate = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(f"genbounds {args.command}", console=console) as progress:
         for noise in levels:
-            task = progress.add_task(f"training, label noise {noise:.2f}", total=args.max_epochs,
-                                     info="")
+            bar = progress.bar(f"training, label noise {noise:.2f}", total=args.max_epochs)
 
-            def on_epoch(d, task=task):
-                progress.update(task, completed=d["epoch"],
-                                info=f"train acc {d['train_acc']:.3f}")
+            def on_epoch(d, bar=bar):
+                bar.update(d["epoch"], f"train acc {d['train_acc']:.3f}")
 
             dataset, _, result, seconds = _train_one(args, noise, on_epoch)
-            progress.update(task, description=f"bounds, label noise {noise:.2f}",
-                            completed=args.max_epochs)
+            bar.close(f"{result.epochs} epochs, train acc {result.train_acc:.3f}")
             if estimate is None or estimate.n != len(dataset.X_train):
-                progress.update(task, description="Rademacher complexity (Monte Carlo)")
-                estimate = _rademacher_estimate(dataset, args)  # labels do not enter it
-            rep = _report_for(dataset, result, args, estimate)
+                with progress.phase("Rademacher complexity (Monte Carlo)"):
+                    estimate = _rademacher_estimate(dataset, args)  # labels do not enter it
+            with progress.phase(f"bounds, label noise {noise:.2f}"):
+                rep = _report_for(dataset, result, args, estimate)
             records.append(_record(dataset, noise, result, rep, seconds))
-            progress.remove_task(task)
     payload = {
         "genbounds": _version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -288,7 +292,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     console = _console()
     out = _prepare_out(args.out)
     args.checkpoint_dir = str(out)
-    dataset, spec, result, seconds = _train_one(args, args.label_noise)
+    with Progress("genbounds train", console=console) as progress:
+        bar = progress.bar(f"training, label noise {args.label_noise:.2f}", total=args.max_epochs)
+        dataset, spec, result, seconds = _train_one(
+            args, args.label_noise, lambda d: bar.update(d["epoch"],
+                                                         f"train acc {d['train_acc']:.3f}"))
+        bar.close(f"{result.epochs} epochs, train acc {result.train_acc:.3f}")
     state = {"params": result.params, "init_params": result.init_params}
     atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
         flax.serialization.to_state_dict(state)))
@@ -303,7 +312,78 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(rep: Any, path: Path, **extra: Any) -> None:
+    """report.json: the same schema for a harness run and for a user's network."""
+    payload = {"records": rep.to_records(), "train_error": rep.train_error,
+               "test_error": rep.test_error, "n": rep.n, "delta": rep.delta,
+               "skipped": [{"name": name, "reason": why} for name, why in rep.skipped], **extra}
+    atomic_write(path, json.dumps(payload, indent=2, default=_num).encode())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.model is not None or args.checkpoint is not None or args.data is not None:
+        if args.run_dir is not None:
+            raise SystemExit("genbounds report: give either RUN_DIR (a run of `genbounds "
+                             "train`) or --model/--checkpoint/--data, not both")
+        missing = [f"--{k}" for k in ("model", "checkpoint", "data") if getattr(args, k) is None]
+        if missing:
+            raise SystemExit(f"genbounds report: a network of yours needs --model, --checkpoint "
+                             f"and --data; missing {', '.join(missing)}")
+        return _report_user(args)
+    if args.run_dir is None:
+        raise SystemExit("genbounds report: give RUN_DIR (a run of `genbounds train`), or "
+                         "--model MODULE:ATTR --checkpoint FILE --data FILE.npz|NAME")
+    return _report_run(args)
+
+
+def _report_user(args: argparse.Namespace) -> int:
+    from genbounds import report
+    from genbounds._user_model import (
+        load_checkpoint,
+        load_npz,
+        load_object,
+        make_apply_fn,
+        split_state,
+    )
+
+    console = _console()
+    out = _prepare_out(args.out or "genbounds-report")
+    with Progress("genbounds report", console=console) as progress:
+        with progress.phase(f"loading the model {args.model}"):
+            obj = load_object(args.model)
+        with progress.phase(f"loading the checkpoint {args.checkpoint}"):
+            params, init_params, collections = split_state(load_checkpoint(args.checkpoint))
+            if args.init_checkpoint is not None:
+                init_params, _, _ = split_state(load_checkpoint(args.init_checkpoint))
+            try:
+                apply_fn, what = make_apply_fn(obj, collections)
+            except TypeError as e:
+                raise SystemExit(f"genbounds report: {e}") from None
+        with progress.phase(f"loading the data {args.data}"):
+            if args.data.endswith(".npz"):
+                data = load_npz(args.data)
+                data_name = args.data
+            else:
+                from genbounds.data import DATASETS, load
+
+                if args.data not in DATASETS:
+                    raise ValueError(f"--data must be a .npz file or one of {sorted(DATASETS)}, "
+                                     f"got {args.data!r}")
+                ds = load(args.data, seed=args.seed, n=args.n, flatten=not args.keep_shape)
+                data = {"X_train": ds.X_train, "y_train": ds.y_train, "X_test": ds.X_test,
+                        "y_test": ds.y_test}
+                data_name = ds.name
+        with progress.phase(f"computing the bounds ({what}, n = {len(data['X_train'])})"):
+            rep = report(params, apply_fn=apply_fn, init_params=init_params, delta=args.delta,
+                         **data)
+    console.print(rep.to_text())
+    _write_report(rep, out / "report.json", model=args.model, checkpoint=str(args.checkpoint),
+                  data=data_name)
+    console.print(f"Wrote {out / 'report.json'}")
+    return 0
+
+
+def _report_run(args: argparse.Namespace) -> int:
     import flax.serialization
 
     from genbounds.data import load
@@ -322,61 +402,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
         raise SystemExit(
             f"genbounds report: {run_dir / 'params.msgpack'} is corrupt ({e})") from None
-    corruption = "random_labels" if run["label_noise"] == 1.0 else None
-    dataset = load(run["dataset"], seed=run["seed"], n=run["n"],
-                   label_noise=0.0 if corruption else run["label_noise"], corruption=corruption)
-    model = make_model(num_classes=dataset.num_classes, **run["model"])
-
-    def apply_fn(params, X):
-        return model.apply({"params": params}, np.asarray(X, np.float32))
-
+    out = run_dir if args.out is None else _prepare_out(args.out)
     from genbounds import report
 
-    args.width, args.depth, args.seed = run["model"]["width"], run["model"]["depth"], run["seed"]
-    rep = report(state["params"], X_train=dataset.X_train, y_train=dataset.y_train,
-                 apply_fn=apply_fn, init_params=state["init_params"], delta=args.delta,
-                 X_test=dataset.X_test, y_test=dataset.y_test,
-                 rademacher_estimate=_rademacher_estimate(dataset, args))
+    with Progress("genbounds report", console=console) as progress:
+        with progress.phase(f"loading the data ({run['dataset']})"):
+            corruption = "random_labels" if run["label_noise"] == 1.0 else None
+            dataset = load(run["dataset"], seed=run["seed"], n=run["n"],
+                           label_noise=0.0 if corruption else run["label_noise"],
+                           corruption=corruption)
+            model = make_model(num_classes=dataset.num_classes, **run["model"])
+
+        def apply_fn(params, X):
+            return model.apply({"params": params}, np.asarray(X, np.float32))
+
+        args.width, args.depth, args.seed = (run["model"]["width"], run["model"]["depth"],
+                                             run["seed"])
+        with progress.phase("Rademacher complexity (Monte Carlo)"):
+            estimate = _rademacher_estimate(dataset, args)
+        with progress.phase("computing the bounds"):
+            rep = report(state["params"], X_train=dataset.X_train, y_train=dataset.y_train,
+                         apply_fn=apply_fn, init_params=state["init_params"], delta=args.delta,
+                         X_test=dataset.X_test, y_test=dataset.y_test,
+                         rademacher_estimate=estimate)
     console.print(rep.to_text())
-    atomic_write(run_dir / "report.json", json.dumps(
-        {"records": rep.to_records(), "train_error": rep.train_error,
-         "test_error": rep.test_error}, indent=2).encode())
-    console.print(f"Wrote {run_dir / 'report.json'}")
+    _write_report(rep, out / "report.json", run_dir=str(run_dir))
+    console.print(f"Wrote {out / 'report.json'}")
     return 0
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default."""
 
 
 def _add_training(p: argparse.ArgumentParser, *, n: int | None, width: int, epochs: int) -> None:
     p.add_argument("--dataset", default="digits", choices=("digits", "mnist1d", "synthetic",
                                                            "mnist"),
-                   help="dataset (default: digits, shipped with scikit-learn)")
-    p.add_argument("--n", type=int, default=n, help="training examples (default: all)")
-    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP (default 2)")
-    p.add_argument("--width", type=int, default=width, help=f"hidden width (default {width})")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+                   help="dataset (digits ships with scikit-learn)")
+    p.add_argument("--n", type=int, default=n, help="training examples (None: all)")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP")
+    p.add_argument("--width", type=int, default=width, help="hidden width")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=32, help="minibatch size")
     p.add_argument("--max-epochs", type=int, default=epochs,
-                   help=f"epoch budget; training stops at 100%% train accuracy (default {epochs})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                   help="epoch budget; training stops at 100%% train accuracy")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--delta", type=float, default=0.05,
-                   help="each bound holds with probability >= 1 - delta (default 0.05)")
+                   help="each bound holds with probability >= 1 - delta")
     p.add_argument("--rademacher-draws", type=int, default=4,
                    help="sign vectors for the Monte-Carlo Rademacher estimate (0: skip it)")
     p.add_argument("--rademacher-steps", type=int, default=150,
-                   help="training steps per sign vector (default 150)")
+                   help="training steps per sign vector")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genbounds",
+        formatter_class=_Formatter,
         description="Generalisation bounds of trained neural networks. Start with "
                     "`genbounds demo`: it trains a small net on true, half-random and random "
                     "labels and shows how every bound compares with the measured test error.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="the main job: bounds vs label noise on digits (< 2 min)")
+    p = sub.add_parser("demo", formatter_class=_Formatter, help="the main job: bounds vs label noise on digits (< 2 min)")
     p.add_argument("--out", default="genbounds-out",
-                   help="directory for results.json and bounds.png (default: ./genbounds-out)")
+                   help="directory for results.json and bounds.png")
     p.add_argument("--quick", action="store_true", help="a reduced run (smaller net and data)")
     p.add_argument("--pac-bayes", action="store_true",
                    help="also optimise the Dziugaite & Roy (2017) PAC-Bayes bound for each net "
@@ -386,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p, n=None, width=256, epochs=800)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's experiment: dziugaite-roy")
+    p = sub.add_parser("reproduce", formatter_class=_Formatter, help="reproduce a paper's experiment: dziugaite-roy")
     p.add_argument("experiment", choices=("dziugaite-roy",),
                    help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017)")
     p.add_argument("--dataset", default="digits", choices=("digits", "synthetic", "mnist1d",
@@ -394,33 +485,63 @@ def build_parser() -> argparse.ArgumentParser:
                    help="digits (default, ~20 s), synthetic (m = 55000, 784-600-1, ~10 min), "
                         "mnist1d, or mnist (the paper's T-600 setting; needs the MNIST files)")
     p.add_argument("--out", default="genbounds-dziugaite-roy", help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--download", action="store_true",
                    help="allow downloading MNIST into the cache directory")
     p.add_argument("--delta", type=float, default=0.025, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("sweep", help="bounds vs label noise on your choice of data and net")
+    p = sub.add_parser("sweep", formatter_class=_Formatter, help="bounds vs label noise on your choice of data and net")
     p.add_argument("--label-noise", type=_noise_levels, default=[0.0, 0.2, 0.5, 1.0],
-                   help="comma-separated fractions of random labels (default 0,0.2,0.5,1)")
+                   help="comma-separated fractions of random labels")
     p.add_argument("--out", default="genbounds-sweep", help="output directory")
     _add_training(p, n=None, width=256, epochs=800)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train", help="train one net and save it to a run directory")
+    p = sub.add_parser("train", formatter_class=_Formatter, help="train one net and save it to a run directory")
     p.add_argument("--out", required=True, help="run directory (checkpoints, params, run.json)")
     p.add_argument("--label-noise", type=float, default=0.0,
-                   help="fraction of training labels randomised, in [0, 1] (default 0)")
+                   help="fraction of training labels randomised, in [0, 1]")
     _add_training(p, n=None, width=256, epochs=800)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("report", help="every bound for a net saved by `genbounds train`")
-    p.add_argument("run_dir", help="the directory given to `genbounds train --out`")
-    p.add_argument("--delta", type=float, default=0.05, help="confidence parameter")
+    p = sub.add_parser(
+        "report", formatter_class=_Formatter,
+        help="every bound for a trained net: a run of `genbounds train`, or a network of yours",
+        description="Every bound and measure for one trained network, written to report.json. "
+                    "Either RUN_DIR (written by `genbounds train`), or your own network: "
+                    "--model MODULE:ATTR (a flax.linen Module instance or class, or an apply "
+                    "function apply_fn(params, X) -> logits; MODULE importable or a .py path), "
+                    "--checkpoint (a flax msgpack file, or an orbax checkpoint directory; the "
+                    "parameters, or a dict with 'params' and optionally 'init_params' and "
+                    "collections such as 'batch_stats') and --data (a .npz with X_train, y_train "
+                    "and optionally X_test, y_test, or an embedded data set).")
+    p.add_argument("run_dir", nargs="?", default=None,
+                   help="the directory given to `genbounds train --out`")
+    p.add_argument("--model", default=None, metavar="MODULE:ATTR",
+                   help="your model: a linen Module (instance or class) or an apply function")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="your trained parameters: flax msgpack file or orbax directory")
+    p.add_argument("--init-checkpoint", default=None, metavar="PATH",
+                   help="the parameters at initialisation (for the distance-from-init "
+                        "variants), if the checkpoint has no 'init_params'")
+    p.add_argument("--data", default=None, metavar="FILE.npz|NAME",
+                   help="training (and test) data: a .npz file, or digits, mnist1d, synthetic, "
+                        "mnist")
+    p.add_argument("--n", type=int, default=None,
+                   help="with a named data set: training examples (None: all)")
+    p.add_argument("--seed", type=int, default=0, help="with a named data set: its split seed")
+    p.add_argument("--keep-shape", action="store_true",
+                   help="with a named data set: keep images (n, H, W, C), for a CNN")
+    p.add_argument("--out", default=None,
+                   help="directory for report.json (None: RUN_DIR, or ./genbounds-report)")
+    p.add_argument("--delta", type=float, default=0.05,
+                   help="each bound holds with probability >= 1 - delta")
     p.add_argument("--rademacher-draws", type=int, default=4,
-                   help="sign vectors for the Monte-Carlo Rademacher estimate (0: skip it)")
+                   help="RUN_DIR only: sign vectors for the Monte-Carlo Rademacher estimate "
+                        "(0: skip it)")
     p.add_argument("--rademacher-steps", type=int, default=150,
-                   help="training steps per sign vector (default 150)")
+                   help="RUN_DIR only: training steps per sign vector")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -54,12 +54,24 @@ def write(path: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str
     atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
+def default_file_mode() -> int:
+    """The mode a new file gets from ``open``: 0o666 less the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a file so that it appears whole or not at all (temporary file + os.replace)."""
+    """Writes a file so that it appears whole or not at all (temporary file + os.replace).
+
+    The file gets the mode an ordinary ``open`` would give it (the user's umask), not the
+    private 0600 of the temporary file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), default_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
