@@ -342,6 +342,8 @@ def golowich(
     X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
 
     caller = "golowich (Golowich et al. 2018)"
+    if apply_fn is not None and logits is not None:
+        raise ValueError("golowich: give apply_fn or logits, not both")
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, caller=caller)
     if net.source == "params" and logits is not None:
         verify_chain(net, X2, logits, caller)

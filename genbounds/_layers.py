@@ -459,10 +459,22 @@ def _chain_orders(layers: Sequence[Layer], cap: int = 2) -> int:
     if n > 12:
         return cap
     ok = [[i != j and _chains(layers[i], layers[j]) for j in range(n)] for i in range(n)]
+    # Flax numbers modules per type in creation order (Conv_0 before Conv_1): within one
+    # parent and one type name, the numbers fix the order.
+    numbered = []
+    for layer in layers:
+        parent, _, last = layer.path.rpartition("/")
+        m = re.fullmatch(r"(.*?)_?(\d+)", last)
+        numbered.append((parent, m.group(1), int(m.group(2))) if m else None)
+    pred = [0] * n
+    for i, a in enumerate(numbered):
+        for j, b in enumerate(numbered):
+            if a and b and a[:2] == b[:2] and b[2] < a[2]:
+                pred[i] |= 1 << j
     # paths[mask][j]: number of chaining orders of the set `mask` that end in j (capped)
     paths = [[0] * n for _ in range(1 << n)]
     for j in range(n):
-        paths[1 << j][j] = 1
+        paths[1 << j][j] = 1 if not pred[j] else 0
     for mask in range(1, 1 << n):
         row = paths[mask]
         for j in range(n):
@@ -470,7 +482,7 @@ def _chain_orders(layers: Sequence[Layer], cap: int = 2) -> int:
             if not c:
                 continue
             for k in range(n):
-                if not mask & (1 << k) and ok[j][k]:
+                if not mask & (1 << k) and ok[j][k] and pred[k] & mask == pred[k]:
                     nxt = paths[mask | (1 << k)]
                     nxt[k] = min(cap, nxt[k] + c)
     return min(cap, sum(paths[(1 << n) - 1]))

@@ -8,9 +8,9 @@ interpreted once into a graph of *records*, in application order:
   the parameters alone: a `Layer` with the kernel in Flax layout ((in, out) for dense,
   (*window, in, out) for conv, dilation and feature groups materialised into a full kernel), the
   real strides, explicit padding and input shape, its bias, and the ``params`` path of its kernel;
-* ``activation``: an element-wise function identified by its values (see
-  ``genbounds/_activations.py``: ReLU, leaky ReLU, ELU, tanh, sigmoid, GELU, SiLU, softplus, ...),
-  with its Lipschitz constant;
+* ``activation``: an element-wise function identified by its values (ReLU, leaky ReLU, ELU,
+  tanh, sigmoid, GELU, SiLU, softplus, ...), with its Lipschitz constant (derivations in
+  docs/networks.md);
 * ``pool``: max or sum pooling (``reduce_window``; average pooling is a sum pool times a scalar),
   global max/sum reductions; Lipschitz constants from the window overlap (below);
 * ``reshape``: reshape/transpose of the features (a permutation: Lipschitz 1);
@@ -1134,7 +1134,13 @@ def verify_chain(net: Network, X2: np.ndarray, logits: Any, caller: str) -> None
             f"{caller}: convolution layers read from parameters alone have no geometry (strides, "
             "padding, input size); pass apply_fn with X (the network is traced) or a Network "
             "from genbounds.Network.trace")
-    want = np.asarray(logits, np.float64).reshape(X2.shape[0], -1)
+    want = np.asarray(logits, np.float64)
+    if want.ndim == 0 or want.shape[0] != X2.shape[0]:
+        raise ValueError(f"{caller}: X and logits must have the same number of examples; X has "
+                         f"{X2.shape[0]}, logits have shape {want.shape}")
+    if not np.all(np.isfinite(want)):
+        raise ValueError(f"{caller}: logits hold NaN or inf values; they must be finite")
+    want = want.reshape(X2.shape[0], -1)
     if X2.shape[1] != net.layers[0].fan_in:
         raise ValueError(
             f"{caller}: X has {X2.shape[1]} features per example (flattened) but the first "

@@ -259,5 +259,5 @@ def test_vc_rejects_conv_params():
         "Conv_0": {"kernel": jnp.ones((3, 3, 1, 4)), "bias": jnp.zeros(4)},
         "Dense_0": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
     }
-    with pytest.raises(ValueError, match="conv layer"):
+    with pytest.raises(ValueError, match="fully connected layers.*Conv_0.*convolutions"):
         vc(params, n=100)
