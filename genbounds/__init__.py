@@ -8,7 +8,8 @@ Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, 
 Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
 The harness lives apart, in `genbounds.data` and `genbounds.train`.
 
-The public namespace only re-exports; every module behind it is private.
+The public namespace only re-exports; every module behind it is private. Importing genbounds
+turns on JAX's persistent compilation cache (opt out with ``GENBOUNDS_JAX_CACHE=0``).
 """
 
 from ._bound import Bound as Bound
@@ -83,3 +84,9 @@ from ._vc import vc as vc
 from ._vc import vc_dimension_bound as vc_dimension_bound
 
 __version__ = "0.1.0"
+
+# JAX's persistent compilation cache in ~/.cache/genbounds/jax unless the user set one or opted
+# out with GENBOUNDS_JAX_CACHE=0 (docs/benchmarks.md).
+from ._jax_cache import enable_persistent_cache as _enable_persistent_cache  # noqa: E402
+
+_enable_persistent_cache()

@@ -34,6 +34,7 @@ from ._hessian import (
     lanczos_top_eigenvalues,
     zero_one,
 )
+from ._margins import margins_core
 
 _KESKAR = (
     "Keskar, Mudigere, Nocedal, Smelyanskiy, Tang. On Large-Batch Training for Deep Learning: "
@@ -335,57 +336,134 @@ def _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y):
 # ----------------------------------------------------------------------------------------------
 
 
+# Examples per chunk of the perturbed evaluations: the search reads the training set chunk by
+# chunk and stops a step as soon as its decision is certain (see `_Evaluator`).
+_CHUNK = 1024
+
+
 @partial(jax.jit, static_argnums=(0, 1))
-def _perturbed_errors(apply_fn, unravel, x0, scale_unit, noise, X, y):
-    """0-1 training error of each net x0 + scale(s) * noise_i; ``scale_unit(s)`` gives the std."""
+def _chunk_counts(apply_fn, unravel, x0, std, noise, Xc, yc, wc):
+    """Misclassified examples of one chunk under each perturbed net x0 + std * noise_i.
 
-    def err(x):
-        return zero_one(apply_fn(unravel(x), X), y).mean()
+    All `num_samples` nets at once (vmapped); ``wc`` is 1 for real examples, 0 for padding.
+    Returns int32 counts of shape (num_samples,).
+    """
 
-    return jax.lax.map(lambda z: err(x0 + scale_unit * z), noise)
+    def count(z):
+        err = zero_one(apply_fn(unravel(x0 + std * z), Xc), yc)
+        return jnp.sum(jnp.where(wc > 0, err, 0.0)).astype(jnp.int32)
+
+    return jax.vmap(count)(noise)
+
+
+class _Evaluator:
+    r"""Perturbed 0-1 error counts on the training set, in chunks, with exact early decisions.
+
+    Deviation at scale s: $\Delta(s) = \frac1S\sum_i \hat e(w + u_i(s)) - \hat e(w)$, with
+    $\hat e$ the error on all m examples. "$\Delta(s) > d$" is the integer test
+    $C(s) > (d + \hat e(w))\, m S$ on the total count $C$; after some chunks the partial count
+    $c$ and the $r$ examples still unread give $c \le C \le c + rS$, so the test is decided
+    (exactly: the same answer as reading everything) once $c$ exceeds the threshold or
+    $c + rS$ stays below it. The examples are read in increasing order of their unperturbed
+    margin, where perturbed errors concentrate, so that "above target" steps stop early.
+    """
+
+    def __init__(self, apply_fn, unravel, x0, noise, X, y):
+        self.f, self.unravel, self.x0, self.noise = apply_fn, unravel, x0, noise
+        logits = apply_fn(unravel(x0), X)
+        m = np.asarray(margins_core(logits, y), np.float64)
+        self.n = int(X.shape[0])
+        self.S = int(noise.shape[0])
+        self.base_count = int(np.sum(m <= 0))  # zero_one's convention: ties are errors
+        order = np.argsort(m, kind="stable")
+        nchunks = -(-self.n // _CHUNK)
+        size = -(-self.n // nchunks)  # equal chunks: one compilation
+        pad = nchunks * size - self.n
+        idx = np.concatenate([order, np.zeros(pad, order.dtype)])
+        w = np.concatenate([np.ones(self.n), np.zeros(pad)]).astype(np.float32)
+        Xs, ys = jnp.take(X, jnp.asarray(idx), axis=0), jnp.take(y, jnp.asarray(idx), axis=0)
+        self.chunks = [(Xs[i * size:(i + 1) * size], ys[i * size:(i + 1) * size],
+                        jnp.asarray(w[i * size:(i + 1) * size])) for i in range(nchunks)]
+        self.sizes = [int(w[i * size:(i + 1) * size].sum()) for i in range(nchunks)]
+        self.evaluations = 0.0  # full-data evaluations spent (fractions for early stops)
+
+    @property
+    def base(self) -> float:
+        return self.base_count / self.n
+
+    def counts(self, std, threshold: float | None = None) -> tuple[np.ndarray | None, bool]:
+        """Per-sample error counts at per-parameter std ``std``, or, given ``threshold`` (on the
+        total count), possibly only the decision ``total > threshold``: (counts or None, above).
+        """
+        total = np.zeros(self.S, np.int64)
+        left = self.n
+        for (Xc, yc, wc), k in zip(self.chunks, self.sizes, strict=True):
+            total += np.asarray(_chunk_counts(self.f, self.unravel, self.x0, std, self.noise,
+                                              Xc, yc, wc), np.int64)
+            left -= k
+            self.evaluations += k / self.n
+            if threshold is not None and left > 0:
+                c = int(total.sum())
+                if c > threshold:
+                    return None, True
+                if c + left * self.S <= threshold:
+                    return None, False
+        above = threshold is not None and int(total.sum()) > threshold
+        return total, above
 
 
 def _search(
-    apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max
+    apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max, tol=None
 ) -> dict[str, float]:
     """Binary search for the largest scale whose mean error increase stays <= target.
 
     Common random numbers: the same standard normals are used at every scale, so the deviation
-    is a deterministic (and in practice monotone) function of the scale.
+    is a deterministic (and in practice monotone) function of the scale. Each step evaluates
+    all perturbations at once and stops reading the data once its decision is certain; the
+    decisions, hence the bracket, are those of evaluating every example at every step. The
+    search stops after `depth` halvings, or earlier once ``hi - lo <= tol * hi`` when `tol` is
+    given.
     """
-    base = float(zero_one(apply_fn(unravel(x0), X), y).mean())
+    ev = _Evaluator(apply_fn, unravel, x0, noise, X, y)
+    # Delta(s) > target  <=>  C(s) > (target + base) m S, with C the total count (integers).
+    threshold = (float(target) * ev.n + ev.base_count) * ev.S
 
-    def deviation(s):
-        errs = np.asarray(_perturbed_errors(apply_fn, unravel, x0, std_of(s), noise, X, y))
-        return errs.mean() - base, errs.std(ddof=1) / math.sqrt(len(errs))
+    def above(s):
+        return ev.counts(std_of(s), threshold)[1]
 
     lo, hi = 0.0, float(scale_max)
-    dev_hi, _ = deviation(hi)
-    reached = dev_hi > target
+    reached = above(hi)
+    steps = 0
     if reached:
         for _ in range(depth):
+            if tol is not None and hi - lo <= tol * hi:
+                break
             mid = 0.5 * (lo + hi)
-            if deviation(mid)[0] > target:
+            steps += 1
+            if above(mid):
                 hi = mid
             else:
                 lo = mid
     else:
         lo = hi
     scale = 0.5 * (lo + hi) if reached else hi
-    dev, se = deviation(scale)
+    counts, _ = ev.counts(std_of(scale))
+    errs = counts / ev.n
     return {
         "scale": scale,
         "bracket_low": lo,
         "bracket_high": hi,
-        "deviation": float(dev),
-        "deviation_stderr": float(se),
-        "train_error": base,
+        "deviation": float(errs.mean() - ev.base),
+        "deviation_stderr": float(errs.std(ddof=1) / math.sqrt(len(errs))),
+        "train_error": ev.base,
         "reached_target": bool(reached),
+        "search_steps": steps,
+        "data_passes": ev.evaluations,
     }
 
 
 def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation, num_samples,
-                  search_depth, scale_max, std_of):
+                  search_depth, scale_max, std_of, search_tol=None):
     """The shared part of Jiang et al.'s sigma' and alpha' searches.
 
     Checks the arguments, draws the common random perturbation directions once, and bisects on
@@ -394,10 +472,13 @@ def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation,
     X, y, num_samples, depth, scale_max = _check_flat_args(
         apply_fn, params, X, y, init_params, target_deviation, num_samples, search_depth,
         scale_max)
+    if search_tol is not None:
+        search_tol = check_positive(search_tol, "search_tol")
     x0, unravel = ravel_pytree(params)
     noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
     res = _search(apply_fn, unravel, x0, std_of(x0), noise, X, y,
-                  target=float(target_deviation), depth=depth, scale_max=scale_max)
+                  target=float(target_deviation), depth=depth, scale_max=scale_max,
+                  tol=search_tol)
     return res.pop("scale"), res, x0, int(X.shape[0])
 
 
@@ -428,6 +509,7 @@ def pac_bayes_flatness(
     num_samples: int = 10,
     search_depth: int = 15,
     scale_max: float = 2.0,
+    search_tol: float | None = None,
 ) -> Bound:
     """Jiang et al. (2020) PAC-Bayes flatness: the largest sigma' keeping the error within target.
 
@@ -437,6 +519,12 @@ def pac_bayes_flatness(
     $[0, \\text{scale\\_max}]$ to depth `search_depth`, the expectation replaced by the mean over
     `num_samples` perturbations. The perturbation's standard deviation is $\\sigma$ (variance
     $\\sigma^2$). The same normal draws are used at every $\\sigma$ (common random numbers).
+
+    Each bisection step evaluates all `num_samples` perturbed nets at once and reads the
+    training set in chunks, in increasing order of the unperturbed margin, stopping as soon as
+    the step's decision is certain from the error counts so far (the same decision as reading
+    all of it); the search stops after `search_depth` steps or, with `search_tol`, once the
+    bracket is that tight.
 
     Reported (Jiang's equation numbers; $\\omega$ = number of parameters, all perturbed):
     $\\mu_{53} = 1/\\sigma'^2$ (``complexity``), and with `init_params`
@@ -452,10 +540,14 @@ def pac_bayes_flatness(
       num_samples: perturbations per scale, >= 2.
       search_depth: bisection steps.
       scale_max: upper end of the search interval (2.0 in Jiang's code).
+      search_tol: optional relative tolerance > 0: the search also stops once the bracket
+        satisfies ``high - low <= search_tol * high`` (default None: all `search_depth` steps).
 
     Returns:
       A measure with ``complexity`` = $1/\\sigma'^2$ and ``terms``: ``sigma_prime``, the search
-      bracket, the achieved ``deviation`` and its Monte-Carlo ``deviation_stderr``,
+      bracket, ``search_steps`` (bisection steps run), ``data_passes`` (training-set passes
+      per perturbation spent, counting early-stopped steps by the fraction read), the achieved
+      ``deviation`` and its Monte-Carlo ``deviation_stderr``,
       ``reached_target`` (False when even scale_max stays within the target: sigma' is then at
       least scale_max), ``mu_48``/``mu_49`` and their adjusted forms.
 
@@ -478,7 +570,8 @@ def pac_bayes_flatness(
     s, res, x0, m = _jiang_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
-        scale_max=scale_max, std_of=lambda x0: (lambda s: jnp.asarray(s, x0.dtype)))
+        scale_max=scale_max, std_of=lambda x0: (lambda s: jnp.asarray(s, x0.dtype)),
+        search_tol=search_tol)
     terms: dict[str, Any] = {"sigma_prime": s, **res}
     tail = math.log(m / s) + 10.0
     xw = np.asarray(x0, np.float64)
@@ -519,6 +612,7 @@ def magnitude_aware_flatness(
     num_samples: int = 10,
     search_depth: int = 15,
     scale_max: float = 2.0,
+    search_tol: float | None = None,
 ) -> Bound:
     """Jiang et al. (2020) magnitude-aware flatness: the largest alpha' keeping the error within target.
 
@@ -535,7 +629,7 @@ def magnitude_aware_flatness(
 
     Args:
       apply_fn, params, X, y, key, init_params, target_deviation, num_samples, search_depth,
-      scale_max: as in `pac_bayes_flatness`.
+      scale_max, search_tol: as in `pac_bayes_flatness`.
       epsilon: the additive floor of the standard deviation, > 0 (1e-3 in the paper).
 
     Returns:
@@ -567,7 +661,7 @@ def magnitude_aware_flatness(
     a, res, x0, m = _jiang_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
-        scale_max=scale_max, std_of=std_of)
+        scale_max=scale_max, std_of=std_of, search_tol=search_tol)
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

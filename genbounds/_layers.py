@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -146,13 +147,11 @@ def _from_nnx(obj: Any) -> Any:
 
 def _normalise(params: Any) -> Any:
     """Nested dict/list form with the linen collections merged (batch_stats into params)."""
-    try:
-        from flax import nnx
-
-        if isinstance(params, (nnx.Module, nnx.State)):
-            return _from_nnx(params)
-    except ImportError:  # pragma: no cover - flax is a dependency
-        pass
+    # An nnx object exists only once flax.nnx is imported: importing it here (0.5 s) for a
+    # plain dict would dominate a first call.
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(params, (nnx.Module, nnx.State)):
+        return _from_nnx(params)
     if isinstance(params, Mapping) and "params" in params:
         merged = _unfreeze(params["params"])
         stats = params.get("batch_stats")

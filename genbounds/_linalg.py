@@ -19,6 +19,7 @@ transposed form inside a loop is roughly 30x slower.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -64,6 +65,16 @@ def _check_every(p: int, q: int) -> int:
 # treated as zero: the Krylov space is then invariant to working precision.
 _BREAKDOWN = 10.0
 _DEFAULT_MAX_ITER = {"power": 1000, "lanczos": 300}
+
+# Exact singular values by float64 LAPACK on the host (scipy gesdd) cost about 3e-10 s per unit
+# of m * n * min(m, n) on 2 CPU cores: 8 ms at 256 x 256, 40 ms at 512 x 512, 0.26 s at
+# 1024 x 1024. Below this size they are cheaper than compiling any jitted kernel (0.1-0.7 s per
+# shape) and, at 512 x 512 (2^27), about as fast as a warm certified Lanczos run (~50 ms); above
+# it the jitted Krylov kernels pay. Measured crossover: docs/benchmarks.md.
+HOST_EXACT_MAX_WORK = 2**27
+# Arrays up to this many entries are reduced (finiteness, Frobenius, (2,1)) on the host in
+# float64 rather than by a jitted kernel compiled for their shape.
+_HOST_REDUCE_MAX_SIZE = 2**22
 
 
 class NormResult(NamedTuple):
@@ -175,6 +186,63 @@ def _check_key(key: Any) -> jax.Array:
     raise TypeError(
         f"key must be a jax.random key (jax.random.key(seed)) or None, got {type(key).__name__}"
     )
+
+
+def host_exact_is_cheaper(shape: tuple[int, ...]) -> bool:
+    """Whether the float64 host SVD of a matrix of this shape is cheaper than a jitted kernel.
+
+    A rule on the shape alone (m * n * min(m, n) <= `HOST_EXACT_MAX_WORK`), so the choice never
+    depends on the weights' values.
+    """
+    m, n = int(shape[0]), int(shape[1])
+    return m * n * min(m, n) <= HOST_EXACT_MAX_WORK
+
+
+def _host_ok(x: Any) -> bool:
+    """True for a concrete array that is cheap to read on the host (numpy, or small, or on CPU)."""
+    if _is_tracer(x):
+        return False
+    if not isinstance(x, jax.Array):
+        return True
+    if x.size <= _HOST_REDUCE_MAX_SIZE:
+        return True
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # noqa: BLE001 - e.g. a deleted buffer: let the jitted path report it
+        return False
+
+
+def _host_float64(W: Any, name: str) -> np.ndarray:
+    """W as a float64 numpy array, checked finite (raises naming `name`)."""
+    A = np.asarray(W, dtype=np.float64)
+    if not np.all(np.isfinite(A)):
+        bad = int(A.size - np.count_nonzero(np.isfinite(A)))
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite entries")
+    return A
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    try:
+        import threadpoolctl  # a dependency of scikit-learn
+    except ImportError:  # pragma: no cover
+        return None
+    return threadpoolctl.ThreadpoolController()
+
+
+def _host_sigma_max(A: np.ndarray) -> float:
+    """Largest singular value of a float64 host matrix (LAPACK gesdd, gesvd if it fails).
+
+    On one BLAS thread: at these sizes threads gain little, and on a loaded machine they lose
+    badly (a 256 x 256 SVD measured 10 ms on one thread, 30-600 ms on two busy cores).
+    """
+    ctl = _blas_controller()
+    with ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext():
+        try:
+            s = scipy.linalg.svdvals(A, check_finite=False)
+        except np.linalg.LinAlgError:  # gesdd did not converge (rare): the robust driver
+            s = scipy.linalg.svd(A, compute_uv=False, check_finite=False, lapack_driver="gesvd")
+    return float(s[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,7 +653,10 @@ def spectral_norm(
     key. The probability statement is for exact arithmetic; the computation in the input dtype
     adds rounding-level deviations. Derivation: docs/spectral_norms.md.
 
-    **Other methods.** ``"exact"``: ``jnp.linalg.svd`` in the input dtype. ``"lanczos"``:
+    **Other methods.** ``"exact"``: the largest singular value by float64 LAPACK (scipy's
+    ``svdvals``) on the host when $m\,n\,\min(m, n) \le 2^{27}$ (up to about 512 x 512, where
+    that is cheaper than compiling a kernel; docs/benchmarks.md), else ``jnp.linalg.svd`` in the
+    input dtype. ``"lanczos"``:
     Golub-Kahan-Lanczos with full reorthogonalisation until the residual of the top Ritz pair
     shows that $\sqrt{\theta}$ is within relative ``tol`` of a singular value of W (checked every
     2 to 8 steps, by size); an estimate from below, warm-startable with ``v0``.
@@ -650,7 +721,8 @@ def spectral_norm(
     if max_iter is None:
         max_iter = _DEFAULT_MAX_ITER.get(method, 1)
     max_iter = check_n(max_iter, "max_iter")
-    key = _check_key(key)
+    if key is not None:
+        key = _check_key(key)  # validated now; the default key is made only where one is used
     m, n = W.shape
     if v0 is not None:
         if method == "certified":
@@ -670,6 +742,10 @@ def spectral_norm(
     if method in ("exact", "gram") or (
         method == "certified" and _certificate_plan(q, eta, rtol)[0] >= q
     ):
+        if method != "gram" and host_exact_is_cheaper(W.shape) and _host_ok(W):
+            # Small: float64 LAPACK on the host, exact and cheaper than compiling a kernel.
+            value = _host_sigma_max(_host_float64(W, "W"))
+            return NormResult(value, "exact", False, 0.0, 0, value, None)
         # An explicit pass over W (cheap next to an SVD or a Gram squaring). The iterative methods
         # skip it: their first matrix-vector product reveals any NaN/inf entry.
         if not _check_finite(W, "W"):
@@ -680,6 +756,7 @@ def spectral_norm(
         value = float(_exact_kernel(W))
         return NormResult(value, "exact", False, 0.0, 0, value, None)
 
+    key = _check_key(key)
     if method == "power":
         start = v0 if v0 is not None else jax.random.normal(key, (n,), W.dtype)
         sig, vec, it, converged = _power_kernel(
@@ -756,7 +833,9 @@ def frobenius_norm(W: jax.typing.ArrayLike) -> jax.Array:
       >>> float(frobenius_norm(jnp.ones((2, 8))))
       4.0
     """
-    return _frobenius_kernel(_validated(W, "W", tuple(range(1, 33))))
+    ranks = tuple(range(1, 33))
+    host = _host_reduce(W, "W", ranks, None)
+    return host if host is not None else _frobenius_kernel(_validated(W, "W", ranks))
 
 
 def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
@@ -789,7 +868,23 @@ def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
       P. Bartlett, D. Foster and M. Telgarsky, "Spectrally-normalized margin bounds for neural
       networks", NeurIPS 2017, arXiv:1706.08498 (eq. 1.2 and the norm definition before it).
     """
-    return _norm_21_kernel(_validated(W, "W", (2,)))
+    host = _host_reduce(W, "W", (2,), 0)
+    return host if host is not None else _norm_21_kernel(_validated(W, "W", (2,)))
+
+
+def _host_reduce(W: Any, name: str, ranks: tuple[int, ...], axis: int | None) -> jax.Array | None:
+    """Frobenius (axis None) or (2,1) (axis 0) norm in float64 on the host, or None when W
+    should go to the jitted kernel (traced, or large and off the CPU). Same validation."""
+    if not _host_ok(W):
+        return None
+    W = _as_array(W, name, ranks)  # type, rank and emptiness checks; the compute dtype
+    A = _host_float64(W, name)
+    m = float(np.max(np.abs(A)))
+    s = m if m > 0 else 1.0  # scale by the largest entry: no overflow of the squares
+    sq = np.square(A / s)
+    value = s * (math.sqrt(float(np.sum(sq))) if axis is None else float(np.sum(np.sqrt(
+        np.sum(sq, axis=axis)))))
+    return jnp.asarray(value, dtype=W.dtype)
 
 
 def _validated(W: Any, name: str, ranks: tuple[int, ...]) -> jax.Array:

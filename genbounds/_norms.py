@@ -12,7 +12,7 @@ import numpy as np
 from ._checks import check_choice, check_delta
 from ._conv import conv_operator_norm
 from ._layers import ConvSpec, Layer, read_layers
-from ._linalg import NormResult, frobenius_norm, norm_21, spectral_norm
+from ._linalg import NormResult, frobenius_norm, host_exact_is_cheaper, norm_21, spectral_norm
 from ._network import as_network
 
 _METHODS = ("certified", "exact", "lanczos", "power", "gram")
@@ -69,9 +69,22 @@ class SpectralNorms(Mapping):
         return f"SpectralNorms({{{inner}}}; method={self.method!r}, {kind}{note})"
 
 
-def layer_spectral_norm(layer: Layer, *, method: str, key: jax.Array,
+def _runs_exact(layer: Layer, method: str) -> bool:
+    """A small dense layer asked for a certified norm gets the exact one (float64 LAPACK):
+    cheaper than compiling the Krylov kernel, and deterministic (failure probability 0)."""
+    return (layer.kind == "dense" and method == "certified"
+            and host_exact_is_cheaper(layer.kernel.shape))
+
+
+def layer_spectral_norm(layer: Layer, *, method: str, key: jax.Array | None,
                         failure_probability: float, **options: Any) -> NormResult:
-    """The spectral norm of one layer's linear map (the convolution operator for conv layers)."""
+    """The spectral norm of one layer's linear map (the convolution operator for conv layers).
+
+    Dense layers with ``m * n * min(m, n) <= 2^27`` asked for ``"certified"`` get the exact
+    float64 SVD instead (an exact value is a certified one, with failure probability 0).
+    """
+    if _runs_exact(layer, method):
+        return spectral_norm(layer.kernel, method="exact")
     if layer.kind == "dense":
         return spectral_norm(layer.kernel, method=method, key=key,
                              failure_probability=failure_probability, **options)
@@ -103,7 +116,9 @@ def spectral_norms(
 
     Methods:
 
-    * ``"certified"`` (default): never below the true norm. Exact SVD for small matrices; for
+    * ``"certified"`` (default): never below the true norm. The exact float64 SVD for dense
+      layers with $m\,n\,\min(m, n) \le 2^{27}$ (up to about 512 x 512: cheaper than compiling a
+      kernel, and exact, so with failure probability 0; docs/benchmarks.md); for
       large ones a Lanczos estimate raised by a randomised certificate that fails with probability
       at most ``failure_probability`` per layer over the random start (docs/spectral_norms.md);
       deterministic FFT bounds for convolutions.
@@ -151,10 +166,18 @@ def spectral_norms(
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
                      caller="spectral_norms")
     read = net.layers
-    key = jax.random.key(0) if key is None else key
-    keys = jax.random.split(key, len(read))
+    # One key per layer, split only when some layer draws a random start (which layers do
+    # depends on their shapes alone): a network of small layers never touches the PRNG.
+    keys: list[Any] | None = None
     results = {}
-    for layer, k in zip(read, keys, strict=True):
+    for i, layer in enumerate(read):
+        k = None
+        if not (layer.kind == "dense" and (method in ("exact", "gram")
+                                           or _runs_exact(layer, method))):
+            if keys is None:
+                keys = list(jax.random.split(jax.random.key(0) if key is None else key,
+                                             len(read)))
+            k = keys[i]
         results[layer.path] = layer_spectral_norm(
             layer, method=method, key=k, failure_probability=failure_probability, **options
         )

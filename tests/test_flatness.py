@@ -263,3 +263,90 @@ def test_bad_input(tiny):
         sharpness(lambda q, X: mlp(q, X)[None], p, X, y)
     with pytest.raises(TypeError, match="key must be a jax.random key"):
         hessian_trace(mlp, p, X, y, key=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched, early-stopping search against plain bisection on the same draws.
+# ---------------------------------------------------------------------------------------------
+
+
+def _bisection_reference(p, X, y, noise, std_of, *, depth, scale_max=2.0, target=0.1):
+    """Plain bisection, every example and every perturbation evaluated at every step (float64)."""
+    base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
+
+    def dev(s):
+        return _perturbed_error(p, X, y, std_of(s), noise) - base
+
+    lo, hi = 0.0, scale_max
+    if not dev(hi) > target:
+        return hi, hi, dev(hi)
+    for _ in range(depth):
+        mid = 0.5 * (lo + hi)
+        if dev(mid) > target:
+            hi = mid
+        else:
+            lo = mid
+    return lo, hi, dev(0.5 * (lo + hi))
+
+
+@pytest.fixture(scope="module")
+def wide():
+    # 2500 examples: three chunks, so that steps can stop before reading all of them.
+    k = jax.random.split(jax.random.key(7), 5)
+    p = {
+        "W1": jax.random.normal(k[0], (4, 16), jnp.float64),
+        "b1": 0.1 * jax.random.normal(k[1], (16,), jnp.float64),
+        "W2": jax.random.normal(k[2], (16, 3), jnp.float64) / 4,
+        "b2": jnp.zeros(3, jnp.float64),
+    }
+    X = jax.random.normal(k[3], (2500, 4), jnp.float64)
+    y = jnp.argmax(mlp(p, X), axis=1)
+    return p, X, y
+
+
+@pytest.mark.parametrize("measure", ["sigma", "alpha"])
+def test_batched_search_equals_plain_bisection(wide, measure):
+    from genbounds._flatness import _chunk_counts
+
+    p, X, y = wide
+    x0, _ = ravel_pytree(p)
+    w = np.asarray(x0)
+    key, S, depth, eps = jax.random.key(11), 4, 10, 1e-3
+    noise = np.asarray(jax.random.normal(key, (S, x0.size), jnp.float64))
+    if measure == "sigma":
+        fn, name = pac_bayes_flatness, "sigma_prime"
+
+        def std_of(s):
+            return s
+    else:
+        fn, name = magnitude_aware_flatness, "alpha_prime"
+
+        def std_of(a):
+            return np.sqrt(a * a * w * w + eps * eps)
+
+    m = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth)
+    lo, hi, dev = _bisection_reference(p, X, y, noise, std_of, depth=depth)
+    t = m.terms
+    assert t["reached_target"]
+    assert (t["bracket_low"], t["bracket_high"]) == (lo, hi)  # the same decisions, exactly
+    assert t[name] == 0.5 * (lo + hi)
+    assert t["deviation"] == pytest.approx(dev, abs=1e-12)
+    assert t["search_steps"] == depth
+    # Steps far above the target stop after the first chunk: fewer passes than steps + 2.
+    assert t["data_passes"] < depth + 2 - 1
+
+    # A stated tolerance stops earlier, with a bracket that contains the full-depth one.
+    cached = _chunk_counts._cache_size()
+    loose = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
+    tl = loose.terms
+    assert tl["bracket_high"] - tl["bracket_low"] <= 0.05 * tl["bracket_high"]
+    assert tl["search_steps"] < depth
+    assert tl["bracket_low"] <= lo and hi <= tl["bracket_high"]
+    # Same shapes, second call: no recompilation of the batched kernel.
+    assert _chunk_counts._cache_size() == cached
+
+
+def test_search_tol_is_checked(tiny):
+    p, X, y = tiny
+    with pytest.raises(ValueError, match="search_tol"):
+        pac_bayes_flatness(mlp, p, X, y, key=jax.random.key(0), search_tol=0.0)

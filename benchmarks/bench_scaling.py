@@ -1,0 +1,104 @@
+"""How the cost of `report`, `spectral`, `pac_bayes` and `dziugaite_roy` grows with the network.
+
+    python benchmarks/bench_scaling.py            # quick grid
+    python benchmarks/bench_scaling.py --full     # width 128..2048 x depth 2..16
+
+ReLU MLPs (flax linen, 64 inputs, 10 classes) of every (width, depth) of the grid, random
+He-initialised weights, n = 2000 inputs labelled by the net's own predictions (so the margin
+bounds apply). Each function is called once to compile and then timed on a second call (warm);
+`dziugaite_roy` runs a short optimisation (200 steps, 500 Monte-Carlo samples: its cost per
+step, not its converged value, is what is measured). Prints a table of seconds and, for each
+function, the least-squares slope of log(time) against log(number of parameters): 1 means
+linear in the parameter count, 1.5 means t ~ P^1.5 (an O(h^3) SVD of an h x h layer is slope
+1.5 in P ~ h^2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import genbounds  # noqa: E402
+
+QUICK = [(128, 2), (512, 2), (2048, 2), (256, 4), (256, 8), (256, 16)]
+FULL = [(w, d) for w in (128, 256, 512, 1024, 2048) for d in (2, 4, 8, 16)]
+
+
+class MLP(nn.Module):
+    width: int
+    depth: int
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth - 1):
+            x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(10)(x)
+
+
+def setup(width: int, depth: int, n: int = 2000, seed: int = 0):
+    model = MLP(width, depth)
+    X = np.asarray(jax.random.uniform(jax.random.key(seed), (n, 64)), np.float32)
+    params = model.init(jax.random.key(seed + 1), X[:1])["params"]
+    init = model.init(jax.random.key(seed + 2), X[:1])["params"]
+    apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    y = np.asarray(jnp.argmax(apply_fn(params, X), axis=1))
+    count = sum(int(np.size(v)) for v in jax.tree.leaves(params))
+    return params, init, apply_fn, X, y, count
+
+
+def functions(params, init, apply_fn, X, y):
+    return {
+        "report": lambda: genbounds.report(params, X_train=X, y_train=y, apply_fn=apply_fn,
+                                           init_params=init),
+        "spectral": lambda: genbounds.spectral(params, X=X, y=y, apply_fn=apply_fn),
+        "pac_bayes": lambda: genbounds.pac_bayes(params, X=X, y=y, apply_fn=apply_fn),
+        "dziugaite_roy": lambda: genbounds.dziugaite_roy(
+            apply_fn, params, init, X, y, key=jax.random.key(0), steps=200,
+            num_mc_samples=500),
+    }
+
+
+def _block(out):
+    jax.block_until_ready(jax.tree.leaves(out, is_leaf=lambda x: isinstance(x, jax.Array)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true", help="width 128..2048 x depth 2..16")
+    a = ap.parse_args()
+    grid = FULL if a.full else QUICK
+    rows = []
+    names = None
+    for width, depth in grid:
+        params, init, apply_fn, X, y, count = setup(width, depth)
+        fns = functions(params, init, apply_fn, X, y)
+        names = list(fns)
+        times = {}
+        for name, f in fns.items():
+            _block(f())  # compile
+            t0 = time.perf_counter()
+            _block(f())
+            times[name] = time.perf_counter() - t0
+        rows.append((width, depth, count, times))
+        print(f"width {width:>5} depth {depth:>3} params {count:>10,d}  "
+              + "  ".join(f"{k} {v:7.3f}s" for k, v in times.items()), flush=True)
+    print()
+    print(f"{'function':<15}{'slope d log t / d log P':>26}")
+    logp = np.log([r[2] for r in rows])
+    for name in names:
+        logt = np.log([r[3][name] for r in rows])
+        slope = np.polyfit(logp, logt, 1)[0]
+        print(f"{name:<15}{slope:>26.2f}")
+
+
+if __name__ == "__main__":
+    main()
