@@ -69,9 +69,9 @@ from ._checks import (
 )
 from ._dziugaite_roy import (
     DiagonalGaussian,
+    _mc_errors,
     diag_gaussian_kl,
     sample_convergence_bound,
-    stochastic_error,
 )
 from ._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
 from ._kl import pac_bayes_kl_bound
@@ -192,7 +192,7 @@ def pac_bayes_objective(
 
     Examples:
       >>> round(pac_bayes_objective(0.02, 50.0, n=30_000, objective="quad"), 5)
-      0.02617
+      0.03111
     """
     L = check_unit_interval(empirical_risk, "empirical_risk")
     k = check_positive(kl, "kl", allow_zero=True)
@@ -316,10 +316,7 @@ def risk_certificate(
     if n < 8:
         raise ValueError(f"X_bound must hold at least 8 examples (Maurer's bound), got {n}")
     kl = diag_gaussian_kl(posterior, prior_mean, sp**2)
-    mc = stochastic_error(
-        apply_fn, posterior, X_bound, y_bound, key=key, num_samples=N, subset=mc_subset,
-        batch=mc_batch,
-    )
+    mc = _stochastic_error(apply_fn, posterior, X_bound, y_bound, key, N, mc_subset, mc_batch)
     d_each, dp_each = delta / K, delta_prime / K
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=dp_each)
     with jax.enable_x64(True):  # the inversion in float64 whatever jax_enable_x64 says
@@ -416,15 +413,42 @@ def _as_f32(X):
     return X.astype(jnp.float32) if jnp.issubdtype(X.dtype, jnp.floating) else X
 
 
-def _cast_unravel(unravel, dtype):
-    def f(x):
-        return jax.tree.map(lambda a: a.astype(dtype), unravel(x))
+class _Unravel:
+    """Flat float32 vector -> parameter tree (the inverse of `ravel_pytree`'s ordering).
 
-    return f
+    Hashable by tree structure and leaf shapes, so the jitted epochs, which take it as a static
+    argument, compile once per network rather than once per call (`ravel_pytree` returns a
+    fresh closure every time).
+    """
+
+    def __init__(self, tree):
+        leaves, self.treedef = jax.tree.flatten(tree)
+        self.shapes = tuple(tuple(np.shape(a)) for a in leaves)
+        self.bounds = tuple(int(b) for b in np.cumsum([int(np.prod(s)) for s in self.shapes]))
+
+    def __call__(self, flat):
+        starts = (0,) + self.bounds[:-1]
+        leaves = [flat[a:b].reshape(s).astype(jnp.float32)
+                  for a, b, s in zip(starts, self.bounds, self.shapes, strict=True)]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def _key(self):
+        return (self.treedef, self.shapes)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _Unravel) and self._key() == other._key()
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(a).astype(jnp.float32) for a in jax.tree.leaves(tree)])
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _erm_epoch(apply_fn, unravel, tx, batch, state, X, y, key):
+def _erm_epoch(apply_fn, unravel, sgd, batch, state, X, y, key):
+    tx = optax.sgd(sgd[0], momentum=sgd[1])
     w, opt = state
     m = X.shape[0]
     steps = m // batch
@@ -483,14 +507,12 @@ def learn_prior(
             batch_size=batch_size, lr=lr, momentum=momentum, p_min=p_min, callback=callback,
         )
         return q.mean
-    w, unravel = ravel_pytree(init_params)
-    w = w.astype(jnp.float32)
-    unravel = _cast_unravel(unravel, jnp.float32)
-    tx = optax.sgd(check_positive(lr, "lr"), momentum=float(momentum))
-    state = (w, tx.init(w))
+    w, unravel = _flat(init_params), _Unravel(init_params)
+    sgd = (check_positive(lr, "lr"), float(momentum))
+    state = (w, optax.sgd(*sgd).init(w))
     Xf = _as_f32(X_prior)
     for e in range(epochs):
-        state, loss = _erm_epoch(apply_fn, unravel, tx, batch_size, state, Xf, y_prior,
+        state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xf, y_prior,
                                  jax.random.fold_in(key, e))
         if callback is not None:
             callback(e, {"cross_entropy": float(loss)})
@@ -498,8 +520,9 @@ def learn_prior(
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _pbb_epoch(apply_fn, unravel, tx, obj_index, batch, state, w_p, X, y, key, consts):
+def _pbb_epoch(apply_fn, unravel, sgd, obj_index, batch, state, w_p, X, y, key, consts):
     """One epoch of SGD on a PAC-Bayes objective; `state` = (theta, opt_state, lam)."""
+    tx = optax.sgd(sgd[0], momentum=sgd[1])
     n, log_term, log_dr, log_sp2, log_inv_pmin, kl_penalty = consts
     m = X.shape[0]
     steps = m // batch
@@ -600,15 +623,13 @@ def train_posterior(
     delta = check_delta(delta)
     p_min = check_unit_interval(p_min, "p_min", closed=False)
     kl_penalty = check_positive(kl_penalty, "kl_penalty")
-    w_p, unravel = ravel_pytree(prior_mean)
-    w_p = w_p.astype(jnp.float32)
-    unravel = _cast_unravel(unravel, jnp.float32)
+    w_p, unravel = _flat(prior_mean), _Unravel(prior_mean)
     # softplus(rho) = sp  <=>  rho = ln(e^sp - 1).
     rho0 = math.log(math.expm1(sp))
     theta = {"mean": w_p, "rho": jnp.full_like(w_p, rho0)}
-    tx = optax.sgd(check_positive(lr, "lr"), momentum=float(momentum))
+    sgd = (check_positive(lr, "lr"), float(momentum))
     log_term = math.log(2.0 * math.sqrt(n) / delta)
-    state = (theta, tx.init(theta), jnp.asarray(1.0, jnp.float32))
+    state = (theta, optax.sgd(*sgd).init(theta), jnp.asarray(1.0, jnp.float32))
     consts = tuple(
         jnp.asarray(v, jnp.float32)
         for v in (n, log_term, math.log(n / delta), 2.0 * math.log(sp), math.log(1.0 / p_min),
@@ -617,7 +638,7 @@ def train_posterior(
     Xf = _as_f32(X)
     hist: dict[str, list[float]] = {k: [] for k in ("objective", "loss", "kl", "error", "lam")}
     for e in range(epochs):
-        state, h = _pbb_epoch(apply_fn, unravel, tx, _OBJ_INDEX[objective], batch_size, state,
+        state, h = _pbb_epoch(apply_fn, unravel, sgd, _OBJ_INDEX[objective], batch_size, state,
                               w_p, Xf, y, jax.random.fold_in(key, e), consts)
         metrics = dict(zip(hist, (float(v) for v in h), strict=True))
         for k, v in metrics.items():
@@ -634,6 +655,19 @@ def train_posterior(
 # ----------------------------------------------------------------------------------------------
 # The whole protocol.
 # ----------------------------------------------------------------------------------------------
+
+
+def _stochastic_error(apply_fn, q, X, y, key, N, subset, batch) -> dict[str, float]:
+    """`genbounds.stochastic_error` (same Monte Carlo) with a hashable unravel: one compile per
+    network and data shape, however many posteriors are certified."""
+    sub = 0 if subset is None else check_n(subset, "mc_subset")
+    errs = np.asarray(
+        _mc_errors(apply_fn, _Unravel(q.mean), N, check_n(batch, "mc_batch"), sub, _flat(q.mean),
+                   _flat(q.std), _as_f32(X), jnp.asarray(y), key),
+        np.float64,
+    )
+    se = float(errs.std(ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
+    return {"error": float(errs.mean()), "stderr": se, "num_samples": N}
 
 
 def _error(apply_fn, params, X, y) -> float:
@@ -803,9 +837,9 @@ def perez_ortiz(
     if X_test is not None:
         Xt, yt, _ = check_classifier(apply_fn, init_params, X_test, y_test, x_name="X_test",
                                      y_name="y_test")
-        st = stochastic_error(apply_fn, q, _as_f32(Xt), yt, key=k_test,
-                              num_samples=check_n(test_mc_samples, "test_mc_samples"),
-                              subset=test_mc_subset, batch=mc_batch)
+        st = _stochastic_error(apply_fn, q, Xt, yt, k_test,
+                               check_n(test_mc_samples, "test_mc_samples"), test_mc_subset,
+                               mc_batch)
         terms.update(
             stochastic_test_error=st["error"],
             stochastic_test_error_stderr=st["stderr"],
