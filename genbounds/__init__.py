@@ -1,8 +1,8 @@
 """genbounds: generalisation bounds and complexity measures of trained neural networks.
 
 Bounds (each ``.value`` an upper bound on the 0-1 test error with probability >= 1 - delta):
-`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`, `dziugaite_roy` (on the
-stochastic net); all of them at once: `report`.
+`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`, `dziugaite_roy` and
+`perez_ortiz` / `risk_certificate` (on the stochastic net); all of them at once: `report`.
 Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, `rademacher`,
 `sharpness`, `pac_bayes_flatness`, `hessian_top_eigenvalues`, `laplace_evidence`, ...
 Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
@@ -74,6 +74,16 @@ from ._rademacher_mc import rademacher as rademacher
 from ._rademacher_mc import rademacher_signs as rademacher_signs
 from ._report import Report as Report
 from ._report import report as report
+from ._risk_certificate import DataSplit as DataSplit
+from ._risk_certificate import bounded_cross_entropy as bounded_cross_entropy
+from ._risk_certificate import learn_prior as learn_prior
+from ._risk_certificate import optimal_lambda as optimal_lambda
+from ._risk_certificate import pac_bayes_objective as pac_bayes_objective
+from ._risk_certificate import perez_ortiz as perez_ortiz
+from ._risk_certificate import risk_certificate as risk_certificate
+from ._risk_certificate import risk_certificate_from_terms as risk_certificate_from_terms
+from ._risk_certificate import split_data as split_data
+from ._risk_certificate import train_posterior as train_posterior
 from ._spectral import spectral as spectral
 from ._spectral import spectral_complexity as spectral_complexity
 from ._spectral import spectral_margin_bound as spectral_margin_bound

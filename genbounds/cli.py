@@ -6,6 +6,7 @@
     genbounds report --model pkg.nets:model --checkpoint params.msgpack --data data.npz
     genbounds sweep --label-noise 0,0.2,0.5,1 --out DIR
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
+    genbounds reproduce risk-certificate [--dataset digits|digits-binary|mnist1d|synthetic|mnist]
 
 Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
 """
@@ -278,10 +279,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from genbounds._dr_experiment import reproduce_dziugaite_roy
+    if args.experiment == "risk-certificate":
+        from genbounds._rc_experiment import reproduce_risk_certificate as run
+    else:
+        from genbounds._dr_experiment import reproduce_dziugaite_roy as run
 
-    out = _prepare_out(args.out)
-    reproduce_dziugaite_roy(args.dataset, out, seed=args.seed, download=args.download)
+        if args.dataset == "digits-binary":  # D&R's digits are already binary
+            args.dataset = "digits"
+    out = _prepare_out(args.out or f"genbounds-{args.experiment}")
+    run(args.dataset, out, seed=args.seed, download=args.download)
     _console().print(f"Wrote {out / 'results.json'} and {out / 'summary.md'}")
     return 0
 
@@ -477,14 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p, n=None, width=256, epochs=800)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("reproduce", formatter_class=_Formatter, help="reproduce a paper's experiment: dziugaite-roy")
-    p.add_argument("experiment", choices=("dziugaite-roy",),
-                   help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017)")
-    p.add_argument("--dataset", default="digits", choices=("digits", "synthetic", "mnist1d",
-                                                           "mnist"),
-                   help="digits (default, ~20 s), synthetic (m = 55000, 784-600-1, ~10 min), "
-                        "mnist1d, or mnist (the paper's T-600 setting; needs the MNIST files)")
-    p.add_argument("--out", default="genbounds-dziugaite-roy", help="output directory")
+    p = sub.add_parser("reproduce", formatter_class=_Formatter, help="reproduce a paper's experiment: dziugaite-roy, "
+                                         "risk-certificate")
+    p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate"),
+                   help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017); "
+                        "risk-certificate: data-dependent prior + f_quad (Perez-Ortiz et al. "
+                        "2021)")
+    p.add_argument("--dataset", default="digits", choices=("digits", "digits-binary",
+                                                           "synthetic", "mnist1d", "mnist"),
+                   help="digits (default; 10 classes for risk-certificate, binary for "
+                        "dziugaite-roy), digits-binary, synthetic, mnist1d, or mnist (needs "
+                        "the MNIST files)")
+    p.add_argument("--out", default=None,
+                   help="output directory; None means genbounds-EXPERIMENT")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--download", action="store_true",
                    help="allow downloading MNIST into the cache directory")
