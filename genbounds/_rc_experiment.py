@@ -37,7 +37,7 @@ from ._risk_certificate import perez_ortiz
 PAPER_MNIST = {
     "cnn": {"certificate": 0.016, "stochastic_test_error": 0.013},
     "mlp": {"certificate": 0.03},
-    "status": "as quoted in the issue tracker; not verified against the paper's tables",
+    "status": "approximate figures, not verified against the paper's tables",
 }
 
 SETTINGS: dict[str, dict[str, Any]] = {
