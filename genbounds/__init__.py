@@ -38,6 +38,9 @@ from ._hypotheses import HypothesisClass as HypothesisClass
 from ._hypotheses import KernelBall as KernelBall
 from ._hypotheses import LinearBall as LinearBall
 from ._hypotheses import NetworkClass as NetworkClass
+from ._kendall import GranulatedKendall as GranulatedKendall
+from ._kendall import granulated_kendall as granulated_kendall
+from ._kendall import kendall_tau as kendall_tau
 from ._kl import kl_bernoulli as kl_bernoulli
 from ._kl import kl_inverse as kl_inverse
 from ._kl import mcallester_bound as mcallester_bound
