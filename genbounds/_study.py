@@ -28,8 +28,8 @@ import numpy as np
 # The grids: 2 values per axis, every combination (Jiang et al. use 2-3 values per axis).
 DEFAULT_GRID: dict[str, tuple] = {
     "depth": (1, 2),
-    "width": (64, 256),
-    "lr": (1e-3, 3e-3),
+    "width": (128, 256),
+    "lr": (2e-3, 5e-3),
     "batch_size": (32, 128),
     "dropout": (0.0, 0.1),
 }
@@ -310,12 +310,12 @@ def run_study(
     out: str | os.PathLike,
     *,
     dataset: str = "mnist1d",
-    n: int | None = 2000,
+    n: int | None = 1000,
     grid: Mapping[str, Sequence] | None = None,
     quick: bool = False,
     seed: int = 0,
     loss_target: float = 0.01,
-    max_epochs: int = 300,
+    max_epochs: int = 500,
     delta: float = 0.05,
     num_resamples: int = 200,
     progress: Callable[[str], None] | None = None,
@@ -330,7 +330,7 @@ def run_study(
     if grid is None:
         grid = QUICK_GRID if quick else DEFAULT_GRID
     fixed = QUICK_FIXED if quick else FIXED
-    if quick and n == 2000:
+    if quick and n == 1000:
         n = 500
     for k, v in grid.items():
         if k not in AXES:
@@ -386,14 +386,14 @@ def add_study_arguments(p: Any) -> None:
                    help="a small grid (depth x lr, 4 nets of width 32 on 500 examples; < 3 min)")
     p.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "digits"),
                    help="training data (default mnist1d, generated locally)")
-    p.add_argument("--n", type=int, default=2000,
-                   help="training examples, a random subset (default 2000; 500 with --quick)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="training examples, a random subset (default 1000; 500 with --quick)")
     p.add_argument("--axis", action="append", default=None, metavar="NAME=V1,V2",
                    help="a grid axis, repeatable (replaces the default grid): depth, width, lr, "
                         "batch_size, dropout, weight_decay")
     p.add_argument("--loss-target", type=float, default=0.01,
                    help="stop when the training cross-entropy is <= this (default 0.01)")
-    p.add_argument("--max-epochs", type=int, default=300,
+    p.add_argument("--max-epochs", type=int, default=500,
                    help="nets not at the target by then are recorded and left out of tau")
     p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
