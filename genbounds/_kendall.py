@@ -2,7 +2,7 @@
 
 Jiang, Neyshabur, Mobahi, Krishnan & Bengio (2020) score a complexity measure by how well it
 *ranks* trained networks: Kendall's $\\tau$ between the measure and the generalisation gap over all
-networks (their eq. 3), and the granulated coefficient $\\Psi$ (their eq. 5), the mean over
+networks, and the granulated coefficient $\\Psi$ (both in their Section 4), the mean over
 hyperparameter axes of $\\tau$ over the networks that differ in that axis alone. docs/measures/
 study.md describes the protocol; ``genbounds study`` runs one.
 """
@@ -56,7 +56,7 @@ def _tau(x: np.ndarray, y: np.ndarray, variant: str, weights: np.ndarray | None 
 def kendall_tau(measure: Any, gap: Any, *, variant: str = "a") -> float:
     r"""Kendall's rank correlation between a measure and the generalisation gap.
 
-    Jiang et al. (2020), eq. (3), over the $n$ networks $(\mu_i, g_i)$:
+    Jiang et al. (2020), Section 4, over the $n$ networks $(\mu_i, g_i)$:
 
     $$\tau = \frac{1}{n(n-1)} \sum_{i \ne j} \operatorname{sign}(\mu_i - \mu_j)
       \operatorname{sign}(g_i - g_j),$$
@@ -87,7 +87,7 @@ def kendall_tau(measure: Any, gap: Any, *, variant: str = "a") -> float:
 
     References:
       Kendall, "A New Measure of Rank Correlation", Biometrika 30, 1938.
-      Jiang et al., ICLR 2020, arXiv:1912.02178, eq. (3).
+      Jiang et al., ICLR 2020, arXiv:1912.02178, Section 4 (Kendall's rank correlation).
     """
     if variant not in ("a", "b"):
         raise ValueError(f"variant must be 'a' or 'b', got {variant!r}")
@@ -186,7 +186,7 @@ def granulated_kendall(
 
     For each hyperparameter axis $i$ the networks are grouped by the values of all the *other*
     columns of `hparams`; within a group only axis $i$ varies. With $\tau$ of `kendall_tau` on
-    each group (their eq. 4, 5),
+    each group,
 
     $$\psi_i = \frac{1}{m_i} \sum_{\theta_{-i}} \tau\big(\{(\mu, g) : \text{networks with }
       \theta_{-i}\}\big), \qquad \Psi = \frac1N \sum_{i=1}^N \psi_i,$$
@@ -223,7 +223,7 @@ def granulated_kendall(
       0.5
 
     References:
-      Jiang et al., ICLR 2020, arXiv:1912.02178, Section 4 (eqs. 3-5).
+      Jiang et al., ICLR 2020, arXiv:1912.02178, Section 4 (granulated Kendall coefficient).
     """
     if variant not in ("a", "b"):
         raise ValueError(f"variant must be 'a' or 'b', got {variant!r}")
