@@ -696,7 +696,7 @@ def worst_case_sharpness(
     $\\max_{|u_i| \\le \\alpha} \\hat e(w + u) - \\hat e(w) \\le d$ ($\\hat e$ the 0-1 error on
     ``(X, y)``, $d$ = `target_deviation`, 0.1 in the paper), by binary search on
     $[0, \\text{scale\\_max}]$ to depth `search_depth`. The inner maximum is approximated, as in
-    Jiang et al.'s Algorithm 2, by `steps` of projected sign-gradient ascent on the training
+    the sharpness search of Jiang et al.'s appendix, by `steps` of projected sign-gradient ascent on the training
     cross-entropy, $u \\leftarrow \\Pi(u + \\eta\\,\\alpha\\,\\mathrm{sign}\\nabla\\hat L(w+u))$,
     from `restarts` uniform starts half-way into the box (the same at every $\\alpha$); the
     largest 0-1 error seen is kept. Ascent finds a **lower** estimate of the maximum, so
@@ -741,7 +741,7 @@ def worst_case_sharpness(
 
     References:
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
-      Find Them, ICLR 2020, arXiv:1912.02178, eqs. (50)-(52) and Algorithm 2 (Appendix).
+      Find Them, ICLR 2020, arXiv:1912.02178, eqs. (50)-(52) and the appendix's sharpness search.
     """
     a, res, x0, m = _worst_case_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
