@@ -26,8 +26,10 @@ from ._evidence import laplace_evidence as laplace_evidence
 from ._flatness import hessian_top_eigenvalues as hessian_top_eigenvalues
 from ._flatness import hessian_trace as hessian_trace
 from ._flatness import magnitude_aware_flatness as magnitude_aware_flatness
+from ._flatness import magnitude_aware_sharpness as magnitude_aware_sharpness
 from ._flatness import pac_bayes_flatness as pac_bayes_flatness
 from ._flatness import sharpness as sharpness
+from ._flatness import worst_case_sharpness as worst_case_sharpness
 from ._golowich import golowich as golowich
 from ._golowich import golowich_frobenius as golowich_frobenius
 from ._golowich import golowich_l1inf as golowich_l1inf
@@ -37,6 +39,9 @@ from ._hypotheses import HypothesisClass as HypothesisClass
 from ._hypotheses import KernelBall as KernelBall
 from ._hypotheses import LinearBall as LinearBall
 from ._hypotheses import NetworkClass as NetworkClass
+from ._kendall import GranulatedKendall as GranulatedKendall
+from ._kendall import granulated_kendall as granulated_kendall
+from ._kendall import kendall_tau as kendall_tau
 from ._kl import kl_bernoulli as kl_bernoulli
 from ._kl import kl_inverse as kl_inverse
 from ._kl import mcallester_bound as mcallester_bound

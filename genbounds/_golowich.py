@@ -20,7 +20,7 @@ from ._checks import (
     check_unit_interval,
 )
 from ._grid import grid_down, grid_log_prior, grid_up, grid_value
-from ._layers import augment_biases
+from ._layers import augment_biases, has_biases
 from ._margins import ramp_loss, training_margins
 from ._network import as_network, verify_chain
 
@@ -265,7 +265,8 @@ def golowich(
     read as the bias-free network on $[x; 1]$ (`augment_biases`: hidden $\tilde W_j = [[W_j,
     b_j], [0, 1]]$, last $[W_d\ b_d]$), so the norms include the biases and the data term is that
     of $[x_i; 1]$ ($\sum_i\|x_i\|^2 + n$). For a network with $k > 1$ outputs the full last layer
-    enters, which bounds the complexity of each output $x \mapsto f(x)_y$.
+    enters, which bounds the complexity of each output $x \mapsto f(x)_y$. A network whose
+    biases are all zero (or absent) is bias-free and is bounded without the augmentation.
 
     **Bound** (with `y` and `apply_fn` or `logits`): ``.value`` is an upper bound on the 0-1 test
     error (ties counted as errors), with probability at least $1-\delta$:
@@ -354,7 +355,7 @@ def golowich(
             f"X has {X2.shape[1]} features per example (flattened shape {tuple(np.shape(X))[1:]}) "
             f"but the first layer {read[0].path!r} has fan-in {read[0].fan_in}"
         )
-    has_bias = any(layer.bias is not None for layer in read)
+    has_bias = has_biases(read)  # zero biases are no biases: no augmentation
     net = augment_biases(read) if has_bias else read
     Xa = np.concatenate([X2, np.ones((n, 1))], axis=1) if has_bias else X2
     kernels = _kernels64(net)

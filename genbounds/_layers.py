@@ -497,6 +497,17 @@ def max_width(layers: Sequence[Layer]) -> int:
     return max([layers[0].fan_in] + [layer.fan_out for layer in layers])
 
 
+def has_biases(layers: Sequence[Layer]) -> bool:
+    """Whether some layer has a nonzero bias: zero or absent biases are no biases.
+
+    A bound that accounts for biases by `augment_biases` should augment only then; a network
+    whose biases are all zero computes the bias-free function, and augmenting it would only
+    loosen the bound (an extra constant input and unit, norms of at least 1).
+    """
+    return any(layer.bias is not None and bool(np.any(np.asarray(layer.bias) != 0))
+               for layer in layers)
+
+
 def augment_biases(layers: Sequence[Layer]) -> tuple[Layer, ...]:
     """The same ReLU network without biases, acting on $[x; 1]$.
 

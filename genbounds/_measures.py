@@ -30,6 +30,7 @@ from ._checks import check_margin, check_n, check_positive
 from ._layers import ConvSpec, Layer
 from ._network import as_network, reference_layers
 from ._norms import layer_frobenius, spectral_norms
+from ._vc import vc_dimension_bound
 
 JIANG_REFERENCE = (
     "Jiang, Neyshabur, Mobahi, Krishnan & Bengio, 'Fantastic Generalization Measures and Where "
@@ -401,8 +402,22 @@ _JIANG = {
     "log_prod_fro_over_margin": (36, True), "log_prod_fro": (37, True),
     "log_sum_fro_over_margin": (38, True), "log_sum_fro": (39, True), "fro_dist": (40, False),
     "spec_dist": (41, False), "param_norm": (42, False), "path_norm_over_margin": (43, False),
-    "path_norm": (44, False),
+    "path_norm": (44, False), "vc_dim": (19, False),
+    # Not numbered in Jiang et al.; the extra measures L2 and L2_DIST of the reference code
+    # (Dziugaite et al. 2020), adjusted like every non-log measure.
+    "l2": (None, False), "l2_dist": (None, False),
 }
+
+
+def _vc_measure(read: Sequence[Layer]) -> tuple[float, dict, tuple[str, ...]]:
+    """Jiang et al.'s eq. (19) for the layers read: an upper bound on the VC dimension."""
+    if any(layer.kind != "dense" for layer in read):
+        return math.nan, {}, ("not computed: vc_dimension_bound covers dense ReLU chains only",)
+    sizes = [read[0].fan_in] + [layer.fan_out for layer in read]
+    bias = [layer.bias is not None for layer in read]
+    h = vc_dimension_bound(sizes, bias=bias)
+    return float(h), {"layer_sizes": sizes}, (
+        "VC-dimension upper bound of the architecture (vc_dimension_bound; ReLU, 2 pieces)",)
 
 
 def norm_measures(
@@ -435,6 +450,12 @@ def norm_measures(
       ``prod_spec`` $\prod_i s_i$ (products from log space, the log in their terms);
     * ``path_norm`` $\mu_{44} = \sum_\pi\prod w^2$ (44, biases included as Jiang's code does)
       and ``l2_path_norm`` $\sqrt{\mu_{44}}$ (see `path_norm`);
+    * ``l2`` $\|w\|_2 = (\sum_i f_i^2)^{1/2}$ (kernels only) and, with a `reference`,
+      ``l2_dist`` $\|w - w_0\|_2$: not numbered in Jiang et al.; the plain vector norms that
+      Dziugaite et al. (2020)'s reference code adds to their list;
+    * ``vc_dim`` (19): Jiang et al. take Bartlett, Harvey, Liaw & Mehrabian (2019)'s upper
+      bound on the VC dimension of the architecture; here `vc_dimension_bound` of the layer
+      sizes read (dense chains; ``nan`` with the reason in the notes for convolutions);
     * with a `reference`: ``fro_dist`` $\sum_i\|W_i - W_i^0\|_F^2$ (40), ``spec_dist``
       $\sum_i\|W_i - W_i^0\|_2^2$ (41);
     * with a `margin`: ``inverse_margin`` $1/\gamma^2$ (22), ``log_prod_spec_over_margin`` (31)
@@ -530,6 +551,8 @@ def norm_measures(
         mu44, pn_terms, pn_notes = math.nan, {}, (f"not computed: {e}",)
     put("path_norm", mu44, pn_terms, pn_notes)
     put("l2_path_norm", math.sqrt(mu44), pn_terms, pn_notes)
+    put("l2", math.sqrt(sum(v * v for v in f)), per_f)
+    put("vc_dim", *_vc_measure(read))
 
     dist_f2 = None
     if reference is not None:
@@ -542,6 +565,7 @@ def norm_measures(
         dist_f2 = [v * v for v in df]
         put("fro_dist", sum(dist_f2), {"frobenius": dict(zip(paths, df, strict=True))})
         put("spec_dist", sum(v * v for v in ds), {"spectral": dict(zip(paths, ds, strict=True))})
+        put("l2_dist", math.sqrt(sum(dist_f2)), {"frobenius": dict(zip(paths, df, strict=True))})
 
     if gamma is not None:
         lg = 2.0 * math.log(gamma)
@@ -565,7 +589,8 @@ def norm_measures(
         eq = _JIANG.get(name)
         if jiang and eq is None:
             continue
-        ref = f"{JIANG_REFERENCE}, eq. ({eq[0]})" if eq is not None else JIANG_REFERENCE
+        ref = (f"{JIANG_REFERENCE}, eq. ({eq[0]})" if eq is not None and eq[0] is not None
+               else JIANG_REFERENCE)
         all_notes = notes + ((f"spectral norms: {method}",) if "spec" in name else ())
         if conv_note and "spec" in name:
             all_notes += (conv_note,)

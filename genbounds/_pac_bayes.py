@@ -12,7 +12,7 @@ import numpy as np
 from ._bound import Bound
 from ._checks import check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_value
-from ._layers import augment_biases, check_fits
+from ._layers import augment_biases, check_fits, has_biases
 from ._linalg import frobenius_norm
 from ._margins import margin_loss, training_margins
 from ._network import data_chain, reference_layers
@@ -84,7 +84,8 @@ def pac_bayes(
       (|k|+2))$, so $\delta_k = \delta' p(k_\beta) p(k_\gamma)$ with $\delta'$ = `delta` minus the
       spectral-norm certificates' failure probability.
     * Biases by the augmentation $x \mapsto [x; 1]$ (see `augment_biases`), so $B$ becomes
-      $\sqrt{B^2+1}$ and $d$, $h$ are those of the augmented network.
+      $\sqrt{B^2+1}$ and $d$, $h$ are those of the augmented network. A network whose biases
+      are all zero (or absent) is bias-free and is bounded as it is, without augmentation.
     * $B$ (`input_bound`) must bound $\|x\|_2$ on the whole input distribution (the theorem's
       $\mathcal X_{B,n}$); by default it is the largest training norm, which is read off the
       sample: the result is then marked ``estimated`` (not certified) and says so in its notes.
@@ -143,12 +144,16 @@ def pac_bayes(
                             homogeneous=True, dense_only=True)
     read = chain.layers
     check_fits(read, X2, logits, "pac_bayes")
-    aug = augment_biases(read)
-    refs = (augment_biases(reference_layers(reference, net, read, "pac_bayes"))
-            if reference is not None else None)
+    biased = has_biases(read)  # zero biases are no biases: augment only for nonzero ones
+    aug = augment_biases(read) if biased else tuple(read)
+    refs = (reference_layers(reference, net, read, "pac_bayes") if reference is not None
+            else None)
+    if refs is not None and biased:
+        refs = augment_biases(refs)
 
     max_norm = float(np.sqrt(np.max(np.sum(X2 * X2, axis=1))))
-    notes = [margin_note, "biases by augmentation x -> [x; 1]"]
+    notes = [margin_note, "biases by augmentation x -> [x; 1]" if biased
+             else "no nonzero biases: no augmentation"]
     if input_bound is None:
         B = max_norm
         notes.append(f"NOT CERTIFIED: input_bound B = largest training norm ({B:.6g}), read off "
@@ -161,7 +166,7 @@ def pac_bayes(
                 f"input_bound must bound every input norm; got {B!r} but a training input has "
                 f"norm {max_norm:.6g}"
             )
-    B_aug = math.sqrt(B * B + 1.0)
+    B_aug = math.sqrt(B * B + 1.0) if biased else B
 
     norms = spectral_norms({str(i): {"kernel": a.kernel} for i, a in enumerate(aug)},
                            layers=[str(i) for i in range(len(aug))], method=method, key=key,

@@ -5,6 +5,7 @@
     genbounds report RUN_DIR            every bound for a trained net
     genbounds report --model pkg.nets:model --checkpoint params.msgpack --data data.npz
     genbounds sweep --label-noise 0,0.2,0.5,1 --out DIR
+    genbounds study [--quick] [--out DIR]  Jiang et al. (2020): which measure ranks the nets
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
     genbounds reproduce risk-certificate [--dataset digits|digits-binary|mnist1d|synthetic|mnist]
 
@@ -461,6 +462,12 @@ def _add_training(p: argparse.ArgumentParser, *, n: int | None, width: int, epoc
                    help="training steps per sign vector")
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from genbounds._study import study_main
+
+    return study_main(args, _console())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genbounds",
@@ -508,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="genbounds-sweep", help="output directory")
     _add_training(p, n=None, width=256, epochs=800)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("study", formatter_class=_Formatter, help="which measure predicts generalisation? (Jiang et al. "
+                                     "2020: Kendall tau and Psi over a grid of nets)")
+    from genbounds._study import add_study_arguments
+
+    add_study_arguments(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("train", formatter_class=_Formatter, help="train one net and save it to a run directory")
     p.add_argument("--out", required=True, help="run directory (checkpoints, params, run.json)")

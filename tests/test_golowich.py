@@ -251,8 +251,10 @@ def test_margin_bound_with_apply_fn_and_linen_model():
     class MLP(flax_linen.Module):
         @flax_linen.compact
         def __call__(self, x):
-            x = jax.nn.relu(flax_linen.Dense(8)(x))
-            return flax_linen.Dense(3)(x)
+            # nonzero biases: the reference below is the augmented network
+            init = flax_linen.initializers.normal(1.0)
+            x = jax.nn.relu(flax_linen.Dense(8, bias_init=init)(x))
+            return flax_linen.Dense(3, bias_init=init)(x)
 
     model = MLP()
     X = np.random.default_rng(0).standard_normal((40, 5))

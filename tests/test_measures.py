@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from genbounds._layers import ConvSpec
 from genbounds._measures import distance_from_init, jiang_normalise, norm_measures, path_norm
+from genbounds._vc import vc_dimension_bound
 
 RTOL = 1e-10
 
@@ -256,6 +257,9 @@ def jiang_reference(Ws, bs, W0s, gamma):
     mu["log_spec_orig"] = mu["log_prod_spec_over_margin"] + np.log(np.sum(f2 / s2))
     mu["log_spec_init"] = mu["log_prod_spec_over_margin"] + np.log(np.sum(df2 / s2))
     mu["path_norm_over_margin"] = mu["path_norm"] / gamma**2
+    mu["l2"] = np.sqrt(np.sum(f2))  # the reference code's L2 and L2_DIST (unnumbered)
+    mu["l2_dist"] = np.sqrt(np.sum(df2))
+    mu["vc_dim"] = vc_dimension_bound([Ws[0].shape[1]] + [W.shape[0] for W in Ws], bias=True)
     extra = {
         "num_params": sum(W.size for W in Ws) + sum(b.size for b in bs),
         "sum_fro": np.sum(np.sqrt(f2)), "sum_spec": np.sum(np.sqrt(s2)),
@@ -286,7 +290,7 @@ def test_norm_measures_match_reference():
     n = 5000
     adj = norm_measures(to_params(Ws, bs), reference=to_params(W0s, b0s), margin=gamma, n=n,
                         jiang=True, method="exact")
-    assert set(adj) == set(mu)  # only Jiang's numbered measures
+    assert set(adj) == set(mu)  # only Jiang's measures (and the reference code's l2, l2_dist)
     for name, v in mu.items():
         ref = 0.5 * (v - np.log(n)) if name.startswith("log_") else np.sqrt(v / n)
         np.testing.assert_allclose(adj[name].complexity, ref, rtol=RTOL, err_msg=name)
