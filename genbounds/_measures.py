@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_margin, check_n, check_positive
+from ._checks import check_choice, check_margin, check_n, check_positive
+from ._conv import reshaped_kernel_norm
 from ._layers import ConvSpec, Layer
 from ._network import as_network, reference_layers
 from ._norms import layer_frobenius, spectral_norms
@@ -432,6 +433,7 @@ def norm_measures(
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
     conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+    conv_norm: str = "operator",
     **options: Any,
 ) -> dict[str, Bound]:
     r"""Every norm-based measure of one network, as a dict of measures (``value=None``).
@@ -482,6 +484,11 @@ def norm_measures(
       jiang: apply Jiang et al.'s normalisation and keep only their measures.
       method, key, failure_probability, options: spectral-norm options (see `spectral_norms`).
       layers, conv: layer order and convolution geometry (see `read_layers`).
+      conv_norm: the $s_i$ of a convolution: ``"operator"`` (default; the norm of the
+        convolution as a linear map, with the traced geometry) or ``"reshaped"`` (the spectral
+        norm of the kernel reshaped to a (window·in, out) matrix, as other code computes it; not
+        the operator's norm, which can exceed it by up to $\sqrt{\prod \mathrm{window}}$), so
+        the dependence of a ranking on that choice can be seen.
 
     Returns:
       A dict from measure name to a `Bound` measure (``value=None``, ``complexity`` = the
@@ -512,9 +519,11 @@ def norm_measures(
     net = as_network(params, layers=layers, conv=conv, caller="norm_measures")
     read = net.chain("norm_measures (products and sums over a chain of layers)").layers
     d = len(read)
+    check_choice(conv_norm, "conv_norm", ("operator", "reshaped"))
     spec = spectral_norms(net, method=method, key=key, failure_probability=failure_probability,
                           **options)
-    s = [float(spec[layer.path]) for layer in read]
+    s = [float(spec[layer.path]) if layer.kind == "dense" or conv_norm == "operator"
+         else float(reshaped_kernel_norm(layer.kernel)) for layer in read]
     f = [layer_frobenius(layer) for layer in read]
     zero = [layer.path for layer, v in zip(read, f, strict=True) if v == 0.0]
     if zero:

@@ -443,3 +443,19 @@ def test_path_norm_traced_equals_chain_and_counts_skip_paths():
     want = float(np.sum(lin("out", h)))
     got = genbounds.path_norm(Network.trace(Residual().apply, v, _x((2, 7))), power=True)
     np.testing.assert_allclose(got.complexity, want, rtol=1e-10)
+
+
+def test_norm_measures_conv_norm_choice():
+    x = _x((2, 16, 16, 2))
+    v = _init(CNN(), x)
+    net = Network.trace(CNN().apply, v, x)
+    op = genbounds.norm_measures(net)
+    rs = genbounds.norm_measures(net, conv_norm="reshaped")
+    exact = genbounds.spectral_norms(net, method="exact")
+    conv_paths = [layer.path for layer in net.layers if layer.kind == "conv"]
+    want_op = sum(2 * np.log(v) for v in exact.values())
+    want_rs = sum(2 * np.log(genbounds.reshaped_kernel_norm(layer.kernel)
+                            if layer.path in conv_paths else exact[layer.path])
+                  for layer in net.layers)
+    assert op["log_prod_spec"].complexity >= want_op - 1e-9  # certified >= exact
+    np.testing.assert_allclose(rs["log_prod_spec"].complexity, want_rs, rtol=1e-6)
