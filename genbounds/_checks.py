@@ -275,8 +275,6 @@ def check_no_none_leaves(tree: Any, name: str = "params") -> None:
                 "dropped silently and the bounds would use the remaining layers)"
             )
         if isinstance(node, Mapping):
-            if not node and path:
-                raise ValueError(f"{name}{path} is an empty dict: expected the layer's arrays")
             for k, v in node.items():
                 walk(v, f"{path}[{k!r}]")
         elif isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._checks import check_choice, check_delta
+from ._checks import check_choice, check_delta, check_key
 from ._conv import conv_operator_norm
 from ._layers import ConvSpec, Layer, read_layers
 from ._linalg import NormResult, frobenius_norm, norm_21, spectral_norm
@@ -139,13 +139,16 @@ def spectral_norms(
     check_choice(method, "method", _METHODS)
     check_delta(failure_probability, "failure_probability")
     read = read_layers(params, layers=layers, conv=conv)
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else check_key(key)
     keys = jax.random.split(key, len(read))
     results = {}
     for layer, k in zip(read, keys, strict=True):
-        results[layer.path] = layer_spectral_norm(
-            layer, method=method, key=k, failure_probability=failure_probability, **options
-        )
+        try:
+            results[layer.path] = layer_spectral_norm(
+                layer, method=method, key=k, failure_probability=failure_probability, **options
+            )
+        except ValueError as e:  # name the layer of params the kernel error is about
+            raise ValueError(f"params, layer {layer.path!r}: {e}") from None
     values = {p: float(r.value) for p, r in results.items()}
     return SpectralNorms(values, results, read, method)
 
