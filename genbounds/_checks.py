@@ -376,3 +376,9 @@ def checked_result(fn: Any) -> Any:
         return check_result(fn(*args, **kwargs), fn.__name__)
 
     return wrapper
+
+
+class NotApplicable(ValueError):
+    """A bound or measure does not apply to this network (e.g. a bound proved for dense layers,
+    given a CNN). A `ValueError`, so callers that catch those keep working; `report` lists
+    these as skipped, and raises every other error (a caller's mistake is never hidden)."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._bound import Bound
 from ._checks import (
+    NotApplicable,
     check_array,
     check_choice,
     check_delta,
@@ -365,7 +366,7 @@ def golowich(
     read = read_layers(params, layers=layers)
     convs = [layer.path for layer in read if layer.kind != "dense"]
     if convs:
-        raise ValueError(
+        raise NotApplicable(
             f"golowich is implemented for dense (fully connected) ReLU layers; {convs} are "
             "convolutions, whose matrix norms are not those of their kernels"
         )

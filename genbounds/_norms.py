@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._checks import check_choice, check_delta, check_key
+from ._checks import NotApplicable, check_choice, check_delta, check_key
 from ._conv import conv_operator_norm
 from ._layers import ConvSpec, Layer, read_layers
 from ._linalg import NormResult, frobenius_norm, norm_21, spectral_norm
@@ -157,7 +157,7 @@ def output_positions(layer: Layer) -> int:
     """Number of spatial output positions of a conv layer (needs its input shape)."""
     spec = layer.conv or ConvSpec()
     if spec.input_shape is None:
-        raise ValueError(
+        raise NotApplicable(
             f"the convolution {layer.path!r} needs its input shape for this quantity: pass "
             f"conv={{{layer.path!r}: ConvSpec(input_shape=..., strides=..., padding=...)}}"
         )

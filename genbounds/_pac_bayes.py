@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_positive
+from ._checks import NotApplicable, check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_value
 from ._layers import augment_biases, check_fits, read_layers
 from ._linalg import frobenius_norm
@@ -139,7 +139,8 @@ def pac_bayes(
 
     read = read_layers(params, layers=layers)
     if any(layer.kind != "dense" for layer in read):
-        raise ValueError("pac_bayes is implemented for dense ReLU layers; params has convolutions")
+        raise NotApplicable(
+            "pac_bayes is implemented for dense ReLU layers; params has convolutions")
     check_fits(read, X2, logits, "pac_bayes")
     aug = augment_biases(read)
     refs = augment_biases(read_reference(reference, read)) if reference is not None else None

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_positive
+from ._checks import NotApplicable, check_delta, check_positive
 from ._grid import grid_down, grid_log_prior, grid_up
 from ._layers import ConvSpec, augment_biases, check_fits, read_layers
 from ._margins import ramp_loss, training_margins
@@ -273,7 +273,7 @@ def spectral(
     refs = read_reference(reference, read) if reference is not None else (None,) * len(read)
     if any(layer.kind != "dense" for layer in read):
         conv_paths = [layer.path for layer in read if layer.kind != "dense"]
-        raise ValueError(
+        raise NotApplicable(
             f"the bound with data is implemented for dense layers; {conv_paths} are "
             "convolutions. Use spectral(params) for the complexity of a CNN"
         )

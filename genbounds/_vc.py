@@ -25,7 +25,13 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_n, check_unit_interval, checked_result
+from ._checks import (
+    NotApplicable,
+    check_delta,
+    check_n,
+    check_unit_interval,
+    checked_result,
+)
 
 _VAPNIK = (
     "Vapnik, Statistical Learning Theory, 1998 / The Nature of Statistical Learning Theory, "
@@ -233,7 +239,7 @@ def _sizes_from_layers(layers: Sequence[Any]) -> tuple[tuple[int, ...], tuple[bo
         raise ValueError("params holds no weight layer")
     for layer in layers:
         if layer.kind != "dense":
-            raise ValueError(
+            raise NotApplicable(
                 f"vc: the VC-dimension bound from parameters covers fully connected ReLU networks "
                 f"only; the layer at {layer.path!r} is a {layer.kind} layer (weight sharing, "
                 "pooling and the input geometry are outside the derivation in docs/bounds/vc.md). "

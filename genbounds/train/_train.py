@@ -20,7 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genbounds._checks import check_choice, check_labels, check_positive
+from genbounds._checks import (
+    check_choice,
+    check_finite_tree,
+    check_float_array,
+    check_labels,
+    check_positive,
+    check_range,
+)
 
 from . import _checkpoint
 from ._models import make_model
@@ -338,7 +345,7 @@ def train(
       optimizer: ``"sgd"``, ``"momentum"`` (heavy ball, `momentum`), ``"adam"`` or
         ``"adamw"`` (decoupled weight decay).
       lr: learning rate, > 0 (constant).
-      momentum: the momentum of ``"momentum"``.
+      momentum: the momentum of ``"momentum"``, in [0, 1).
       weight_decay: >= 0. For sgd/momentum/adam it is coupled L2 regularisation (the gradient
         of ``weight_decay/2 * ||w||^2`` is added, biases included); for adamw the decoupled
         decay of `optax.adamw`.
@@ -364,9 +371,13 @@ def train(
       A `TrainResult`.
 
     Raises:
-      ValueError: a bad argument, a model whose output is not ``num_classes`` logits, or a
-        model with other mutable collections (batch statistics) than ``params``.
-      CheckpointError: (a ValueError) a corrupt or mismatched checkpoint.
+      ValueError: a bad argument (NaN/inf or non-real inputs, X_test of another shape than
+        X_train, fewer than 2 classes, momentum outside [0, 1), ...), a model whose output is
+        not ``num_classes`` logits, or a model with other mutable collections (batch
+        statistics) than ``params``.
+      ValueError: the training loss became NaN or inf (the run diverged).
+      CheckpointError: (a ValueError) a corrupt or mismatched checkpoint, or one whose
+        stored arrays are not finite.
 
     Examples:
       >>> from genbounds.data import load
@@ -385,7 +396,9 @@ def train(
     if stop is not None:
         check_choice(stop, "stop", STOPS)
     lr = check_positive(lr, "lr")
-    momentum = check_positive(momentum, "momentum", allow_zero=True)
+    # Heavy-ball momentum beta must lie in [0, 1): beta >= 1 accumulates gradients without decay
+    # (the iterates diverge), beta < 0 is not momentum.
+    momentum = check_range(momentum, "momentum", low=0.0, high=1.0, high_open=True)
     weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
     loss_target = check_positive(loss_target, "loss_target")
     batch_size = _check_int(batch_size, "batch_size", 1)
@@ -398,8 +411,26 @@ def train(
     for attr in ("X_train", "y_train", "X_test", "y_test", "num_classes"):
         if not hasattr(dataset, attr):
             raise TypeError(f"dataset must have an attribute {attr!r} (a genbounds Dataset)")
-    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 1)
-    n = int(np.shape(dataset.X_train)[0])
+    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 2)
+    X_train_in = check_float_array(dataset.X_train, "dataset.X_train")
+    n = int(np.shape(X_train_in)[0])
+    if np.size(dataset.X_test) or np.size(dataset.y_test):
+        X_test_in = check_float_array(dataset.X_test, "dataset.X_test")
+        if np.shape(X_test_in)[1:] != np.shape(X_train_in)[1:]:
+            raise ValueError(
+                f"dataset.X_test must have the per-example shape of dataset.X_train, "
+                f"{np.shape(X_train_in)[1:]}, got {np.shape(X_test_in)[1:]}"
+            )
+        if np.shape(dataset.y_test) != (np.shape(X_test_in)[0],):
+            raise ValueError(
+                f"dataset.y_test must have shape ({np.shape(X_test_in)[0]},) matching X_test, "
+                f"got {np.shape(dataset.y_test)}"
+            )
+    for name in ("X_train", "X_test"):
+        a = np.asarray(getattr(dataset, name))
+        if a.size and np.max(np.abs(a)) > np.finfo(np.float32).max:
+            raise ValueError(f"dataset.{name} holds values beyond the float32 range the model "
+                             f"is trained in (largest {np.max(np.abs(a)):.3g})")
     if n < 1 or np.shape(dataset.y_train) != (n,):
         raise ValueError(
             f"dataset.y_train must have shape ({n},) matching X_train, got {np.shape(dataset.y_train)}"
@@ -479,6 +510,16 @@ def train(
                     f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
                     f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
                 )
+            for what in ("params", "init_params", "opt_state"):
+                if what == "opt_state" and not jax.tree_util.tree_leaves(restored[what]):
+                    continue  # a stateless optimiser (plain sgd)
+                try:
+                    check_finite_tree(restored[what], what)
+                except ValueError as e:
+                    raise _checkpoint.CheckpointError(
+                        f"checkpoint {ckpt_path} has a valid checksum but holds non-finite "
+                        f"values ({e}); it is not resumed: delete it to start afresh"
+                    ) from None
             to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
             params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
             opt_state, history = to_jax(restored["opt_state"]), restored["history"]
@@ -498,6 +539,14 @@ def train(
         train_loss, train_acc = float(tr_sum) / n, correct / n
         test_loss = float(te_sum) / n_test if n_test else math.nan
         test_acc = int(te_correct) / n_test if n_test else math.nan
+        if not math.isfinite(train_loss):
+            # Diverged (learning rate too large, or an overflow): stop before a non-finite
+            # state is checkpointed or returned as if it were a trained network.
+            raise ValueError(
+                f"train: the training loss became {train_loss} at epoch {epoch} (the run "
+                f"diverged; lr={lr}, optimizer={optimizer!r}); lower lr or check the data. "
+                "No checkpoint was written for this epoch"
+            )
         for k, v in zip(
             HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
         ):
