@@ -25,7 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.train._checkpoint import atomic_write
+from genbounds._files import (
+    CorruptFile,
+    DirectoryBusy,
+    DirectoryLock,
+    atomic_write,
+    read_checked,
+    read_json_checked,
+    write_checked,
+    write_json_checked,
+)
+
+PARAMS_MAGIC = b"GENBOUNDS-PARAMS-1\n"
 
 _DEMO_NOISE = (0.0, 0.5, 1.0)
 _SHOWN = ("dziugaite_roy", "vc", "spectral", "pac_bayes", "golowich", "golowich_l1inf",
@@ -54,6 +65,18 @@ def _prepare_out(path: str | os.PathLike) -> Path:
         raise SystemExit(
             f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
     return out
+
+
+_LOCKS: list[DirectoryLock] = []  # released by `main` when the command returns
+
+
+def _lock(out: Path) -> None:
+    """Takes the output directory's lock, held until the command returns (or the process
+    dies): a second run on the same directory is refused instead of clobbering this one."""
+    try:
+        _LOCKS.append(DirectoryLock(out).acquire())
+    except DirectoryBusy as e:
+        raise SystemExit(f"genbounds: {e}") from None
 
 
 def _noise_levels(text: str) -> list[float]:
@@ -130,7 +153,7 @@ def _rademacher_estimate(dataset: Any, args: argparse.Namespace):
     rclass = NetworkClass(MLP(features=(args.width,) * args.depth, num_classes=1),
                           steps=args.rademacher_steps)
     X = np.asarray(dataset.X_train, np.float64).reshape(len(dataset.X_train), -1)
-    return rademacher(rclass, X, num_draws=max(args.rademacher_draws, 2),
+    return rademacher(rclass, X, num_draws=args.rademacher_draws,
                       key=jax.random.key(args.seed))
 
 
@@ -194,10 +217,11 @@ def _plot(records: list[dict], path: Path) -> None:
     ax.set_title(f"genbounds: bounds vs label noise ({records[0]['dataset']})")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -210,6 +234,7 @@ def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int
 
     console = _console()
     out = _prepare_out(args.out)
+    _lock(out)
     # A run that fails half-way must not leave an older, complete-looking results.json beside a
     # new plot: the old one goes first, the new one is written last, atomically.
     (out / "results.json").unlink(missing_ok=True)
@@ -277,6 +302,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from genbounds._dr_experiment import reproduce_dziugaite_roy
 
     out = _prepare_out(args.out)
+    _lock(out)
     reproduce_dziugaite_roy(args.dataset, out, seed=args.seed, download=args.download)
     _console().print(f"Wrote {out / 'results.json'} and {out / 'summary.md'}")
     return 0
@@ -287,17 +313,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     console = _console()
     out = _prepare_out(args.out)
+    _lock(out)
     args.checkpoint_dir = str(out)
     dataset, spec, result, seconds = _train_one(args, args.label_noise)
     state = {"params": result.params, "init_params": result.init_params}
-    atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
-        flax.serialization.to_state_dict(state)))
+    write_checked(out / "params.msgpack", flax.serialization.msgpack_serialize(
+        flax.serialization.to_state_dict(state)), PARAMS_MAGIC)
     run = {"dataset": args.dataset, "seed": args.seed, "n": args.n,
            "label_noise": args.label_noise, "model": spec, "lr": args.lr,
            "batch_size": args.batch_size, "max_epochs": args.max_epochs,
            "epochs": int(result.epochs), "reached": bool(result.reached),
            "train_acc": result.train_acc, "test_acc": result.test_acc, "seconds": seconds}
-    atomic_write(out / "run.json", json.dumps(run, indent=2).encode())
+    write_json_checked(out / "run.json", run)
     console.print(f"trained in {seconds:.1f} s ({result.epochs} epochs, train acc "
                   f"{result.train_acc:.3f}, test acc {result.test_acc:.3f}); wrote {out}")
     return 0
@@ -306,22 +333,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import flax.serialization
 
+    from genbounds._checks import check_finite_tree
     from genbounds.data import load
     from genbounds.train import make_model
 
     console = _console()
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise SystemExit(f"genbounds report: {str(run_dir)!r} is not a directory")
+    _lock(run_dir)
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-        raw = (run_dir / "params.msgpack").read_bytes()
-    except (OSError, ValueError) as e:
+        run = read_json_checked(run_dir / "run.json")
+        raw = read_checked(run_dir / "params.msgpack", PARAMS_MAGIC, what="parameter file")
+    except CorruptFile as e:
+        raise SystemExit(f"genbounds report: {e}; re-run `genbounds train`") from None
+    except OSError as e:
         raise SystemExit(f"genbounds report: {str(run_dir)!r} is not a run directory written by "
                          f"`genbounds train` ({e})") from None
     try:
         state = flax.serialization.msgpack_restore(raw)
+        params, init_params = state["params"], state["init_params"]
+        check_finite_tree(params, "params")
+        check_finite_tree(init_params, "init_params")
     except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
         raise SystemExit(
-            f"genbounds report: {run_dir / 'params.msgpack'} is corrupt ({e})") from None
+            f"genbounds report: {run_dir / 'params.msgpack'} is unusable ({e})") from None
     corruption = "random_labels" if run["label_noise"] == 1.0 else None
     dataset = load(run["dataset"], seed=run["seed"], n=run["n"],
                    label_noise=0.0 if corruption else run["label_noise"], corruption=corruption)
@@ -333,8 +369,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from genbounds import report
 
     args.width, args.depth, args.seed = run["model"]["width"], run["model"]["depth"], run["seed"]
-    rep = report(state["params"], X_train=dataset.X_train, y_train=dataset.y_train,
-                 apply_fn=apply_fn, init_params=state["init_params"], delta=args.delta,
+    rep = report(params, X_train=dataset.X_train, y_train=dataset.y_train,
+                 apply_fn=apply_fn, init_params=init_params, delta=args.delta,
                  X_test=dataset.X_test, y_test=dataset.y_test,
                  rademacher_estimate=_rademacher_estimate(dataset, args))
     console.print(rep.to_text())
@@ -425,19 +461,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
+# Integer options: (attribute, flag, minimum); None values (e.g. --n default) mean "all".
+_INT_OPTIONS = (("n", "--n", 1), ("depth", "--depth", 1), ("width", "--width", 1),
+                ("batch_size", "--batch-size", 1), ("max_epochs", "--max-epochs", 1),
+                ("seed", "--seed", 0), ("rademacher_steps", "--rademacher-steps", 1))
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """The range of every numeric option; a message for the first one out of range."""
+    for attr, flag, low in _INT_OPTIONS:
+        v = getattr(args, attr, None)
+        if v is not None and v < low:
+            return f"{flag} must be an integer >= {low}, got {v}"
+    draws = getattr(args, "rademacher_draws", None)
+    if draws is not None and draws != 0 and draws < 2:
+        return (f"--rademacher-draws must be 0 (skip the estimate) or an integer >= 2 (its "
+                f"standard error needs two draws), got {draws}")
+    if not (0.0 < args.delta < 1.0):
+        return f"--delta must lie in (0, 1), got {args.delta}"
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and lr > 0.0):
+        return f"--lr must be a finite number > 0, got {lr}"
+    noise = getattr(args, "label_noise", None)
+    if isinstance(noise, float) and not (0.0 <= noise <= 1.0):
+        return f"--label-noise must lie in [0, 1], got {noise}"
+    return None
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (0.0 < args.delta < 1.0):
-        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
-    if hasattr(args, "label_noise") and isinstance(args.label_noise, float) and not (
-            0.0 <= args.label_noise <= 1.0):
-        parser.error(f"--label-noise must lie in [0, 1], got {args.label_noise}")
+    problem = _check_options(args)
+    if problem:
+        parser.error(problem)
     try:
         return int(args.func(args) or 0)
     except ValueError as e:
         print(f"genbounds {args.command}: {e}", file=sys.stderr)
         return 2
+    finally:
+        while _LOCKS:
+            _LOCKS.pop().release()
 
 
 if __name__ == "__main__":  # pragma: no cover

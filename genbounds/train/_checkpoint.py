@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 from flax import serialization
+
+from genbounds._files import atomic_write as atomic_write
 
 MAGIC = b"GENBOUNDS-CHECKPOINT-1\n"
 FILENAME = "checkpoint.msgpack"
@@ -52,21 +53,6 @@ def write(path: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str
         }
     )
     atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a file so that it appears whole or not at all (temporary file + os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_like(template: Any, restored: Any, what: str, path: Path) -> None:

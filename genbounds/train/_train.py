@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from genbounds import _files
 from genbounds._checks import (
     check_choice,
     check_finite_tree,
@@ -302,6 +303,74 @@ def _cached(builder: Callable, *args: Any) -> dict[str, Any]:
     return built
 
 
+
+def _run_epochs(run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test,
+                y_test, *, start_epoch, max_epochs, reached, history, stop, loss_target, n, lr,
+                optimizer, ckpt_path, checkpoint_every, config, init_params, progress):
+    """The epoch loop of `train`: train, evaluate, stop test, checkpoint, progress."""
+    epoch = start_epoch
+    while not reached and epoch < max_epochs:
+        t0 = time.perf_counter()
+        params, opt_state, _ = run_epoch(
+            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
+        )
+        epoch += 1
+        (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
+            params, X_train, y_train, X_test, y_test
+        )
+        correct, n_test = int(tr_correct), int(X_test.shape[0])
+        train_loss, train_acc = float(tr_sum) / n, correct / n
+        test_loss = float(te_sum) / n_test if n_test else math.nan
+        test_acc = int(te_correct) / n_test if n_test else math.nan
+        if not math.isfinite(train_loss):
+            # Diverged (learning rate too large, or an overflow): stop before a non-finite
+            # state is checkpointed or returned as if it were a trained network.
+            raise ValueError(
+                f"train: the training loss became {train_loss} at epoch {epoch} (the run "
+                f"diverged; lr={lr}, optimizer={optimizer!r}); lower lr or check the data. "
+                "No checkpoint was written for this epoch"
+            )
+        for k, v in zip(
+            HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
+        ):
+            history[k].append(v)
+        if stop == "fit":
+            reached = correct == n
+        elif stop == "loss":
+            reached = train_loss <= loss_target
+        if ckpt_path is not None and (
+            epoch % checkpoint_every == 0 or reached or epoch == max_epochs
+        ):
+            _checkpoint.write(
+                ckpt_path,
+                config,
+                {
+                    "params": params,
+                    "init_params": init_params,
+                    "opt_state": opt_state,
+                    "epoch": epoch,
+                    "key": np.asarray(train_key),
+                    "reached": reached,
+                    "history": {k: np.asarray(v) for k, v in history.items()},
+                },
+            )
+        if progress is not None:
+            progress(
+                {
+                    "epoch": epoch,
+                    "max_epochs": max_epochs,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "reached": reached,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+
+    return epoch, reached, history, params, opt_state
+
+
 def train(
     model_or_spec: nn.Module | Mapping[str, Any],
     dataset: Any,
@@ -378,6 +447,8 @@ def train(
       ValueError: the training loss became NaN or inf (the run diverged).
       CheckpointError: (a ValueError) a corrupt or mismatched checkpoint, or one whose
         stored arrays are not finite.
+      genbounds._files.DirectoryBusy: (an OSError) another running process trains into the
+        same `checkpoint_dir` (it is locked with ``checkpoint_dir/.genbounds.lock``).
 
     Examples:
       >>> from genbounds.data import load
@@ -491,99 +562,53 @@ def train(
     params, opt_state = init_params, tx.init(init_params)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     start_epoch, reached = 0, False
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / _checkpoint.FILENAME
-        if ckpt_path.exists():
-            restored = _checkpoint.read(
-                ckpt_path,
-                config,
-                {"params": params, "init_params": init_params, "opt_state": opt_state},
-            )
-            if not np.array_equal(restored["key"], np.asarray(train_key)):
-                raise _checkpoint.CheckpointError(
-                    f"checkpoint {ckpt_path} holds another random key than seed={seed} gives"
+    lock = None
+    if checkpoint_dir is not None and not _files.held_here(checkpoint_dir):
+        # Two runs resuming from and writing to one checkpoint would clobber each other.
+        lock = _files.DirectoryLock(checkpoint_dir).acquire()
+    try:
+        ckpt_path = None
+        if checkpoint_dir is not None:
+            ckpt_path = Path(checkpoint_dir) / _checkpoint.FILENAME
+            if ckpt_path.exists():
+                restored = _checkpoint.read(
+                    ckpt_path,
+                    config,
+                    {"params": params, "init_params": init_params, "opt_state": opt_state},
                 )
-            start_epoch, reached = restored["epoch"], restored["reached"]
-            if start_epoch > max_epochs:
-                raise ValueError(
-                    f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
-                    f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
-                )
-            for what in ("params", "init_params", "opt_state"):
-                if what == "opt_state" and not jax.tree_util.tree_leaves(restored[what]):
-                    continue  # a stateless optimiser (plain sgd)
-                try:
-                    check_finite_tree(restored[what], what)
-                except ValueError as e:
+                if not np.array_equal(restored["key"], np.asarray(train_key)):
                     raise _checkpoint.CheckpointError(
-                        f"checkpoint {ckpt_path} has a valid checksum but holds non-finite "
-                        f"values ({e}); it is not resumed: delete it to start afresh"
-                    ) from None
-            to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-            params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
-            opt_state, history = to_jax(restored["opt_state"]), restored["history"]
-            history["epoch"] = [int(e) for e in history["epoch"]]
-
-    epoch = start_epoch
-    while not reached and epoch < max_epochs:
-        t0 = time.perf_counter()
-        params, opt_state, _ = run_epoch(
-            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
-        )
-        epoch += 1
-        (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
-            params, X_train, y_train, X_test, y_test
-        )
-        correct, n_test = int(tr_correct), int(X_test.shape[0])
-        train_loss, train_acc = float(tr_sum) / n, correct / n
-        test_loss = float(te_sum) / n_test if n_test else math.nan
-        test_acc = int(te_correct) / n_test if n_test else math.nan
-        if not math.isfinite(train_loss):
-            # Diverged (learning rate too large, or an overflow): stop before a non-finite
-            # state is checkpointed or returned as if it were a trained network.
-            raise ValueError(
-                f"train: the training loss became {train_loss} at epoch {epoch} (the run "
-                f"diverged; lr={lr}, optimizer={optimizer!r}); lower lr or check the data. "
-                "No checkpoint was written for this epoch"
-            )
-        for k, v in zip(
-            HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
-        ):
-            history[k].append(v)
-        if stop == "fit":
-            reached = correct == n
-        elif stop == "loss":
-            reached = train_loss <= loss_target
-        if ckpt_path is not None and (
-            epoch % checkpoint_every == 0 or reached or epoch == max_epochs
-        ):
-            _checkpoint.write(
-                ckpt_path,
-                config,
-                {
-                    "params": params,
-                    "init_params": init_params,
-                    "opt_state": opt_state,
-                    "epoch": epoch,
-                    "key": np.asarray(train_key),
-                    "reached": reached,
-                    "history": {k: np.asarray(v) for k, v in history.items()},
-                },
-            )
-        if progress is not None:
-            progress(
-                {
-                    "epoch": epoch,
-                    "max_epochs": max_epochs,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "reached": reached,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
+                        f"checkpoint {ckpt_path} holds another random key than seed={seed} gives"
+                    )
+                start_epoch, reached = restored["epoch"], restored["reached"]
+                if start_epoch > max_epochs:
+                    raise ValueError(
+                        f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
+                        f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
+                    )
+                for what in ("params", "init_params", "opt_state"):
+                    if what == "opt_state" and not jax.tree_util.tree_leaves(restored[what]):
+                        continue  # a stateless optimiser (plain sgd)
+                    try:
+                        check_finite_tree(restored[what], what)
+                    except ValueError as e:
+                        raise _checkpoint.CheckpointError(
+                            f"checkpoint {ckpt_path} has a valid checksum but holds non-finite "
+                            f"values ({e}); it is not resumed: delete it to start afresh"
+                        ) from None
+                to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
+                params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
+                opt_state, history = to_jax(restored["opt_state"]), restored["history"]
+                history["epoch"] = [int(e) for e in history["epoch"]]
+        epoch, reached, history, params, opt_state = _run_epochs(
+            run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test, y_test,
+            start_epoch=start_epoch, max_epochs=max_epochs, reached=reached, history=history,
+            stop=stop, loss_target=loss_target, n=n, lr=lr, optimizer=optimizer,
+            ckpt_path=ckpt_path, checkpoint_every=checkpoint_every, config=config,
+            init_params=init_params, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
 
     return TrainResult(
         params=_in_order(params, order["params"]),
