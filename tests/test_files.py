@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
+import genbounds._files
 from genbounds._files import (
     CorruptFile,
     DirectoryBusy,
@@ -28,6 +29,8 @@ from genbounds.train import train
 from genbounds.train._checkpoint import MAGIC, CheckpointError
 
 MAGIC_T = b"TEST-MAGIC-1\n"
+# The lock holders below load this one module from its file: no jax import, fast start.
+FILES = genbounds._files.__file__
 
 
 def test_checked_roundtrip_and_every_single_byte_flip_is_detected(tmp_path):
@@ -99,8 +102,10 @@ def test_lock_held_by_another_process_refuses_a_cli_run(tmp_path, capsys):
     out = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time
-            from genbounds._files import DirectoryLock
+            import importlib.util, sys
+            spec = importlib.util.spec_from_file_location("f", {FILES!r})
+            f = importlib.util.module_from_spec(spec); spec.loader.exec_module(f)
+            DirectoryLock = f.DirectoryLock
             with DirectoryLock({str(out)!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()
@@ -124,8 +129,10 @@ def test_lock_held_by_another_process_refuses_a_cli_run(tmp_path, capsys):
 def test_lock_of_a_killed_process_is_released(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import time
-            from genbounds._files import DirectoryLock
+            import importlib.util, time
+            spec = importlib.util.spec_from_file_location("f", {FILES!r})
+            f = importlib.util.module_from_spec(spec); spec.loader.exec_module(f)
+            DirectoryLock = f.DirectoryLock
             DirectoryLock({str(tmp_path)!r}).acquire()
             print("locked", flush=True)
             time.sleep(600)
