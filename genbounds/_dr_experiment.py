@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from ._dziugaite_roy import dziugaite_roy, stochastic_error
+from ._files import atomic_write
 from ._hessian import zero_one
 
 # Table 1 of Dziugaite & Roy (2017), T-600 on binary MNIST: recalled, NOT verified against
@@ -315,8 +316,8 @@ def reproduce_dziugaite_roy(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(record, indent=2))
-        (out / "summary.md").write_text(summary_table(record) + "\n")
+        atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
+        atomic_write(out / "summary.md", (summary_table(record) + "\n").encode())
     return record
 
 

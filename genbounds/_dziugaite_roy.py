@@ -28,7 +28,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ._bound import Bound
-from ._checks import check_delta, check_finite_tree, check_n, check_positive
+from ._checks import check_delta, check_finite_tree, check_key, check_n, check_positive
 from ._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
 from ._kl import kl_inverse
 
@@ -314,6 +314,7 @@ def stochastic_error(
     Raises:
       ValueError, TypeError: bad shapes, labels or posterior.
     """
+    key = check_key(key)
     mean, std = _check_posterior(posterior)
     X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
     N = check_n(num_samples, "num_samples")
@@ -588,6 +589,7 @@ def dziugaite_roy(
       Dziugaite & Roy, Computing Nonvacuous Generalization Bounds for Deep (Stochastic) Neural
       Networks with Many More Parameters than Training Data, UAI 2017, arXiv:1703.11008.
     """
+    key = check_key(key)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     check_same_tree(params, init_params, "params", "init_params")
     check_finite_tree(init_params, "init_params")

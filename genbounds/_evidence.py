@@ -22,7 +22,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._bound import Bound
-from ._checks import check_array, check_choice, check_finite_tree, check_n, check_positive
+from ._checks import (
+    check_array,
+    check_choice,
+    check_finite_tree,
+    check_key,
+    check_n,
+    check_positive,
+)
 from ._hessian import check_classifier, cross_entropy, slq_trace_fn
 
 _REFERENCE = (
@@ -217,8 +224,7 @@ def laplace_evidence(
         log_det = float(np.sum(np.log(eig))) if num_bad == 0 else float("nan")
         stderr, min_eig = 0.0, float(eig[0])
     else:
-        if key is None:
-            raise TypeError("key must be a jax.random key when method='slq', got None")
+        key = check_key(key)  # needed by method='slq'
         mv = lambda v: matvecs(v[None, :])[0]  # noqa: E731
         out = slq_trace_fn(
             mv,

@@ -24,7 +24,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._bound import Bound
-from ._checks import check_finite_tree, check_n, check_positive
+from ._checks import check_finite_tree, check_key, check_n, check_positive, checked_result
 from ._hessian import (
     check_classifier,
     check_same_tree,
@@ -55,9 +55,7 @@ _HUTCHINSON = (
 
 
 def _key(key: Any) -> jax.Array:
-    if key is None:
-        raise TypeError("key must be a jax.random key (jax.random.key(0)), got None")
-    return key
+    return check_key(key)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -70,6 +68,7 @@ def _mean_loss_flat(apply_fn, unravel, x, X, y):
 # ----------------------------------------------------------------------------------------------
 
 
+@checked_result
 def hessian_top_eigenvalues(
     apply_fn: Any,
     params: Any,
@@ -160,6 +159,7 @@ def _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, key):
     return out
 
 
+@checked_result
 def hessian_trace(
     apply_fn: Any,
     params: Any,
@@ -236,6 +236,7 @@ def _trace(apply_fn, unravel, num_samples, x0, X, y, key):
 # ----------------------------------------------------------------------------------------------
 
 
+@checked_result
 def sharpness(
     apply_fn: Any,
     params: Any,
@@ -497,6 +498,7 @@ def _check_flat_args(apply_fn, params, X, y, init_params, target, num_samples, d
     return X, y, num_samples, depth, scale_max
 
 
+@checked_result
 def pac_bayes_flatness(
     apply_fn: Any,
     params: Any,
@@ -599,6 +601,7 @@ def pac_bayes_flatness(
     )
 
 
+@checked_result
 def magnitude_aware_flatness(
     apply_fn: Any,
     params: Any,

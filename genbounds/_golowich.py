@@ -18,6 +18,7 @@ from ._checks import (
     check_n,
     check_positive,
     check_unit_interval,
+    checked_result,
 )
 from ._grid import grid_down, grid_log_prior, grid_up, grid_value
 from ._layers import augment_biases, has_biases
@@ -94,11 +95,17 @@ def golowich_frobenius(norms: Sequence[float], *, x_norm: float, n: int) -> floa
     n = check_n(n)
     if x_norm == 0.0:
         return 0.0
+    return _exp(_log_frobenius(vals, x_norm, n))
+
+
+def _log_frobenius(vals: Sequence[float], x_norm: float, n: int) -> float:
+    """ln of Theorem 1's bound (-inf when it is 0); finite where the bound overflows."""
+    if x_norm == 0.0:
+        return -math.inf
     d = len(vals)
     # Theorem 1: (1/m) prod_j M_F(j) (sqrt(2 log(2) d) + 1) sqrt(sum_i ||x_i||^2)
-    log_value = (_log_product(vals) + math.log(math.sqrt(2.0 * math.log(2.0) * d) + 1.0)
-                 + math.log(x_norm) - math.log(n))
-    return _exp(log_value)
+    return (_log_product(vals) + math.log(math.sqrt(2.0 * math.log(2.0) * d) + 1.0)
+            + math.log(x_norm) - math.log(n))
 
 
 def golowich_l1inf(
@@ -145,11 +152,25 @@ def golowich_l1inf(
     input_dim = check_n(input_dim, "input_dim")
     if x_col_norm == 0.0:
         return 0.0
+    return _exp(_log_l1inf(vals, x_col_norm, n, input_dim))
+
+
+def _log_l1inf(vals: Sequence[float], x_col_norm: float, n: int, input_dim: int) -> float:
+    """ln of Theorem 2's bound (-inf when it is 0); finite where the bound overflows."""
+    if x_col_norm == 0.0:
+        return -math.inf
     d = len(vals)
     # Theorem 2: (2/m) prod_j M(j) sqrt(d + 1 + log n_in) sqrt(max_k sum_i x_ik^2)
-    log_value = (math.log(2.0) + _log_product(vals) + 0.5 * math.log(d + 1.0 + math.log(input_dim))
-                 + math.log(x_col_norm) - math.log(n))
-    return _exp(log_value)
+    return (math.log(2.0) + _log_product(vals) + 0.5 * math.log(d + 1.0 + math.log(input_dim))
+            + math.log(x_col_norm) - math.log(n))
+
+
+def _log_sum(*logs: float) -> float:
+    """ln(sum_i exp(l_i)) without overflow."""
+    top = max(logs)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in logs))
 
 
 def golowich_margin_bound(
@@ -236,6 +257,7 @@ def _vector_norm(v: np.ndarray, norm: str) -> float:
     return float(np.sqrt(np.sum(v * v))) if norm == "frobenius" else float(np.sum(np.abs(v)))
 
 
+@checked_result
 def golowich(
     params: Any,
     *,
@@ -367,11 +389,17 @@ def golowich(
 
         def bound(ms: Sequence[float]) -> float:
             return golowich_frobenius(ms, x_norm=x_term, n=n)
+
+        def log_bound(ms: Sequence[float]) -> float:
+            return _log_frobenius(ms, x_term, n)
     else:
         x_term = float(np.sqrt(np.max(np.sum(Xa * Xa, axis=0))))
 
         def bound(ms: Sequence[float]) -> float:
             return golowich_l1inf(ms, x_col_norm=x_term, n=n, input_dim=input_dim)
+
+        def log_bound(ms: Sequence[float]) -> float:
+            return _log_l1inf(ms, x_term, n, input_dim)
 
     complexity = bound(norms)
     theorem = _THEOREM[norm]
@@ -383,6 +411,11 @@ def golowich(
         "theorem": theorem,
     }
     notes = [f"{theorem} ({'Frobenius' if norm == 'frobenius' else 'l1->inf'} norms)"]
+    log_complexity = log_bound(norms)
+    terms["log_complexity"] = log_complexity
+    if complexity == math.inf:
+        notes.append(f"the complexity overflows to inf; its logarithm ln C = {log_complexity:.6g} "
+                     "is finite (terms['log_complexity'])")
     if has_bias:
         notes.append("biases by augmentation x -> [x; 1]: norms and data term of the augmented "
                      "bias-free network")
@@ -438,6 +471,13 @@ def golowich(
                                   delta=delta, num_classes=k, log_prior=log_prior)
     factor = 2.0 if k <= 2 else 4.0 * k
     confidence = 3.0 * math.sqrt((math.log(2.0 / delta) + log_prior) / (2.0 * n))
+    log_rad = log_bound(norms_bar)
+    log_value = _log_sum(math.log(ramp) if ramp > 0 else -math.inf,
+                         math.log(factor) + log_rad - math.log(gamma_bar), math.log(confidence))
+    if value == math.inf:
+        notes.append(f"the bound overflows to inf (vacuous); its logarithm ln value = "
+                     f"{log_value:.6g} is finite (terms['log_value'])")
+    terms.update(log_rademacher=log_rad, log_value=log_value)
     terms.update(
         margin=gamma, margin_grid=gamma_bar, ramp_loss=ramp, num_classes=k,
         last_layer_norm=last_norm, norms_grid=norms_bar, rademacher=rad,

@@ -25,7 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_array, check_finite_tree, check_labels, check_same_length
+from ._checks import (
+    check_array,
+    check_finite_output,
+    check_finite_tree,
+    check_labels,
+    check_same_length,
+)
 from ._margins import margins_core
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +91,9 @@ def check_classifier(
         )
     num_classes = 2 if is_binary_output(shape) else shape[1]
     y = check_labels(y, y_name, num_classes=num_classes)
+    # One forward pass: NaN/inf logits would otherwise come back as a NaN measure.
+    check_finite_output(apply_fn(params, jnp.asarray(X)), f"apply_fn(params, {x_name})",
+                        hint="the measure would be NaN; check the network and its parameters")
     return jnp.asarray(X), jnp.asarray(y), shape
 
 

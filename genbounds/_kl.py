@@ -21,7 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_n, check_positive, check_scalar, check_unit_interval
+from ._checks import (
+    check_broadcastable,
+    check_delta,
+    check_n,
+    check_positive,
+    check_scalar,
+    check_unit_interval,
+)
 
 _MAURER_REF = (
     "Maurer, A note on the PAC Bayesian theorem, 2004, arXiv:cs/0411099 (Theorem 5); "
@@ -186,6 +193,7 @@ def kl_bernoulli(q: Any, p: Any) -> jax.Array:
     if not _is_traced(q, p):
         _check_prob_array(q, "q")
         _check_prob_array(p, "p")
+        check_broadcastable(q, p, "q", "p")
     return kl_bernoulli_core(q, p)
 
 
@@ -200,7 +208,10 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
     of the kl evaluation, and returned from the upper end of the final bracket: the result is
     never below the exact supremum, and above it by at most about 3e-14 relative in float64
     (checked against 80-digit arithmetic in the tests). Vectorised: `q` and `c` broadcast.
-    Jittable (checks are skipped on traced inputs).
+    Jittable (checks are skipped on traced inputs). Called on concrete values it always
+    computes in float64, whatever the inputs' dtype: with x64 enabled the result is float64;
+    without, the float64 result is rounded up to the next float32 (still an upper bound, at most
+    one float32 ulp above). Traced calls compute in the inputs' dtype.
 
     Edge cases: c = 0 gives q; q = 1 gives 1; c large (or inf) gives 1; q = 0 gives
     $1 - e^{-c}$. Pinsker's inequality gives $q \le \mathrm{kl}^{-1}(q, c) \le q + \sqrt{c/2}$.
@@ -214,7 +225,7 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
 
     Raises:
       TypeError: non-numeric input.
-      ValueError: q outside [0, 1], c < 0, or NaN.
+      ValueError: q outside [0, 1], c < 0, NaN, or shapes that do not broadcast.
 
     Examples:
       >>> round(float(kl_inverse(0.03, 0.1)), 5)
@@ -227,10 +238,27 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
       Roy, Computing nonvacuous generalization bounds for deep (stochastic) neural networks with
       many more parameters than training data, UAI 2017, arXiv:1703.11008.
     """
-    if not _is_traced(q, c):
-        _check_prob_array(q, "q")
-        _check_nonneg_array(c, "c")
-    return kl_inverse_core(q, c)
+    if _is_traced(q, c):
+        return kl_inverse_core(q, c)
+    _check_prob_array(q, "q")
+    _check_nonneg_array(c, "c")
+    check_broadcastable(q, c, "q", "c")
+    p64 = _kl_inverse64(q, c)
+    if jax.config.jax_enable_x64:
+        return jnp.asarray(p64)
+    # Without x64 the result is returned in float32, rounded *up* from the float64 value so it
+    # stays an upper bound (at most one float32 ulp above the float64 supremum).
+    p32 = p64.astype(np.float32)
+    p32 = np.where(p32.astype(np.float64) < p64, np.nextafter(p32, np.float32(np.inf)), p32)
+    return jnp.asarray(np.minimum(p32, np.float32(1.0)))
+
+
+def _kl_inverse64(q: Any, c: Any) -> np.ndarray:
+    """`kl_inverse_core` evaluated in float64 whatever the inputs' dtype and the x64 setting
+    (float32 bisection can land several float32 ulps above the supremum)."""
+    q64, c64 = np.asarray(q, np.float64), np.asarray(c, np.float64)
+    with jax.enable_x64(True):
+        return np.asarray(kl_inverse_core(q64, c64), np.float64)
 
 
 def _maurer_checks(emp_error: Any, kl: Any, n: Any, delta: Any) -> tuple[float, float, int, float]:
@@ -290,7 +318,7 @@ def pac_bayes_kl_bound(emp_error: Any, kl: Any, *, n: int, delta: float = 0.05) 
     e, k, n, d = _maurer_checks(emp_error, kl, n, delta)
     log_term = math.log(2.0 * math.sqrt(n) / d)  # ln(2 sqrt(n)/delta), one logarithm
     rhs = (k + log_term) / n
-    value = float(kl_inverse_core(np.float64(e), np.float64(rhs)))
+    value = float(_kl_inverse64(e, rhs))
     return Bound(
         name="pac_bayes_kl",
         value=value,

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_finite_tree
+from ._checks import check_finite_tree, check_no_none_leaves
 
 _KERNEL_NAMES = ("kernel", "w", "weight", "W")
 _BIAS_NAMES = ("bias", "b")
@@ -379,12 +379,13 @@ def read_layers(
 
     Raises:
       TypeError: a leaf is not an array, or an argument has the wrong type.
-      ValueError: an empty tree, no weight matrix, NaN/inf weights, shapes that do not chain,
+      ValueError: an empty tree, a None leaf, no weight matrix, NaN/inf weights, shapes that do not chain,
         an ambiguous order, or a `layers` list that does not match the tree.
     """
     tree = _normalise(params)
     if tree is None or not jax.tree_util.tree_leaves(tree):
         raise ValueError("params must be a non-empty tree of arrays, got an empty tree")
+    check_no_none_leaves(tree, "params")  # a None leaf would drop its layer silently
     check_finite_tree(tree, "params")
 
     found: list = []

@@ -752,8 +752,12 @@ def spectral_norm(
             return NormResult(0.0, "exact", False, 0.0, 0, 0.0, None)
         if method == "gram":
             value = float(_gram_kernel(W, iters=gram_iters))
+            if not math.isfinite(value):
+                _raise_nonfinite(W)
             return NormResult(value, "gram", False, 0.0, gram_iters, None, None)
         value = float(_exact_kernel(W))
+        if not math.isfinite(value):
+            _raise_nonfinite(W)
         return NormResult(value, "exact", False, 0.0, 0, value, None)
 
     key = _check_key(key)
@@ -808,6 +812,8 @@ def spectral_norm(
     # theta_k >= (1 - eps) lambda_1 except with probability <= eta; an early breakdown means the
     # Krylov space is invariant, and then theta_j = theta_k.
     value = math.sqrt(theta / (1.0 - eps))
+    if not math.isfinite(value):
+        _raise_nonfinite(W)
     return NormResult(value, "certified-lanczos", False, eta, j, math.sqrt(theta), vec)
 
 
@@ -825,7 +831,7 @@ def frobenius_norm(W: jax.typing.ArrayLike) -> jax.Array:
 
     Raises:
       TypeError: W is not a real numeric array.
-      ValueError: W is a scalar, empty, or holds NaN/inf.
+      ValueError: W is a scalar, empty, or holds NaN/inf, or its norm overflows W's dtype.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -835,7 +841,16 @@ def frobenius_norm(W: jax.typing.ArrayLike) -> jax.Array:
     """
     ranks = tuple(range(1, 33))
     host = _host_reduce(W, "W", ranks, None)
-    return host if host is not None else _frobenius_kernel(_validated(W, "W", ranks))
+    if host is not None:
+        return _finite_norm(host, W)
+    return _finite_norm(_frobenius_kernel(_validated(W, "W", ranks)), W)
+
+
+def _finite_norm(value: jax.Array, W: Any) -> jax.Array:
+    """A norm computed on concrete input must be finite: overflow of W's dtype raises."""
+    if not _is_tracer(value) and not bool(jnp.isfinite(value)):
+        _raise_nonfinite(jnp.asarray(W))
+    return value
 
 
 def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
@@ -854,7 +869,7 @@ def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
 
     Raises:
       TypeError: W is not a real numeric array.
-      ValueError: W is not 2-D, is empty, or holds NaN/inf.
+      ValueError: W is not 2-D, is empty, or holds NaN/inf, or the norm overflows W's dtype.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -869,7 +884,9 @@ def norm_21(W: jax.typing.ArrayLike) -> jax.Array:
       networks", NeurIPS 2017, arXiv:1706.08498 (eq. 1.2 and the norm definition before it).
     """
     host = _host_reduce(W, "W", (2,), 0)
-    return host if host is not None else _norm_21_kernel(_validated(W, "W", (2,)))
+    if host is not None:
+        return _finite_norm(host, W)
+    return _finite_norm(_norm_21_kernel(_validated(W, "W", (2,))), W)
 
 
 def _host_reduce(W: Any, name: str, ranks: tuple[int, ...], axis: int | None) -> jax.Array | None:

@@ -398,9 +398,9 @@ def training_margins(
     and y have the same number of examples, and selects gamma with `select_margin` (default:
     the 10% quantile of the training margins). `caller` names the bound in error messages.
     """
-    from ._checks import check_array, check_same_length
+    from ._checks import check_finite_output, check_float_array, check_same_length
 
-    X = check_array(X, "X")
+    X = check_float_array(X, "X")
     n = int(np.shape(X)[0])
     X2 = np.asarray(X, dtype=np.float64).reshape(n, -1)
     if logits is None:
@@ -411,7 +411,18 @@ def training_margins(
         elif apply_fn is None:
             raise ValueError(f"{caller}: give apply_fn (apply_fn(params, X) -> logits) or logits")
         else:
+            if not callable(apply_fn):
+                raise TypeError(f"{caller}: apply_fn must be callable, got "
+                                f"{type(apply_fn).__name__}")
             logits = apply_fn(params, X)
+        out = np.asarray(logits)
+        check_finite_output(
+            out, f"{caller}: apply_fn(params, X)",
+            hint=(f"the network's outputs overflowed {out.dtype} (a deep or large-weight net); "
+                  "evaluate it in float64 (jax_enable_x64 and float64 params and X)")
+            if np.all(np.isfinite(X2)) and np.issubdtype(out.dtype, np.floating)
+            and out.dtype.itemsize < 8 else
+            "apply_fn returned NaN or inf on finite inputs and parameters")
     elif apply_fn is not None:
         raise ValueError(f"{caller}: give apply_fn or logits, not both")
     m = margins(logits, y)

@@ -55,6 +55,7 @@ from jax.extend import core as jcore
 
 from ._activations import Activation, identify
 from ._activations import grid as _activation_grid
+from ._checks import NotBoundable
 from ._layers import _KERNEL_NAMES, ConvSpec, Layer
 
 _CALL_PRIMS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint",
@@ -86,10 +87,6 @@ _MODULE_REASONS = (
     ("dropout", "Dropout in training mode is random; trace the network in evaluation mode "
                 "(deterministic=True in linen, model.eval() in nnx)"),
 )
-
-
-class NotBoundable(ValueError):
-    """The network holds an operation that the bounds cannot cover."""
 
 
 def _refuse(scope: str, detail: str) -> NotBoundable:

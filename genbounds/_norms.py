@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._checks import check_choice, check_delta
+from ._checks import NotBoundable, check_choice, check_delta, check_key
 from ._conv import conv_operator_norm
 from ._layers import ConvSpec, Layer, read_layers
 from ._linalg import NormResult, frobenius_norm, host_exact_is_cheaper, norm_21, spectral_norm
@@ -175,12 +175,15 @@ def spectral_norms(
         if not (layer.kind == "dense" and (method in ("exact", "gram")
                                            or _runs_exact(layer, method))):
             if keys is None:
-                keys = list(jax.random.split(jax.random.key(0) if key is None else key,
+                keys = list(jax.random.split(jax.random.key(0) if key is None else check_key(key),
                                              len(read)))
             k = keys[i]
-        results[layer.path] = layer_spectral_norm(
-            layer, method=method, key=k, failure_probability=failure_probability, **options
-        )
+        try:
+            results[layer.path] = layer_spectral_norm(
+                layer, method=method, key=k, failure_probability=failure_probability,
+                **options)
+        except ValueError as e:  # name the layer of params the kernel error is about
+            raise ValueError(f"params, layer {layer.path!r}: {e}") from None
     values = {p: float(r.value) for p, r in results.items()}
     return SpectralNorms(values, results, read, method, notes=net.notes)
 
@@ -189,7 +192,7 @@ def output_positions(layer: Layer) -> int:
     """Number of spatial output positions of a conv layer (needs its input shape)."""
     spec = layer.conv or ConvSpec()
     if spec.input_shape is None:
-        raise ValueError(
+        raise NotBoundable(
             f"the convolution {layer.path!r} needs its input shape for this quantity: pass "
             f"conv={{{layer.path!r}: ConvSpec(input_shape=..., strides=..., padding=...)}}"
         )

@@ -12,7 +12,20 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_array, check_delta, check_labels, check_same_length
+from ._checks import (
+    NotBoundable,
+    check_array,
+    check_delta,
+    check_finite_tree,
+    check_float_array,
+    check_int,
+    check_key,
+    check_labels,
+    check_margin,
+    check_no_none_leaves,
+    check_same_length,
+    check_unit_interval,
+)
 from ._dziugaite_roy import dziugaite_roy
 from ._evidence import laplace_evidence
 from ._flatness import hessian_top_eigenvalues, pac_bayes_flatness
@@ -20,7 +33,7 @@ from ._golowich import golowich
 from ._lipschitz import lipschitz
 from ._margins import margins
 from ._measures import norm_measures
-from ._network import NotBoundable, as_network
+from ._network import as_network, verify_chain
 from ._pac_bayes import pac_bayes
 from ._rademacher import rademacher_bound
 from ._rademacher_mc import rademacher
@@ -184,6 +197,45 @@ class Report:
         return ax
 
 
+
+def _check_report_args(params: Any, *, init_params: Any, apply_fn: Any, margin: Any,
+                       margin_quantile: Any, key: Any, rademacher_draws: Any,
+                       rademacher_class: Any) -> None:
+    """The caller's arguments, checked before any bound runs (their errors must raise, not
+    turn into skipped entries)."""
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable (apply_fn(params, X) -> logits), got "
+                        f"{type(apply_fn).__name__}")
+    check_no_none_leaves(params, "params")
+    if init_params is not None:
+        check_no_none_leaves(init_params, "init_params")
+        p_leaves = jax.tree_util.tree_leaves_with_path(params)
+        i_leaves = jax.tree_util.tree_leaves_with_path(init_params)
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(init_params):
+            raise ValueError(
+                "init_params must have the structure of params (the same network at "
+                f"initialisation), got {len(i_leaves)} arrays against {len(p_leaves)}: "
+                f"{sorted(jax.tree_util.keystr(p) for p, _ in i_leaves)[:4]} vs "
+                f"{sorted(jax.tree_util.keystr(p) for p, _ in p_leaves)[:4]}"
+            )
+        for (path, a), (_, b) in zip(p_leaves, i_leaves, strict=True):
+            if np.shape(a) != np.shape(b):
+                raise ValueError(
+                    f"init_params{jax.tree_util.keystr(path)} has shape {np.shape(b)}, but "
+                    f"params{jax.tree_util.keystr(path)} has {np.shape(a)}: init_params must be "
+                    "the same network at initialisation"
+                )
+        check_finite_tree(init_params, "init_params")
+    if margin is not None:
+        check_margin(margin)
+    elif margin_quantile is not None:
+        check_unit_interval(margin_quantile, "margin_quantile", closed=False)
+    if key is not None:
+        check_key(key)
+    if rademacher_class is not None:
+        check_int(rademacher_draws, "rademacher_draws", minimum=2)
+
+
 def report(
     params: Any,
     *,
@@ -263,24 +315,41 @@ def report(
       (0.0, True)
     """
     delta = check_delta(delta)
-    X_train = check_array(X_train, "X_train")
+    X_train = check_float_array(X_train, "X_train")
     y_train = check_labels(y_train, "y_train")
     n = check_same_length(X_train, y_train, "X_train", "y_train")
+    _check_report_args(params, init_params=init_params, apply_fn=apply_fn, margin=margin,
+                       margin_quantile=margin_quantile, key=key,
+                       rademacher_draws=rademacher_draws, rademacher_class=rademacher_class)
     logits = apply_fn(params, X_train)
     check_array(logits, "apply_fn(params, X_train)", ndim=(1, 2))
+    k = 2 if np.ndim(logits) == 1 else int(np.shape(logits)[1])
+    check_same_length(X_train, logits, "X_train", "apply_fn(params, X_train)")
+    # The network is read once, from its function (traced and verified against apply_fn), and
+    # every bound below reads that one record; read by names (layers=), it must reproduce the
+    # logits.
+    net = as_network(params, apply_fn=None if layers is not None else apply_fn,
+                     X=None if layers is not None else X_train, layers=layers, caller="report")
+    if net.source == "params":
+        verify_chain(net, np.asarray(X_train, np.float64).reshape(n, -1), logits, "report")
+    check_labels(y_train, "y_train", num_classes=k)
     train_error = _error(logits, y_train)
     test_error = None
     if X_test is not None or y_test is not None:
         if X_test is None or y_test is None:
             raise ValueError("report: give both X_test and y_test, or neither")
-        y_test = check_labels(y_test, "y_test")
+        X_test = check_float_array(X_test, "X_test")
+        if np.shape(X_test)[1:] != np.shape(X_train)[1:]:
+            raise ValueError(
+                f"X_test must have the per-example shape of X_train, {np.shape(X_train)[1:]}, "
+                f"got {np.shape(X_test)[1:]}"
+            )
+        y_test = check_labels(y_test, "y_test", num_classes=k)
         check_same_length(X_test, y_test, "X_test", "y_test")
-        test_error = _error(apply_fn(params, X_test), y_test)
+        test_logits = apply_fn(params, X_test)
+        check_array(test_logits, "apply_fn(params, X_test)", ndim=(1, 2))
+        test_error = _error(test_logits, y_test)
 
-    # The network is read once, from its function (traced and verified), and every bound
-    # below reads that one record.
-    net = as_network(params, apply_fn=None if layers is not None else apply_fn,
-                     X=None if layers is not None else X_train, layers=layers, caller="report")
     common = dict(X=X_train, y=y_train, logits=logits, margin=margin,
                   margin_quantile=None if margin is not None else margin_quantile,
                   delta=delta)
@@ -333,7 +402,8 @@ def report(
         try:
             out = fn()
         except (NotBoundable, NotImplementedError) as e:
-            # Only what the theorem does not cover is skipped; a caller's error is raised.
+            # Only an entry that does not apply to this network is skipped; any other error is
+            # the caller's (or a bug) and propagates: a report never hides it.
             skipped.append((name, str(e)))
             continue
         elapsed = time.perf_counter() - start

@@ -25,8 +25,13 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_n, check_unit_interval
-from ._network import NotBoundable
+from ._checks import (
+    NotBoundable,
+    check_delta,
+    check_n,
+    check_unit_interval,
+    checked_result,
+)
 
 _VAPNIK = (
     "Vapnik, Statistical Learning Theory, 1998 / The Nature of Statistical Learning Theory, "
@@ -239,7 +244,7 @@ def _sizes_from_layers(layers: Sequence[Any]) -> tuple[tuple[int, ...], tuple[bo
         raise ValueError("params holds no weight layer")
     for layer in layers:
         if layer.kind != "dense":
-            raise ValueError(
+            raise NotBoundable(
                 f"vc: the VC-dimension bound from parameters covers fully connected ReLU networks "
                 f"only; the layer at {layer.path!r} is a {layer.kind} layer (weight sharing, "
                 "pooling and the input geometry are outside the derivation in docs/bounds/vc.md). "
@@ -262,7 +267,9 @@ def _capacity(h: float, n: int) -> tuple[float, str]:
     if h == 0.0:
         return 0.0, "sauer"
     if h <= 2 * n:
-        return h * (math.log(2.0 * n / h) + 1.0), "sauer"
+        # ln(2n/h) as ln 2 + ln n - ln h: finite for any int n (also beyond float range) and
+        # for subnormal h, where 2n/h would overflow.
+        return h * (math.log(2.0) + math.log(n) - math.log(h) + 1.0), "sauer"  # may be inf
     # Sauer's lemma needs 2n >= h; beyond it h (ln(2n/h) + 1) decreases and turns negative.
     # The growth function is at most 2^(2n), so ln Pi(2n) <= 2n ln 2 <= 2n: use 2n.
     return 2.0 * n, "capped"
@@ -281,6 +288,7 @@ def _check_vc_dim(vc_dim: Any) -> float:
     return h
 
 
+@checked_result
 def vc(
     params: Any = None,
     *,
@@ -406,8 +414,21 @@ def vc(
             f"h = {h:g} > 2n = {2 * n}: Sauer's lemma does not apply; ln Pi(2n) <= 2n used "
             "(vacuous)"
         )
-    conf = math.sqrt((capacity - math.log(delta / 4.0)) / n)  # Burges (1998) eq. (3)
-    terms.update(vc_dim=h, capacity=capacity, confidence_term=conf)
+    # Burges (1998) eq. (3), in logs: ln(delta/4) = ln delta - ln 4 stays finite for subnormal
+    # delta, and the division by n is done as a difference of logs (n may exceed float range).
+    # capacity itself may overflow (h near the float maximum): its logarithm does not.
+    log_conf_delta = math.log(math.log(4.0) - math.log(delta))
+    if capacity == 0.0:
+        log_numerator = log_conf_delta
+    else:
+        log_cap = math.log(h) + math.log(
+            math.log(2.0) + math.log(n) - math.log(h) + 1.0) if regime == "sauer" else (
+            math.log(2.0) + math.log(n))
+        log_numerator = max(log_cap, log_conf_delta) + math.log1p(
+            math.exp(-abs(log_cap - log_conf_delta)))
+    conf = math.exp(0.5 * (log_numerator - math.log(n)))
+    terms.update(vc_dim=h, capacity=capacity, confidence_term=conf,
+                 log_confidence_term=0.5 * (log_numerator - math.log(n)))
     complexity = int(h) if float(h).is_integer() else h
     return Bound(
         name="vc",

@@ -28,8 +28,20 @@ from typing import Any
 
 import numpy as np
 
+from genbounds._files import (
+    CorruptFile,
+    DirectoryBusy,
+    DirectoryLock,
+    atomic_write,
+    default_file_mode,
+    read_checked,
+    read_json_checked,
+    write_checked,
+    write_json_checked,
+)
 from genbounds._progress import Progress
-from genbounds.train._checkpoint import atomic_write, default_file_mode
+
+PARAMS_MAGIC = b"GENBOUNDS-PARAMS-1\n"
 
 _DEMO_NOISE = (0.0, 0.5, 1.0)
 _SHOWN = ("dziugaite_roy", "vc", "spectral", "pac_bayes", "golowich", "golowich_l1inf",
@@ -58,6 +70,18 @@ def _prepare_out(path: str | os.PathLike) -> Path:
         raise SystemExit(
             f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
     return out
+
+
+_LOCKS: list[DirectoryLock] = []  # released by `main` when the command returns
+
+
+def _lock(out: Path) -> None:
+    """Takes the output directory's lock, held until the command returns (or the process
+    dies): a second run on the same directory is refused instead of clobbering this one."""
+    try:
+        _LOCKS.append(DirectoryLock(out).acquire())
+    except DirectoryBusy as e:
+        raise SystemExit(f"genbounds: {e}") from None
 
 
 def _noise_levels(text: str) -> list[float]:
@@ -134,7 +158,7 @@ def _rademacher_estimate(dataset: Any, args: argparse.Namespace):
     rclass = NetworkClass(MLP(features=(args.width,) * args.depth, num_classes=1),
                           steps=args.rademacher_steps)
     X = np.asarray(dataset.X_train, np.float64).reshape(len(dataset.X_train), -1)
-    return rademacher(rclass, X, num_draws=max(args.rademacher_draws, 2),
+    return rademacher(rclass, X, num_draws=args.rademacher_draws,
                       key=jax.random.key(args.seed))
 
 
@@ -205,10 +229,11 @@ def _plot(records: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = _figure(records)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=110, format="png")
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
@@ -220,6 +245,7 @@ def _plot(records: list[dict], path: Path) -> None:
 def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int:
     console = _console()
     out = _prepare_out(args.out)
+    _lock(out)
     # A run that fails half-way must not leave an older, complete-looking results.json beside a
     # new plot: the old one goes first, the new one is written last, atomically.
     (out / "results.json").unlink(missing_ok=True)
@@ -288,6 +314,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if args.dataset == "digits-binary":  # D&R's digits are already binary
             args.dataset = "digits"
     out = _prepare_out(args.out or f"genbounds-{args.experiment}")
+    _lock(out)
     run(args.dataset, out, seed=args.seed, download=args.download)
     _console().print(f"Wrote {out / 'results.json'} and {out / 'summary.md'}")
     return 0
@@ -298,6 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     console = _console()
     out = _prepare_out(args.out)
+    _lock(out)
     args.checkpoint_dir = str(out)
     with Progress("genbounds train", console=console) as progress:
         bar = progress.bar(f"training, label noise {args.label_noise:.2f}", total=args.max_epochs)
@@ -306,14 +334,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                          f"train acc {d['train_acc']:.3f}"))
         bar.close(f"{result.epochs} epochs, train acc {result.train_acc:.3f}")
     state = {"params": result.params, "init_params": result.init_params}
-    atomic_write(out / "params.msgpack", flax.serialization.msgpack_serialize(
-        flax.serialization.to_state_dict(state)))
+    write_checked(out / "params.msgpack", flax.serialization.msgpack_serialize(
+        flax.serialization.to_state_dict(state)), PARAMS_MAGIC)
     run = {"dataset": args.dataset, "seed": args.seed, "n": args.n,
            "label_noise": args.label_noise, "model": spec, "lr": args.lr,
            "batch_size": args.batch_size, "max_epochs": args.max_epochs,
            "epochs": int(result.epochs), "reached": bool(result.reached),
            "train_acc": result.train_acc, "test_acc": result.test_acc, "seconds": seconds}
-    atomic_write(out / "run.json", json.dumps(run, indent=2).encode())
+    write_json_checked(out / "run.json", run)
     console.print(f"trained in {seconds:.1f} s ({result.epochs} epochs, train acc "
                   f"{result.train_acc:.3f}, test acc {result.test_acc:.3f}); wrote {out}")
     return 0
@@ -393,22 +421,31 @@ def _report_user(args: argparse.Namespace) -> int:
 def _report_run(args: argparse.Namespace) -> int:
     import flax.serialization
 
+    from genbounds._checks import check_finite_tree
     from genbounds.data import load
     from genbounds.train import make_model
 
     console = _console()
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise SystemExit(f"genbounds report: {str(run_dir)!r} is not a directory")
+    _lock(run_dir)
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-        raw = (run_dir / "params.msgpack").read_bytes()
-    except (OSError, ValueError) as e:
+        run = read_json_checked(run_dir / "run.json")
+        raw = read_checked(run_dir / "params.msgpack", PARAMS_MAGIC, what="parameter file")
+    except CorruptFile as e:
+        raise SystemExit(f"genbounds report: {e}; re-run `genbounds train`") from None
+    except OSError as e:
         raise SystemExit(f"genbounds report: {str(run_dir)!r} is not a run directory written by "
                          f"`genbounds train` ({e})") from None
     try:
         state = flax.serialization.msgpack_restore(raw)
+        params, init_params = state["params"], state["init_params"]
+        check_finite_tree(params, "params")
+        check_finite_tree(init_params, "init_params")
     except Exception as e:  # noqa: BLE001 - any decoding failure is a corrupt file
         raise SystemExit(
-            f"genbounds report: {run_dir / 'params.msgpack'} is corrupt ({e})") from None
+            f"genbounds report: {run_dir / 'params.msgpack'} is unusable ({e})") from None
     out = run_dir if args.out is None else _prepare_out(args.out)
     from genbounds import report
 
@@ -428,8 +465,8 @@ def _report_run(args: argparse.Namespace) -> int:
         with progress.phase("Rademacher complexity (Monte Carlo)"):
             estimate = _rademacher_estimate(dataset, args)
         with progress.phase("computing the bounds"):
-            rep = report(state["params"], X_train=dataset.X_train, y_train=dataset.y_train,
-                         apply_fn=apply_fn, init_params=state["init_params"], delta=args.delta,
+            rep = report(params, X_train=dataset.X_train, y_train=dataset.y_train,
+                         apply_fn=apply_fn, init_params=init_params, delta=args.delta,
                          X_test=dataset.X_test, y_test=dataset.y_test,
                          rademacher_estimate=estimate)
     console.print(rep.to_text())
@@ -571,19 +608,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
+# Integer options: (attribute, flag, minimum); None values (e.g. --n default) mean "all".
+_INT_OPTIONS = (("n", "--n", 1), ("depth", "--depth", 1), ("width", "--width", 1),
+                ("batch_size", "--batch-size", 1), ("max_epochs", "--max-epochs", 1),
+                ("seed", "--seed", 0), ("rademacher_steps", "--rademacher-steps", 1))
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """The range of every numeric option; a message for the first one out of range."""
+    for attr, flag, low in _INT_OPTIONS:
+        v = getattr(args, attr, None)
+        if v is not None and v < low:
+            return f"{flag} must be an integer >= {low}, got {v}"
+    draws = getattr(args, "rademacher_draws", None)
+    if draws is not None and draws != 0 and draws < 2:
+        return (f"--rademacher-draws must be 0 (skip the estimate) or an integer >= 2 (its "
+                f"standard error needs two draws), got {draws}")
+    if not (0.0 < args.delta < 1.0):
+        return f"--delta must lie in (0, 1), got {args.delta}"
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and lr > 0.0):
+        return f"--lr must be a finite number > 0, got {lr}"
+    noise = getattr(args, "label_noise", None)
+    if isinstance(noise, float) and not (0.0 <= noise <= 1.0):
+        return f"--label-noise must lie in [0, 1], got {noise}"
+    return None
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (0.0 < args.delta < 1.0):
-        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
-    if hasattr(args, "label_noise") and isinstance(args.label_noise, float) and not (
-            0.0 <= args.label_noise <= 1.0):
-        parser.error(f"--label-noise must lie in [0, 1], got {args.label_noise}")
+    problem = _check_options(args)
+    if problem:
+        parser.error(problem)
     try:
         return int(args.func(args) or 0)
     except ValueError as e:
         print(f"genbounds {args.command}: {e}", file=sys.stderr)
         return 2
+    finally:
+        while _LOCKS:
+            _LOCKS.pop().release()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -91,8 +91,10 @@ def test_bad_arguments(argv, capsys):
 
 
 def test_width_zero_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", "--out", str(tmp_path / "r"), "--width", "0"]) == 2
-    assert "width" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused while parsing, before any work
+        main(["train", "--out", str(tmp_path / "r"), "--width", "0"])
+    assert e.value.code == 2
+    assert "--width must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_console_script_help():

@@ -261,7 +261,7 @@ def test_bad_input(tiny):
         sharpness(mlp, {**p, "b2": jnp.full(3, jnp.nan)}, X, y)
     with pytest.raises(ValueError, match="must return logits"):
         sharpness(lambda q, X: mlp(q, X)[None], p, X, y)
-    with pytest.raises(TypeError, match="key must be a jax.random key"):
+    with pytest.raises(TypeError, match=r"key must be a PRNG key such as jax.random.key\(0\)"):
         hessian_trace(mlp, p, X, y, key=None)
 
 

@@ -73,7 +73,7 @@ def _pool(name: str, seed: int, n: int | None, n_test: int | None, options: dict
         n=1000 if n is None else n,
         n_test=1000 if n_test is None else n_test,
         d=check_n(o["d"], "d"),
-        num_classes=2 if o["binary"] else check_n(o["num_classes"], "num_classes"),
+        num_classes=2 if o["binary"] else _check_num_classes(o["num_classes"]),
         task=check_choice(o["task"], "task", _TASKS),
         latent_dim=check_n(o["latent_dim"], "latent_dim"),
         teacher_width=check_n(o["teacher_width"], "teacher_width"),
@@ -82,6 +82,16 @@ def _pool(name: str, seed: int, n: int | None, n_test: int | None, options: dict
         task_seed=_check_seed(o["task_seed"], "task_seed"),
         seed=seed,
     )
+
+
+
+def _check_num_classes(k: Any) -> int:
+    """A classification task needs at least two classes (one class has nothing to learn and
+    every bound on it is trivially 0)."""
+    k = check_n(k, "num_classes")
+    if k < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {k}")
+    return k
 
 
 def load(

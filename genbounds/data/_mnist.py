@@ -215,8 +215,21 @@ def mnist_pool(
             raise ValueError(
                 f"MNIST {part} labels must have shape ({images.shape[0]},), got {labels.shape}"
             )
-        if labels.size and labels.max() > 9:
-            raise ValueError(f"MNIST {part} labels must lie in 0..9, got max {labels.max()}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"MNIST {part} labels must be integers, got dtype {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise ValueError(
+                f"MNIST {part} labels must lie in 0..9, got range [{labels.min()}, {labels.max()}]"
+            )
+        if np.issubdtype(images.dtype, np.floating):
+            if not np.all(np.isfinite(images)):
+                bad = int(images.size - np.count_nonzero(np.isfinite(images)))
+                raise ValueError(f"MNIST {part} images hold {bad} NaN or infinite pixels")
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise ValueError(
+                f"MNIST {part} pixels must lie in 0..255, got range [{images.min()}, "
+                f"{images.max()}]"
+            )
     X = np.concatenate([f["train_images"], f["test_images"]]).astype(np.float32) / np.float32(255)
     y = np.concatenate([f["train_labels"], f["test_labels"]]).astype(np.int32)
     n_tr = f["train_images"].shape[0]

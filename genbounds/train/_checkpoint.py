@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 from flax import serialization
+
+from genbounds._files import atomic_write as atomic_write
+from genbounds._files import default_file_mode as default_file_mode
 
 MAGIC = b"GENBOUNDS-CHECKPOINT-1\n"
 FILENAME = "checkpoint.msgpack"
@@ -52,33 +54,6 @@ def write(path: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str
         }
     )
     atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
-
-
-def default_file_mode() -> int:
-    """The mode a new file gets from ``open``: 0o666 less the process's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a file so that it appears whole or not at all (temporary file + os.replace).
-
-    The file gets the mode an ordinary ``open`` would give it (the user's umask), not the
-    private 0600 of the temporary file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), default_file_mode())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_like(template: Any, restored: Any, what: str, path: Path) -> None:

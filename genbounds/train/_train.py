@@ -20,7 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genbounds._checks import check_choice, check_labels, check_positive
+from genbounds import _files
+from genbounds._checks import (
+    check_choice,
+    check_finite_tree,
+    check_float_array,
+    check_labels,
+    check_positive,
+    check_range,
+)
 
 from . import _checkpoint
 from ._models import make_model
@@ -295,6 +303,74 @@ def _cached(builder: Callable, *args: Any) -> dict[str, Any]:
     return built
 
 
+
+def _run_epochs(run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test,
+                y_test, *, start_epoch, max_epochs, reached, history, stop, loss_target, n, lr,
+                optimizer, ckpt_path, checkpoint_every, config, init_params, progress):
+    """The epoch loop of `train`: train, evaluate, stop test, checkpoint, progress."""
+    epoch = start_epoch
+    while not reached and epoch < max_epochs:
+        t0 = time.perf_counter()
+        params, opt_state, _ = run_epoch(
+            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
+        )
+        epoch += 1
+        (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
+            params, X_train, y_train, X_test, y_test
+        )
+        correct, n_test = int(tr_correct), int(X_test.shape[0])
+        train_loss, train_acc = float(tr_sum) / n, correct / n
+        test_loss = float(te_sum) / n_test if n_test else math.nan
+        test_acc = int(te_correct) / n_test if n_test else math.nan
+        if not math.isfinite(train_loss):
+            # Diverged (learning rate too large, or an overflow): stop before a non-finite
+            # state is checkpointed or returned as if it were a trained network.
+            raise ValueError(
+                f"train: the training loss became {train_loss} at epoch {epoch} (the run "
+                f"diverged; lr={lr}, optimizer={optimizer!r}); lower lr or check the data. "
+                "No checkpoint was written for this epoch"
+            )
+        for k, v in zip(
+            HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
+        ):
+            history[k].append(v)
+        if stop == "fit":
+            reached = correct == n
+        elif stop == "loss":
+            reached = train_loss <= loss_target
+        if ckpt_path is not None and (
+            epoch % checkpoint_every == 0 or reached or epoch == max_epochs
+        ):
+            _checkpoint.write(
+                ckpt_path,
+                config,
+                {
+                    "params": params,
+                    "init_params": init_params,
+                    "opt_state": opt_state,
+                    "epoch": epoch,
+                    "key": np.asarray(train_key),
+                    "reached": reached,
+                    "history": {k: np.asarray(v) for k, v in history.items()},
+                },
+            )
+        if progress is not None:
+            progress(
+                {
+                    "epoch": epoch,
+                    "max_epochs": max_epochs,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "test_loss": test_loss,
+                    "test_acc": test_acc,
+                    "reached": reached,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+
+    return epoch, reached, history, params, opt_state
+
+
 def train(
     model_or_spec: nn.Module | Mapping[str, Any],
     dataset: Any,
@@ -338,7 +414,7 @@ def train(
       optimizer: ``"sgd"``, ``"momentum"`` (heavy ball, `momentum`), ``"adam"`` or
         ``"adamw"`` (decoupled weight decay).
       lr: learning rate, > 0 (constant).
-      momentum: the momentum of ``"momentum"``.
+      momentum: the momentum of ``"momentum"``, in [0, 1).
       weight_decay: >= 0. For sgd/momentum/adam it is coupled L2 regularisation (the gradient
         of ``weight_decay/2 * ||w||^2`` is added, biases included); for adamw the decoupled
         decay of `optax.adamw`.
@@ -364,9 +440,15 @@ def train(
       A `TrainResult`.
 
     Raises:
-      ValueError: a bad argument, a model whose output is not ``num_classes`` logits, or a
-        model with other mutable collections (batch statistics) than ``params``.
-      CheckpointError: (a ValueError) a corrupt or mismatched checkpoint.
+      ValueError: a bad argument (NaN/inf or non-real inputs, X_test of another shape than
+        X_train, fewer than 2 classes, momentum outside [0, 1), ...), a model whose output is
+        not ``num_classes`` logits, or a model with other mutable collections (batch
+        statistics) than ``params``.
+      ValueError: the training loss became NaN or inf (the run diverged).
+      CheckpointError: (a ValueError) a corrupt or mismatched checkpoint, or one whose
+        stored arrays are not finite.
+      genbounds._files.DirectoryBusy: (an OSError) another running process trains into the
+        same `checkpoint_dir` (it is locked with ``checkpoint_dir/.genbounds.lock``).
 
     Examples:
       >>> from genbounds.data import load
@@ -385,7 +467,9 @@ def train(
     if stop is not None:
         check_choice(stop, "stop", STOPS)
     lr = check_positive(lr, "lr")
-    momentum = check_positive(momentum, "momentum", allow_zero=True)
+    # Heavy-ball momentum beta must lie in [0, 1): beta >= 1 accumulates gradients without decay
+    # (the iterates diverge), beta < 0 is not momentum.
+    momentum = check_range(momentum, "momentum", low=0.0, high=1.0, high_open=True)
     weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
     loss_target = check_positive(loss_target, "loss_target")
     batch_size = _check_int(batch_size, "batch_size", 1)
@@ -398,8 +482,26 @@ def train(
     for attr in ("X_train", "y_train", "X_test", "y_test", "num_classes"):
         if not hasattr(dataset, attr):
             raise TypeError(f"dataset must have an attribute {attr!r} (a genbounds Dataset)")
-    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 1)
-    n = int(np.shape(dataset.X_train)[0])
+    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 2)
+    X_train_in = check_float_array(dataset.X_train, "dataset.X_train")
+    n = int(np.shape(X_train_in)[0])
+    if np.size(dataset.X_test) or np.size(dataset.y_test):
+        X_test_in = check_float_array(dataset.X_test, "dataset.X_test")
+        if np.shape(X_test_in)[1:] != np.shape(X_train_in)[1:]:
+            raise ValueError(
+                f"dataset.X_test must have the per-example shape of dataset.X_train, "
+                f"{np.shape(X_train_in)[1:]}, got {np.shape(X_test_in)[1:]}"
+            )
+        if np.shape(dataset.y_test) != (np.shape(X_test_in)[0],):
+            raise ValueError(
+                f"dataset.y_test must have shape ({np.shape(X_test_in)[0]},) matching X_test, "
+                f"got {np.shape(dataset.y_test)}"
+            )
+    for name in ("X_train", "X_test"):
+        a = np.asarray(getattr(dataset, name))
+        if a.size and np.max(np.abs(a)) > np.finfo(np.float32).max:
+            raise ValueError(f"dataset.{name} holds values beyond the float32 range the model "
+                             f"is trained in (largest {np.max(np.abs(a)):.3g})")
     if n < 1 or np.shape(dataset.y_train) != (n,):
         raise ValueError(
             f"dataset.y_train must have shape ({n},) matching X_train, got {np.shape(dataset.y_train)}"
@@ -460,81 +562,53 @@ def train(
     params, opt_state = init_params, tx.init(init_params)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     start_epoch, reached = 0, False
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / _checkpoint.FILENAME
-        if ckpt_path.exists():
-            restored = _checkpoint.read(
-                ckpt_path,
-                config,
-                {"params": params, "init_params": init_params, "opt_state": opt_state},
-            )
-            if not np.array_equal(restored["key"], np.asarray(train_key)):
-                raise _checkpoint.CheckpointError(
-                    f"checkpoint {ckpt_path} holds another random key than seed={seed} gives"
+    lock = None
+    if checkpoint_dir is not None and not _files.held_here(checkpoint_dir):
+        # Two runs resuming from and writing to one checkpoint would clobber each other.
+        lock = _files.DirectoryLock(checkpoint_dir).acquire()
+    try:
+        ckpt_path = None
+        if checkpoint_dir is not None:
+            ckpt_path = Path(checkpoint_dir) / _checkpoint.FILENAME
+            if ckpt_path.exists():
+                restored = _checkpoint.read(
+                    ckpt_path,
+                    config,
+                    {"params": params, "init_params": init_params, "opt_state": opt_state},
                 )
-            start_epoch, reached = restored["epoch"], restored["reached"]
-            if start_epoch > max_epochs:
-                raise ValueError(
-                    f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
-                    f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
-                )
-            to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-            params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
-            opt_state, history = to_jax(restored["opt_state"]), restored["history"]
-            history["epoch"] = [int(e) for e in history["epoch"]]
-
-    epoch = start_epoch
-    while not reached and epoch < max_epochs:
-        t0 = time.perf_counter()
-        params, opt_state, _ = run_epoch(
-            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
-        )
-        epoch += 1
-        (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
-            params, X_train, y_train, X_test, y_test
-        )
-        correct, n_test = int(tr_correct), int(X_test.shape[0])
-        train_loss, train_acc = float(tr_sum) / n, correct / n
-        test_loss = float(te_sum) / n_test if n_test else math.nan
-        test_acc = int(te_correct) / n_test if n_test else math.nan
-        for k, v in zip(
-            HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
-        ):
-            history[k].append(v)
-        if stop == "fit":
-            reached = correct == n
-        elif stop == "loss":
-            reached = train_loss <= loss_target
-        if ckpt_path is not None and (
-            epoch % checkpoint_every == 0 or reached or epoch == max_epochs
-        ):
-            _checkpoint.write(
-                ckpt_path,
-                config,
-                {
-                    "params": params,
-                    "init_params": init_params,
-                    "opt_state": opt_state,
-                    "epoch": epoch,
-                    "key": np.asarray(train_key),
-                    "reached": reached,
-                    "history": {k: np.asarray(v) for k, v in history.items()},
-                },
-            )
-        if progress is not None:
-            progress(
-                {
-                    "epoch": epoch,
-                    "max_epochs": max_epochs,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "reached": reached,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
+                if not np.array_equal(restored["key"], np.asarray(train_key)):
+                    raise _checkpoint.CheckpointError(
+                        f"checkpoint {ckpt_path} holds another random key than seed={seed} gives"
+                    )
+                start_epoch, reached = restored["epoch"], restored["reached"]
+                if start_epoch > max_epochs:
+                    raise ValueError(
+                        f"checkpoint {ckpt_path} is at epoch {start_epoch}, beyond "
+                        f"max_epochs={max_epochs}; raise max_epochs or use another checkpoint_dir"
+                    )
+                for what in ("params", "init_params", "opt_state"):
+                    if what == "opt_state" and not jax.tree_util.tree_leaves(restored[what]):
+                        continue  # a stateless optimiser (plain sgd)
+                    try:
+                        check_finite_tree(restored[what], what)
+                    except ValueError as e:
+                        raise _checkpoint.CheckpointError(
+                            f"checkpoint {ckpt_path} has a valid checksum but holds non-finite "
+                            f"values ({e}); it is not resumed: delete it to start afresh"
+                        ) from None
+                to_jax = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
+                params, init_params = to_jax(restored["params"]), to_jax(restored["init_params"])
+                opt_state, history = to_jax(restored["opt_state"]), restored["history"]
+                history["epoch"] = [int(e) for e in history["epoch"]]
+        epoch, reached, history, params, opt_state = _run_epochs(
+            run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test, y_test,
+            start_epoch=start_epoch, max_epochs=max_epochs, reached=reached, history=history,
+            stop=stop, loss_target=loss_target, n=n, lr=lr, optimizer=optimizer,
+            ckpt_path=ckpt_path, checkpoint_every=checkpoint_every, config=config,
+            init_params=init_params, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
 
     return TrainResult(
         params=_in_order(params, order["params"]),
