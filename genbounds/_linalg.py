@@ -745,6 +745,8 @@ def spectral_norm(
         if method != "gram" and host_exact_is_cheaper(W.shape) and _host_ok(W):
             # Small: float64 LAPACK on the host, exact and cheaper than compiling a kernel.
             value = _host_sigma_max(_host_float64(W, "W"))
+            if not value <= float(jnp.finfo(W.dtype).max):
+                _raise_nonfinite(jnp.asarray(W))  # the norm overflows W's dtype
             return NormResult(value, "exact", False, 0.0, 0, value, None)
         # An explicit pass over W (cheap next to an SVD or a Gram squaring). The iterative methods
         # skip it: their first matrix-vector product reveals any NaN/inf entry.
@@ -901,6 +903,8 @@ def _host_reduce(W: Any, name: str, ranks: tuple[int, ...], axis: int | None) ->
     sq = np.square(A / s)
     value = s * (math.sqrt(float(np.sum(sq))) if axis is None else float(np.sum(np.sqrt(
         np.sum(sq, axis=axis)))))
+    if not value <= float(jnp.finfo(W.dtype).max):
+        _raise_nonfinite(jnp.asarray(W))  # the norm overflows W's dtype
     return jnp.asarray(value, dtype=W.dtype)
 
 

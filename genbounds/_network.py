@@ -859,6 +859,13 @@ class Network:
         net.example = x
         if check:
             want = np.asarray(call(tree, x), np.float64)
+            if not np.all(np.isfinite(want)):
+                small = np.dtype(dtype).itemsize < 8
+                raise ValueError(
+                    "apply_fn(params, x) is not finite on finite inputs: "
+                    + (f"the network's outputs overflowed {np.dtype(dtype).name} (a deep or "
+                       "large-weight net); evaluate it in float64 (jax_enable_x64 and float64 "
+                       "params and x)" if small else "it returned NaN or inf"))
             got = np.asarray(net.evaluate(x), np.float64)
             if want.shape != got.shape:
                 raise ValueError(f"the traced network's records give outputs of shape "

@@ -163,6 +163,8 @@ def spectral_norms(
     """
     check_choice(method, "method", _METHODS)
     check_delta(failure_probability, "failure_probability")
+    if key is not None:
+        key = check_key(key)
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
                      caller="spectral_norms")
     read = net.layers
