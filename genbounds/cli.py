@@ -166,7 +166,7 @@ def _report_for(dataset: Any, result: Any, args: argparse.Namespace, estimate: A
     from genbounds import report
 
     dr = {"steps": 3000, "num_mc_samples": 1000} if getattr(args, "pac_bayes", False) else None
-    return report(result.params, X_train=dataset.X_train, y_train=dataset.y_train,
+    return report(result.params, X=dataset.X_train, y=dataset.y_train,
                   apply_fn=result.apply_fn, init_params=result.init_params, delta=args.delta,
                   X_test=dataset.X_test, y_test=dataset.y_test, rademacher_estimate=estimate,
                   input_bound=_input_bound(dataset), flatness=getattr(args, "flatness", True),
@@ -465,7 +465,7 @@ def _report_run(args: argparse.Namespace) -> int:
         with progress.phase("Rademacher complexity (Monte Carlo)"):
             estimate = _rademacher_estimate(dataset, args)
         with progress.phase("computing the bounds"):
-            rep = report(params, X_train=dataset.X_train, y_train=dataset.y_train,
+            rep = report(params, X=dataset.X_train, y=dataset.y_train,
                          apply_fn=apply_fn, init_params=init_params, delta=args.delta,
                          X_test=dataset.X_test, y_test=dataset.y_test,
                          rademacher_estimate=estimate)
