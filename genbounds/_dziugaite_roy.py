@@ -176,7 +176,8 @@ def sample_convergence_bound(error: float, *, num_samples: int, delta_prime: flo
     Args:
       error: the Monte-Carlo mean error in [0, 1].
       num_samples: N >= 1 networks.
-      delta_prime: failure probability in (0, 1); default delta_prime = 0.01 as in Dziugaite & Roy 2017, Section 4.4.
+      delta_prime: failure probability in (0, 1); default delta_prime = 0.01 as in Dziugaite & Roy
+        2017, Section 4.4.
 
     Returns:
       The upper bound, a float in [error, 1].
@@ -222,7 +223,8 @@ def dziugaite_roy_from_terms(
       error: training error in [0, 1].
       n: m, the number of training examples, >= 2.
       j: the prior's grid index, an integer >= 1.
-      delta: failure probability of the PAC-Bayes bound, in (0, 1); default delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1.
+      delta: failure probability of the PAC-Bayes bound, in (0, 1); default delta = 0.025 as in
+        Dziugaite & Roy 2017, Section 3.1.
 
     Returns:
       dict with ``bound`` (kl^{-1}(error, B_RE)), ``b_re`` and ``pinsker`` (error +
@@ -378,9 +380,10 @@ def dziugaite_roy_certificate(
       init_params: the prior mean w0, drawn independently of the training data.
       prior_variance: lambda > 0, snapped to the grid as above.
       key: PRNG key for the Monte-Carlo networks.
-      delta: failure probability of the PAC-Bayes bound; default delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1 (not the
-        library-wide 0.05).
-      delta_prime: failure probability of the sample-convergence bound; default delta_prime = 0.01 as in Dziugaite & Roy 2017, Section 4.4.
+      delta: failure probability of the PAC-Bayes bound; default delta = 0.025 as in Dziugaite & Roy
+        2017, Section 3.1 (not the library-wide 0.05).
+      delta_prime: failure probability of the sample-convergence bound; default delta_prime = 0.01
+        as in Dziugaite & Roy 2017, Section 4.4.
       b, c: the prior grid lambda_j = c exp(-j/b) (100 and 0.1 in the paper).
       num_mc_samples: N networks drawn from Q (150,000 in the paper).
       mc_subset: evaluate each network on its own `mc_subset` training examples drawn
@@ -557,7 +560,8 @@ def dziugaite_roy(
       init_params: the initialisation w0 (prior mean), same tree, independent of the data.
       key: PRNG key (optimisation noise and Monte-Carlo networks).
       delta, delta_prime, b, c: as in `dziugaite_roy_certificate` (paper: 0.025, 0.01, 100, 0.1);
-        delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1, delta_prime = 0.01 as in Dziugaite & Roy 2017, Section 4.4 (not the library-wide 0.05).
+        delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1, delta_prime = 0.01 as in Dziugaite &
+        Roy 2017, Section 4.4 (not the library-wide 0.05).
       steps: Adam steps (a multiple of `chunk` is run; rounded up).
       batch_size: minibatch size of the surrogate loss.
       lr: Adam learning rate.

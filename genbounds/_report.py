@@ -379,7 +379,9 @@ def report(
             rademacher_estimate, n=n, delta=delta, train_error=train_error)
     if flatness:
         fkey = jax.random.key(2) if key is None else key
-        entries["hessian_top"] = lambda: hessian_top_eigenvalues(params, X=X, y=y, apply_fn=apply_fn, key=fkey)
+        entries["hessian_top"] = lambda: hessian_top_eigenvalues(
+            params, X=X, y=y, apply_fn=apply_fn, key=fkey
+        )
         entries["pac_bayes_flatness"] = lambda: pac_bayes_flatness(
             params, X=X, y=y, apply_fn=apply_fn, key=fkey, search_depth=8)
     if evidence_prior is not None:
@@ -390,7 +392,9 @@ def report(
         if init_params is None:
             raise ValueError("report: dziugaite_roy_options needs init_params (the prior mean)")
         opts = {"key": jax.random.key(4) if key is None else key, **dziugaite_roy_options}
-        entries["dziugaite_roy"] = lambda: dziugaite_roy(params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts)[0]
+        entries["dziugaite_roy"] = lambda: dziugaite_roy(
+            params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts
+        )[0]
     if extra:
         entries.update(extra)
 

@@ -186,7 +186,8 @@ def pac_bayes_objective(
       empirical_risk: $\\hat L$ in [0, 1].
       kl: KL(Q || P) >= 0 in nats.
       n: the number of bound-set examples, >= 2.
-      delta: confidence parameter in (0, 1); default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
+      delta: confidence parameter in (0, 1); default delta = 0.025 as in Pérez-Ortiz et al. 2021
+        (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
       objective: one of ``"quad"``, ``"lambda"``, ``"classic"``, ``"dziugaite_roy"``.
       lam: lambda for ``"lambda"``.
 
@@ -285,7 +286,8 @@ def risk_certificate(
       prior_mean: $w_P$, same tree; must not depend on (X, y).
       prior_std: $\\sigma_P > 0$.
       key: PRNG key of the Monte-Carlo networks.
-      delta: failure probability of the PAC-Bayes-kl bound; default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1), not the
+      delta: failure probability of the PAC-Bayes-kl bound; default delta = 0.025 as in Pérez-Ortiz
+        et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1), not the
         library-wide 0.05.
       delta_prime: failure probability of the sample-convergence bound (0.01 in the paper).
       num_mc_samples: N networks (the paper uses 150,000).
@@ -608,7 +610,8 @@ def train_posterior(
       key: PRNG key.
       objective: ``"quad"``, ``"lambda"``, ``"classic"`` or ``"dziugaite_roy"``.
       epochs, batch_size, lr, momentum: SGD settings (paper: lr 0.001-0.005, momentum 0.95-0.99).
-      delta: the delta inside the objective; default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
+      delta: the delta inside the objective; default delta = 0.025 as in Pérez-Ortiz et al. 2021
+        (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
       p_min: floor of the bounded cross-entropy.
       kl_penalty: multiplies the KL inside the objective (1 for the paper's certificates).
       callback: called as ``callback(epoch, metrics)`` with the epoch means of ``objective``,
@@ -744,7 +747,8 @@ def perez_ortiz(
       prior_epochs, prior_lr, prior_momentum: prior training (SGD with momentum).
       epochs, lr, momentum, batch_size: posterior training.
       delta, delta_prime: confidences of the PAC-Bayes-kl and sample-convergence bounds;
-        default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1), and delta_prime = 0.01 (not the library-wide 0.05).
+        default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of
+        Dziugaite & Roy 2017, Section 3.1), and delta_prime = 0.01 (not the library-wide 0.05).
       p_min: floor of the bounded cross-entropy.
       num_mc_samples, mc_subset, mc_batch: Monte-Carlo networks of the certificate.
       X_test, y_test: optional held-out data for the reported (not certified) test errors.
@@ -815,9 +819,18 @@ def perez_ortiz(
             callback=None if callback is None else partial(callback, f"posterior[{i}]"),
         )
         b = risk_certificate(
-            q, X=split.X_bound, y=split.y_bound, apply_fn=apply_fn, prior_mean=prior_mean, prior_std=sp,
-            key=jax.random.fold_in(k_mc, i), delta=delta, delta_prime=delta_prime,
-            num_mc_samples=num_mc_samples, mc_subset=mc_subset, mc_batch=mc_batch,
+            q,
+            X=split.X_bound,
+            y=split.y_bound,
+            apply_fn=apply_fn,
+            prior_mean=prior_mean,
+            prior_std=sp,
+            key=jax.random.fold_in(k_mc, i),
+            delta=delta,
+            delta_prime=delta_prime,
+            num_mc_samples=num_mc_samples,
+            mc_subset=mc_subset,
+            mc_batch=mc_batch,
             num_candidates=K,
         )
         cands.append((b, q, hist))

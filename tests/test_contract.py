@@ -181,7 +181,9 @@ def test_hessian_measure_of_a_nan_apply_fn_is_an_error():
         return x @ p["w"] * jnp.nan
 
     with pytest.raises(ValueError, match="apply_fn"):
-        gb.hessian_top_eigenvalues(params, X=X, y=y, apply_fn=apply_fn, key=jax.random.key(0), num_iters=4)
+        gb.hessian_top_eigenvalues(
+            params, X=X, y=y, apply_fn=apply_fn, key=jax.random.key(0), num_iters=4
+        )
 
 
 def test_check_result_never_passes_nan():

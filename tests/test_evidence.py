@@ -249,14 +249,24 @@ def test_bad_input(linear_gaussian):
     with pytest.raises(ValueError, match="prior_precision must be a finite number > 0"):
         laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision=-1.0, **kw)
     with pytest.raises(ValueError, match="prior_precision must be finite and > 0"):
-        laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision={"w": 1.0, "b": 0.0}, **kw)
+        laplace_evidence(
+            params, X=X, y=y, apply_fn=linear, prior_precision={"w": 1.0, "b": 0.0}, **kw
+        )
     with pytest.raises(ValueError, match="prior_precision must be a positive number or a tree"):
         laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision={"w": 1.0}, **kw)
     with pytest.raises(ValueError, match="method must be one of"):
-        laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision=1.0, method="magic", **kw)
+        laplace_evidence(
+            params, X=X, y=y, apply_fn=linear, prior_precision=1.0, method="magic", **kw
+        )
     with pytest.raises(ValueError, match="noise_std must be a finite number > 0"):
         laplace_evidence(
-            params, X=X, y=y, apply_fn=linear, prior_precision=1.0, likelihood="gaussian", noise_std=0.0
+            params,
+            X=X,
+            y=y,
+            apply_fn=linear,
+            prior_precision=1.0,
+            likelihood="gaussian",
+            noise_std=0.0,
         )
     with pytest.raises(ValueError, match="same number of examples"):
         laplace_evidence(params, X=X, y=y[:-1], apply_fn=linear, prior_precision=1.0, **kw)

@@ -110,7 +110,9 @@ def test_sharpness_closed_form():
     assert m.complexity == pytest.approx(phi, rel=1e-10)
     assert m.terms["loss"] == pytest.approx(base, rel=1e-12)
     # From a random start in the box it also ends at the corner (a lower estimate in general).
-    m = sharpness(w, X=X, y=y, apply_fn=f, epsilon=eps, steps=10, step_size=0.5, key=jax.random.key(0))
+    m = sharpness(
+        w, X=X, y=y, apply_fn=f, epsilon=eps, steps=10, step_size=0.5, key=jax.random.key(0)
+    )
     assert m.complexity == pytest.approx(phi, rel=1e-10)
 
 
@@ -128,7 +130,9 @@ def test_sigma_prime_search_recomputed(tiny):
     x0, unravel = ravel_pytree(p)
     w0 = jax.tree.map(lambda a: 0.5 * a, p)
     key = jax.random.key(3)
-    m = pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=key, init_params=w0, num_samples=8, search_depth=12)
+    m = pac_bayes_flatness(
+        p, X=X, y=y, apply_fn=mlp, key=key, init_params=w0, num_samples=8, search_depth=12
+    )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
     noise = jax.random.normal(key, (8, x0.size), jnp.float64)  # documented: same draws
@@ -152,7 +156,15 @@ def test_alpha_prime_uses_std_not_variance(tiny):
     key = jax.random.key(4)
     eps = 1e-3
     m = magnitude_aware_flatness(
-        p, X=X, y=y, apply_fn=mlp, key=key, init_params=p, num_samples=8, search_depth=12, epsilon=eps
+        p,
+        X=X,
+        y=y,
+        apply_fn=mlp,
+        key=key,
+        init_params=p,
+        num_samples=8,
+        search_depth=12,
+        epsilon=eps,
     )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))

@@ -114,7 +114,7 @@ def test_delta_defaults(name):
     if name in DELTA_EXCEPTIONS:
         value, paper = DELTA_EXCEPTIONS[name]
         assert p.default == value
-        doc = inspect.getdoc(f)
+        doc = " ".join(inspect.getdoc(f).split())
         assert paper in doc and str(value) in doc, name
     else:
         assert p.default == 0.05, (name, p.default)

@@ -132,7 +132,9 @@ def test_bad_input(data):
     X, y, Xt, yt = data
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="num_replacements must be <= n"):
-        empirical_stability(train_fn, loss_fn, X=X, y=y, X_test=Xt, y_test=yt, key=key, num_replacements=N + 1)
+        empirical_stability(
+            train_fn, loss_fn, X=X, y=y, X_test=Xt, y_test=yt, key=key, num_replacements=N + 1
+        )
     with pytest.raises(ValueError, match="same number of examples"):
         empirical_stability(train_fn, loss_fn, X=X, y=y[:-1], X_test=Xt, y_test=yt, key=key)
     with pytest.raises(ValueError, match="example shape"):

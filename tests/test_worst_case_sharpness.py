@@ -50,8 +50,16 @@ def test_magnitude_aware_alpha_prime_closed_form(corner_problem):
     # Box |u_j| <= a |w_j| + eps: margin_i - eps (||x_i||_1 + 1) - a (sum_j |w_j| x_ij + |b|).
     wx = (np.abs(X) @ np.abs(p["w"]))[:, 0] + abs(p["b"][0])
     ratio = np.sort((margins - eps * (np.abs(X).sum(1) + 1.0)) / wx)
-    m = magnitude_aware_sharpness(p, X=X, y=y, apply_fn=logistic, key=jax.random.key(2), epsilon=eps,
-                                  steps=10, search_depth=20)
+    m = magnitude_aware_sharpness(
+        p,
+        X=X,
+        y=y,
+        apply_fn=logistic,
+        key=jax.random.key(2),
+        epsilon=eps,
+        steps=10,
+        search_depth=20,
+    )
     assert abs(m.terms["alpha_prime"] - ratio[1]) <= 2.0 / 2**20
 
 
@@ -73,8 +81,16 @@ def test_mu_formulas_recomputed(corner_problem):
     assert s.terms["mu_50_adjusted"] == pytest.approx(math.sqrt(s.terms["mu_50"] / m_))
 
     eps = 1e-3
-    g = magnitude_aware_sharpness(p, X=X, y=y, apply_fn=logistic, key=jax.random.key(0), init_params=w0,
-                                  epsilon=eps, search_depth=10)
+    g = magnitude_aware_sharpness(
+        p,
+        X=X,
+        y=y,
+        apply_fn=logistic,
+        key=jax.random.key(0),
+        init_params=w0,
+        epsilon=eps,
+        search_depth=10,
+    )
     a = g.terms["alpha_prime"]
     tail = math.log(m_ / a) + 10.0
     c = a * a + 4 * math.log(2 * omega)
@@ -99,5 +115,11 @@ def test_bad_input(corner_problem):
     with pytest.raises(TypeError, match="key"):
         worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=None)
     with pytest.raises(ValueError, match="init_params"):
-        worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=key, init_params={"w": jnp.zeros((2, 1)),
-                                                                         "b": jnp.zeros(1)})
+        worst_case_sharpness(
+            p,
+            X=X,
+            y=y,
+            apply_fn=logistic,
+            key=key,
+            init_params={"w": jnp.zeros((2, 1)), "b": jnp.zeros(1)},
+        )
