@@ -336,7 +336,7 @@ def test_batched_search_equals_plain_bisection(wide, measure):
         def std_of(a):
             return np.sqrt(a * a * w * w + eps * eps)
 
-    m = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth)
+    m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth)
     lo, hi, dev = _bisection_reference(p, X, y, noise, std_of, depth=depth)
     t = m.terms
     assert t["reached_target"]
@@ -349,7 +349,7 @@ def test_batched_search_equals_plain_bisection(wide, measure):
 
     # A stated tolerance stops earlier, with a bracket that contains the full-depth one.
     cached = _chunk_counts._cache_size()
-    loose = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
+    loose = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
     tl = loose.terms
     assert tl["bracket_high"] - tl["bracket_low"] <= 0.05 * tl["bracket_high"]
     assert tl["search_steps"] < depth
