@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_array, check_labels, check_margin, check_n
+from ._checks import NotBoundable, check_array, check_labels, check_margin, check_n
 
 _BFT = (
     "Bartlett, Foster & Telgarsky, Spectrally-normalized margin bounds for neural networks, "
@@ -281,7 +281,7 @@ def margin_quantile(margins: Any, q: float = 0.1) -> jax.Array:
     gamma = jnp.sort(_as_float(jnp.asarray(m)))[k - 1]
     if not float(gamma) > 0.0:
         frac = float(np.mean(np.asarray(m) <= 0))
-        raise ValueError(
+        raise NotBoundable(
             f"the {q:g}-quantile of the training margins (the {k}-th smallest of {n}) is "
             f"{float(gamma):.6g} <= 0: {frac:.1%} of the training examples have margin <= 0 "
             "(misclassified or tied), so no positive margin sits at that quantile. Use a smaller "

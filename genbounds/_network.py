@@ -812,8 +812,8 @@ class Network:
           >>> x = jnp.ones((2, 4))
           >>> v = MLP().init(jax.random.key(0), x)
           >>> net = Network.trace(MLP().apply, v, x)
-          >>> [layer.path for layer in net.layers], net.structure
-          (['Dense_0', 'Dense_1'], 'chain')
+          >>> [layer.path for layer in net.layers], net.structure  # Dense(3) is created first
+          (['Dense_1', 'Dense_0'], 'chain')
         """
         if not callable(apply_fn):
             raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")

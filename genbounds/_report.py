@@ -310,7 +310,8 @@ def report(
       >>> import numpy as np
       >>> params = {"Dense_0": {"kernel": np.eye(2)}, "Dense_1": {"kernel": np.eye(2)}}
       >>> X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50); y = np.array([0, 1] * 50)
-      >>> r = report(params, X=X, y=y, apply_fn=lambda p, x: x)
+      >>> f = lambda p, x: x @ p["Dense_0"]["kernel"] @ p["Dense_1"]["kernel"]
+      >>> r = report(params, X=X, y=y, apply_fn=f)
       >>> r.train_error, all(b.value >= r.train_error for b in r.bounds)
       (0.0, True)
     """

@@ -447,7 +447,7 @@ def train(
       ValueError: the training loss became NaN or inf (the run diverged).
       CheckpointError: (a ValueError) a corrupt or mismatched checkpoint, or one whose
         stored arrays are not finite.
-      genbounds._files.DirectoryBusy: (an OSError) another running process trains into the
+      DirectoryBusy: (an OSError) another running process trains into the
         same `checkpoint_dir` (it is locked with ``checkpoint_dir/.genbounds.lock``).
 
     Examples:
