@@ -409,8 +409,9 @@ def _report_user(args: argparse.Namespace) -> int:
                         "y_test": ds.y_test}
                 data_name = ds.name
         with progress.phase(f"computing the bounds ({what}, n = {len(data['X_train'])})"):
-            rep = report(params, apply_fn=apply_fn, init_params=init_params, delta=args.delta,
-                         **data)
+            rep = report(params, X=data["X_train"], y=data["y_train"], apply_fn=apply_fn,
+                         X_test=data.get("X_test"), y_test=data.get("y_test"),
+                         init_params=init_params, delta=args.delta)
     console.print(rep.to_text())
     _write_report(rep, out / "report.json", model=args.model, checkpoint=str(args.checkpoint),
                   data=data_name)
