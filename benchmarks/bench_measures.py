@@ -98,9 +98,9 @@ def suite(params, init, apply_fn, X, y) -> dict:
     out["norms"] = genbounds.norm_measures(params, reference=init, margin=gamma, n=len(y))
     out["dist"] = genbounds.distance_from_init(params, reference=init)
     key = jax.random.key(0)
-    out["sigma"] = genbounds.pac_bayes_flatness(apply_fn, params, X, y, key=key,
+    out["sigma"] = genbounds.pac_bayes_flatness(params, X=X, y=y, apply_fn=apply_fn, key=key,
                                                 init_params=init)
-    out["alpha"] = genbounds.magnitude_aware_flatness(apply_fn, params, X, y, key=key,
+    out["alpha"] = genbounds.magnitude_aware_flatness(params, X=X, y=y, apply_fn=apply_fn, key=key,
                                                       init_params=init)
     return out
 

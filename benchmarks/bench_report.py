@@ -39,7 +39,7 @@ def setup(n: int = 10_000, seed: int = 0):
 
 
 def run(params, init, apply_fn, X, y):
-    return genbounds.report(params, X_train=X, y_train=y, apply_fn=apply_fn, init_params=init)
+    return genbounds.report(params, X=X, y=y, apply_fn=apply_fn, init_params=init)
 
 
 def main() -> None:

@@ -57,12 +57,12 @@ def setup(width: int, depth: int, n: int = 2000, seed: int = 0):
 
 def functions(params, init, apply_fn, X, y):
     return {
-        "report": lambda: genbounds.report(params, X_train=X, y_train=y, apply_fn=apply_fn,
+        "report": lambda: genbounds.report(params, X=X, y=y, apply_fn=apply_fn,
                                            init_params=init),
         "spectral": lambda: genbounds.spectral(params, X=X, y=y, apply_fn=apply_fn),
         "pac_bayes": lambda: genbounds.pac_bayes(params, X=X, y=y, apply_fn=apply_fn),
         "dziugaite_roy": lambda: genbounds.dziugaite_roy(
-            apply_fn, params, init, X, y, key=jax.random.key(0), steps=200,
+            params, X=X, y=y, apply_fn=apply_fn, init_params=init, key=jax.random.key(0), steps=200,
             num_mc_samples=500),
     }
 

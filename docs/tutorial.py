@@ -49,7 +49,7 @@ print(genbounds.spectral_norms(net.params))
 # ## Every bound in one call
 
 # %%
-rep = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+rep = genbounds.report(net.params, X=data.X_train, y=data.y_train,
                        apply_fn=net.apply_fn, init_params=net.init_params,
                        X_test=data.X_test, y_test=data.y_test)
 print(rep.to_markdown())
@@ -62,7 +62,7 @@ assert all(b.value >= rep.test_error for b in rep.bounds)  # a bound never under
 noisy = load("digits", seed=0, n=n, corruption="random_labels")
 rnet = train({"kind": "mlp", "depth": 2, "width": width}, noisy, lr=1e-3, batch_size=32,
              max_epochs=1500, seed=0)
-rrep = genbounds.report(rnet.params, X_train=noisy.X_train, y_train=noisy.y_train,
+rrep = genbounds.report(rnet.params, X=noisy.X_train, y=noisy.y_train,
                         apply_fn=rnet.apply_fn, init_params=rnet.init_params,
                         X_test=noisy.X_test, y_test=noisy.y_test)
 print(f"random labels: epochs {rnet.epochs}, train error {rrep.train_error:.3f}, "

@@ -269,11 +269,7 @@ def reproduce_dziugaite_roy(
 
     t0 = time.perf_counter()
     bound, posterior = dziugaite_roy(
-        apply_fn,
-        params,
-        init_params,
-        Xtr,
-        ytr,
+        params, X=Xtr, y=ytr, apply_fn=apply_fn, init_params=init_params,
         key=k_dr,
         steps=cfg["steps"],
         num_mc_samples=cfg["num_mc_samples"],
@@ -282,10 +278,7 @@ def reproduce_dziugaite_roy(
     )
     t_dr = time.perf_counter() - t0
     snn_test = stochastic_error(
-        apply_fn,
-        posterior,
-        Xte,
-        yte,
+        posterior, X=Xte, y=yte, apply_fn=apply_fn,
         key=k_test,
         num_samples=cfg["test_mc_samples"],
         subset=cfg["test_mc_subset"],

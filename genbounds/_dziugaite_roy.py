@@ -176,7 +176,8 @@ def sample_convergence_bound(error: float, *, num_samples: int, delta_prime: flo
     Args:
       error: the Monte-Carlo mean error in [0, 1].
       num_samples: N >= 1 networks.
-      delta_prime: failure probability in (0, 1) (0.01 in the paper).
+      delta_prime: failure probability in (0, 1); default delta_prime = 0.01 as in Dziugaite & Roy
+        2017, Section 4.4.
 
     Returns:
       The upper bound, a float in [error, 1].
@@ -222,7 +223,8 @@ def dziugaite_roy_from_terms(
       error: training error in [0, 1].
       n: m, the number of training examples, >= 2.
       j: the prior's grid index, an integer >= 1.
-      delta: failure probability of the PAC-Bayes bound, in (0, 1).
+      delta: failure probability of the PAC-Bayes bound, in (0, 1); default delta = 0.025 as in
+        Dziugaite & Roy 2017, Section 3.1.
 
     Returns:
       dict with ``bound`` (kl^{-1}(error, B_RE)), ``b_re`` and ``pinsker`` (error +
@@ -285,11 +287,11 @@ def _mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, k
 
 
 def stochastic_error(
-    apply_fn: Any,
     posterior: DiagonalGaussian,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     num_samples: int = 1000,
     subset: int | None = None,
@@ -298,9 +300,9 @@ def stochastic_error(
     """Monte-Carlo 0-1 error of the stochastic network Q on (X, y).
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits``.
       posterior: Q.
       X, y: data and integer labels.
+      apply_fn: ``apply_fn(params, X) -> logits``.
       key: PRNG key.
       num_samples: number N of networks drawn from Q.
       subset: if given, each network is evaluated on its own `subset` examples drawn uniformly
@@ -345,12 +347,12 @@ def _check_common(delta, delta_prime, b, c):
 
 
 def dziugaite_roy_certificate(
-    apply_fn: Any,
     posterior: DiagonalGaussian,
-    init_params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
+    init_params: Any,
     prior_variance: float,
     key: jax.Array,
     delta: float = 0.025,
@@ -372,14 +374,16 @@ def dziugaite_roy_certificate(
     $P_j = N(w_0, c\\, e^{-j/b} I)$, $w_0$ = `init_params`, m = len(X).
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits`` ((n,), (n, 1) or (n, K)).
       posterior: Q; its mean has the structure of the network's parameters.
-      init_params: the prior mean w0, drawn independently of the training data.
       X, y: the training set the bound is about (m examples).
+      apply_fn: ``apply_fn(params, X) -> logits`` ((n,), (n, 1) or (n, K)).
+      init_params: the prior mean w0, drawn independently of the training data.
       prior_variance: lambda > 0, snapped to the grid as above.
       key: PRNG key for the Monte-Carlo networks.
-      delta: failure probability of the PAC-Bayes bound (0.025 in the paper).
-      delta_prime: failure probability of the sample-convergence bound (0.01).
+      delta: failure probability of the PAC-Bayes bound; default delta = 0.025 as in Dziugaite & Roy
+        2017, Section 3.1 (not the library-wide 0.05).
+      delta_prime: failure probability of the sample-convergence bound; default delta_prime = 0.01
+        as in Dziugaite & Roy 2017, Section 4.4.
       b, c: the prior grid lambda_j = c exp(-j/b) (100 and 0.1 in the paper).
       num_mc_samples: N networks drawn from Q (150,000 in the paper).
       mc_subset: evaluate each network on its own `mc_subset` training examples drawn
@@ -409,7 +413,8 @@ def dziugaite_roy_certificate(
         raise ValueError(f"X must hold at least 2 examples, got {m}")
 
     mc = stochastic_error(
-        apply_fn, posterior, X, y, key=key, num_samples=N, subset=mc_subset, batch=mc_batch
+        posterior, X=X, y=y, apply_fn=apply_fn, key=key, num_samples=N, subset=mc_subset,
+        batch=mc_batch,
     )
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=delta_prime)
     w0 = np.asarray(ravel_pytree(init_params)[0], np.float64)
@@ -503,12 +508,12 @@ def _optimise_chunk(apply_fn, unravel, tx, steps, batch_size, state, w0, X, y, k
 
 
 def dziugaite_roy(
-    apply_fn: Any,
     params: Any,
-    init_params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
+    init_params: Any,
     key: jax.Array,
     delta: float = 0.025,
     delta_prime: float = 0.01,
@@ -548,13 +553,15 @@ def dziugaite_roy(
     on small data the optimum sits at it, so `c` is exposed.
 
     Args:
+      params: the trained weights w (the SGD solution).
+      X, y: the m training examples the bound is about.
       apply_fn: ``apply_fn(params, X) -> logits`` ((n,) or (n, 1) with labels {0, 1}: logistic;
         (n, K): softmax). Must be pure JAX (it is traced under jit and vmap).
-      params: the trained weights w (the SGD solution).
       init_params: the initialisation w0 (prior mean), same tree, independent of the data.
-      X, y: the m training examples the bound is about.
       key: PRNG key (optimisation noise and Monte-Carlo networks).
-      delta, delta_prime, b, c: as in `dziugaite_roy_certificate` (paper: 0.025, 0.01, 100, 0.1).
+      delta, delta_prime, b, c: as in `dziugaite_roy_certificate` (paper: 0.025, 0.01, 100, 0.1);
+        delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1, delta_prime = 0.01 as in Dziugaite &
+        Roy 2017, Section 4.4 (not the library-wide 0.05).
       steps: Adam steps (a multiple of `chunk` is run; rounded up).
       batch_size: minibatch size of the surrogate loss.
       lr: Adam learning rate.
@@ -580,8 +587,8 @@ def dziugaite_roy(
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> w = {"w": jnp.array([[3.0], [0.0]]), "b": jnp.zeros(1)}
       >>> w0 = {"w": jnp.array([[0.1], [-0.1]]), "b": jnp.zeros(1)}
-      >>> bnd, q = dziugaite_roy(f, w, w0, X, y, key=jax.random.key(1), steps=200, chunk=100,
-      ...                        num_mc_samples=200)
+      >>> bnd, q = dziugaite_roy(w, X=X, y=y, apply_fn=f, init_params=w0, key=jax.random.key(1),
+      ...                        steps=200, chunk=100, num_mc_samples=200)
       >>> 0.0 < bnd.value < 1.0
       True
 
@@ -656,11 +663,7 @@ def dziugaite_roy(
     )
     lam = math.exp(min(float(theta["log_lam"]), math.log(c) - 1.0 / b))
     bound = dziugaite_roy_certificate(
-        apply_fn,
-        posterior,
-        init_params,
-        Xd,
-        y,
+        posterior, X=Xd, y=y, apply_fn=apply_fn, init_params=init_params,
         prior_variance=lam,
         key=k_mc,
         delta=delta,

@@ -104,11 +104,11 @@ def _curvature_matvec_parts(apply_fn, unravel, likelihood, noise_std, curvature,
 
 
 def laplace_evidence(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     prior_precision: Any,
     likelihood: str = "categorical",
     noise_std: float = 1.0,
@@ -143,10 +143,10 @@ def laplace_evidence(
     practice), which is a different (and named) approximation.
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> outputs``: logits (n,), (n, 1), (n, K) for
-        ``"categorical"``, predictions shaped like y for ``"gaussian"``.
       params: the trained weights $w_0$ (pytree).
       X, y: the training data; y integer labels (categorical) or real targets (gaussian).
+      apply_fn: ``apply_fn(params, X) -> outputs``: logits (n,), (n, 1), (n, K) for
+        ``"categorical"``, predictions shaped like y for ``"gaussian"``.
       prior_precision: $\\lambda > 0$, or a tree like `params` of positive numbers/arrays.
       likelihood: ``"categorical"`` or ``"gaussian"``.
       noise_std: the Gaussian likelihood's standard deviation.
@@ -173,7 +173,8 @@ def laplace_evidence(
       >>> X = jnp.array([[1.0], [2.0]]); y = jnp.array([1.0, 2.0])
       >>> f = lambda p, X: X @ p["w"]
       >>> w = {"w": jnp.array([5.0 / 6.0])}  # the mode for noise_std 1, prior_precision 1
-      >>> r = laplace_evidence(f, w, X, y, prior_precision=1.0, likelihood="gaussian")
+      >>> r = laplace_evidence(w, X=X, y=y, apply_fn=f, prior_precision=1.0,
+      ...                      likelihood="gaussian")
       >>> round(r.complexity, 4)  # ln N(y; 0, I + X X^T) = -3.1504235
       -3.1504
 

@@ -70,11 +70,11 @@ def _mean_loss_flat(apply_fn, unravel, x, X, y):
 
 @checked_result
 def hessian_top_eigenvalues(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     k: int = 1,
     num_iters: int = 30,
@@ -88,10 +88,10 @@ def hessian_top_eigenvalues(
     Ritz value lies within its residual $r_i = |\\beta_m s_{m,i}|$ of some eigenvalue.
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits`` of shape (n,), (n, 1) or (n, K).
       params: the trained parameters (pytree).
       X: inputs, (n, ...).
       y: integer labels (n,), in {0, 1} for one output unit, in [0, K) otherwise.
+      apply_fn: ``apply_fn(params, X) -> logits`` of shape (n,), (n, 1) or (n, K).
       key: PRNG key for the Lanczos start vector.
       k: number of eigenvalues, 1 <= k <= num_iters.
       num_iters: Lanczos steps m, <= the number of parameters.
@@ -108,7 +108,8 @@ def hessian_top_eigenvalues(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = hessian_top_eigenvalues(f, params, X, y, key=jax.random.key(0), num_iters=3)
+      >>> m = hessian_top_eigenvalues(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
+      ...                             num_iters=3)
       >>> m.is_measure
       True
 
@@ -161,11 +162,11 @@ def _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, key):
 
 @checked_result
 def hessian_trace(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     num_samples: int = 64,
 ) -> Bound:
@@ -176,7 +177,7 @@ def hessian_trace(
     reports the standard error of that mean. Unbiased; the error is statistical, not one-sided.
 
     Args:
-      apply_fn, params, X, y: as in `hessian_top_eigenvalues`.
+      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
       key: PRNG key for the probes.
       num_samples: number of probes N >= 2.
 
@@ -192,7 +193,8 @@ def hessian_trace(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> hessian_trace(f, params, X, y, key=jax.random.key(0), num_samples=8).terms["stderr"] >= 0
+      >>> m = hessian_trace(params, X=X, y=y, apply_fn=f, key=jax.random.key(0), num_samples=8)
+      >>> m.terms["stderr"] >= 0
       True
 
     References:
@@ -238,11 +240,11 @@ def _trace(apply_fn, unravel, num_samples, x0, X, y, key):
 
 @checked_result
 def sharpness(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     epsilon: float = 1e-3,
     steps: int = 20,
     step_size: float = 0.25,
@@ -261,7 +263,7 @@ def sharpness(
     maximiser gives a **lower** estimate of the sharpness the definition asks for.
 
     Args:
-      apply_fn, params, X, y: as in `hessian_top_eigenvalues`.
+      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
       epsilon: box size, > 0 (the paper uses 1e-3 and 5e-4).
       steps: ascent steps >= 1.
       step_size: eta, the fraction of the box moved per step, > 0.
@@ -280,7 +282,7 @@ def sharpness(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> sharpness(f, params, X, y, epsilon=1e-2).complexity > 0
+      >>> sharpness(params, X=X, y=y, apply_fn=f, epsilon=1e-2).complexity > 0
       True
 
     References:
@@ -500,11 +502,11 @@ def _check_flat_args(apply_fn, params, X, y, init_params, target, num_samples, d
 
 @checked_result
 def pac_bayes_flatness(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     init_params: Any = None,
     target_deviation: float = 0.1,
@@ -535,7 +537,7 @@ def pac_bayes_flatness(
     $\\sqrt{\\mu/m}$ of each.
 
     Args:
-      apply_fn, params, X, y: as in `hessian_top_eigenvalues`; m = len(X).
+      params, X, y, apply_fn: as in `hessian_top_eigenvalues`; m = len(X).
       key: PRNG key for the perturbations.
       init_params: the initialisation $w_0$ (same tree as `params`), for $\\mu_{48}$.
       target_deviation: d in (0, 1).
@@ -561,7 +563,8 @@ def pac_bayes_flatness(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = pac_bayes_flatness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m = pac_bayes_flatness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
+      ...                       search_depth=5)
       >>> m.terms["sigma_prime"] > 0
       True
 
@@ -603,11 +606,11 @@ def pac_bayes_flatness(
 
 @checked_result
 def magnitude_aware_flatness(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     init_params: Any = None,
     epsilon: float = 1e-3,
@@ -631,7 +634,7 @@ def magnitude_aware_flatness(
     denominator as in Jiang's code ($w - w_0$ in both; $w$ when no `init_params`).
 
     Args:
-      apply_fn, params, X, y, key, init_params, target_deviation, num_samples, search_depth,
+      params, X, y, apply_fn, key, init_params, target_deviation, num_samples, search_depth,
       scale_max, search_tol: as in `pac_bayes_flatness`.
       epsilon: the additive floor of the standard deviation, > 0 (1e-3 in the paper).
 
@@ -647,7 +650,8 @@ def magnitude_aware_flatness(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = magnitude_aware_flatness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m = magnitude_aware_flatness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
+      ...                             search_depth=5)
       >>> m.terms["alpha_prime"] > 0
       True
 
@@ -773,11 +777,11 @@ def _worst_case_search(apply_fn, params, X, y, *, key, init_params, target_devia
 
 
 def worst_case_sharpness(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     init_params: Any = None,
     target_deviation: float = 0.1,
@@ -809,7 +813,7 @@ def worst_case_sharpness(
     into 50/51.
 
     Args:
-      apply_fn, params, X, y: as in `hessian_top_eigenvalues`.
+      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
       key: PRNG key for the ascent's starting points.
       init_params: the initialisation $w_0$ (same tree as `params`), for $\\mu_{50}$.
       target_deviation: d in (0, 1).
@@ -832,7 +836,8 @@ def worst_case_sharpness(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = worst_case_sharpness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m = worst_case_sharpness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
+      ...                         search_depth=5)
       >>> 0 < m.terms["alpha_prime"] <= 2
       True
 
@@ -868,11 +873,11 @@ def worst_case_sharpness(
 
 
 def magnitude_aware_sharpness(
-    apply_fn: Any,
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     init_params: Any = None,
     epsilon: float = 1e-3,
@@ -896,7 +901,7 @@ def magnitude_aware_sharpness(
     $\\mu_{57}$ ($w$ when no `init_params`).
 
     Args:
-      apply_fn, params, X, y, key, init_params, target_deviation, steps, step_size, restarts,
+      params, X, y, apply_fn, key, init_params, target_deviation, steps, step_size, restarts,
       search_depth, scale_max: as in `worst_case_sharpness`.
       epsilon: the additive floor of the box, > 0 (1e-3 in the paper).
 
@@ -912,7 +917,8 @@ def magnitude_aware_sharpness(
       >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = magnitude_aware_sharpness(f, params, X, y, key=jax.random.key(0), search_depth=5)
+      >>> m = magnitude_aware_sharpness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
+      ...                              search_depth=5)
       >>> m.terms["alpha_prime"] > 0
       True
 

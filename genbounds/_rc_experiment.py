@@ -164,7 +164,7 @@ def reproduce_risk_certificate(
 
     run = {k: cfg[k] for k in cfg if k not in ("model", "hidden")}
     bound, _ = perez_ortiz(
-        model.apply, init_params, Xtr, ytr, key=k_run, X_test=Xte, y_test=yte,
+        init_params, X=Xtr, y=ytr, apply_fn=model.apply, key=k_run, X_test=Xte, y_test=yte,
         split_seed=seed, callback=progress, **run,
     )
     t = bound.terms

@@ -239,13 +239,13 @@ def _check_report_args(params: Any, *, init_params: Any, apply_fn: Any, margin: 
 def report(
     params: Any,
     *,
-    X_train: Any,
-    y_train: Any,
+    X: Any,
+    y: Any,
     apply_fn: Callable[[Any, Any], Any],
-    init_params: Any = None,
-    delta: float = 0.05,
     X_test: Any = None,
     y_test: Any = None,
+    init_params: Any = None,
+    delta: float = 0.05,
     margin: float | None = None,
     margin_quantile: float | None = 0.1,
     input_bound: float | None = None,
@@ -272,23 +272,23 @@ def report(
 
     Args:
       params: the trained network's parameters.
-      X_train, y_train: the training set the bounds are about (n examples).
+      X, y: the training set the bounds are about (n examples).
       apply_fn: ``apply_fn(params, X) -> logits``.
+      X_test, y_test: optional held-out data, for the measured test error.
       init_params: the parameters at initialisation (for the distance-from-init variants).
       delta: confidence of each bound, in (0, 1).
-      X_test, y_test: optional held-out data, for the measured test error.
       margin, margin_quantile: the margin of the margin bounds (default: 10% quantile).
       input_bound: $B$ for `pac_bayes` (see there).
       key: PRNG key for the certified spectral norms.
       layers: explicit layer order (see `read_layers`).
       rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
-        architecture with one output) whose Rademacher complexity on ``X_train`` is estimated by
+        architecture with one output) whose Rademacher complexity on ``X`` is estimated by
         Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors). It is reported as a
         measure (Zhang et al. 2017: about 1 for a class that fits random signs), with the
         `rademacher_bound` it would give in ``terms["bound_if_in_class"]``: nothing checks that
         the network belongs to the class, so it is not reported as a bound.
       rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
-      rademacher_estimate: a `RademacherEstimate` already computed on ``X_train`` (it does not
+      rademacher_estimate: a `RademacherEstimate` already computed on ``X`` (it does not
         depend on the labels, so a label-noise sweep computes it once), instead of
         `rademacher_class`.
       flatness: add the flatness measures that finish in seconds on small nets: the top Hessian
@@ -311,38 +311,38 @@ def report(
       >>> params = {"Dense_0": {"kernel": np.eye(2)}, "Dense_1": {"kernel": np.eye(2)}}
       >>> X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50); y = np.array([0, 1] * 50)
       >>> f = lambda p, x: x @ p["Dense_0"]["kernel"] @ p["Dense_1"]["kernel"]
-      >>> r = report(params, X_train=X, y_train=y, apply_fn=f)
+      >>> r = report(params, X=X, y=y, apply_fn=f)
       >>> r.train_error, all(b.value >= r.train_error for b in r.bounds)
       (0.0, True)
     """
     delta = check_delta(delta)
-    X_train = check_float_array(X_train, "X_train")
-    y_train = check_labels(y_train, "y_train")
-    n = check_same_length(X_train, y_train, "X_train", "y_train")
+    X = check_float_array(X, "X")
+    y = check_labels(y, "y")
+    n = check_same_length(X, y, "X", "y")
     _check_report_args(params, init_params=init_params, apply_fn=apply_fn, margin=margin,
                        margin_quantile=margin_quantile, key=key,
                        rademacher_draws=rademacher_draws, rademacher_class=rademacher_class)
-    logits = apply_fn(params, X_train)
-    check_array(logits, "apply_fn(params, X_train)", ndim=(1, 2))
+    logits = apply_fn(params, X)
+    check_array(logits, "apply_fn(params, X)", ndim=(1, 2))
     k = 2 if np.ndim(logits) == 1 else int(np.shape(logits)[1])
-    check_same_length(X_train, logits, "X_train", "apply_fn(params, X_train)")
+    check_same_length(X, logits, "X", "apply_fn(params, X)")
     # The network is read once, from its function (traced and verified against apply_fn), and
     # every bound below reads that one record; read by names (layers=), it must reproduce the
     # logits.
     net = as_network(params, apply_fn=None if layers is not None else apply_fn,
-                     X=None if layers is not None else X_train, layers=layers, caller="report")
+                     X=None if layers is not None else X, layers=layers, caller="report")
     if net.source == "params":
-        verify_chain(net, np.asarray(X_train, np.float64).reshape(n, -1), logits, "report")
-    check_labels(y_train, "y_train", num_classes=k)
-    train_error = _error(logits, y_train)
+        verify_chain(net, np.asarray(X, np.float64).reshape(n, -1), logits, "report")
+    check_labels(y, "y", num_classes=k)
+    train_error = _error(logits, y)
     test_error = None
     if X_test is not None or y_test is not None:
         if X_test is None or y_test is None:
             raise ValueError("report: give both X_test and y_test, or neither")
         X_test = check_float_array(X_test, "X_test")
-        if np.shape(X_test)[1:] != np.shape(X_train)[1:]:
+        if np.shape(X_test)[1:] != np.shape(X)[1:]:
             raise ValueError(
-                f"X_test must have the per-example shape of X_train, {np.shape(X_train)[1:]}, "
+                f"X_test must have the per-example shape of X, {np.shape(X)[1:]}, "
                 f"got {np.shape(X_test)[1:]}"
             )
         y_test = check_labels(y_test, "y_test", num_classes=k)
@@ -351,7 +351,7 @@ def report(
         check_array(test_logits, "apply_fn(params, X_test)", ndim=(1, 2))
         test_error = _error(test_logits, y_test)
 
-    common = dict(X=X_train, y=y_train, logits=logits, margin=margin,
+    common = dict(X=X, y=y, logits=logits, margin=margin,
                   margin_quantile=None if margin is not None else margin_quantile,
                   delta=delta)
     entries: dict[str, Callable[[], Bound | dict[str, Bound]]] = {
@@ -370,30 +370,32 @@ def report(
                                                       input_bound=input_bound, key=key, **common)
     if rademacher_class is not None and rademacher_estimate is None:
         rademacher_estimate = rademacher(
-            rademacher_class, np.asarray(X_train, np.float64).reshape(n, -1),
+            rademacher_class, np.asarray(X, np.float64).reshape(n, -1),
             num_draws=rademacher_draws, key=jax.random.key(1) if key is None else key)
     if rademacher_estimate is not None:
         if rademacher_estimate.n != n:
             raise ValueError(f"rademacher_estimate was computed on {rademacher_estimate.n} "
-                             f"points, but X_train has {n}")
+                             f"points, but X has {n}")
         entries["rademacher"] = lambda: _rademacher_entry(
             rademacher_estimate, n=n, delta=delta, train_error=train_error)
     if flatness:
         fkey = jax.random.key(2) if key is None else key
-        entries["hessian_top"] = lambda: hessian_top_eigenvalues(apply_fn, params, X_train,
-                                                                  y_train, key=fkey)
+        entries["hessian_top"] = lambda: hessian_top_eigenvalues(
+            params, X=X, y=y, apply_fn=apply_fn, key=fkey
+        )
         entries["pac_bayes_flatness"] = lambda: pac_bayes_flatness(
-            apply_fn, params, X_train, y_train, key=fkey, search_depth=8)
+            params, X=X, y=y, apply_fn=apply_fn, key=fkey, search_depth=8)
     if evidence_prior is not None:
         entries["laplace_evidence"] = lambda: laplace_evidence(
-            apply_fn, params, X_train, y_train, prior_precision=evidence_prior,
+            params, X=X, y=y, apply_fn=apply_fn, prior_precision=evidence_prior,
             curvature="ggn", key=jax.random.key(3) if key is None else key)
     if dziugaite_roy_options is not None:
         if init_params is None:
             raise ValueError("report: dziugaite_roy_options needs init_params (the prior mean)")
         opts = {"key": jax.random.key(4) if key is None else key, **dziugaite_roy_options}
-        entries["dziugaite_roy"] = lambda: dziugaite_roy(apply_fn, params, init_params, X_train,
-                                                         y_train, **opts)[0]
+        entries["dziugaite_roy"] = lambda: dziugaite_roy(
+            params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts
+        )[0]
     if extra:
         entries.update(extra)
 

@@ -131,6 +131,9 @@ def optimal_lambda(empirical_risk: Any, kl: Any, *, n: int, delta: float = 0.025
     $$\\lambda^* = \\frac{2}{\\sqrt{2n\\hat L/\\kappa + 1} + 1}, \\qquad
     \\kappa = KL + \\ln(2\\sqrt n/\\delta).$$
 
+    Default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of
+    Dziugaite & Roy 2017, Section 3.1), not the library-wide 0.05.
+
     Examples:
       >>> round(optimal_lambda(0.0, 10.0, n=1000), 6)
       1.0
@@ -183,7 +186,8 @@ def pac_bayes_objective(
       empirical_risk: $\\hat L$ in [0, 1].
       kl: KL(Q || P) >= 0 in nats.
       n: the number of bound-set examples, >= 2.
-      delta: confidence parameter in (0, 1).
+      delta: confidence parameter in (0, 1); default delta = 0.025 as in Pérez-Ortiz et al. 2021
+        (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
       objective: one of ``"quad"``, ``"lambda"``, ``"classic"``, ``"dziugaite_roy"``.
       lam: lambda for ``"lambda"``.
 
@@ -247,12 +251,12 @@ def risk_certificate_from_terms(*, kl: float, error: float, n: int, delta: float
 
 
 def risk_certificate(
-    apply_fn: Any,
     posterior: DiagonalGaussian,
-    prior_mean: Any,
-    X_bound: Any,
-    y_bound: Any,
     *,
+    X: Any,
+    y: Any,
+    apply_fn: Any,
+    prior_mean: Any,
     prior_std: float,
     key: jax.Array,
     delta: float = 0.025,
@@ -267,7 +271,7 @@ def risk_certificate(
     $$e(Q) \\le \\overline{kl}^{-1}\\Big(\\overline{kl}^{-1}\\big(\\hat e_N, \\tfrac{\\ln(2K/\\delta')}{N}\\big),
     \\ \\frac{KL(Q\\|P) + \\ln(2K\\sqrt n/\\delta)}{n}\\Big)$$
 
-    with probability $\\ge 1 - \\delta - \\delta'$ over the bound set (n = len(X_bound) examples)
+    with probability $\\ge 1 - \\delta - \\delta'$ over the bound set (n = len(X) examples)
     and the N sampled networks, *conditionally on whatever determined P* (the prior set). K =
     `num_candidates` is the number of posteriors among which the caller will pick the smallest
     certificate (e.g. one per prior scale): each is then charged $\\delta/K$ and $\\delta'/K$
@@ -276,13 +280,15 @@ def risk_certificate(
     "risk certificate"; Maurer 2004, Theorem 5, n >= 8).
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits`` ((n,), (n, 1) or (n, K)).
       posterior: Q, a `DiagonalGaussian` over the parameter tree.
-      prior_mean: $w_P$, same tree; must not depend on (X_bound, y_bound).
-      X_bound, y_bound: the bound set, independent of the prior.
+      X, y: the bound set, independent of the prior.
+      apply_fn: ``apply_fn(params, X) -> logits`` ((n,), (n, 1) or (n, K)).
+      prior_mean: $w_P$, same tree; must not depend on (X, y).
       prior_std: $\\sigma_P > 0$.
       key: PRNG key of the Monte-Carlo networks.
-      delta: failure probability of the PAC-Bayes-kl bound (0.025 in the paper).
+      delta: failure probability of the PAC-Bayes-kl bound; default delta = 0.025 as in Pérez-Ortiz
+        et al. 2021 (their experiments; the value of Dziugaite & Roy 2017, Section 3.1), not the
+        library-wide 0.05.
       delta_prime: failure probability of the sample-convergence bound (0.01 in the paper).
       num_mc_samples: N networks (the paper uses 150,000).
       mc_subset: evaluate each network on its own `mc_subset` bound-set examples drawn
@@ -302,9 +308,7 @@ def risk_certificate(
     """
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
-    X_bound, y_bound, _ = check_classifier(
-        apply_fn, posterior.mean, X_bound, y_bound, x_name="X_bound", y_name="y_bound"
-    )
+    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
     delta = check_delta(delta)
     delta_prime = check_delta(delta_prime, "delta_prime")
     if delta + delta_prime >= 1.0:
@@ -312,11 +316,11 @@ def risk_certificate(
     sp = check_positive(prior_std, "prior_std")
     K = check_n(num_candidates, "num_candidates")
     N = check_n(num_mc_samples, "num_mc_samples")
-    n = int(X_bound.shape[0])
+    n = int(X.shape[0])
     if n < 8:
-        raise ValueError(f"X_bound must hold at least 8 examples (Maurer's bound), got {n}")
+        raise ValueError(f"X must hold at least 8 examples (Maurer's bound), got {n}")
     kl = diag_gaussian_kl(posterior, prior_mean, sp**2)
-    mc = _stochastic_error(apply_fn, posterior, X_bound, y_bound, key, N, mc_subset, mc_batch)
+    mc = _stochastic_error(apply_fn, posterior, X, y, key, N, mc_subset, mc_batch)
     d_each, dp_each = delta / K, delta_prime / K
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=dp_each)
     with jax.enable_x64(True):  # the inversion in float64 whatever jax_enable_x64 says
@@ -468,11 +472,11 @@ def _erm_epoch(apply_fn, unravel, sgd, batch, state, X, y, key):
 
 
 def learn_prior(
-    apply_fn: Any,
     init_params: Any,
-    X_prior: Any,
-    y_prior: Any,
     *,
+    X: Any,
+    y: Any,
+    apply_fn: Any,
     key: jax.Array,
     epochs: int = 20,
     batch_size: int = 128,
@@ -491,18 +495,21 @@ def learn_prior(
     the prior-set size) and return its mean. Either way the result depends on the prior set, the
     initialisation and `key` only.
 
+    Args:
+      init_params: the initial parameter tree.
+      X, y: the prior set (it must not overlap the bound set).
+      apply_fn: ``apply_fn(params, X) -> logits``.
+
     Returns:
       The prior mean, a tree like `init_params` (float32).
     """
     objective = check_choice(objective, "objective", ("erm",) + OBJECTIVES)
-    X_prior, y_prior, _ = check_classifier(
-        apply_fn, init_params, X_prior, y_prior, x_name="X_prior", y_name="y_prior"
-    )
+    X, y, _ = check_classifier(apply_fn, init_params, X, y)
     epochs = check_n(epochs, "epochs")
-    batch_size = min(check_n(batch_size, "batch_size"), int(X_prior.shape[0]))
+    batch_size = min(check_n(batch_size, "batch_size"), int(X.shape[0]))
     if objective != "erm":
         q, _ = train_posterior(
-            apply_fn, init_params, X_prior, y_prior, n_bound=int(X_prior.shape[0]),
+            init_params, X=X, y=y, apply_fn=apply_fn, n_bound=int(X.shape[0]),
             prior_std=prior_std, key=key, objective=objective, epochs=epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, p_min=p_min, callback=callback,
         )
@@ -510,9 +517,9 @@ def learn_prior(
     w, unravel = _flat(init_params), _Unravel(init_params)
     sgd = (check_positive(lr, "lr"), float(momentum))
     state = (w, optax.sgd(*sgd).init(w))
-    Xf = _as_f32(X_prior)
+    Xf = _as_f32(X)
     for e in range(epochs):
-        state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xf, y_prior,
+        state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xf, y,
                                  jax.random.fold_in(key, e))
         if callback is not None:
             callback(e, {"cross_entropy": float(loss)})
@@ -567,11 +574,11 @@ def _pbb_epoch(apply_fn, unravel, sgd, obj_index, batch, state, w_p, X, y, key, 
 
 
 def train_posterior(
-    apply_fn: Any,
     prior_mean: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     n_bound: int,
     prior_std: float,
     key: jax.Array,
@@ -595,15 +602,16 @@ def train_posterior(
     each. Training is in float32 whatever jax_enable_x64 says.
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits``; pure JAX (traced under jit).
       prior_mean: $w_P$, a parameter tree.
       X, y: the training data of Q (the PAC-Bayes bound allows any data here).
+      apply_fn: ``apply_fn(params, X) -> logits``; pure JAX (traced under jit).
       n_bound: n in the objective, >= 2.
       prior_std: $\\sigma_P > 0$.
       key: PRNG key.
       objective: ``"quad"``, ``"lambda"``, ``"classic"`` or ``"dziugaite_roy"``.
       epochs, batch_size, lr, momentum: SGD settings (paper: lr 0.001-0.005, momentum 0.95-0.99).
-      delta: the delta inside the objective.
+      delta: the delta inside the objective; default delta = 0.025 as in Pérez-Ortiz et al. 2021
+        (their experiments; the value of Dziugaite & Roy 2017, Section 3.1).
       p_min: floor of the bounded cross-entropy.
       kl_penalty: multiplies the KL inside the objective (1 for the paper's certificates).
       callback: called as ``callback(epoch, metrics)`` with the epoch means of ``objective``,
@@ -675,11 +683,11 @@ def _error(apply_fn, params, X, y) -> float:
 
 
 def perez_ortiz(
-    apply_fn: Any,
     init_params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Any,
     key: jax.Array,
     prior_fraction: float = 0.5,
     prior_stds: Sequence[float] = (0.03,),
@@ -725,9 +733,9 @@ def perez_ortiz(
     (Monte Carlo), the test errors of the posterior mean and of the prior net.
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits`` of a Flax net (MLP, CNN, ...); pure JAX.
       init_params: the initialisation (data-free), a parameter tree.
       X, y: the training set.
+      apply_fn: ``apply_fn(params, X) -> logits`` of a Flax net (MLP, CNN, ...); pure JAX.
       key: PRNG key (prior training, posterior training, Monte Carlo).
       prior_fraction: fraction of X for the prior, in [0, 1) (paper: 0.5 for MNIST).
       prior_stds: grid of prior scales $\\sigma_P$ (paper's MNIST runs: 0.03 or so); each one
@@ -738,7 +746,9 @@ def perez_ortiz(
       posterior_data: ``"all"`` (the authors' choice) or ``"bound"``.
       prior_epochs, prior_lr, prior_momentum: prior training (SGD with momentum).
       epochs, lr, momentum, batch_size: posterior training.
-      delta, delta_prime: confidences of the PAC-Bayes-kl and sample-convergence bounds.
+      delta, delta_prime: confidences of the PAC-Bayes-kl and sample-convergence bounds;
+        default delta = 0.025 as in Pérez-Ortiz et al. 2021 (their experiments; the value of
+        Dziugaite & Roy 2017, Section 3.1), and delta_prime = 0.01 (not the library-wide 0.05).
       p_min: floor of the bounded cross-entropy.
       num_mc_samples, mc_subset, mc_batch: Monte-Carlo networks of the certificate.
       X_test, y_test: optional held-out data for the reported (not certified) test errors.
@@ -761,8 +771,8 @@ def perez_ortiz(
       >>> X = np.random.default_rng(0).normal(size=(400, 2)); y = (X[:, 0] > 0).astype(int)
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> w0 = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
-      >>> b, q = perez_ortiz(f, w0, X, y, key=jax.random.key(0), prior_epochs=5, epochs=5,
-      ...                    num_mc_samples=100)
+      >>> b, q = perez_ortiz(w0, X=X, y=y, apply_fn=f, key=jax.random.key(0), prior_epochs=5,
+      ...                    epochs=5, num_mc_samples=100)
       >>> 0.0 < b.value < 0.5
       True
 
@@ -788,7 +798,7 @@ def perez_ortiz(
     t0 = time.perf_counter()
     if n_prior > 0:
         prior_mean = learn_prior(
-            apply_fn, init_params, split.X_prior, split.y_prior, key=k_prior,
+            init_params, X=split.X_prior, y=split.y_prior, apply_fn=apply_fn, key=k_prior,
             epochs=prior_epochs, batch_size=batch_size, lr=prior_lr, momentum=prior_momentum,
             objective=prior_objective, prior_std=stds[0], p_min=p_min,
             callback=None if callback is None else partial(callback, "prior"),
@@ -803,15 +813,24 @@ def perez_ortiz(
     t0 = time.perf_counter()
     for i, sp in enumerate(stds):
         q, hist = train_posterior(
-            apply_fn, prior_mean, X_post, y_post, n_bound=n, prior_std=sp,
+            prior_mean, X=X_post, y=y_post, apply_fn=apply_fn, n_bound=n, prior_std=sp,
             key=jax.random.fold_in(k_post, i), objective=objective, epochs=epochs,
             batch_size=batch_size, lr=lr, momentum=momentum, delta=delta, p_min=p_min,
             callback=None if callback is None else partial(callback, f"posterior[{i}]"),
         )
         b = risk_certificate(
-            apply_fn, q, prior_mean, split.X_bound, split.y_bound, prior_std=sp,
-            key=jax.random.fold_in(k_mc, i), delta=delta, delta_prime=delta_prime,
-            num_mc_samples=num_mc_samples, mc_subset=mc_subset, mc_batch=mc_batch,
+            q,
+            X=split.X_bound,
+            y=split.y_bound,
+            apply_fn=apply_fn,
+            prior_mean=prior_mean,
+            prior_std=sp,
+            key=jax.random.fold_in(k_mc, i),
+            delta=delta,
+            delta_prime=delta_prime,
+            num_mc_samples=num_mc_samples,
+            mc_subset=mc_subset,
+            mc_batch=mc_batch,
             num_candidates=K,
         )
         cands.append((b, q, hist))

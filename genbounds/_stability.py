@@ -170,11 +170,11 @@ def hardt_stability_nonconvex(
 def empirical_stability(
     train_fn: Callable[[jax.Array, jax.Array, jax.Array], Any],
     loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    *,
     X: Any,
     y: Any,
     X_test: Any,
     y_test: Any,
-    *,
     key: jax.Array,
     num_replacements: int = 16,
     num_seeds: int = 1,
@@ -218,7 +218,8 @@ def empirical_stability(
       >>> train = lambda X, y, k: jnp.linalg.solve(X.T @ X + jnp.eye(2), X.T @ y)  # ridge
       >>> loss = lambda w, X, y: (X @ w - y) ** 2
       >>> X = jax.random.normal(jax.random.key(0), (50, 2)); y = X @ jnp.array([1.0, -1.0])
-      >>> r = empirical_stability(train, loss, X, y, X, y, key=jax.random.key(1))
+      >>> r = empirical_stability(train, loss, X=X, y=y, X_test=X, y_test=y,
+      ...                         key=jax.random.key(1))
       >>> r.complexity > 0
       True
 

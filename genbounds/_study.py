@@ -152,7 +152,7 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
     results = {}
     for fname, fn in flat.items():
         t0 = time.perf_counter()
-        results[fname] = (fn(result.apply_fn, result.params, X, y, key=key,
+        results[fname] = (fn(result.params, X=X, y=y, apply_fn=result.apply_fn, key=key,
                              init_params=result.init_params, search_depth=search_depth),
                           time.perf_counter() - t0)
     for name, (eq, fname, term) in _FLATNESS.items():
@@ -161,7 +161,7 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
         v = b.complexity if term == "complexity" else b.terms[term + "_adjusted"]
         out[name] = {"value": _finite(v), "eq": eq, "kind": "measure", "seconds": dt}
 
-    rep = report(result.params, X_train=X, y_train=y, apply_fn=result.apply_fn,
+    rep = report(result.params, X=X, y=y, apply_fn=result.apply_fn,
                  init_params=result.init_params, delta=delta, X_test=dataset.X_test,
                  y_test=dataset.y_test, input_bound=None, key=key)
     for b in rep.bounds:

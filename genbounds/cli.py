@@ -166,7 +166,7 @@ def _report_for(dataset: Any, result: Any, args: argparse.Namespace, estimate: A
     from genbounds import report
 
     dr = {"steps": 3000, "num_mc_samples": 1000} if getattr(args, "pac_bayes", False) else None
-    return report(result.params, X_train=dataset.X_train, y_train=dataset.y_train,
+    return report(result.params, X=dataset.X_train, y=dataset.y_train,
                   apply_fn=result.apply_fn, init_params=result.init_params, delta=args.delta,
                   X_test=dataset.X_test, y_test=dataset.y_test, rademacher_estimate=estimate,
                   input_bound=_input_bound(dataset), flatness=getattr(args, "flatness", True),
@@ -409,8 +409,9 @@ def _report_user(args: argparse.Namespace) -> int:
                         "y_test": ds.y_test}
                 data_name = ds.name
         with progress.phase(f"computing the bounds ({what}, n = {len(data['X_train'])})"):
-            rep = report(params, apply_fn=apply_fn, init_params=init_params, delta=args.delta,
-                         **data)
+            rep = report(params, X=data["X_train"], y=data["y_train"], apply_fn=apply_fn,
+                         X_test=data.get("X_test"), y_test=data.get("y_test"),
+                         init_params=init_params, delta=args.delta)
     console.print(rep.to_text())
     _write_report(rep, out / "report.json", model=args.model, checkpoint=str(args.checkpoint),
                   data=data_name)
@@ -465,7 +466,7 @@ def _report_run(args: argparse.Namespace) -> int:
         with progress.phase("Rademacher complexity (Monte Carlo)"):
             estimate = _rademacher_estimate(dataset, args)
         with progress.phase("computing the bounds"):
-            rep = report(params, X_train=dataset.X_train, y_train=dataset.y_train,
+            rep = report(params, X=dataset.X_train, y=dataset.y_train,
                          apply_fn=apply_fn, init_params=init_params, delta=args.delta,
                          X_test=dataset.X_test, y_test=dataset.y_test,
                          rademacher_estimate=estimate)

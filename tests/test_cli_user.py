@@ -87,7 +87,7 @@ def test_report_on_a_users_module_and_checkpoint_piped(tmp_path):
         assert any(p.startswith(step) and p.endswith("...") for p in phases), (step, phases)
         assert any(p.startswith(step) and re.search(r"done in \d+\.\d s$", p) for p in phases)
     got = json.loads((out / "report.json").read_text())
-    want = genbounds.report(params, X_train=X, y_train=y, X_test=X_test, y_test=y_test,
+    want = genbounds.report(params, X=X, y=y, X_test=X_test, y_test=y_test,
                             apply_fn=user_nets.apply, init_params=init)
     assert got["train_error"] == 0.0 and got["n"] == len(X)
     assert got["test_error"] == pytest.approx(want.test_error, abs=0)

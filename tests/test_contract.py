@@ -183,7 +183,9 @@ def test_hessian_measure_of_a_nan_apply_fn_is_an_error():
         return x @ p["w"] * jnp.nan
 
     with pytest.raises(ValueError, match="apply_fn"):
-        gb.hessian_top_eigenvalues(apply_fn, params, X, y, key=jax.random.key(0), num_iters=4)
+        gb.hessian_top_eigenvalues(
+            params, X=X, y=y, apply_fn=apply_fn, key=jax.random.key(0), num_iters=4
+        )
 
 
 def test_check_result_never_passes_nan():
@@ -218,7 +220,7 @@ def test_report_caller_errors_raise(case):
     params = _net(rng)
     X = rng.standard_normal((20, 4))
     y = np.asarray(jnp.argmax(_apply(params, X), 1))
-    kw = dict(X_train=X, y_train=y, apply_fn=_apply)
+    kw = dict(X=X, y=y, apply_fn=_apply)
     match = {
         # A function that slices the network's logits is a network the trace cannot read:
         # refused, naming the operation.
@@ -228,9 +230,9 @@ def test_report_caller_errors_raise(case):
         "margin_neg": ("margin", lambda: kw.update(margin=-1.0)),
         "key": ("key", lambda: kw.update(key=0)),
         "xtest": ("X_test", lambda: kw.update(X_test=X[:, :3], y_test=y)),
-        "labels": ("y_train", lambda: kw.update(y_train=y + 3)),
+        "labels": ("^y ", lambda: kw.update(y=y + 3)),
         "quantile": ("margin_quantile", lambda: kw.update(margin_quantile=1.5)),
-        "nan_x": ("X_train", lambda: kw.update(X_train=np.where(np.arange(4) == 2, np.nan, X))),
+        "nan_x": ("^X ", lambda: kw.update(X=np.where(np.arange(4) == 2, np.nan, X))),
         "draws": ("rademacher_draws", lambda: kw.update(
             rademacher_class=gb.LinearBall(radius=1.0), rademacher_draws=1)),
     }[case]

@@ -150,11 +150,7 @@ def digits_net():
 def reduced_run(digits_net):
     apply_fn, params, init, Xtr, ytr, Xte, yte = digits_net
     bound, post = dziugaite_roy(
-        apply_fn,
-        params,
-        init,
-        Xtr,
-        ytr,
+        params, X=Xtr, y=ytr, apply_fn=apply_fn, init_params=init,
         key=jax.random.key(1),
         steps=4000,
         chunk=2000,
@@ -168,7 +164,9 @@ def test_reduced_run_is_sound_and_nonvacuous(digits_net, reduced_run):
     bound, post = reduced_run
     t = bound.terms
     assert sum(x.size for x in jax.tree.leaves(params)) == 3301 > len(Xtr) == 1437
-    held_out = stochastic_error(apply_fn, post, Xte, yte, key=jax.random.key(2), num_samples=1000)
+    held_out = stochastic_error(
+        post, X=Xte, y=yte, apply_fn=apply_fn, key=jax.random.key(2), num_samples=1000
+    )
     print(bound, held_out)
     # Soundness: the bound is above the stochastic net's held-out error (and its train error).
     assert bound.value >= held_out["error"] + 3 * held_out["stderr"]
@@ -208,17 +206,21 @@ def test_subset_evaluation_is_the_same_estimator(digits_net, reduced_run):
     # per net, uniform with replacement) is a binomial average of N k draws around it.
     point = DiagonalGaussian(post.mean, jax.tree.map(lambda s: jnp.full_like(s, 1e-30), post.std))
     exact = float(np.mean(np.asarray(apply_fn(post.mean, jnp.asarray(Xtr))) * (2 * ytr - 1) <= 0))
-    full = stochastic_error(apply_fn, point, Xtr, ytr, key=jax.random.key(5), num_samples=8)
+    full = stochastic_error(
+        point, X=Xtr, y=ytr, apply_fn=apply_fn, key=jax.random.key(5), num_samples=8
+    )
     assert full["error"] == pytest.approx(exact, abs=1e-6) and full["stderr"] == 0.0  # float32 mean
     N, k = 400, 50
     sub = stochastic_error(
-        apply_fn, point, Xtr, ytr, key=jax.random.key(6), num_samples=N, subset=k
+        point, X=Xtr, y=ytr, apply_fn=apply_fn, key=jax.random.key(6), num_samples=N, subset=k
     )
     assert abs(sub["error"] - exact) <= 4 * math.sqrt(exact * (1 - exact) / (N * k))
     # For the real posterior, subsets and the full set estimate the same quantity.
     key = jax.random.key(7)
-    full = stochastic_error(apply_fn, post, Xtr, ytr, key=key, num_samples=200)
-    small = stochastic_error(apply_fn, post, Xtr, ytr, key=key, num_samples=1000, subset=100)
+    full = stochastic_error(post, X=Xtr, y=ytr, apply_fn=apply_fn, key=key, num_samples=200)
+    small = stochastic_error(
+        post, X=Xtr, y=ytr, apply_fn=apply_fn, key=key, num_samples=1000, subset=100
+    )
     assert abs(small["error"] - full["error"]) < 4 * small["stderr"] + 4 * full["stderr"]
 
 
@@ -227,11 +229,7 @@ def test_certificate_for_another_prior_variance(digits_net, reduced_run):
     apply_fn, _, init, Xtr, ytr, *_ = digits_net
     bound, post = reduced_run
     b2 = dziugaite_roy_certificate(
-        apply_fn,
-        post,
-        init,
-        Xtr,
-        ytr,
+        post, X=Xtr, y=ytr, apply_fn=apply_fn, init_params=init,
         prior_variance=0.05,
         key=jax.random.key(3),
         num_mc_samples=500,
@@ -258,33 +256,68 @@ def test_bad_input():
         DiagonalGaussian.from_variance(w, {"w": -jnp.ones((2, 1)), "b": jnp.ones(1)})
     neg = DiagonalGaussian(w, {"w": -jnp.ones((2, 1)), "b": jnp.ones(1)})
     with pytest.raises(ValueError, match=r"posterior.std must be > 0"):
-        dziugaite_roy_certificate(f, neg, w, X, y, prior_variance=0.01, key=jax.random.key(0))
+        dziugaite_roy_certificate(
+            neg, X=X, y=y, apply_fn=f, init_params=w, prior_variance=0.01, key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match=r"posterior.std must be > 0"):
         diag_gaussian_kl(neg, w, 0.01)
     ok = DiagonalGaussian(w, jax.tree.map(jnp.ones_like, w))
     for bad in (0.0, 1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="delta must lie in"):
-            dziugaite_roy(f, w, w, X, y, key=jax.random.key(0), delta=bad, steps=1)
+            dziugaite_roy(
+                w, X=X, y=y, apply_fn=f, init_params=w, key=jax.random.key(0), delta=bad, steps=1
+            )
         with pytest.raises(ValueError, match="delta_prime must lie in"):
             dziugaite_roy_certificate(
-                f, ok, w, X, y, prior_variance=0.01, key=jax.random.key(0), delta_prime=bad
+                ok,
+                X=X,
+                y=y,
+                apply_fn=f,
+                init_params=w,
+                prior_variance=0.01,
+                key=jax.random.key(0),
+                delta_prime=bad,
             )
     with pytest.raises(ValueError, match="init_params must have the same tree structure"):
-        dziugaite_roy(f, w, {"w": jnp.ones((2, 1))}, X, y, key=jax.random.key(0), steps=1)
+        dziugaite_roy(
+            w,
+            X=X,
+            y=y,
+            apply_fn=f,
+            init_params={"w": jnp.ones((2, 1))},
+            key=jax.random.key(0),
+            steps=1,
+        )
     with pytest.raises(ValueError, match="init_params must match"):
         dziugaite_roy(
-            f, w, {"w": jnp.ones((3, 1)), "b": jnp.zeros(1)}, X, y, key=jax.random.key(0), steps=1
+            w,
+            X=X,
+            y=y,
+            apply_fn=f,
+            init_params={"w": jnp.ones((3, 1)), "b": jnp.zeros(1)},
+            key=jax.random.key(0),
+            steps=1,
         )
     with pytest.raises(ValueError, match="y must hold labels"):
-        dziugaite_roy(f, w, w, X, jnp.array([0, 1, 2]), key=jax.random.key(0), steps=1)
+        dziugaite_roy(
+            w,
+            X=X,
+            y=jnp.array([0, 1, 2]),
+            apply_fn=f,
+            init_params=w,
+            key=jax.random.key(0),
+            steps=1,
+        )
     with pytest.raises(ValueError, match="same number of examples"):
-        dziugaite_roy(f, w, w, X, jnp.array([0, 1]), key=jax.random.key(0), steps=1)
+        dziugaite_roy(
+            w, X=X, y=jnp.array([0, 1]), apply_fn=f, init_params=w, key=jax.random.key(0), steps=1
+        )
     with pytest.raises(ValueError, match="error must lie in"):
         sample_convergence_bound(1.2, num_samples=10)
     with pytest.raises(ValueError, match="prior_variance must be a finite number > 0"):
         diag_gaussian_kl(ok, w, 0.0)
     with pytest.raises(TypeError, match="posterior must be a DiagonalGaussian"):
-        stochastic_error(f, w, X, y, key=jax.random.key(0))
+        stochastic_error(w, X=X, y=y, apply_fn=f, key=jax.random.key(0))
 
 
 # ---------------------------------------------------------------------------------------------

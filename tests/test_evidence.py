@@ -38,10 +38,7 @@ def linear_gaussian():
 def test_linear_gaussian_closed_form(linear_gaussian, curvature):
     params, X, y, sigma, prior, ref = linear_gaussian
     r = laplace_evidence(
-        linear,
-        params,
-        X,
-        y,
+        params, X=X, y=y, apply_fn=linear,
         prior_precision=prior,
         likelihood="gaussian",
         noise_std=sigma,
@@ -63,10 +60,7 @@ def test_linear_gaussian_scalar_prior_smith_le_form():
     w = np.linalg.solve(X.T @ X + lam * np.eye(3), X.T @ y)
     f = lambda p, X: X @ p  # noqa: E731
     r = laplace_evidence(
-        f,
-        jnp.asarray(w),
-        jnp.asarray(X),
-        jnp.asarray(y),
+        jnp.asarray(w), X=jnp.asarray(X), y=jnp.asarray(y), apply_fn=f,
         prior_precision=lam,
         likelihood="gaussian",
     )
@@ -82,10 +76,7 @@ def test_slq_against_exact(linear_gaussian):
     # 5 parameters, 5 Lanczos steps: each probe's quadrature is exact; only the probe noise is
     # left, and it is covered by the reported standard error.
     r = laplace_evidence(
-        linear,
-        params,
-        X,
-        y,
+        params, X=X, y=y, apply_fn=linear,
         prior_precision=prior,
         likelihood="gaussian",
         noise_std=sigma,
@@ -181,8 +172,8 @@ def test_dinh_rescaling(trained_relu):
 
     shift = 2 * (64 * 6 + 6) * np.log(a) - 2 * 12 * np.log(a)  # 2 ln det D
     prior, prior_q = priors(lam)
-    e_p = laplace_evidence(relu_net, p, X, y, prior_precision=prior, curvature="ggn")
-    e_q = laplace_evidence(relu_net, q, X, y, prior_precision=prior_q, curvature="ggn")
+    e_p = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=prior, curvature="ggn")
+    e_q = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=prior_q, curvature="ggn")
     assert np.isfinite(e_p.complexity) and e_p.terms["num_nonpositive"] == 0
     assert e_q.complexity == pytest.approx(e_p.complexity, rel=1e-9)
     assert e_q.terms["cost"] == pytest.approx(e_p.terms["cost"], rel=1e-10)
@@ -191,30 +182,27 @@ def test_dinh_rescaling(trained_relu):
     )
     # The exact Hessian at this kinked minimum is indefinite: flagged (NaN), never silently
     # used; its inertia (number of non-positive eigenvalues) is preserved by the congruence.
-    h_p = laplace_evidence(relu_net, p, X, y, prior_precision=prior)
-    h_q = laplace_evidence(relu_net, q, X, y, prior_precision=prior_q)
+    h_p = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=prior)
+    h_q = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=prior_q)
     assert h_p.terms["num_nonpositive"] == h_q.terms["num_nonpositive"] > 0
     assert np.isnan(h_p.complexity) and np.isnan(h_q.complexity)
     # With a prior strong enough for a positive-definite Hessian the exact-Hessian Laplace
     # formula is invariant too (an identity: it does not need a minimum).
     strong, strong_q = priors(20.0)
-    h_p = laplace_evidence(relu_net, p, X, y, prior_precision=strong)
-    h_q = laplace_evidence(relu_net, q, X, y, prior_precision=strong_q)
+    h_p = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=strong)
+    h_q = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=strong_q)
     assert h_p.terms["num_nonpositive"] == 0
     assert h_q.complexity == pytest.approx(h_p.complexity, rel=1e-9)
     # Without the matching prior the evidence does change (the test can fail).
-    e_bad = laplace_evidence(relu_net, q, X, y, prior_precision=prior, curvature="ggn")
+    e_bad = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=prior, curvature="ggn")
     assert abs(e_bad.complexity - e_p.complexity) > 1.0
 
 
 def test_slq_on_a_network(trained_relu):
     p, X, y, lam, _ = trained_relu
-    exact = laplace_evidence(relu_net, p, X, y, prior_precision=lam, curvature="ggn")
+    exact = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=lam, curvature="ggn")
     slq = laplace_evidence(
-        relu_net,
-        p,
-        X,
-        y,
+        p, X=X, y=y, apply_fn=relu_net,
         prior_precision=lam,
         curvature="ggn",
         method="slq",
@@ -237,18 +225,15 @@ def test_nonpositive_curvature_is_flagged(trained_relu):
         "W2": jax.random.normal(k[1], (6, 2), jnp.float64),
         "b2": jnp.zeros(2, jnp.float64),
     }
-    r = laplace_evidence(relu_net, p, X, y, prior_precision=1e-3)
+    r = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3)
     assert r.terms["num_nonpositive"] > 0 and r.terms["min_eigenvalue"] < 0
     assert np.isnan(r.complexity) and any("non-positive" in n for n in r.notes)
     with pytest.raises(ValueError, match="non-positive eigenvalue"):
-        laplace_evidence(relu_net, p, X, y, prior_precision=1e-3, nonpositive="raise")
-    g = laplace_evidence(relu_net, p, X, y, prior_precision=1e-3, curvature="ggn")
+        laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3, nonpositive="raise")
+    g = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3, curvature="ggn")
     assert np.isfinite(g.complexity) and g.terms["num_nonpositive"] == 0
     s = laplace_evidence(
-        relu_net,
-        p,
-        X,
-        y,
+        p, X=X, y=y, apply_fn=relu_net,
         prior_precision=1e-3,
         method="slq",
         key=jax.random.key(0),
@@ -262,18 +247,28 @@ def test_bad_input(linear_gaussian):
     params, X, y, sigma, prior, _ = linear_gaussian
     kw = dict(likelihood="gaussian", noise_std=sigma)
     with pytest.raises(ValueError, match="prior_precision must be a finite number > 0"):
-        laplace_evidence(linear, params, X, y, prior_precision=-1.0, **kw)
+        laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision=-1.0, **kw)
     with pytest.raises(ValueError, match="prior_precision must be finite and > 0"):
-        laplace_evidence(linear, params, X, y, prior_precision={"w": 1.0, "b": 0.0}, **kw)
+        laplace_evidence(
+            params, X=X, y=y, apply_fn=linear, prior_precision={"w": 1.0, "b": 0.0}, **kw
+        )
     with pytest.raises(ValueError, match="prior_precision must be a positive number or a tree"):
-        laplace_evidence(linear, params, X, y, prior_precision={"w": 1.0}, **kw)
+        laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision={"w": 1.0}, **kw)
     with pytest.raises(ValueError, match="method must be one of"):
-        laplace_evidence(linear, params, X, y, prior_precision=1.0, method="magic", **kw)
+        laplace_evidence(
+            params, X=X, y=y, apply_fn=linear, prior_precision=1.0, method="magic", **kw
+        )
     with pytest.raises(ValueError, match="noise_std must be a finite number > 0"):
         laplace_evidence(
-            linear, params, X, y, prior_precision=1.0, likelihood="gaussian", noise_std=0.0
+            params,
+            X=X,
+            y=y,
+            apply_fn=linear,
+            prior_precision=1.0,
+            likelihood="gaussian",
+            noise_std=0.0,
         )
     with pytest.raises(ValueError, match="same number of examples"):
-        laplace_evidence(linear, params, X, y[:-1], prior_precision=1.0, **kw)
+        laplace_evidence(params, X=X, y=y[:-1], apply_fn=linear, prior_precision=1.0, **kw)
     with pytest.raises(TypeError, match=r"key must be a PRNG key such as jax.random.key\(0\)"):
-        laplace_evidence(linear, params, X, y, prior_precision=1.0, method="slq", **kw)
+        laplace_evidence(params, X=X, y=y, apply_fn=linear, prior_precision=1.0, method="slq", **kw)

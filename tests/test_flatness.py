@@ -69,13 +69,13 @@ def test_lanczos_matches_eigh(tiny):
     eig = np.linalg.eigh(full_hessian_ref(p, X, y))[0][::-1]
     P = eig.size
     # Krylov space = whole space: Lanczos is exact.
-    m = hessian_top_eigenvalues(mlp, p, X, y, key=jax.random.key(1), k=5, num_iters=P)
+    m = hessian_top_eigenvalues(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(1), k=5, num_iters=P)
     np.testing.assert_allclose(m.terms["eigenvalues"], eig[:5], rtol=1e-8, atol=1e-10)
     assert m.complexity == pytest.approx(eig[0], rel=1e-8)
     assert m.terms["smallest_ritz"] == pytest.approx(eig[-1], abs=1e-8)
     assert m.is_measure and m.estimated
     # Fewer steps: a lower estimate of the top eigenvalue, within its residual of the spectrum.
-    m = hessian_top_eigenvalues(mlp, p, X, y, key=jax.random.key(1), k=1, num_iters=15)
+    m = hessian_top_eigenvalues(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(1), k=1, num_iters=15)
     top, res = m.complexity, m.terms["residuals"][0]
     assert top <= eig[0] + 1e-10
     assert np.min(np.abs(eig - top)) <= res + 1e-10
@@ -85,11 +85,11 @@ def test_lanczos_matches_eigh(tiny):
 def test_hutchinson_trace(tiny):
     p, X, y = tiny
     tr = float(np.trace(full_hessian_ref(p, X, y)))
-    m = hessian_trace(mlp, p, X, y, key=jax.random.key(2), num_samples=400)
+    m = hessian_trace(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(2), num_samples=400)
     se = m.terms["stderr"]
     assert 0 < se < 0.2 * abs(tr)
     assert abs(m.complexity - tr) <= 4 * se
-    m2 = hessian_trace(mlp, p, X, y, key=jax.random.key(2), num_samples=100)
+    m2 = hessian_trace(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(2), num_samples=100)
     assert m2.terms["stderr"] > se  # the error shrinks with more probes
 
 
@@ -106,11 +106,13 @@ def test_sharpness_closed_form():
     base = np.log1p(np.exp(-wv @ xv))
     worst = np.log1p(np.exp(-(wv - eps * (np.abs(wv) + 1) * np.sign(xv)) @ xv))
     phi = (worst - base) / (1 + base) * 100
-    m = sharpness(f, w, X, y, epsilon=eps, steps=5)
+    m = sharpness(w, X=X, y=y, apply_fn=f, epsilon=eps, steps=5)
     assert m.complexity == pytest.approx(phi, rel=1e-10)
     assert m.terms["loss"] == pytest.approx(base, rel=1e-12)
     # From a random start in the box it also ends at the corner (a lower estimate in general).
-    m = sharpness(f, w, X, y, epsilon=eps, steps=10, step_size=0.5, key=jax.random.key(0))
+    m = sharpness(
+        w, X=X, y=y, apply_fn=f, epsilon=eps, steps=10, step_size=0.5, key=jax.random.key(0)
+    )
     assert m.complexity == pytest.approx(phi, rel=1e-10)
 
 
@@ -128,7 +130,9 @@ def test_sigma_prime_search_recomputed(tiny):
     x0, unravel = ravel_pytree(p)
     w0 = jax.tree.map(lambda a: 0.5 * a, p)
     key = jax.random.key(3)
-    m = pac_bayes_flatness(mlp, p, X, y, key=key, init_params=w0, num_samples=8, search_depth=12)
+    m = pac_bayes_flatness(
+        p, X=X, y=y, apply_fn=mlp, key=key, init_params=w0, num_samples=8, search_depth=12
+    )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
     noise = jax.random.normal(key, (8, x0.size), jnp.float64)  # documented: same draws
@@ -152,7 +156,15 @@ def test_alpha_prime_uses_std_not_variance(tiny):
     key = jax.random.key(4)
     eps = 1e-3
     m = magnitude_aware_flatness(
-        mlp, p, X, y, key=key, init_params=p, num_samples=8, search_depth=12, epsilon=eps
+        p,
+        X=X,
+        y=y,
+        apply_fn=mlp,
+        key=key,
+        init_params=p,
+        num_samples=8,
+        search_depth=12,
+        epsilon=eps,
     )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
@@ -222,10 +234,10 @@ def test_random_labels_are_sharper():
             p = _train(model, Xs, lab, seed)
             assert float(jnp.mean(jnp.argmax(model.apply(p, Xs), 1) != lab)) == 0.0
             eig = hessian_top_eigenvalues(
-                model.apply, p, Xs, lab, key=jax.random.key(0), num_iters=20
+                p, X=Xs, y=lab, apply_fn=model.apply, key=jax.random.key(0), num_iters=20
             ).complexity
             sig = pac_bayes_flatness(
-                model.apply, p, Xs, lab, key=jax.random.key(0), search_depth=10
+                p, X=Xs, y=lab, apply_fn=model.apply, key=jax.random.key(0), search_depth=10
             ).terms["sigma_prime"]
             res[name] = (eig, sig)
         # Margins: observed ratios ~10x (eigenvalue) and ~2.7x (sigma').
@@ -242,27 +254,27 @@ def test_bad_input(tiny):
     p, X, y = tiny
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="init_params must have the same tree structure"):
-        pac_bayes_flatness(mlp, p, X, y, key=key, init_params={"W1": p["W1"]})
+        pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=key, init_params={"W1": p["W1"]})
     with pytest.raises(ValueError, match="init_params must match"):
         magnitude_aware_flatness(
-            mlp, p, X, y, key=key, init_params={**p, "b2": jnp.zeros(4, jnp.float64)}
+            p, X=X, y=y, apply_fn=mlp, key=key, init_params={**p, "b2": jnp.zeros(4, jnp.float64)}
         )
     with pytest.raises(ValueError, match="target_deviation must lie in"):
-        pac_bayes_flatness(mlp, p, X, y, key=key, target_deviation=1.5)
+        pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=key, target_deviation=1.5)
     with pytest.raises(ValueError, match="k must be <= num_iters"):
-        hessian_top_eigenvalues(mlp, p, X, y, key=key, k=5, num_iters=3)
+        hessian_top_eigenvalues(p, X=X, y=y, apply_fn=mlp, key=key, k=5, num_iters=3)
     with pytest.raises(ValueError, match="num_iters must be <= the number of parameters"):
-        hessian_top_eigenvalues(mlp, p, X, y, key=key, num_iters=1000)
+        hessian_top_eigenvalues(p, X=X, y=y, apply_fn=mlp, key=key, num_iters=1000)
     with pytest.raises(ValueError, match="y must hold labels"):
-        hessian_trace(mlp, p, X, y.at[0].set(3), key=key)
+        hessian_trace(p, X=X, y=y.at[0].set(3), apply_fn=mlp, key=key)
     with pytest.raises(ValueError, match="epsilon must be a finite number > 0"):
-        sharpness(mlp, p, X, y, epsilon=-1.0)
+        sharpness(p, X=X, y=y, apply_fn=mlp, epsilon=-1.0)
     with pytest.raises(ValueError, match="params must be finite"):
-        sharpness(mlp, {**p, "b2": jnp.full(3, jnp.nan)}, X, y)
+        sharpness({**p, "b2": jnp.full(3, jnp.nan)}, X=X, y=y, apply_fn=mlp)
     with pytest.raises(ValueError, match="must return logits"):
-        sharpness(lambda q, X: mlp(q, X)[None], p, X, y)
+        sharpness(p, X=X, y=y, apply_fn=lambda q, X: mlp(q, X)[None])
     with pytest.raises(TypeError, match=r"key must be a PRNG key such as jax.random.key\(0\)"):
-        hessian_trace(mlp, p, X, y, key=None)
+        hessian_trace(p, X=X, y=y, apply_fn=mlp, key=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +336,7 @@ def test_batched_search_equals_plain_bisection(wide, measure):
         def std_of(a):
             return np.sqrt(a * a * w * w + eps * eps)
 
-    m = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth)
+    m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth)
     lo, hi, dev = _bisection_reference(p, X, y, noise, std_of, depth=depth)
     t = m.terms
     assert t["reached_target"]
@@ -337,7 +349,7 @@ def test_batched_search_equals_plain_bisection(wide, measure):
 
     # A stated tolerance stops earlier, with a bracket that contains the full-depth one.
     cached = _chunk_counts._cache_size()
-    loose = fn(mlp, p, X, y, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
+    loose = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
     tl = loose.terms
     assert tl["bracket_high"] - tl["bracket_low"] <= 0.05 * tl["bracket_high"]
     assert tl["search_steps"] < depth
@@ -349,4 +361,4 @@ def test_batched_search_equals_plain_bisection(wide, measure):
 def test_search_tol_is_checked(tiny):
     p, X, y = tiny
     with pytest.raises(ValueError, match="search_tol"):
-        pac_bayes_flatness(mlp, p, X, y, key=jax.random.key(0), search_tol=0.0)
+        pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(0), search_tol=0.0)

@@ -315,7 +315,7 @@ def test_residual_refused_by_chain_bounds():
     with pytest.raises(ValueError, match="do not reproduce the given logits"):
         genbounds.spectral(v, X=x, y=y, logits=Residual().apply(v, x),
                            layers=["embed", "hidden", "mix", "out"])
-    rep = genbounds.report(v, X_train=x, y_train=y, apply_fn=Residual().apply)
+    rep = genbounds.report(v, X=x, y=y, apply_fn=Residual().apply)
     skipped = dict(rep.skipped)
     for name in ("spectral", "pac_bayes", "golowich", "norms"):
         assert "residual" in skipped[name]
@@ -348,7 +348,7 @@ def test_report_on_linen_cnn():
     v = _init(Small(), X)
     y = np.array(np.argmax(Small().apply(v, X), axis=1))
     y[:3] = (y[:3] + 1) % 5  # a few errors, so the test error is not 0
-    rep = genbounds.report(v, X_train=X, y_train=y, apply_fn=Small().apply,
+    rep = genbounds.report(v, X=X, y=y, apply_fn=Small().apply,
                            X_test=X, y_test=y)
     names = {b.name for b in rep.bounds}
     assert "spectral" in names and "vc" not in names

@@ -22,7 +22,7 @@ def trained():
 @pytest.fixture(scope="module")
 def rep(trained):
     data, net = trained
-    return genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+    return genbounds.report(net.params, X=data.X_train, y=data.y_train,
                             apply_fn=net.apply_fn, init_params=net.init_params,
                             X_test=data.X_test, y_test=data.y_test)
 
@@ -90,7 +90,7 @@ def test_report_lists_what_does_not_apply():
         return model.apply({"params": p}, x)
 
     y = np.argmax(np.asarray(apply_fn(params, X)), axis=1)
-    r = genbounds.report(params, X_train=X, y_train=y, apply_fn=apply_fn)
+    r = genbounds.report(params, X=X, y=y, apply_fn=apply_fn)
     skipped = dict(r.skipped)
     # The CNN is traced: BFT covers it (operator norms); the fully connected theorems refuse.
     assert "spectral" in {b.name for b in r.bounds}
@@ -100,12 +100,12 @@ def test_report_lists_what_does_not_apply():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [(dict(delta=2.0), "delta"), (dict(y_train=np.zeros(3, int)), "same number"),
+    [(dict(delta=2.0), "delta"), (dict(y=np.zeros(3, int)), "same number"),
      (dict(X_test=np.zeros((2, 64))), "both")],
 )
 def test_report_bad_input(trained, kwargs, match):
     data, net = trained
-    args = dict(X_train=data.X_train, y_train=data.y_train, apply_fn=net.apply_fn)
+    args = dict(X=data.X_train, y=data.y_train, apply_fn=net.apply_fn)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         genbounds.report(net.params, **args)
@@ -119,7 +119,7 @@ def test_rademacher_entry_is_a_measure_with_its_conditional_bound(trained):
     X = np.asarray(data.X_train, np.float64)
     est = genbounds.rademacher(genbounds.LinearBall(1.0), X, num_draws=16,
                                key=__import__("jax").random.key(0))
-    r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+    r = genbounds.report(net.params, X=data.X_train, y=data.y_train,
                          apply_fn=net.apply_fn, rademacher_estimate=est, delta=0.05)
     assert "rademacher" not in {x.name for x in r.bounds}  # not tied to the net: a measure
     b = {x.name: x for x in r.measures}["rademacher"]
@@ -129,17 +129,17 @@ def test_rademacher_entry_is_a_measure_with_its_conditional_bound(trained):
     np.testing.assert_allclose(b.complexity, est.value, rtol=1e-12)
     assert b.value is None and b.estimated and b.delta == 0.05
     with pytest.raises(ValueError, match="points"):
-        genbounds.report(net.params, X_train=data.X_train[:10], y_train=data.y_train[:10],
+        genbounds.report(net.params, X=data.X_train[:10], y=data.y_train[:10],
                          apply_fn=net.apply_fn, rademacher_estimate=est)
 
 
 def test_report_flatness_entries(trained):
     data, net = trained
-    r = genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+    r = genbounds.report(net.params, X=data.X_train, y=data.y_train,
                          apply_fn=net.apply_fn, flatness=True)
     m = {x.name: x for x in r.measures}
     assert m["hessian_top"].complexity > 0 and m["hessian_top"].estimated
     assert m["pac_bayes_flatness"].complexity > 0
     with pytest.raises(ValueError, match="init_params"):
-        genbounds.report(net.params, X_train=data.X_train, y_train=data.y_train,
+        genbounds.report(net.params, X=data.X_train, y=data.y_train,
                          apply_fn=net.apply_fn, dziugaite_roy_options={})

@@ -13,7 +13,7 @@ def rep():
     params = {"Dense_0": {"kernel": np.eye(2)}, "Dense_1": {"kernel": 2.0 * np.eye(2)}}
     X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50)
     y = np.array([0, 1] * 50)
-    return genbounds.report(params, X_train=X, y_train=y,
+    return genbounds.report(params, X=X, y=y,
                             apply_fn=lambda p, x: x @ p["Dense_0"]["kernel"] @ p["Dense_1"]["kernel"],
                             X_test=X[:10], y_test=1 - y[:10])
 

@@ -144,9 +144,20 @@ def test_risk_certificate_assembles_its_terms():
     q = genbounds.DiagonalGaussian({"w": jnp.array([1.0, 0.4])}, {"w": jnp.array([0.2, 0.3])})
     w_p = {"w": jnp.array([0.8, 0.2])}
     key = jax.random.key(3)
-    b1 = risk_certificate(linear, q, w_p, X, y, prior_std=0.5, key=key, num_mc_samples=400)
-    b3 = risk_certificate(linear, q, w_p, X, y, prior_std=0.5, key=key, num_mc_samples=400,
-                          num_candidates=3)
+    b1 = risk_certificate(
+        q, X=X, y=y, apply_fn=linear, prior_mean=w_p, prior_std=0.5, key=key, num_mc_samples=400
+    )
+    b3 = risk_certificate(
+        q,
+        X=X,
+        y=y,
+        apply_fn=linear,
+        prior_mean=w_p,
+        prior_std=0.5,
+        key=key,
+        num_mc_samples=400,
+        num_candidates=3,
+    )
     # KL in float64 from the closed form.
     s, sp2 = np.array([0.2, 0.3]) ** 2, 0.25
     kl = 0.5 * (np.sum(s) / sp2 + np.sum((np.array([0.2, 0.2])) ** 2) / sp2 - 2
@@ -181,29 +192,40 @@ def test_training_is_jitted_once_and_reports_progress():
     seen = []
     kw = dict(n_bound=128, prior_std=0.3, epochs=3, batch_size=32, lr=0.01,
               callback=lambda e, m: seen.append((e, m)))
-    train_posterior(linear, w0, X, y, key=jax.random.key(0), **kw)
+    train_posterior(w0, X=X, y=y, apply_fn=linear, key=jax.random.key(0), **kw)
     before = _pbb_epoch._cache_size()
-    q, hist = train_posterior(linear, w0, X, y, key=jax.random.key(1), **kw)
+    q, hist = train_posterior(w0, X=X, y=y, apply_fn=linear, key=jax.random.key(1), **kw)
     assert _pbb_epoch._cache_size() == before  # same shapes: no recompilation
     assert [e for e, _ in seen] == [0, 1, 2, 0, 1, 2]
     assert set(seen[0][1]) == {"objective", "loss", "kl", "error", "lam"}
     assert len(hist["objective"]) == 3 and all(np.isfinite(hist["kl"]))
     # f_lambda keeps lambda at its closed form, inside (0, 2).
-    _, hl = train_posterior(linear, w0, X, y, key=jax.random.key(1), objective="lambda",
-                            **{**kw, "callback": None})
+    _, hl = train_posterior(
+        w0,
+        X=X,
+        y=y,
+        apply_fn=linear,
+        key=jax.random.key(1),
+        objective="lambda",
+        **{**kw, "callback": None},
+    )
     assert all(0.0 < v < 2.0 for v in hl["lam"]) and hl["lam"][-1] != 1.0
 
 
 def test_learn_prior_uses_only_the_prior_data():
     X, y = _toy(m=300)
     w0 = {"w": jnp.zeros(2)}
-    a = learn_prior(linear, w0, X[:100], y[:100], key=jax.random.key(0), epochs=5, batch_size=20)
+    a = learn_prior(
+        w0, X=X[:100], y=y[:100], apply_fn=linear, key=jax.random.key(0), epochs=5, batch_size=20
+    )
     Xb = X.copy()
     Xb[100:] = 0.0  # changing the rest of the data cannot change a prior learnt on X[:100]
-    b = learn_prior(linear, w0, Xb[:100], y[:100], key=jax.random.key(0), epochs=5, batch_size=20)
+    b = learn_prior(
+        w0, X=Xb[:100], y=y[:100], apply_fn=linear, key=jax.random.key(0), epochs=5, batch_size=20
+    )
     np.testing.assert_array_equal(np.asarray(a["w"]), np.asarray(b["w"]))
     assert float(jnp.linalg.norm(a["w"])) > 0.0
-    c = learn_prior(linear, w0, X[:100], y[:100], key=jax.random.key(0), epochs=3,
+    c = learn_prior(w0, X=X[:100], y=y[:100], apply_fn=linear, key=jax.random.key(0), epochs=3,
                     batch_size=20, objective="quad", prior_std=0.3)
     assert c["w"].shape == (2,)
 
@@ -219,9 +241,22 @@ def test_perez_ortiz_mlp_and_cnn_certificates_hold_on_test_data():
     yt = (Xt[:, :2].sum(axis=(1, 2, 3)) > Xt[:, 2:].sum(axis=(1, 2, 3))).astype(int)
     for model in (MLP(features=(16,), num_classes=2), CNN(features=(4,), num_classes=2)):
         p0 = model.init(jax.random.key(0), X[:1])
-        b, q = perez_ortiz(model.apply, p0, X, y, key=jax.random.key(1), prior_epochs=10,
-                           prior_lr=0.05, epochs=5, batch_size=32, prior_stds=(0.01, 0.03),
-                           num_mc_samples=300, X_test=Xt, y_test=yt, test_mc_samples=100)
+        b, q = perez_ortiz(
+            p0,
+            X=X,
+            y=y,
+            apply_fn=model.apply,
+            key=jax.random.key(1),
+            prior_epochs=10,
+            prior_lr=0.05,
+            epochs=5,
+            batch_size=32,
+            prior_stds=(0.01, 0.03),
+            num_mc_samples=300,
+            X_test=Xt,
+            y_test=yt,
+            test_mc_samples=100,
+        )
         t = b.terms
         assert b.name == "risk_certificate" and b.delta == pytest.approx(0.035)
         assert t["n_prior"] == 300 and t["n_bound"] == 300 and t["num_candidates"] == 2
@@ -259,12 +294,33 @@ def test_coverage_on_a_problem_with_known_risk():
         key = jax.random.key(r)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         s = split_data(X, y, prior_fraction=0.5, seed=r)
-        w_p = learn_prior(linear, w0, s.X_prior, s.y_prior, key=k1, epochs=5, batch_size=16,
-                          lr=0.05)
-        q, _ = train_posterior(linear, w_p, X, y, n_bound=len(s.X_bound), prior_std=0.5, key=k2,
-                               epochs=3, batch_size=16, lr=0.02)
-        b = risk_certificate(linear, q, w_p, s.X_bound, s.y_bound, prior_std=0.5, key=k3,
-                             delta=delta, delta_prime=delta_prime, num_mc_samples=50)
+        w_p = learn_prior(
+            w0, X=s.X_prior, y=s.y_prior, apply_fn=linear, key=k1, epochs=5, batch_size=16, lr=0.05
+        )
+        q, _ = train_posterior(
+            w_p,
+            X=X,
+            y=y,
+            apply_fn=linear,
+            n_bound=len(s.X_bound),
+            prior_std=0.5,
+            key=k2,
+            epochs=3,
+            batch_size=16,
+            lr=0.02,
+        )
+        b = risk_certificate(
+            q,
+            X=s.X_bound,
+            y=s.y_bound,
+            apply_fn=linear,
+            prior_mean=w_p,
+            prior_std=0.5,
+            key=k3,
+            delta=delta,
+            delta_prime=delta_prime,
+            num_mc_samples=50,
+        )
         risk = _true_risk(q, u, eta, k4)
         fails += b.value < risk
         naive_fails += b.terms["bound_set_error_mc"] < risk  # not a bound: fails often
@@ -342,15 +398,29 @@ def test_bad_input_is_named():
         risk_certificate_from_terms(kl=1.0, error=0.1, n=5, delta=0.05)
     with pytest.raises(ValueError, match="p_min"):
         bounded_cross_entropy(jnp.zeros((2, 2)), jnp.zeros(2, int), p_min=0.0)
-    with pytest.raises(ValueError, match="X_bound must hold at least 8"):
-        risk_certificate(linear, q, w0, X[:5], y[:5], prior_std=1.0, key=key)
+    with pytest.raises(ValueError, match="X must hold at least 8"):
+        risk_certificate(
+            q, X=X[:5], y=y[:5], apply_fn=linear, prior_mean=w0, prior_std=1.0, key=key
+        )
     with pytest.raises(ValueError, match="delta \\+ delta_prime"):
-        risk_certificate(linear, q, w0, X, y, prior_std=1.0, key=key, delta=0.6, delta_prime=0.5)
+        risk_certificate(
+            q,
+            X=X,
+            y=y,
+            apply_fn=linear,
+            prior_mean=w0,
+            prior_std=1.0,
+            key=key,
+            delta=0.6,
+            delta_prime=0.5,
+        )
     with pytest.raises(ValueError, match="prior_std"):
-        train_posterior(linear, w0, X, y, n_bound=32, prior_std=-1.0, key=key)
+        train_posterior(w0, X=X, y=y, apply_fn=linear, n_bound=32, prior_std=-1.0, key=key)
     with pytest.raises(ValueError, match="posterior_data"):
-        perez_ortiz(linear, w0, X, y, key=key, posterior_data="test")
+        perez_ortiz(w0, X=X, y=y, apply_fn=linear, key=key, posterior_data="test")
     with pytest.raises(ValueError, match="X_test and y_test"):
-        perez_ortiz(linear, w0, X, y, key=key, X_test=X)
+        perez_ortiz(w0, X=X, y=y, apply_fn=linear, key=key, X_test=X)
     with pytest.raises(ValueError, match="prior_mean"):
-        risk_certificate(linear, q, {"w": jnp.zeros(3)}, X, y, prior_std=1.0, key=key)
+        risk_certificate(
+            q, X=X, y=y, apply_fn=linear, prior_mean={"w": jnp.zeros(3)}, prior_std=1.0, key=key
+        )

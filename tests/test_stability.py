@@ -100,12 +100,7 @@ def data():
 def test_empirical_stability_within_hrs(data):
     X, y, Xt, yt = data
     r = empirical_stability(
-        train_fn,
-        loss_fn,
-        X,
-        y,
-        Xt,
-        yt,
+        train_fn, loss_fn, X=X, y=y, X_test=Xt, y_test=yt,
         key=jax.random.key(0),
         num_replacements=12,
         num_seeds=2,
@@ -137,13 +132,15 @@ def test_bad_input(data):
     X, y, Xt, yt = data
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="num_replacements must be <= n"):
-        empirical_stability(train_fn, loss_fn, X, y, Xt, yt, key=key, num_replacements=N + 1)
+        empirical_stability(
+            train_fn, loss_fn, X=X, y=y, X_test=Xt, y_test=yt, key=key, num_replacements=N + 1
+        )
     with pytest.raises(ValueError, match="same number of examples"):
-        empirical_stability(train_fn, loss_fn, X, y[:-1], Xt, yt, key=key)
+        empirical_stability(train_fn, loss_fn, X=X, y=y[:-1], X_test=Xt, y_test=yt, key=key)
     with pytest.raises(ValueError, match="example shape"):
-        empirical_stability(train_fn, loss_fn, X, y, Xt[:, :3], yt, key=key)
+        empirical_stability(train_fn, loss_fn, X=X, y=y, X_test=Xt[:, :3], y_test=yt, key=key)
     with pytest.raises(TypeError, match="callable"):
-        empirical_stability(None, loss_fn, X, y, Xt, yt, key=key)
+        empirical_stability(None, loss_fn, X=X, y=y, X_test=Xt, y_test=yt, key=key)
     with pytest.raises(ValueError, match="lipschitz must be a finite number > 0"):
         hardt_stability_convex(lipschitz=-1.0, step_sizes=[0.1], n=10)
     with pytest.raises(ValueError, match="step_sizes must be >= 0"):

@@ -35,7 +35,7 @@ def test_alpha_prime_closed_form(corner_problem):
     # Box |u| <= a on (w, b): margin_i drops to margin_i - a (||x_i||_1 + 1). The error passes
     # 0.1 (one example of ten) when the second example falls: at the second smallest ratio.
     ratio = np.sort(margins / (np.abs(X).sum(1) + 1.0))
-    m = worst_case_sharpness(logistic, p, X, y, key=jax.random.key(1), steps=10,
+    m = worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=jax.random.key(1), steps=10,
                              search_depth=20, scale_max=2.0)
     a = m.terms["alpha_prime"]
     assert m.terms["reached_target"]
@@ -50,8 +50,16 @@ def test_magnitude_aware_alpha_prime_closed_form(corner_problem):
     # Box |u_j| <= a |w_j| + eps: margin_i - eps (||x_i||_1 + 1) - a (sum_j |w_j| x_ij + |b|).
     wx = (np.abs(X) @ np.abs(p["w"]))[:, 0] + abs(p["b"][0])
     ratio = np.sort((margins - eps * (np.abs(X).sum(1) + 1.0)) / wx)
-    m = magnitude_aware_sharpness(logistic, p, X, y, key=jax.random.key(2), epsilon=eps,
-                                  steps=10, search_depth=20)
+    m = magnitude_aware_sharpness(
+        p,
+        X=X,
+        y=y,
+        apply_fn=logistic,
+        key=jax.random.key(2),
+        epsilon=eps,
+        steps=10,
+        search_depth=20,
+    )
     assert abs(m.terms["alpha_prime"] - ratio[1]) <= 2.0 / 2**20
 
 
@@ -62,7 +70,7 @@ def test_mu_formulas_recomputed(corner_problem):
     v0 = xw - np.asarray(ravel_pytree(w0)[0], np.float64)
     omega, m_ = xw.size, len(X)
 
-    s = worst_case_sharpness(logistic, p, X, y, key=jax.random.key(0), init_params=w0,
+    s = worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=jax.random.key(0), init_params=w0,
                              search_depth=10)
     a = s.terms["alpha_prime"]
     tail = math.log(m_ / a) + 10.0
@@ -73,8 +81,16 @@ def test_mu_formulas_recomputed(corner_problem):
     assert s.terms["mu_50_adjusted"] == pytest.approx(math.sqrt(s.terms["mu_50"] / m_))
 
     eps = 1e-3
-    g = magnitude_aware_sharpness(logistic, p, X, y, key=jax.random.key(0), init_params=w0,
-                                  epsilon=eps, search_depth=10)
+    g = magnitude_aware_sharpness(
+        p,
+        X=X,
+        y=y,
+        apply_fn=logistic,
+        key=jax.random.key(0),
+        init_params=w0,
+        epsilon=eps,
+        search_depth=10,
+    )
     a = g.terms["alpha_prime"]
     tail = math.log(m_ / a) + 10.0
     c = a * a + 4 * math.log(2 * omega)
@@ -89,15 +105,21 @@ def test_bad_input(corner_problem):
     p, X, y, _ = corner_problem
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="target_deviation"):
-        worst_case_sharpness(logistic, p, X, y, key=key, target_deviation=1.5)
+        worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=key, target_deviation=1.5)
     with pytest.raises(ValueError, match="restarts"):
-        worst_case_sharpness(logistic, p, X, y, key=key, restarts=0)
+        worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=key, restarts=0)
     with pytest.raises(ValueError, match="steps"):
-        worst_case_sharpness(logistic, p, X, y, key=key, steps=0)
+        worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=key, steps=0)
     with pytest.raises(ValueError, match="epsilon"):
-        magnitude_aware_sharpness(logistic, p, X, y, key=key, epsilon=-1.0)
+        magnitude_aware_sharpness(p, X=X, y=y, apply_fn=logistic, key=key, epsilon=-1.0)
     with pytest.raises(TypeError, match="key"):
-        worst_case_sharpness(logistic, p, X, y, key=None)
+        worst_case_sharpness(p, X=X, y=y, apply_fn=logistic, key=None)
     with pytest.raises(ValueError, match="init_params"):
-        worst_case_sharpness(logistic, p, X, y, key=key, init_params={"w": jnp.zeros((2, 1)),
-                                                                         "b": jnp.zeros(1)})
+        worst_case_sharpness(
+            p,
+            X=X,
+            y=y,
+            apply_fn=logistic,
+            key=key,
+            init_params={"w": jnp.zeros((2, 1)), "b": jnp.zeros(1)},
+        )
