@@ -120,6 +120,7 @@ def _attack(apply_fn, params, X, y, eps, step_size, key, lo, hi, *, norm, steps,
         return jnp.sum(obj), m
 
     grad = jax.grad(objective, has_aux=True)
+    clean = margins_core(apply_fn(params, X), y)
 
     def one_run(k):
         x = _project(_random_start(k, X, eps, norm), X, eps, norm, lo, hi) if random_start else X
@@ -137,14 +138,13 @@ def _attack(apply_fn, params, X, y, eps, step_size, key, lo, hi, *, norm, steps,
             x = _project(x + step_size * move, X, eps, norm, lo, hi)
             return (x, best_x, best_m), None
 
-        init = (x, X, jnp.full(X.shape[0], jnp.inf, jnp.float32))
+        init = (x, X, jnp.full(X.shape[0], jnp.inf, clean.dtype))
         (x, best_x, best_m), _ = jax.lax.scan(step, init, None, length=steps)
         m = margins_core(apply_fn(params, x), y)
         better = m < best_m
         best_x = jnp.where(better.reshape((-1,) + (1,) * (X.ndim - 1)), x, best_x)
         return best_x, jnp.minimum(m, best_m)
 
-    clean = margins_core(apply_fn(params, X), y)
     best_x, best_m = X, clean
     for k in jax.random.split(key, restarts):
         bx, bm = one_run(k)

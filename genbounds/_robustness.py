@@ -122,8 +122,15 @@ def _segment_matrix(net: Network, seg: list[int], max_entries: int) -> np.ndarra
     """The merged linear map of a run of records, as a float64 matrix (in_dim, out_dim)."""
     src = net.nodes[seg[0]].inputs[0]
     in_shape = net.nodes[src].shape
+    first, lastn = net.nodes[seg[0]], net.nodes[seg[-1]]
+    if not in_shape or not lastn.shape:  # read from names: shapes known for dense maps only
+        if first.op != "linear" or first.layer.kind != "dense" or len(seg) != 1:
+            return None
+        in_shape = (first.layer.fan_in,)
+        d_out = first.layer.fan_out
+    else:
+        d_out = math.prod(lastn.shape)
     d_in = math.prod(in_shape)
-    d_out = math.prod(net.nodes[seg[-1]].shape)
     if d_in * d_out > max_entries:
         return None
     with jax.enable_x64(True):

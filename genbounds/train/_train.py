@@ -280,9 +280,8 @@ def _power_start(params: Any) -> list[jax.Array]:
     keys = jax.random.split(jax.random.key(17), max(len(ks), 1))
     us = [jax.random.normal(k, (w.shape[1],), jnp.float32) for (w, _), k in zip(ks, keys[:len(ks)], strict=True)]
     us = [u / jnp.linalg.norm(u) for u in us]
-    for _ in range(_WARM_ITERS):
-        _, us = _power_step(jax.lax.stop_gradient(params), us)
-    return us
+    fixed = jax.lax.stop_gradient(params)
+    return jax.lax.fori_loop(0, _WARM_ITERS, lambda _, u: _power_step(fixed, u)[1], us)
 
 
 def _epoch_functions(
@@ -500,12 +499,12 @@ def train(
       eval_batch_size: chunk size of the full-set evaluations.
       lipschitz_margin: c >= 0. With c > 0, Lipschitz-margin training (Tsuzuku, Sato &
         Sugiyama 2018, arXiv:1802.04034, Section 4 / Algorithm 1): the loss is the
-        cross-entropy of the logits with $\sqrt 2\, c\, L$ added to every logit except the
+        cross-entropy of the logits with sqrt(2) c L added to every logit except the
         label's, where L is the product of the weight matrices' spectral norms (a conv kernel's
         reshaped norm times sqrt(window size)), estimated by one power iteration per step with
         the vectors carried across the steps of an epoch (warmed up by 20 iterations at its
         start) and differentiated with the vectors held fixed (Miyato et al. 2018). Minimising
-        it pushes every training margin towards $\sqrt 2\, c\, L$, i.e. a certified $\ell_2$
+        it pushes every training margin towards sqrt(2) c L, i.e. a certified l2
         radius of about c (`genbounds.certified_radius`). The stopping rule and the recorded
         losses and accuracies use the plain logits.
 
