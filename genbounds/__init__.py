@@ -5,6 +5,8 @@ Bounds (each ``.value`` an upper bound on the 0-1 test error with probability >=
 `perez_ortiz` / `risk_certificate` (on the stochastic net); all of them at once: `report`.
 Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, `rademacher`,
 `sharpness`, `pac_bayes_flatness`, `hessian_top_eigenvalues`, `laplace_evidence`, ...
+Robustness: attacks (`fgsm`, `pgd`, `robust_accuracy`) beside certified radii
+(`certified_radius`, `certified_accuracy`, `robustness`).
 Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
 The harness lives apart, in `genbounds.data` and `genbounds.train`.
 
@@ -12,6 +14,10 @@ The public namespace only re-exports; every module behind it is private. Importi
 turns on JAX's persistent compilation cache (opt out with ``GENBOUNDS_JAX_CACHE=0``).
 """
 
+from ._attacks import AttackResult as AttackResult
+from ._attacks import fgsm as fgsm
+from ._attacks import pgd as pgd
+from ._attacks import robust_accuracy as robust_accuracy
 from ._bound import Bound as Bound
 from ._conv import conv_operator_norm as conv_operator_norm
 from ._conv import reshaped_kernel_norm as reshaped_kernel_norm
@@ -89,6 +95,11 @@ from ._risk_certificate import risk_certificate as risk_certificate
 from ._risk_certificate import risk_certificate_from_terms as risk_certificate_from_terms
 from ._risk_certificate import split_data as split_data
 from ._risk_certificate import train_posterior as train_posterior
+from ._robustness import CertifiedRadii as CertifiedRadii
+from ._robustness import RobustnessCurve as RobustnessCurve
+from ._robustness import certified_accuracy as certified_accuracy
+from ._robustness import certified_radius as certified_radius
+from ._robustness import robustness as robustness
 from ._spectral import spectral as spectral
 from ._spectral import spectral_complexity as spectral_complexity
 from ._spectral import spectral_margin_bound as spectral_margin_bound

@@ -258,6 +258,7 @@ def report(
     evidence_prior: float | None = None,
     dziugaite_roy_options: Mapping[str, Any] | None = None,
     extra: Mapping[str, Callable[[], Bound]] | None = None,
+    robustness: Mapping[str, Any] | None = None,
 ) -> Report:
     r"""Every bound and measure genbounds has, for one trained network, in one call.
 
@@ -301,6 +302,11 @@ def report(
         with these keyword options, e.g. ``{"steps": 3000, "num_mc_samples": 1000}``. Its value
         bounds the error of the stochastic network (the optimised posterior), at its own delta.
       extra: more entries, name -> zero-argument function returning a `Bound`.
+      robustness: add the robustness entry (opt-in; attacks take seconds): keyword options of
+        `genbounds.robustness`, at least ``eps`` (the grid), e.g. ``{"eps": [0, 0.5, 1],
+        "norm": "l2", "box": (0, 1)}``; on the test set when given, else the training set.
+        A measure: ``complexity`` the median certified radius, ``terms`` the curve (clean, PGD
+        and certified accuracy against eps).
 
     Returns:
       A `Report`: ``.ranked()``, ``.to_markdown()``, ``.to_text()``, ``.to_records()``,
@@ -396,6 +402,12 @@ def report(
         entries["dziugaite_roy"] = lambda: dziugaite_roy(
             params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts
         )[0]
+    if robustness is not None:
+        from ._robustness import robustness_measure
+
+        rx, ry = (X_test, y_test) if X_test is not None else (X, y)
+        entries["robustness"] = lambda: robustness_measure(params, apply_fn=apply_fn, X=rx,
+                                                           y=ry, **robustness)
     if extra:
         entries.update(extra)
 

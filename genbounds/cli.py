@@ -8,6 +8,7 @@
     genbounds study [--quick] [--out DIR]  Jiang et al. (2020): which measure ranks the nets
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
     genbounds reproduce risk-certificate [--dataset digits|digits-binary|mnist1d|synthetic|mnist]
+    genbounds robustness [--out DIR]     PGD / FGSM beside certified accuracy (docs/robustness.md)
 
 Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
 """
@@ -606,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rademacher-steps", type=int, default=150,
                    help="RUN_DIR only: training steps per sign vector")
     p.set_defaults(func=cmd_report)
+
+    from genbounds._cli_robustness import add_parser as add_robustness
+
+    add_robustness(sub)
     return parser
 
 
