@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import jax
-import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
