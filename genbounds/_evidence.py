@@ -118,7 +118,7 @@ def laplace_evidence(
     key: jax.Array | None = None,
     num_probes: int = 30,
     num_iters: int = 60,
-    nonpositive: str = "nan",
+    nonpositive: str = "raise",
 ) -> Bound:
     """Laplace log-evidence of an L2-regularised network at its trained weights (a measure).
 
@@ -136,8 +136,9 @@ def laplace_evidence(
     quadrature (Rademacher probes, with a standard error); ``"auto"`` picks exact when possible.
 
     **Non-positive curvature** (possible with the exact Hessian away from a minimum): the
-    logarithm is undefined; the result is NaN with ``num_nonpositive`` > 0 and a note
-    (``nonpositive="nan"``), or a ValueError (``"raise"``). Nothing is clipped. The
+    logarithm is undefined: a ValueError by default (``nonpositive="raise"``), or, only when
+    asked for with ``nonpositive="nan"``, a NaN result with ``num_nonpositive`` > 0 and a note
+    (for counting the non-positive eigenvalues). Nothing is clipped. The
     ``curvature="ggn"`` option uses the generalised Gauss-Newton matrix
     $J^\\top \\nabla^2_{f} H\\, J + \\Lambda$ instead, positive definite by construction (MacKay's
     practice), which is a different (and named) approximation.
@@ -155,7 +156,8 @@ def laplace_evidence(
       max_exact: largest P for the exact method under ``"auto"``.
       key: PRNG key (needed for ``"slq"``).
       num_probes, num_iters: SLQ probes and Lanczos steps per probe.
-      nonpositive: ``"nan"`` or ``"raise"``.
+      nonpositive: ``"raise"`` (default) or ``"nan"`` (an explicit request for a NaN result
+        that carries the eigenvalue count).
 
     Returns:
       A measure with ``complexity`` = the log-evidence (nats) and ``terms``: ``log_evidence``,

@@ -9,11 +9,12 @@ from typing import Any
 import jax
 
 from ._bound import Bound
-from ._checks import check_delta
+from ._checks import check_delta, checked_result
 from ._network import as_network, lipschitz_log_bound
 from ._norms import spectral_norms
 
 
+@checked_result
 def lipschitz(
     params: Any,
     *,

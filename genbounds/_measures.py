@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_choice, check_margin, check_n, check_positive
+from ._checks import check_choice, check_margin, check_n, check_positive, checked_result
 from ._conv import reshaped_kernel_norm
 from ._layers import ConvSpec, Layer
 from ._network import as_network, reference_layers
@@ -189,6 +189,7 @@ def _exponent(x: np.ndarray) -> int:
     return int(np.frexp(top)[1]) if top > 0.0 else -_NO_EXP
 
 
+@checked_result
 def path_norm(
     params: Any,
     *,
@@ -288,6 +289,7 @@ def _diff_spectral(read: Sequence[Layer], refs: Sequence[Layer], **kwargs: Any) 
                           **kwargs)
 
 
+@checked_result
 def distance_from_init(
     params: Any,
     *,
@@ -472,9 +474,9 @@ def norm_measures(
     percentile of the training margins (``genbounds.select_margin(..., margin_quantile=0.1)``
     computes the same order statistic; their code then takes ``abs()``).
 
-    A path norm that cannot be computed (a convolution without its input shape, a structure the
-    forward pass cannot follow) is reported with ``complexity=nan`` and the reason in its notes,
-    so one unreadable measure does not hide the others.
+    A measure that cannot be computed (a path norm of a convolution without its input shape, a
+    VC dimension of a CNN) is left out of the result, and every returned measure's notes name it
+    with the reason, so one unreadable measure neither hides the others nor passes as NaN.
 
     Args:
       params: the network's parameters.
@@ -594,10 +596,16 @@ def norm_measures(
     out: dict[str, Bound] = {}
     conv_note = ("conv spectral norms: operator norm (Jiang's FFT variant)"
                  if any(layer.kind == "conv" for layer in read) else None)
+    # A measure that cannot be computed here is left out, never returned as NaN; every
+    # returned measure names the ones left out and why.
+    missing = {name: notes[0] for name, (mu, _, notes) in raw.items() if math.isnan(mu)}
+    missing_note = (("not computed: " + "; ".join(f"{k} ({v})" for k, v in missing.items()),)
+                    if missing else ())
     for name, (mu, terms, notes) in raw.items():
         eq = _JIANG.get(name)
-        if jiang and eq is None:
+        if (jiang and eq is None) or name in missing:
             continue
+        notes = notes + missing_note
         ref = (f"{JIANG_REFERENCE}, eq. ({eq[0]})" if eq is not None and eq[0] is not None
                else JIANG_REFERENCE)
         all_notes = notes + ((f"spectral norms: {method}",) if "spec" in name else ())

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_positive
+from ._checks import check_delta, check_positive, checked_result
 from ._grid import grid_down, grid_log_prior, grid_value
 from ._layers import augment_biases, check_fits, has_biases
 from ._linalg import frobenius_norm
@@ -39,6 +39,7 @@ def pac_bayes_margin_bound(*, margin_loss: float, kl: float, n: int, delta: floa
     return margin_loss + 4.0 * math.sqrt((kl + math.log(6.0 * n / delta)) / (n - 1.0))
 
 
+@checked_result
 def pac_bayes(
     params: Any,
     *,

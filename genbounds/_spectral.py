@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._bound import Bound
-from ._checks import check_delta, check_positive
+from ._checks import check_delta, check_positive, checked_result
 from ._grid import grid_down, grid_log_prior, grid_up
 from ._layers import ConvSpec, Layer, augment_biases, check_fits
 from ._margins import ramp_loss, training_margins
@@ -31,6 +31,7 @@ BFT_REFERENCE = (
 )
 
 
+@checked_result
 def spectral_complexity(
     params: Any,
     *,
@@ -187,6 +188,7 @@ def spectral_margin_bound(
             + 3.0 * math.sqrt(math.log(2.0 / delta) / (2.0 * n)))
 
 
+@checked_result
 def spectral(
     params: Any,
     *,

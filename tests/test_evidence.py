@@ -182,8 +182,10 @@ def test_dinh_rescaling(trained_relu):
     )
     # The exact Hessian at this kinked minimum is indefinite: flagged (NaN), never silently
     # used; its inertia (number of non-positive eigenvalues) is preserved by the congruence.
-    h_p = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=prior)
-    h_q = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=prior_q)
+    h_p = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=prior,
+                           nonpositive="nan")
+    h_q = laplace_evidence(q, X=X, y=y, apply_fn=relu_net, prior_precision=prior_q,
+                           nonpositive="nan")
     assert h_p.terms["num_nonpositive"] == h_q.terms["num_nonpositive"] > 0
     assert np.isnan(h_p.complexity) and np.isnan(h_q.complexity)
     # With a prior strong enough for a positive-definite Hessian the exact-Hessian Laplace
@@ -225,11 +227,12 @@ def test_nonpositive_curvature_is_flagged(trained_relu):
         "W2": jax.random.normal(k[1], (6, 2), jnp.float64),
         "b2": jnp.zeros(2, jnp.float64),
     }
-    r = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3)
+    r = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3,
+                         nonpositive="nan")
     assert r.terms["num_nonpositive"] > 0 and r.terms["min_eigenvalue"] < 0
     assert np.isnan(r.complexity) and any("non-positive" in n for n in r.notes)
-    with pytest.raises(ValueError, match="non-positive eigenvalue"):
-        laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3, nonpositive="raise")
+    with pytest.raises(ValueError, match="non-positive eigenvalue"):  # the default
+        laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3)
     g = laplace_evidence(p, X=X, y=y, apply_fn=relu_net, prior_precision=1e-3, curvature="ggn")
     assert np.isfinite(g.complexity) and g.terms["num_nonpositive"] == 0
     s = laplace_evidence(
@@ -239,6 +242,7 @@ def test_nonpositive_curvature_is_flagged(trained_relu):
         key=jax.random.key(0),
         num_probes=4,
         num_iters=30,
+        nonpositive="nan",
     )
     assert np.isnan(s.complexity) and s.terms["num_nonpositive"] > 0
 
