@@ -32,7 +32,7 @@ def main() -> None:
     print(f"Network.trace: {time.perf_counter() - t:.3f} s, max relative error of the "
           f"re-evaluation {traced.max_error:.2e}")
     print(traced)
-    kw = dict(X_train=data.X_train, y_train=data.y_train, apply_fn=net.apply_fn,
+    kw = dict(X=data.X_train, y=data.y_train, apply_fn=net.apply_fn,
               init_params=net.init_params, X_test=data.X_test, y_test=data.y_test)
     for which in ("first", "second"):
         t = time.perf_counter()

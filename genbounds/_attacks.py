@@ -180,11 +180,11 @@ def _check_int(x: Any, name: str, minimum: int) -> int:
 
 
 def pgd(
-    apply_fn: Callable[[Any, Any], Any],
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Callable[[Any, Any], Any],
     eps: float,
     norm: str = "linf",
     steps: int = 40,
@@ -205,10 +205,10 @@ def pgd(
     projection onto the ball followed by the clip to ``box``. Every iterate is checked.
 
     Args:
-      apply_fn: ``apply_fn(params, X) -> logits`` (n, k) (or binary scores (n,)); a jax function.
-      params: its parameters.
+      params: the network's parameters.
       X: inputs, shape (n, ...).
       y: integer labels (n,).
+      apply_fn: ``apply_fn(params, X) -> logits`` (n, k) (or binary scores (n,)); a jax function.
       eps: the radius, >= 0.
       norm: ``"linf"`` or ``"l2"``.
       steps: gradient steps per run, >= 1.
@@ -230,7 +230,7 @@ def pgd(
     Examples:
       >>> import numpy as np
       >>> w = np.array([[1.0, -1.0]]); X = np.array([[0.3], [-0.2]]); y = np.array([0, 1])
-      >>> r = pgd(lambda p, x: x @ p, w, X, y, eps=0.25, norm="linf", steps=5)
+      >>> r = pgd(w, X=X, y=y, apply_fn=lambda p, x: x @ p, eps=0.25, norm="linf", steps=5)
       >>> r.robust.tolist()
       [True, False]
 
@@ -294,11 +294,11 @@ def _run(apply_fn, params, X, y, eps, *, norm, steps, step_size, restarts, loss,
 
 
 def fgsm(
-    apply_fn: Callable[[Any, Any], Any],
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Callable[[Any, Any], Any],
     eps: float,
     norm: str = "linf",
     box: tuple[float, float] | None = None,
@@ -324,11 +324,11 @@ def fgsm(
 
 
 def robust_accuracy(
-    apply_fn: Callable[[Any, Any], Any],
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
+    apply_fn: Callable[[Any, Any], Any],
     eps: Sequence[float],
     norm: str = "linf",
     attack: str = "pgd",
@@ -340,7 +340,7 @@ def robust_accuracy(
     At radius 0 it is the clean accuracy. The same random starts (``key``) serve every radius.
 
     Args:
-      apply_fn, params, X, y: as in `pgd`.
+      params, X, y, apply_fn: as in `pgd`.
       eps: the grid of radii (each >= 0).
       norm: ``"linf"`` or ``"l2"``.
       attack: ``"pgd"`` or ``"fgsm"``.
@@ -356,8 +356,8 @@ def robust_accuracy(
     out = []
     for e in grid:
         if attack == "pgd":
-            r = pgd(apply_fn, params, X, y, eps=float(e), norm=norm, key=key, **options)
+            r = pgd(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm, key=key, **options)
         else:
-            r = fgsm(apply_fn, params, X, y, eps=float(e), norm=norm, **options)
+            r = fgsm(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm, **options)
         out.append(r.robust_accuracy)
     return np.asarray(out, np.float64)

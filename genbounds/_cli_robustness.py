@@ -46,7 +46,8 @@ def box_of(dataset: Any) -> tuple[float, float] | None:
 
 def add_parser(sub: Any) -> None:
     """Registers the subcommand on the CLI's subparsers."""
-    p = sub.add_parser("robustness", help="PGD / FGSM robust accuracy beside certified accuracy "
+    p = sub.add_parser("robustness", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="PGD / FGSM robust accuracy beside certified accuracy "
                                           "of a Lipschitz-margin-trained MLP (< 3 min)")
     p.add_argument("--out", default="genbounds-robustness",
                    help="directory for results.json and robustness.png")
@@ -104,7 +105,7 @@ def crossing(curve: Any, params: Any, apply_fn: Any, X: Any, y: Any, box: Any,
     e = curve.eps_at(level)
     if not math.isfinite(e):
         return {"eps": None}
-    r = pgd(apply_fn, params, X, y, eps=e, norm=curve.norm, steps=curve.settings["steps"],
+    r = pgd(params, X=X, y=y, apply_fn=apply_fn, eps=e, norm=curve.norm, steps=curve.settings["steps"],
             restarts=curve.settings["restarts"], box=box, key=jax.random.key(99))
     cert = float(curve.radii.accuracy([e])[0])
     return {"eps": e, "pgd_accuracy": r.robust_accuracy, "certified_accuracy": cert,

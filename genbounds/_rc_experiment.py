@@ -53,7 +53,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     ),
     "mnist1d": dict(
         model="cnn1d", hidden=(32, 32, 32), prior_epochs=30, prior_lr=0.02, epochs=5,
-        lr=0.002, batch_size=128, prior_stds=(0.01, 0.03), num_mc_samples=1_000,
+        lr=0.002, batch_size=128, prior_stds=(0.01, 0.03), num_mc_samples=4_000,
         mc_subset=1_000, test_mc_samples=200, test_mc_subset=1_000, prior_fraction=0.5,
         objective="quad",
     ),

@@ -234,9 +234,9 @@ def _pairwise_radius(logits: np.ndarray, y: np.ndarray, mat: np.ndarray, lip_h: 
 
 def certified_radius(
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
     apply_fn: Callable[[Any, Any], Any] | None = None,
     norm: str = "l2",
     method: str = "tight",
@@ -267,14 +267,14 @@ def certified_radius(
       A `CertifiedRadii` (``.radius``, ``.accuracy(eps)``).
 
     Raises:
-      ValueError, TypeError: bad arguments; `NotBoundable` for a network with operations no
-      Lipschitz bound covers.
+      ValueError, TypeError: bad arguments; `NotBoundable` for a network with operations
+        no Lipschitz bound covers.
 
     Examples:
       >>> import numpy as np
       >>> W = np.array([[1.0, -1.0], [0.0, 0.0]])
       >>> X = np.array([[0.5, 0.0], [-2.0, 1.0]]); y = np.array([0, 1])
-      >>> r = certified_radius({"Dense_0": {"kernel": W}}, X, y)
+      >>> r = certified_radius({"Dense_0": {"kernel": W}}, X=X, y=y)
       >>> np.round(r.radius, 6).tolist()  # the exact distances |x_0| to the boundary x_0 = 0
       [0.5, 2.0]
 
@@ -341,9 +341,9 @@ def certified_radius(
 
 def certified_accuracy(
     params: Any,
+    *,
     X: Any,
     y: Any,
-    *,
     eps: Sequence[float],
     apply_fn: Callable[[Any, Any], Any] | None = None,
     norm: str = "l2",
@@ -354,7 +354,7 @@ def certified_accuracy(
     A lower bound on the robust accuracy against every attack of norm $\le \varepsilon$
     (with probability at least $1 -$ the norms' failure probability); see `certified_radius`.
     """
-    r = certified_radius(params, X, y, apply_fn=apply_fn, norm=norm, **options)
+    r = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, **options)
     return r.accuracy(eps)
 
 
@@ -486,20 +486,20 @@ def robustness(
     box = _check_box(box)
     key = jax.random.key(0) if key is None else key
     k_attack, k_norm = jax.random.split(key)
-    radii = certified_radius(params, X, y, apply_fn=apply_fn, norm=norm, method=method,
+    radii = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, method=method,
                              key=k_norm, failure_probability=failure_probability)
     pgd_acc, fg_acc, cert_acc = [], [], []
     violations = 0
     clean = None
     for i, e in enumerate(grid):
-        r = pgd(apply_fn, params, X, y, eps=float(e), norm=norm, steps=steps, restarts=restarts,
+        r = pgd(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm, steps=steps, restarts=restarts,
                 box=box, key=jax.random.fold_in(k_attack, i))
         certified = radii.radius > e
         violations += int(np.sum(certified & ~r.robust))
         pgd_acc.append(r.robust_accuracy)
         cert_acc.append(float(np.mean(certified)))
         if fgsm_too:
-            fg_acc.append(fgsm(apply_fn, params, X, y, eps=float(e), norm=norm,
+            fg_acc.append(fgsm(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm,
                                box=box).robust_accuracy)
         if clean is None:
             clean = float(np.mean(np.asarray(radii.margins) > 0))

@@ -55,7 +55,7 @@ def test_pgd_on_a_linear_classifier(norm, k):
     p, X, y = _linear(k=k)
     dist = _exact_distance(p, X, y, norm)
     for eps in (0.0, 0.3, 0.8):
-        r = genbounds.pgd(_apply, p, X, y, eps=eps, norm=norm, steps=60, restarts=2)
+        r = genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=eps, norm=norm, steps=60, restarts=2)
         clear = np.abs(dist - eps) > 0.05 * max(eps, 0.1)
         assert clear.sum() > 100
         truly = (dist > eps)[clear]
@@ -75,7 +75,7 @@ def test_fgsm_is_exact_for_two_linear_classes_in_linf():
     p, X, y = _linear(seed=3, k=2)
     dist = _exact_distance(p, X, y, "linf")
     for eps in (0.1, 0.3):
-        r = genbounds.fgsm(_apply, p, X, y, eps=eps, norm="linf")
+        r = genbounds.fgsm(p, X=X, y=y, apply_fn=_apply, eps=eps, norm="linf")
         clear = np.abs(dist - eps) > 1e-6
         np.testing.assert_array_equal(r.robust[clear], (dist > eps)[clear])
 
@@ -94,7 +94,7 @@ def test_adversarial_points_stay_in_ball_and_box(norm):
     params = model.init(jax.random.key(0), jnp.asarray(X))
     y = rng.integers(0, 4, size=64)
     eps = 0.4
-    r = genbounds.pgd(model.apply, params, X, y, eps=eps, norm=norm, steps=10, restarts=2,
+    r = genbounds.pgd(params, X=X, y=y, apply_fn=model.apply, eps=eps, norm=norm, steps=10, restarts=2,
                       box=(0.0, 1.0), batch_size=24)  # batches 24, 24, 16 (padded)
     d = r.x_adv - X
     size = np.linalg.norm(d, axis=1) if norm == "l2" else np.max(np.abs(d), axis=1)
@@ -103,7 +103,7 @@ def test_adversarial_points_stay_in_ball_and_box(norm):
     clean = np.asarray(genbounds.margins(model.apply(params, X), y)) > 0
     assert np.all(~r.robust[~clean])  # misclassified examples are never robust
     assert np.all(r.margins <= np.asarray(genbounds.margins(model.apply(params, X), y)) + 1e-12)
-    acc = genbounds.robust_accuracy(model.apply, params, X, y, eps=[0.0, eps], norm=norm,
+    acc = genbounds.robust_accuracy(params, X=X, y=y, apply_fn=model.apply, eps=[0.0, eps], norm=norm,
                                     steps=10, box=(0.0, 1.0))
     assert acc[0] == pytest.approx(clean.mean())
     assert acc[1] <= acc[0]
@@ -111,25 +111,25 @@ def test_adversarial_points_stay_in_ball_and_box(norm):
 
 def test_second_call_does_not_recompile():
     p, X, y = _linear(n=50)
-    genbounds.pgd(_apply, p, X, y, eps=0.3, norm="l2", steps=5)
+    genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=0.3, norm="l2", steps=5)
     size = _attack._cache_size()
-    genbounds.pgd(_apply, p, X, y, eps=0.7, norm="l2", steps=5, key=jax.random.key(5))
+    genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=0.7, norm="l2", steps=5, key=jax.random.key(5))
     assert _attack._cache_size() == size
 
 
 def test_errors_name_the_argument():
     p, X, y = _linear(n=20)
     with pytest.raises(ValueError, match="norm"):
-        genbounds.pgd(_apply, p, X, y, eps=0.1, norm="l1")
+        genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=0.1, norm="l1")
     with pytest.raises(ValueError, match="eps"):
-        genbounds.pgd(_apply, p, X, y, eps=-0.1)
+        genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=-0.1)
     with pytest.raises(ValueError, match="steps"):
-        genbounds.pgd(_apply, p, X, y, eps=0.1, steps=0)
+        genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=0.1, steps=0)
     with pytest.raises(ValueError, match="box"):
-        genbounds.pgd(_apply, p, X, y, eps=0.1, box=(0.0, 1.0))  # X is not in [0, 1]
+        genbounds.pgd(p, X=X, y=y, apply_fn=_apply, eps=0.1, box=(0.0, 1.0))  # X is not in [0, 1]
     with pytest.raises(TypeError, match="apply_fn"):
-        genbounds.pgd(None, p, X, y, eps=0.1)
+        genbounds.pgd(p, X=X, y=y, apply_fn=None, eps=0.1)
     with pytest.raises(ValueError, match="same number"):
-        genbounds.fgsm(_apply, p, X, y[:5], eps=0.1)
+        genbounds.fgsm(p, X=X, y=y[:5], apply_fn=_apply, eps=0.1)
     with pytest.raises(ValueError, match="attack"):
-        genbounds.robust_accuracy(_apply, p, X, y, eps=[0.1], attack="cw")
+        genbounds.robust_accuracy(p, X=X, y=y, apply_fn=_apply, eps=[0.1], attack="cw")

@@ -33,18 +33,18 @@ def test_linear_classifier_gets_its_exact_distance():
     y = rng.integers(0, 4, size=40)
     params = {"Dense_0": {"kernel": W, "bias": b}}
     logits = X @ W + b
-    r2 = genbounds.certified_radius(params, X, y)
+    r2 = genbounds.certified_radius(params, X=X, y=y)
     np.testing.assert_allclose(r2.radius, _pair_radius(logits, y, W, 2), rtol=1e-10)
-    rinf = genbounds.certified_radius(params, X, y, norm="linf")
+    rinf = genbounds.certified_radius(params, X=X, y=y, norm="linf")
     np.testing.assert_allclose(rinf.radius, _pair_radius(logits, y, W, 1), rtol=1e-10)
     # the theorem's radius margin / (sqrt(2) ||W||) is never larger
     m = np.asarray(genbounds.margins(logits, y))
-    prod = genbounds.certified_radius(params, X, y, method="product")
+    prod = genbounds.certified_radius(params, X=X, y=y, method="product")
     np.testing.assert_allclose(prod.radius,
                                np.maximum(m, 0) / (math.sqrt(2) * np.linalg.norm(W, 2)),
                                rtol=1e-10)
     assert np.all(prod.radius <= r2.radius + 1e-12)
-    np.testing.assert_allclose(genbounds.certified_radius(params, X, y, norm="linf",
+    np.testing.assert_allclose(genbounds.certified_radius(params, X=X, y=y, norm="linf",
                                                           method="product").radius,
                                prod.radius / math.sqrt(5), rtol=1e-10)
 
@@ -61,11 +61,11 @@ def test_product_radius_of_a_relu_chain():
     logits = h @ Ws[-1]
     m = np.asarray(genbounds.margins(logits, y))
     L = np.prod([np.linalg.norm(w, 2) for w in Ws])
-    r = genbounds.certified_radius(params, X, y, method="product")
+    r = genbounds.certified_radius(params, X=X, y=y, method="product")
     assert r.lipschitz == pytest.approx(L, rel=1e-10)
     np.testing.assert_allclose(r.radius, np.maximum(m, 0) / (math.sqrt(2) * L), rtol=1e-9)
     # pairwise last layer: min_j gap_j / (||w_t - w_j|| L_h), L_h the first two norms
-    t = genbounds.certified_radius(params, X, y)
+    t = genbounds.certified_radius(params, X=X, y=y)
     lh = np.linalg.norm(Ws[0], 2) * np.linalg.norm(Ws[1], 2)
     want = np.maximum(_pair_radius(logits, y, Ws[-1], 2) / lh, r.radius)
     np.testing.assert_allclose(t.radius, want, rtol=1e-9)
@@ -83,7 +83,7 @@ def test_merged_linear_maps_use_the_norm_of_the_product():
     params = {"a": W1, "b": W2, "c": W3}
     X = rng.normal(size=(25, 4))
     y = rng.integers(0, 3, size=25)
-    r = genbounds.certified_radius(params, X, y, apply_fn=apply)
+    r = genbounds.certified_radius(params, X=X, y=y, apply_fn=apply)
     merged = np.linalg.norm(W1 @ W2, 2) * np.linalg.norm(W3, 2)
     assert r.lipschitz_tight == pytest.approx(merged, rel=1e-9)
     assert r.lipschitz == pytest.approx(np.prod([np.linalg.norm(w, 2) for w in (W1, W2, W3)]),
@@ -123,12 +123,12 @@ def nets():
 def test_certified_never_exceeds_pgd(nets, name, norm):
     res, ds = nets[name]
     X, y = ds.X_test[:100], ds.y_test[:100]
-    r = genbounds.certified_radius(res.params, X, y, apply_fn=res.apply_fn, norm=norm)
+    r = genbounds.certified_radius(res.params, X=X, y=y, apply_fn=res.apply_fn, norm=norm)
     pos = r.radius[r.radius > 0]
     assert pos.size > 0  # a non-trivial certificate
     grid = [0.0, *np.quantile(pos, [0.3, 0.8])]
     for e in grid:
-        a = genbounds.pgd(res.apply_fn, res.params, X, y, eps=float(e), norm=norm, steps=10,
+        a = genbounds.pgd(res.params, X=X, y=y, apply_fn=res.apply_fn, eps=float(e), norm=norm, steps=10,
                           box=(0.0, 1.0))
         certified = r.radius > e
         # per example: no certified example is broken, hence the accuracies are ordered
@@ -161,7 +161,7 @@ def test_report_entry(nets):
                                        "box": (0.0, 1.0)})
     entry = next(m for m in rep.measures if m.name == "robustness")
     assert entry.terms["violations"] == 0
-    r = genbounds.certified_radius(res.params, X, y, apply_fn=res.apply_fn)
+    r = genbounds.certified_radius(res.params, X=X, y=y, apply_fn=res.apply_fn)
     assert entry.complexity == pytest.approx(np.median(r.radius))
 
 
@@ -187,7 +187,7 @@ def test_lipschitz_margin_training_enlarges_certified_radii():
         res = train({"kind": "mlp", "depth": 1, "width": 64}, ds, max_epochs=30, stop=None,
                     batch_size=64, lipschitz_margin=c)
         assert ("lipschitz_margin" in res.config) == (c > 0)
-        r = genbounds.certified_radius(res.params, ds.X_test, ds.y_test, apply_fn=res.apply_fn)
+        r = genbounds.certified_radius(res.params, X=ds.X_test, y=ds.y_test, apply_fn=res.apply_fn)
         radii.append(float(r.accuracy([0.5])[0]))
     assert radii[1] > radii[0] + 0.2  # certified accuracy at l2 radius 0.5
     with pytest.raises(ValueError, match="lipschitz_margin"):
@@ -212,10 +212,10 @@ def test_errors_name_the_argument():
     params = {"Dense_0": {"kernel": np.eye(2)}}
     X, y = np.eye(2), np.array([0, 1])
     with pytest.raises(ValueError, match="norm"):
-        genbounds.certified_radius(params, X, y, norm="l1")
+        genbounds.certified_radius(params, X=X, y=y, norm="l1")
     with pytest.raises(ValueError, match="method"):
-        genbounds.certified_radius(params, X, y, method="sdp")
+        genbounds.certified_radius(params, X=X, y=y, method="sdp")
     with pytest.raises(ValueError, match="max_entries"):
-        genbounds.certified_radius(params, X, y, max_entries=0)
+        genbounds.certified_radius(params, X=X, y=y, max_entries=0)
     with pytest.raises(ValueError, match="eps"):
-        genbounds.certified_radius(params, X, y).accuracy([-1.0])
+        genbounds.certified_radius(params, X=X, y=y).accuracy([-1.0])
