@@ -662,6 +662,15 @@ def _per_channel(node: Node, lin: Node) -> np.ndarray | None:
     return moved[0]
 
 
+def _absorb(nodes: list[Node | None], i: int, j: int, output: int) -> int:
+    """Node i has been folded into node j: drop i, let its consumers read j; the new output."""
+    nodes[i] = None
+    for m in nodes:
+        if m is not None:
+            m.inputs = tuple(j if k == i else k for k in m.inputs)
+    return j if output == i else output
+
+
 def _simplify(nodes: list[Node], output: int) -> tuple[list[Node], int]:
     nodes = list(nodes)
     changed = True
@@ -688,13 +697,7 @@ def _simplify(nodes: list[Node], output: int) -> tuple[list[Node], int]:
                 b = None if lay.bias is None else lay.bias * jnp.asarray(vec, dt)
                 lay = dataclasses.replace(lay, kernel=k, bias=b, folded=True)
             nodes[j] = dataclasses.replace(lin, layer=lay)
-            # node i now is node j
-            nodes[i] = None
-            for m in nodes:
-                if m is not None:
-                    m.inputs = tuple(j if k_ == i else k_ for k_ in m.inputs)
-            if output == i:
-                output = j
+            output = _absorb(nodes, i, j, output)
             changed = True
             break
         if changed:
@@ -714,12 +717,7 @@ def _simplify(nodes: list[Node], output: int) -> tuple[list[Node], int]:
             info = dict(pool.info, factor=float(c.flat[0]) * pool.info.get("factor", 1.0))
             nodes[j] = dataclasses.replace(pool, lipschitz=pool.lipschitz * abs(float(c.flat[0])),
                                            info=info)
-            nodes[i] = None
-            for m in nodes:
-                if m is not None:
-                    m.inputs = tuple(j if k_ == i else k_ for k_ in m.inputs)
-            if output == i:
-                output = j
+            output = _absorb(nodes, i, j, output)
             changed = True
             break
     # keep what the output depends on, renumbered in application order
