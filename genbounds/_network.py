@@ -773,6 +773,8 @@ class Network:
         self.apply_fn = apply_fn
         self.max_error = max_error
         self.example: jax.Array | None = None
+        # spectral norms already computed for this network, by their options (`spectral_norms`)
+        self.norm_cache: dict = {}
 
     # -- construction ---------------------------------------------------------------------
 

@@ -168,6 +168,17 @@ def spectral_norms(
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
                      caller="spectral_norms")
     read = net.layers
+    # The norms of one Network with the same options are computed once (report asks for them
+    # from several entries); the key enters the memo by its bits.
+    key_bits = None if key is None else bytes(np.asarray(jax.random.key_data(key)).tobytes())
+    try:
+        memo = (method, float(failure_probability), key_bits,
+                tuple(sorted((k, v) for k, v in options.items())))
+        hash(memo)
+    except TypeError:  # an option that cannot be hashed: no memo
+        memo = object()
+    if memo in net.norm_cache:
+        return net.norm_cache[memo]
     # One key per layer, split only when some layer draws a random start (which layers do
     # depends on their shapes alone): a network of small layers never touches the PRNG.
     keys: list[Any] | None = None
@@ -187,7 +198,9 @@ def spectral_norms(
         except ValueError as e:  # name the layer of params the kernel error is about
             raise ValueError(f"params, layer {layer.path!r}: {e}") from None
     values = {p: float(r.value) for p, r in results.items()}
-    return SpectralNorms(values, results, read, method, notes=net.notes)
+    out = SpectralNorms(values, results, read, method, notes=net.notes)
+    net.norm_cache[memo] = out
+    return out
 
 
 def output_positions(layer: Layer) -> int:

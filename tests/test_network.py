@@ -459,3 +459,14 @@ def test_norm_measures_conv_norm_choice():
                   for layer in net.layers)
     assert op["log_prod_spec"].complexity >= want_op - 1e-9  # certified >= exact
     np.testing.assert_allclose(rs["log_prod_spec"].complexity, want_rs, rtol=1e-6)
+
+
+def test_norms_of_one_network_are_computed_once():
+    x = _x((3, 16, 16, 2))
+    net = Network.trace(CNN().apply, _init(CNN(), x), x)
+    a = genbounds.spectral_norms(net)
+    assert genbounds.spectral_norms(net) is a  # memo: the same options
+    b = genbounds.spectral_norms(net, method="exact")
+    assert b is not a and b.method == "exact"
+    c = genbounds.spectral_norms(net, key=jax.random.key(5))
+    assert c is not a and dict(c) == pytest.approx(dict(a), rel=1e-6)
