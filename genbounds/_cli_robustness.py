@@ -15,14 +15,14 @@ import argparse
 import datetime
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from genbounds._files import save_figure
 
 
 def _grid(text: str) -> list[float]:
@@ -83,15 +83,7 @@ def _save_plot(curve: Any, path: Path, title: str) -> None:
     curve.plot(ax)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path)
 
 
 def crossing(curve: Any, params: Any, apply_fn: Any, X: Any, y: Any, box: Any,

@@ -108,6 +108,26 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             os.remove(tmp)
 
 
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> None:
+    """Saves a matplotlib figure as `atomic_write` writes bytes (whole or not at all, the user's
+    umask, stale temporary files of dead writers cleaned) and closes it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    clean_stale_tmp(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_checked(path: str | os.PathLike, payload: bytes, magic: bytes) -> None:
     """Writes ``magic + sha256(payload) + payload`` atomically."""
     atomic_write(path, magic + hashlib.sha256(payload).digest() + payload)

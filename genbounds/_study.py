@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from genbounds._files import save_figure
+
 # The grids: 2 values per axis, every combination (Jiang et al. use 2-3 values per axis).
 DEFAULT_GRID: dict[str, tuple] = {
     "depth": (1, 2),
@@ -295,15 +297,7 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path)
 
 
 def run_study(

@@ -34,9 +34,9 @@ from genbounds._files import (
     DirectoryBusy,
     DirectoryLock,
     atomic_write,
-    default_file_mode,
     read_checked,
     read_json_checked,
+    save_figure,
     write_checked,
     write_json_checked,
 )
@@ -227,20 +227,7 @@ def _figure(records: list[dict]):
 
 
 def _plot(records: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig = _figure(records)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                               suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(_figure(records), path)
 
 
 def _sweep(args: argparse.Namespace, levels: Sequence[float], title: str) -> int:
