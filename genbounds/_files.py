@@ -32,7 +32,15 @@ _TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
 
 class CorruptFile(ValueError):
-    """A file genbounds wrote was truncated, damaged or is of another format."""
+    """A file genbounds wrote was truncated, damaged or is of another format.
+
+    Attributes:
+      reason: ``"header"`` (another format, or too short) or ``"checksum"`` (damaged contents).
+    """
+
+    def __init__(self, message: str, reason: str = "header"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class DirectoryBusy(OSError):
@@ -153,7 +161,7 @@ def read_checked(path: str | os.PathLike, magic: bytes, *, what: str = "file") -
     if hashlib.sha256(payload).digest() != digest:
         raise CorruptFile(
             f"{path} is corrupt: its SHA-256 checksum does not match its contents (truncated "
-            "or damaged)"
+            "or damaged)", reason="checksum"
         )
     return payload
 

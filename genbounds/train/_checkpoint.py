@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from genbounds._files import CorruptFile, read_checked, write_checked
 from genbounds._files import atomic_write as atomic_write
 from genbounds._files import default_file_mode as default_file_mode
 
@@ -53,7 +54,7 @@ def write(path: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str
             "state": serialization.to_state_dict(jax.device_get(dict(state))),
         }
     )
-    atomic_write(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+    write_checked(path, payload, MAGIC)
 
 
 def _check_like(template: Any, restored: Any, what: str, path: Path) -> None:
@@ -92,19 +93,19 @@ def read(
       CheckpointError: corrupt file, other format, other configuration or other shapes.
     """
     path = Path(path)
-    data = path.read_bytes()
-    header = len(MAGIC) + 32
-    if len(data) < header or not data.startswith(MAGIC):
+    try:
+        payload = read_checked(path, MAGIC, what="checkpoint")
+    except CorruptFile as e:
+        if e.reason == "checksum":
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its checksum does not match its contents "
+                "(truncated or damaged); delete it to start afresh"
+            ) from None
         raise CheckpointError(
-            f"{path} is not a genbounds checkpoint or is corrupt (bad header, {len(data)} bytes); "
-            "delete it to start afresh or point checkpoint_dir elsewhere"
-        )
-    digest, payload = data[len(MAGIC) : header], data[header:]
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt: its checksum does not match its contents "
-            "(truncated or damaged); delete it to start afresh"
-        )
+            f"{path} is not a genbounds checkpoint or is corrupt (bad header, "
+            f"{path.stat().st_size} bytes); delete it to start afresh or point checkpoint_dir "
+            "elsewhere"
+        ) from None
     try:
         raw = serialization.msgpack_restore(payload)
         stored_config = json.loads(raw["config"])
