@@ -344,36 +344,52 @@ def _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y):
 _CHUNK = 1024
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _chunk_counts(apply_fn, unravel, x0, std, noise, Xc, yc, wc):
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _chunk_counts(apply_fn, unravel, batched, x0, std, noise, Xc, yc, wc):
     """Misclassified examples of one chunk under each perturbed net x0 + std * noise_i.
 
-    All `num_samples` nets at once (vmapped); ``wc`` is 1 for real examples, 0 for padding.
-    Returns int32 counts of shape (num_samples,).
+    ``batched``: all `num_samples` nets at once (vmapped: one wide product per layer, the
+    faster form on an accelerator), else one after the other (``lax.map``: on CPU the vmapped
+    form is about 1.4x slower, XLA's batched products being less efficient there).
+    ``wc`` is 1 for real examples, 0 for padding. Returns int32 counts of shape (num_samples,).
     """
 
     def count(z):
         err = zero_one(apply_fn(unravel(x0 + std * z), Xc), yc)
         return jnp.sum(jnp.where(wc > 0, err, 0.0)).astype(jnp.int32)
 
-    return jax.vmap(count)(noise)
+    return jax.vmap(count)(noise) if batched else jax.lax.map(count, noise)
+
+
+def _on_cpu(x: jax.Array) -> bool:
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # a committed array always has devices; anything else: the default
+        return jax.default_backend() == "cpu"
+
+
+# The outcomes of one step of the search.
+_ABOVE, _BELOW, _WITHIN = "above", "below", "within"
 
 
 class _Evaluator:
     r"""Perturbed 0-1 error counts on the training set, in chunks, with exact early decisions.
 
     Deviation at scale s: $\Delta(s) = \frac1S\sum_i \hat e(w + u_i(s)) - \hat e(w)$, with
-    $\hat e$ the error on all m examples. "$\Delta(s) > d$" is the integer test
-    $C(s) > (d + \hat e(w))\, m S$ on the total count $C$; after some chunks the partial count
-    $c$ and the $r$ examples still unread give $c \le C \le c + rS$, so the test is decided
-    (exactly: the same answer as reading everything) once $c$ exceeds the threshold or
-    $c + rS$ stays below it. The examples are read in increasing order of their unperturbed
-    margin, where perturbed errors concentrate, so that "above target" steps stop early.
+    $\hat e$ the error on all m examples; on the total error count $C$ over the m examples and
+    S perturbations, "$\Delta(s) > t$" is the integer test $C > (t\,m + E_0) S$ ($E_0$ the
+    unperturbed error count). After some chunks the partial count $c$ and the $r$ examples
+    still unread give $c \le C \le c + rS$, so a comparison of $C$ with a threshold is decided
+    (exactly: the same answer as reading everything) once $c$ exceeds it or $c + rS$ stays
+    below it. The examples are read in increasing order of their unperturbed margin, where
+    perturbed errors concentrate, so that "above target" steps stop early.
     """
 
-    def __init__(self, apply_fn, unravel, x0, noise, X, y):
+    def __init__(self, apply_fn, unravel, x0, noise, X, y, logits=None):
         self.f, self.unravel, self.x0, self.noise = apply_fn, unravel, x0, noise
-        logits = apply_fn(unravel(x0), X)
+        self.batched = not _on_cpu(x0)
+        if logits is None:
+            logits = apply_fn(unravel(x0), X)
         m = np.asarray(margins_core(logits, y), np.float64)
         self.n = int(X.shape[0])
         self.S = int(noise.shape[0])
@@ -394,63 +410,95 @@ class _Evaluator:
     def base(self) -> float:
         return self.base_count / self.n
 
-    def counts(self, std, threshold: float | None = None) -> tuple[np.ndarray | None, bool]:
-        """Per-sample error counts at per-parameter std ``std``, or, given ``threshold`` (on the
-        total count), possibly only the decision ``total > threshold``: (counts or None, above).
+    def threshold(self, deviation: float) -> float:
+        """The count threshold T of "Delta > deviation"  <=>  C > T."""
+        return (float(deviation) * self.n + self.base_count) * self.S
+
+    def counts(self, std) -> np.ndarray:
+        """The per-perturbation error counts at per-parameter std ``std`` (all the data)."""
+        return self._read(std, None)[0]
+
+    def step(self, std, low: float, high: float) -> tuple[str, np.ndarray | None]:
+        """One search step at per-parameter std ``std``: ``above`` when $C \\ge$ `high`,
+        ``below`` when $C \\le$ `low`, else ``within``, with the counts when all data were read.
         """
+        return self._read(std, (low, high))
+
+    def _read(self, std, bracket):
         total = np.zeros(self.S, np.int64)
         left = self.n
         for (Xc, yc, wc), k in zip(self.chunks, self.sizes, strict=True):
-            total += np.asarray(_chunk_counts(self.f, self.unravel, self.x0, std, self.noise,
-                                              Xc, yc, wc), np.int64)
+            total += np.asarray(_chunk_counts(self.f, self.unravel, self.batched, self.x0, std,
+                                              self.noise, Xc, yc, wc), np.int64)
             left -= k
             self.evaluations += k / self.n
-            if threshold is not None and left > 0:
+            if bracket is not None and left > 0:
                 c = int(total.sum())
-                if c > threshold:
-                    return None, True
-                if c + left * self.S <= threshold:
-                    return None, False
-        above = threshold is not None and int(total.sum()) > threshold
-        return total, above
+                if c >= bracket[1]:
+                    return _ABOVE, None
+                if c + left * self.S <= bracket[0]:
+                    return _BELOW, None
+        if bracket is None:
+            return total, None
+        c = int(total.sum())
+        return (_ABOVE if c >= bracket[1] else _BELOW if c <= bracket[0] else _WITHIN), total
 
 
 def _search(
-    apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max, tol=None
-) -> dict[str, float]:
+    apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max, tol=None,
+    deviation_tol=None, logits=None
+) -> dict[str, Any]:
     """Binary search for the largest scale whose mean error increase stays <= target.
 
     Common random numbers: the same standard normals are used at every scale, so the deviation
     is a deterministic (and in practice monotone) function of the scale. Each step evaluates
-    all perturbations at once and stops reading the data once its decision is certain; the
-    decisions, hence the bracket, are those of evaluating every example at every step. The
-    search stops after `depth` halvings, or earlier once ``hi - lo <= tol * hi`` when `tol` is
-    given.
-    """
-    ev = _Evaluator(apply_fn, unravel, x0, noise, X, y)
-    # Delta(s) > target  <=>  C(s) > (target + base) m S, with C the total count (integers).
-    threshold = (float(target) * ev.n + ev.base_count) * ev.S
+    all perturbations and stops reading the data once its decision is certain; the decisions,
+    hence the result, are those of evaluating every example at every step.
 
-    def above(s):
-        return ev.counts(std_of(s), threshold)[1]
+    A step at scale s has three outcomes, tested in Jiang et al.'s order: *within* when
+    ``|Delta(s) - target| < deviation_tol`` (the search returns s), else *above* when
+    ``Delta(s) > target`` (s becomes the upper end) or *below* (the lower end). Without
+    `deviation_tol` only the last two exist. The search also stops after `depth` steps (the
+    scale is then the midpoint of the final bracket), or once ``hi - lo <= tol * hi`` when
+    `tol` is given.
+    """
+    ev = _Evaluator(apply_fn, unravel, x0, noise, X, y, logits)
+    t = ev.threshold(target)
+    if deviation_tol is None:
+        # Above <=> C > t <=> C >= floor(t) + 1 (C an integer); below <=> C <= t.
+        low, high = t, math.floor(t) + 1.0
+    else:
+        # Within <=> t - tol*m*S < C < t + tol*m*S; above (outside) <=> C >= the upper end.
+        low, high = ev.threshold(target - deviation_tol), ev.threshold(target + deviation_tol)
+
+    def step(s):
+        return ev.step(std_of(s), low, high)
 
     lo, hi = 0.0, float(scale_max)
-    reached = above(hi)
-    steps = 0
-    if reached:
+    outcome, counts = step(hi)
+    reached = outcome != _BELOW
+    within = outcome == _WITHIN
+    scale, steps = hi, 0
+    if outcome == _ABOVE:
         for _ in range(depth):
             if tol is not None and hi - lo <= tol * hi:
                 break
             mid = 0.5 * (lo + hi)
             steps += 1
-            if above(mid):
+            outcome, counts = step(mid)
+            if outcome == _WITHIN:
+                scale, within = mid, True
+                break
+            if outcome == _ABOVE:
                 hi = mid
             else:
                 lo = mid
-    else:
-        lo = hi
-    scale = 0.5 * (lo + hi) if reached else hi
-    counts, _ = ev.counts(std_of(scale))
+        if not within:
+            scale, counts = 0.5 * (lo + hi), None
+    elif outcome == _BELOW:
+        lo, counts = hi, None
+    if counts is None:
+        counts = ev.counts(std_of(scale))
     errs = counts / ev.n
     return {
         "scale": scale,
@@ -460,13 +508,15 @@ def _search(
         "deviation_stderr": float(errs.std(ddof=1) / math.sqrt(len(errs))),
         "train_error": ev.base,
         "reached_target": bool(reached),
+        "within_tolerance": bool(within),
         "search_steps": steps,
         "data_passes": ev.evaluations,
     }
 
 
 def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation, num_samples,
-                  search_depth, scale_max, std_of, search_tol=None):
+                  search_depth, scale_max, std_of, search_tol=None, deviation_tol=None,
+                  logits=None):
     """The shared part of Jiang et al.'s sigma' and alpha' searches.
 
     Checks the arguments, draws the common random perturbation directions once, and bisects on
@@ -477,11 +527,17 @@ def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation,
         scale_max)
     if search_tol is not None:
         search_tol = check_positive(search_tol, "search_tol")
+    if deviation_tol is not None:
+        deviation_tol = check_positive(deviation_tol, "deviation_tol")
+        if deviation_tol >= float(target_deviation):
+            raise ValueError(f"deviation_tol must lie in (0, target_deviation = "
+                             f"{float(target_deviation):g}), got {deviation_tol!r}")
     x0, unravel = ravel_pytree(params)
     noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
     res = _search(apply_fn, unravel, x0, std_of(x0), noise, X, y,
                   target=float(target_deviation), depth=depth, scale_max=scale_max,
-                  tol=search_tol)
+                  tol=search_tol, deviation_tol=deviation_tol, logits=logits)
+    res["deviation_tol"] = deviation_tol
     return res.pop("scale"), res, x0, int(X.shape[0])
 
 
@@ -513,6 +569,7 @@ def pac_bayes_flatness(
     num_samples: int = 10,
     search_depth: int = 15,
     scale_max: float = 2.0,
+    deviation_tol: float | None = 0.01,
     search_tol: float | None = None,
 ) -> Bound:
     """Jiang et al. (2020) PAC-Bayes flatness: the largest sigma' keeping the error within target.
@@ -520,15 +577,22 @@ def pac_bayes_flatness(
     $\\sigma'$ is the largest $\\sigma$ with
     $E_{u \\sim N(0, \\sigma^2 I)}[\\hat e(w + u)] - \\hat e(w) \\le d$ ($\\hat e$ the 0-1 error on
     ``(X, y)``, $d$ = `target_deviation`, 0.1 in the paper), found by binary search on
-    $[0, \\text{scale\\_max}]$ to depth `search_depth`, the expectation replaced by the mean over
+    $[0, \\text{scale\\_max}]$ (at most `search_depth` steps), the expectation replaced by the mean over
     `num_samples` perturbations. The perturbation's standard deviation is $\\sigma$ (variance
     $\\sigma^2$). The same normal draws are used at every $\\sigma$ (common random numbers).
 
-    Each bisection step evaluates all `num_samples` perturbed nets at once and reads the
-    training set in chunks, in increasing order of the unperturbed margin, stopping as soon as
-    the step's decision is certain from the error counts so far (the same decision as reading
-    all of it); the search stops after `search_depth` steps or, with `search_tol`, once the
-    bracket is that tight.
+    The search is Jiang et al.'s: each step takes the midpoint $\\sigma$ of the bracket and
+    estimates the deviation $\\hat\\Delta(\\sigma)$; it *returns* $\\sigma$ as soon as
+    $|\\hat\\Delta(\\sigma) - d| <$ `deviation_tol` (0.01 in the reference code of Jiang et al. and
+    of Dziugaite et al. 2020), else halves the bracket (the upper end moves down when
+    $\\hat\\Delta(\\sigma) > d$). After `search_depth` steps without that, $\\sigma'$ is the
+    midpoint of the final bracket; ``deviation_tol=None`` always runs the full depth (a plain
+    bisection for $\\hat\\Delta \\le d$); `search_tol` also stops it once the bracket is that tight.
+
+    Each step evaluates all `num_samples` perturbed nets and reads the training set in chunks,
+    in increasing order of the unperturbed margin, stopping as soon as the step's outcome is
+    certain from the integer error counts so far: the same outcome, hence the same result, as
+    reading all of it.
 
     Reported (Jiang's equation numbers; $\\omega$ = number of parameters, all perturbed):
     $\\mu_{53} = 1/\\sigma'^2$ (``complexity``), and with `init_params`
@@ -544,14 +608,17 @@ def pac_bayes_flatness(
       num_samples: perturbations per scale, >= 2.
       search_depth: bisection steps.
       scale_max: upper end of the search interval (2.0 in Jiang's code).
+      deviation_tol: in (0, target_deviation): return the first midpoint whose deviation is
+        within this of the target (None: the full `search_depth`).
       search_tol: optional relative tolerance > 0: the search also stops once the bracket
-        satisfies ``high - low <= search_tol * high`` (default None: all `search_depth` steps).
+        satisfies ``high - low <= search_tol * high`` (default None).
 
     Returns:
       A measure with ``complexity`` = $1/\\sigma'^2$ and ``terms``: ``sigma_prime``, the search
-      bracket, ``search_steps`` (bisection steps run), ``data_passes`` (training-set passes
+      bracket, ``within_tolerance`` (True when the search stopped on `deviation_tol`),
+      ``search_steps`` (bisection steps run), ``data_passes`` (training-set passes
       per perturbation spent, counting early-stopped steps by the fraction read), the achieved
-      ``deviation`` and its Monte-Carlo ``deviation_stderr``,
+      ``deviation`` at $\\sigma'$ and its Monte-Carlo ``deviation_stderr``,
       ``reached_target`` (False when even scale_max stays within the target: sigma' is then at
       least scale_max), ``mu_48``/``mu_49`` and their adjusted forms.
 
@@ -570,13 +637,28 @@ def pac_bayes_flatness(
 
     References:
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
-      Find Them, ICLR 2020, arXiv:1912.02178 (measures 48, 49, 53).
+      Find Them, ICLR 2020, arXiv:1912.02178 (measures 48, 49, 53); the tolerance rule as in
+      Dziugaite, Drouin, Neal, Rajkumar, Caballero, Wang, Mitliagkas, Roy, In Search of Robust
+      Measures of Generalization, NeurIPS 2020, arXiv:2010.11924 (their code).
     """
+    return _sigma_prime(
+        params, X=X, y=y, apply_fn=apply_fn, key=key, init_params=init_params,
+        target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
+        scale_max=scale_max, deviation_tol=deviation_tol, search_tol=search_tol
+    )
+
+
+@checked_result
+def _sigma_prime(params, *, X, y, apply_fn, key, init_params=None, target_deviation=0.1,
+                 num_samples=10, search_depth=15, scale_max=2.0, deviation_tol=0.01,
+                 search_tol=None, logits=None) -> Bound:
+    """`pac_bayes_flatness` (the same defaults), with the unperturbed ``logits`` when the
+    caller computed them (`report`)."""
     s, res, x0, m = _jiang_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
         scale_max=scale_max, std_of=lambda x0: (lambda s: jnp.asarray(s, x0.dtype)),
-        search_tol=search_tol)
+        search_tol=search_tol, deviation_tol=deviation_tol, logits=logits)
     terms: dict[str, Any] = {"sigma_prime": s, **res}
     tail = math.log(m / s) + 10.0
     xw = np.asarray(x0, np.float64)
@@ -618,6 +700,7 @@ def magnitude_aware_flatness(
     num_samples: int = 10,
     search_depth: int = 15,
     scale_max: float = 2.0,
+    deviation_tol: float | None = 0.01,
     search_tol: float | None = None,
 ) -> Bound:
     """Jiang et al. (2020) magnitude-aware flatness: the largest alpha' keeping the error within target.
@@ -635,7 +718,7 @@ def magnitude_aware_flatness(
 
     Args:
       params, X, y, apply_fn, key, init_params, target_deviation, num_samples, search_depth,
-      scale_max, search_tol: as in `pac_bayes_flatness`.
+      scale_max, deviation_tol, search_tol: as in `pac_bayes_flatness`.
       epsilon: the additive floor of the standard deviation, > 0 (1e-3 in the paper).
 
     Returns:
@@ -659,6 +742,17 @@ def magnitude_aware_flatness(
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
       Find Them, ICLR 2020, arXiv:1912.02178 (measures 56, 57, 61).
     """
+    return _alpha_prime(
+        params, X=X, y=y, apply_fn=apply_fn, key=key, init_params=init_params,
+        target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
+        scale_max=scale_max, deviation_tol=deviation_tol, search_tol=search_tol, epsilon=epsilon
+    )
+
+
+def _alpha_prime(params, *, X, y, apply_fn, key, init_params, epsilon, target_deviation,
+                 num_samples, search_depth, scale_max, deviation_tol, search_tol,
+                 logits=None) -> Bound:
+    """`magnitude_aware_flatness`, with the unperturbed ``logits`` when already computed."""
     eps = check_positive(epsilon, "epsilon")
 
     def std_of(x0):
@@ -668,7 +762,8 @@ def magnitude_aware_flatness(
     a, res, x0, m = _jiang_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
-        scale_max=scale_max, std_of=std_of, search_tol=search_tol)
+        scale_max=scale_max, std_of=std_of, search_tol=search_tol,
+        deviation_tol=deviation_tol, logits=logits)
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

@@ -28,7 +28,7 @@ from ._checks import (
 )
 from ._dziugaite_roy import dziugaite_roy
 from ._evidence import laplace_evidence
-from ._flatness import hessian_top_eigenvalues, pac_bayes_flatness
+from ._flatness import _sigma_prime, hessian_top_eigenvalues
 from ._golowich import golowich
 from ._lipschitz import lipschitz
 from ._margins import margins
@@ -389,8 +389,9 @@ def report(
         entries["hessian_top"] = lambda: hessian_top_eigenvalues(
             params, X=X, y=y, apply_fn=apply_fn, key=fkey
         )
-        entries["pac_bayes_flatness"] = lambda: pac_bayes_flatness(
-            params, X=X, y=y, apply_fn=apply_fn, key=fkey, search_depth=8)
+        # The unperturbed logits computed above order the data and give the base error.
+        entries["pac_bayes_flatness"] = lambda: _sigma_prime(
+            params, X=X, y=y, apply_fn=apply_fn, key=fkey, search_depth=8, logits=logits)
     if evidence_prior is not None:
         entries["laplace_evidence"] = lambda: laplace_evidence(
             params, X=X, y=y, apply_fn=apply_fn, prior_precision=evidence_prior,

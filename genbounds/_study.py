@@ -151,11 +151,16 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
             "magnitude_aware_flatness": magnitude_aware_flatness,
             "worst_case_sharpness": worst_case_sharpness,
             "magnitude_aware_sharpness": magnitude_aware_sharpness}
+    # sigma' and alpha' by plain bisection to the full depth (deviation_tol=None), the
+    # protocol the study's recorded figures were measured with (docs/measures/study.md).
+    bisection = {"pac_bayes_flatness": {"deviation_tol": None},
+                 "magnitude_aware_flatness": {"deviation_tol": None}}
     results = {}
     for fname, fn in flat.items():
         t0 = time.perf_counter()
         results[fname] = (fn(result.params, X=X, y=y, apply_fn=result.apply_fn, key=key,
-                             init_params=result.init_params, search_depth=search_depth),
+                             init_params=result.init_params, search_depth=search_depth,
+                             **bisection.get(fname, {})),
                           time.perf_counter() - t0)
     for name, (eq, fname, term) in _FLATNESS.items():
         b, dt = results[fname]

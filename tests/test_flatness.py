@@ -131,7 +131,8 @@ def test_sigma_prime_search_recomputed(tiny):
     w0 = jax.tree.map(lambda a: 0.5 * a, p)
     key = jax.random.key(3)
     m = pac_bayes_flatness(
-        p, X=X, y=y, apply_fn=mlp, key=key, init_params=w0, num_samples=8, search_depth=12
+        p, X=X, y=y, apply_fn=mlp, key=key, init_params=w0, num_samples=8, search_depth=12,
+        deviation_tol=None,
     )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
@@ -165,6 +166,7 @@ def test_alpha_prime_uses_std_not_variance(tiny):
         num_samples=8,
         search_depth=12,
         epsilon=eps,
+        deviation_tol=None,
     )
     t = m.terms
     base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
@@ -336,7 +338,8 @@ def test_batched_search_equals_plain_bisection(wide, measure):
         def std_of(a):
             return np.sqrt(a * a * w * w + eps * eps)
 
-    m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth)
+    m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth,
+           deviation_tol=None)
     lo, hi, dev = _bisection_reference(p, X, y, noise, std_of, depth=depth)
     t = m.terms
     assert t["reached_target"]
@@ -349,7 +352,8 @@ def test_batched_search_equals_plain_bisection(wide, measure):
 
     # A stated tolerance stops earlier, with a bracket that contains the full-depth one.
     cached = _chunk_counts._cache_size()
-    loose = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth, search_tol=0.05)
+    loose = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth,
+               search_tol=0.05, deviation_tol=None)
     tl = loose.terms
     assert tl["bracket_high"] - tl["bracket_low"] <= 0.05 * tl["bracket_high"]
     assert tl["search_steps"] < depth
@@ -362,3 +366,84 @@ def test_search_tol_is_checked(tiny):
     p, X, y = tiny
     with pytest.raises(ValueError, match="search_tol"):
         pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(0), search_tol=0.0)
+    with pytest.raises(ValueError, match=r"deviation_tol must lie in \(0, target_deviation"):
+        pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(0), deviation_tol=0.2)
+    with pytest.raises(ValueError, match="deviation_tol"):
+        magnitude_aware_flatness(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(0),
+                                 deviation_tol=-0.01)
+
+
+def _jiang_reference(p, X, y, noise, std_of, *, depth, tol, scale_max=2.0, target=0.1):
+    """Jiang et al.'s search as in their reference code, every example and perturbation read at
+    every step (float64): return the first midpoint whose deviation is within tol of target."""
+    base = np.mean(np.asarray(jnp.argmax(mlp(p, X), 1) != y))
+
+    def dev(s):
+        return _perturbed_error(p, X, y, std_of(s), noise) - base
+
+    lo, hi = 0.0, scale_max
+    for step in range(1, depth + 1):
+        mid = 0.5 * (lo + hi)
+        d = dev(mid)
+        if abs(d - target) < tol:
+            return mid, step, d
+        if d > target:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi), depth, dev(0.5 * (lo + hi))
+
+
+@pytest.mark.parametrize("measure", ["sigma", "alpha"])
+def test_tolerance_search_equals_reference(wide, measure):
+    p, X, y = wide
+    x0, _ = ravel_pytree(p)
+    w = np.asarray(x0)
+    key, S, depth, eps, tol = jax.random.key(11), 4, 12, 1e-3, 0.01
+    noise = np.asarray(jax.random.normal(key, (S, x0.size), jnp.float64))
+    if measure == "sigma":
+        fn, name = pac_bayes_flatness, "sigma_prime"
+
+        def std_of(s):
+            return s
+    else:
+        fn, name = magnitude_aware_flatness, "alpha_prime"
+
+        def std_of(a):
+            return np.sqrt(a * a * w * w + eps * eps)
+
+    m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth)  # default 0.01
+    scale, steps, dev = _jiang_reference(p, X, y, noise, std_of, depth=depth, tol=tol)
+    t = m.terms
+    assert t["within_tolerance"] and t["deviation_tol"] == tol
+    assert t[name] == scale and t["search_steps"] == steps < depth
+    assert t["deviation"] == pytest.approx(dev, abs=1e-12)
+    assert abs(t["deviation"] - 0.1) < tol
+    # The returned scale was the midpoint of the bracket reported.
+    assert t[name] == 0.5 * (t["bracket_low"] + t["bracket_high"])
+    # No extra pass for the reported deviation: fewer passes than steps + 1.
+    assert t["data_passes"] < steps + 1
+
+
+def test_private_entry_keeps_the_public_defaults():
+    # report calls _sigma_prime (to pass the logits it computed): same defaults, same options.
+    import inspect
+
+    from genbounds._flatness import _sigma_prime
+
+    pub = inspect.signature(pac_bayes_flatness).parameters
+    priv = inspect.signature(_sigma_prime).parameters
+    assert set(priv) - set(pub) == {"logits"}
+    for name, par in pub.items():
+        assert priv[name].default == par.default, name
+
+
+def test_report_flatness_entry_equals_the_public_call(wide):
+    from genbounds import report
+
+    p, X, y = wide
+    r = report(p, X=X, y=y, apply_fn=mlp, flatness=True, key=jax.random.key(5))
+    [entry] = [m for m in r.measures if m.name == "pac_bayes_flatness"]
+    direct = pac_bayes_flatness(p, X=X, y=y, apply_fn=mlp, key=jax.random.key(5), search_depth=8)
+    assert entry.terms["sigma_prime"] == direct.terms["sigma_prime"]
+    assert entry.terms["deviation"] == direct.terms["deviation"]
