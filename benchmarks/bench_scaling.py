@@ -13,7 +13,7 @@ linear in the parameter count, 1.5 means t ~ P^1.5 (an O(h^3) SVD of an h x h la
 1.5 in P ~ h^2).
 
 CNN rows: the harness CNN (`genbounds.train.CNN`: 3x3 stride-2 SAME convolutions with C
-channels, then a dense layer) on the same inputs seen as 8x8 images, for C = 16, 64, 256. The
+channels, then a dense layer) on the same inputs seen as 8x8 images, for C = 16, 32, 64. The
 traced network gives the convolutions' certified operator norms (docs/conv_norms.md), so
 `report` and `spectral` run the spectrally normalised bound on them; `pac_bayes` is stated for
 fully connected nets and refuses them (reported as such, not timed).
@@ -37,7 +37,7 @@ import genbounds  # noqa: E402
 
 QUICK = [(128, 2), (512, 2), (2048, 2), (256, 4), (256, 8), (256, 16)]
 FULL = [(w, d) for w in (128, 256, 512, 1024, 2048) for d in (2, 4, 8, 16)]
-CNN_CHANNELS = (16, 64, 256)
+CNN_CHANNELS = (16, 32, 64)
 
 
 class MLP(nn.Module):

@@ -149,6 +149,11 @@ def _path_sum_traced(net: Any, p: float, biases: bool) -> tuple[float, int]:
     per-channel scales, pooling factors, the coefficients of residual adds). Activations must be
     ReLU-like (identity on the non-negative values that flow here); a max pool stays a max, as
     in Jiang et al.'s code, which runs the model itself on the squared weights."""
+    with jax.enable_x64(True):  # float64 whatever the caller's jax_enable_x64 setting
+        return _path_sum_traced64(net, p, biases)
+
+
+def _path_sum_traced64(net: Any, p: float, biases: bool) -> tuple[float, int]:
     import dataclasses
 
     nodes = []

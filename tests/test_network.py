@@ -417,6 +417,28 @@ def test_parameters_only_conv_says_what_it_returns():
     assert "every stride, padding and input size" in repr(norms)
 
 
+def test_traced_path_norm_is_float64_without_x64():
+    # With jax_enable_x64 off the traced path norm is still summed in float64 (no silent
+    # truncation to float32, no warning): it equals the float64 names-read chain.
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.relu(nn.Dense(6)(nn.relu(nn.Dense(5)(x)))))
+
+    import warnings
+
+    with jax.enable_x64(False):
+        x = jnp.ones((2, 4), jnp.float32) * 0.3
+        v = MLP().init(jax.random.key(0), x)
+        net = Network.trace(MLP().apply, v, x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = genbounds.path_norm(net).complexity
+    named = genbounds.path_norm({k: {kk: np.asarray(a, np.float64) for kk, a in d.items()}
+                                 for k, d in v["params"].items()}).complexity
+    np.testing.assert_allclose(got, named, rtol=1e-12)
+
+
 def test_path_norm_traced_equals_chain_and_counts_skip_paths():
     class MLP(nn.Module):
         @nn.compact
