@@ -578,6 +578,43 @@ def test_no_recompilation_on_second_call():
     assert [k._cache_size() for k in kernels] == sizes
 
 
+def test_bucket_sizes():
+    from genbounds._linalg import bucket
+
+    sizes = [bucket(d) for d in range(1, 5000)]
+    for d, b in zip(range(1, 5000), sizes, strict=True):
+        assert d <= b < 1.5 * d or b == d  # never below d, less than half above
+        assert b <= 4 or b & (b - 1) == 0 or (b // 3) & (b // 3 - 1) == 0  # 2^k or 3 * 2^j
+    assert [bucket(d) for d in (600, 768, 769, 784, 1024, 1025, 4096)] == [
+        768, 768, 1024, 1024, 1024, 1536, 4096]
+    assert sizes == sorted(sizes)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "certified"])
+def test_padded_kernel_equals_the_matrix_and_shares_one_compilation(method):
+    # (700, 350) and (600, 300) both run in the (768, 384) kernel: one compilation, and the
+    # values are those of each matrix (zero padding leaves the Krylov iterates unchanged).
+    rng = np.random.default_rng(21)
+    opts = dict(LOOSE) if method == "certified" else {}
+    A = rng.standard_normal((700, 350))
+    first = spectral_norm(A, method=method, **opts)
+    size = _gkl_kernel._cache_size()
+    for shape in [(600, 300), (300, 600), (650, 380)]:
+        W = rng.standard_normal(shape)
+        res = spectral_norm(W, method=method, **opts)
+        exact = svd64(W)
+        if method == "certified":
+            assert exact * (1 - 1e-12) <= res.value <= exact * (1 + LOOSE["rtol"]) * (1 + 1e-12)
+        else:
+            assert res.value == pytest.approx(exact, rel=1e-6)
+        v = np.asarray(res.vector)
+        assert v.shape == (shape[1],)
+        assert np.linalg.norm(W @ v) == pytest.approx(exact, rel=1e-3)
+    assert first.value > 0
+    # (300, 600) is the transposed orientation: a second kernel, and no more than that.
+    assert _gkl_kernel._cache_size() <= size + 1
+
+
 def test_result_type():
     res = spectral_norm(np.eye(60, 40) * 2.0)
     assert isinstance(res, NormResult)
