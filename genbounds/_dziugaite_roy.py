@@ -262,6 +262,24 @@ def dziugaite_roy_from_terms(
 # ----------------------------------------------------------------------------------------------
 
 
+# Networks evaluated together by the Monte-Carlo error, when the caller does not say: one at a
+# time on CPU, where XLA's batched products and convolutions are slower than a loop (200 steps
+# + 500 networks on 2000 examples, 2 cores: a 64-channel CNN 54 s with 64 at a time, 14 s with
+# one; an MLP 10 s against 9.3 s), 64 at a time on an accelerator.
+_MC_BATCH_ACCELERATOR = 64
+
+
+def mc_batch_size(batch: Any, X: Any, name: str) -> int:
+    """`batch` checked (an integer >= 1), or the default for the device that holds X."""
+    if batch is not None:
+        return check_n(batch, name)
+    try:
+        on_cpu = all(d.platform == "cpu" for d in X.devices())
+    except AttributeError:  # a numpy array: it goes to the default device
+        on_cpu = jax.default_backend() == "cpu"
+    return 1 if on_cpu else _MC_BATCH_ACCELERATOR
+
+
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, key):
     """Per-network 0-1 errors of `num_samples` draws from Q, `batch` networks at a time.
@@ -295,7 +313,7 @@ def stochastic_error(
     key: jax.Array,
     num_samples: int = 1000,
     subset: int | None = None,
-    batch: int = 64,
+    batch: int | None = None,
 ) -> dict[str, float]:
     """Monte-Carlo 0-1 error of the stochastic network Q on (X, y).
 
@@ -307,7 +325,8 @@ def stochastic_error(
       num_samples: number N of networks drawn from Q.
       subset: if given, each network is evaluated on its own `subset` examples drawn uniformly
         with replacement (an unbiased estimate of the same quantity, much cheaper for large X).
-      batch: networks evaluated together (memory ~ batch x activations of X).
+      batch: networks evaluated together (memory ~ batch x activations of X); default 1
+        on CPU (a loop is faster there), 64 on an accelerator.
 
     Returns:
       dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N)) and
@@ -324,7 +343,8 @@ def stochastic_error(
     flat_m, unravel = ravel_pytree(posterior.mean)
     flat_s = ravel_pytree(posterior.std)[0].astype(flat_m.dtype)
     errs = np.asarray(
-        _mc_errors(apply_fn, unravel, N, check_n(batch, "batch"), sub, flat_m, flat_s, X, y, key),
+        _mc_errors(apply_fn, unravel, N, mc_batch_size(batch, X, "batch"), sub, flat_m, flat_s,
+                   X, y, key),
         np.float64,
     )
     se = float(errs.std(ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
@@ -361,7 +381,7 @@ def dziugaite_roy_certificate(
     c: float = 0.1,
     num_mc_samples: int = 10_000,
     mc_subset: int | None = None,
-    mc_batch: int = 64,
+    mc_batch: int | None = None,
 ) -> Bound:
     """The Dziugaite-Roy bound on the test error of a given stochastic network Q.
 
@@ -389,7 +409,7 @@ def dziugaite_roy_certificate(
       mc_subset: evaluate each network on its own `mc_subset` training examples drawn
         uniformly with replacement (unbiased; the bound still counts N trials, the networks);
         None for the whole training set.
-      mc_batch: networks evaluated together.
+      mc_batch: networks evaluated together (default: 1 on CPU, 64 on an accelerator).
 
     Returns:
       A `Bound` with ``value`` the bound on the stochastic net's expected test error,
@@ -526,7 +546,7 @@ def dziugaite_roy(
     init_std_scale: float = 1.0,
     num_mc_samples: int = 10_000,
     mc_subset: int | None = None,
-    mc_batch: int = 64,
+    mc_batch: int | None = None,
     chunk: int = 1000,
     dtype: Any = jnp.float32,
     verbose: bool = False,

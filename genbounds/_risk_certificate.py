@@ -71,6 +71,7 @@ from ._dziugaite_roy import (
     DiagonalGaussian,
     _mc_errors,
     diag_gaussian_kl,
+    mc_batch_size,
     sample_convergence_bound,
 )
 from ._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
@@ -263,7 +264,7 @@ def risk_certificate(
     delta_prime: float = 0.01,
     num_mc_samples: int = 1000,
     mc_subset: int | None = None,
-    mc_batch: int = 64,
+    mc_batch: int | None = None,
     num_candidates: int = 1,
 ) -> Bound:
     """The risk certificate of a Gaussian posterior Q against the prior $N(w_P, \\sigma_P^2 I)$.
@@ -293,7 +294,7 @@ def risk_certificate(
       num_mc_samples: N networks (the paper uses 150,000).
       mc_subset: evaluate each network on its own `mc_subset` bound-set examples drawn
         uniformly with replacement (unbiased; the bound still counts N trials); None: all.
-      mc_batch: networks evaluated together.
+      mc_batch: networks evaluated together (default: 1 on CPU, 64 on an accelerator).
       num_candidates: K >= 1, see above.
 
     Returns:
@@ -670,8 +671,8 @@ def _stochastic_error(apply_fn, q, X, y, key, N, subset, batch) -> dict[str, flo
     network and data shape, however many posteriors are certified."""
     sub = 0 if subset is None else check_n(subset, "mc_subset")
     errs = np.asarray(
-        _mc_errors(apply_fn, _Unravel(q.mean), N, check_n(batch, "mc_batch"), sub, _flat(q.mean),
-                   _flat(q.std), _as_f32(X), jnp.asarray(y), key),
+        _mc_errors(apply_fn, _Unravel(q.mean), N, mc_batch_size(batch, X, "mc_batch"), sub,
+                   _flat(q.mean), _flat(q.std), _as_f32(X), jnp.asarray(y), key),
         np.float64,
     )
     se = float(errs.std(ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
@@ -706,7 +707,7 @@ def perez_ortiz(
     p_min: float = 1e-5,
     num_mc_samples: int = 1000,
     mc_subset: int | None = None,
-    mc_batch: int = 64,
+    mc_batch: int | None = None,
     X_test: Any = None,
     y_test: Any = None,
     test_mc_samples: int = 200,

@@ -224,6 +224,23 @@ def test_subset_evaluation_is_the_same_estimator(digits_net, reduced_run):
     assert abs(small["error"] - full["error"]) < 4 * small["stderr"] + 4 * full["stderr"]
 
 
+def test_batch_is_scheduling_only(digits_net, reduced_run):
+    # The networks drawn depend on the key alone: one at a time (the CPU default), 64 or 7 at a
+    # time give the same per-network errors, hence the same estimate.
+    from genbounds._dziugaite_roy import mc_batch_size
+
+    apply_fn, _, _, Xtr, ytr, *_ = digits_net
+    _, post = reduced_run
+    key = jax.random.key(8)
+    runs = [stochastic_error(post, X=Xtr, y=ytr, apply_fn=apply_fn, key=key, num_samples=30,
+                             batch=b) for b in (None, 1, 7, 64)]
+    assert all(r == runs[0] for r in runs[1:])
+    assert mc_batch_size(None, jnp.asarray(Xtr), "batch") == (
+        1 if jax.default_backend() == "cpu" else 64)
+    with pytest.raises(ValueError, match="batch"):
+        stochastic_error(post, X=Xtr, y=ytr, apply_fn=apply_fn, key=key, batch=0)
+
+
 def test_certificate_for_another_prior_variance(digits_net, reduced_run):
     # A given posterior can be certified again with another lambda: both are valid members.
     apply_fn, _, init, Xtr, ytr, *_ = digits_net
