@@ -53,28 +53,25 @@ class MLP(nn.Module):
         return nn.Dense(10)(x)
 
 
-def setup(width: int, depth: int, n: int = 2000, seed: int = 0):
-    model = MLP(width, depth)
-    X = np.asarray(jax.random.uniform(jax.random.key(seed), (n, 64)), np.float32)
+def _instance(model, shape, n: int, seed: int):
+    """Random inputs of `shape`, He-initialised params and init params, labels = predictions."""
+    X = np.asarray(jax.random.uniform(jax.random.key(seed), (n, *shape)), np.float32)
     params = model.init(jax.random.key(seed + 1), X[:1])["params"]
     init = model.init(jax.random.key(seed + 2), X[:1])["params"]
     apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
     y = np.asarray(jnp.argmax(apply_fn(params, X), axis=1))
     count = sum(int(np.size(v)) for v in jax.tree.leaves(params))
     return params, init, apply_fn, X, y, count
+
+
+def setup(width: int, depth: int, n: int = 2000, seed: int = 0):
+    return _instance(MLP(width, depth), (64,), n, seed)
 
 
 def setup_cnn(channels: int, n: int = 2000, seed: int = 0):
     from genbounds.train import CNN
 
-    model = CNN(features=(channels, channels))
-    X = np.asarray(jax.random.uniform(jax.random.key(seed), (n, 8, 8, 1)), np.float32)
-    params = model.init(jax.random.key(seed + 1), X[:1])["params"]
-    init = model.init(jax.random.key(seed + 2), X[:1])["params"]
-    apply_fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    y = np.asarray(jnp.argmax(apply_fn(params, X), axis=1))
-    count = sum(int(np.size(v)) for v in jax.tree.leaves(params))
-    return params, init, apply_fn, X, y, count
+    return _instance(CNN(features=(channels, channels)), (8, 8, 1), n, seed)
 
 
 def functions(params, init, apply_fn, X, y):

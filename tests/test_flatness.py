@@ -318,6 +318,14 @@ def wide():
     return p, X, y
 
 
+def _measure(measure, w, eps):
+    """(function, name of its scale, per-parameter std at a scale) of sigma' or alpha'."""
+    if measure == "sigma":
+        return pac_bayes_flatness, "sigma_prime", lambda s: s
+    return (magnitude_aware_flatness, "alpha_prime",
+            lambda a: np.sqrt(a * a * w * w + eps * eps))
+
+
 @pytest.mark.parametrize("measure", ["sigma", "alpha"])
 def test_batched_search_equals_plain_bisection(wide, measure):
     from genbounds._flatness import _chunk_counts
@@ -327,16 +335,7 @@ def test_batched_search_equals_plain_bisection(wide, measure):
     w = np.asarray(x0)
     key, S, depth, eps = jax.random.key(11), 4, 10, 1e-3
     noise = np.asarray(jax.random.normal(key, (S, x0.size), jnp.float64))
-    if measure == "sigma":
-        fn, name = pac_bayes_flatness, "sigma_prime"
-
-        def std_of(s):
-            return s
-    else:
-        fn, name = magnitude_aware_flatness, "alpha_prime"
-
-        def std_of(a):
-            return np.sqrt(a * a * w * w + eps * eps)
+    fn, name, std_of = _measure(measure, w, eps)
 
     m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth,
            deviation_tol=None)
@@ -401,16 +400,7 @@ def test_tolerance_search_equals_reference(wide, measure):
     w = np.asarray(x0)
     key, S, depth, eps, tol = jax.random.key(11), 4, 12, 1e-3, 0.01
     noise = np.asarray(jax.random.normal(key, (S, x0.size), jnp.float64))
-    if measure == "sigma":
-        fn, name = pac_bayes_flatness, "sigma_prime"
-
-        def std_of(s):
-            return s
-    else:
-        fn, name = magnitude_aware_flatness, "alpha_prime"
-
-        def std_of(a):
-            return np.sqrt(a * a * w * w + eps * eps)
+    fn, name, std_of = _measure(measure, w, eps)
 
     m = fn(p, X=X, y=y, apply_fn=mlp, key=key, num_samples=S, search_depth=depth)  # default 0.01
     scale, steps, dev = _jiang_reference(p, X, y, noise, std_of, depth=depth, tol=tol)
