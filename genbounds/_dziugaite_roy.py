@@ -31,6 +31,7 @@ from ._bound import Bound
 from ._checks import check_delta, check_finite_tree, check_key, check_n, check_positive
 from ._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
 from ._kl import kl_inverse
+from ._linalg import on_cpu
 
 _REFERENCE = (
     "Dziugaite, Roy. Computing Nonvacuous Generalization Bounds for Deep (Stochastic) Neural "
@@ -273,11 +274,7 @@ def mc_batch_size(batch: Any, X: Any, name: str) -> int:
     """`batch` checked (an integer >= 1), or the default for the device that holds X."""
     if batch is not None:
         return check_n(batch, name)
-    try:
-        on_cpu = all(d.platform == "cpu" for d in X.devices())
-    except AttributeError:  # a numpy array: it goes to the default device
-        on_cpu = jax.default_backend() == "cpu"
-    return 1 if on_cpu else _MC_BATCH_ACCELERATOR
+    return 1 if on_cpu(X) else _MC_BATCH_ACCELERATOR
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))

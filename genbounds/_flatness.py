@@ -34,6 +34,7 @@ from ._hessian import (
     lanczos_top_eigenvalues,
     zero_one,
 )
+from ._linalg import on_cpu
 from ._margins import margins_core
 
 _KESKAR = (
@@ -361,13 +362,6 @@ def _chunk_counts(apply_fn, unravel, batched, x0, std, noise, Xc, yc, wc):
     return jax.vmap(count)(noise) if batched else jax.lax.map(count, noise)
 
 
-def _on_cpu(x: jax.Array) -> bool:
-    try:
-        return all(d.platform == "cpu" for d in x.devices())
-    except Exception:  # a committed array always has devices; anything else: the default
-        return jax.default_backend() == "cpu"
-
-
 # The outcomes of one step of the search.
 _ABOVE, _BELOW, _WITHIN = "above", "below", "within"
 
@@ -387,7 +381,7 @@ class _Evaluator:
 
     def __init__(self, apply_fn, unravel, x0, noise, X, y, logits=None):
         self.f, self.unravel, self.x0, self.noise = apply_fn, unravel, x0, noise
-        self.batched = not _on_cpu(x0)
+        self.batched = not on_cpu(x0)
         if logits is None:
             logits = apply_fn(unravel(x0), X)
         m = np.asarray(margins_core(logits, y), np.float64)
@@ -742,17 +736,6 @@ def magnitude_aware_flatness(
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
       Find Them, ICLR 2020, arXiv:1912.02178 (measures 56, 57, 61).
     """
-    return _alpha_prime(
-        params, X=X, y=y, apply_fn=apply_fn, key=key, init_params=init_params,
-        target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
-        scale_max=scale_max, deviation_tol=deviation_tol, search_tol=search_tol, epsilon=epsilon
-    )
-
-
-def _alpha_prime(params, *, X, y, apply_fn, key, init_params, epsilon, target_deviation,
-                 num_samples, search_depth, scale_max, deviation_tol, search_tol,
-                 logits=None) -> Bound:
-    """`magnitude_aware_flatness`, with the unperturbed ``logits`` when already computed."""
     eps = check_positive(epsilon, "epsilon")
 
     def std_of(x0):
@@ -763,7 +746,7 @@ def _alpha_prime(params, *, X, y, apply_fn, key, init_params, epsilon, target_de
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
         scale_max=scale_max, std_of=std_of, search_tol=search_tol,
-        deviation_tol=deviation_tol, logits=logits)
+        deviation_tol=deviation_tol)
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

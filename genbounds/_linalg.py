@@ -198,6 +198,15 @@ def host_exact_is_cheaper(shape: tuple[int, ...]) -> bool:
     return m * n * min(m, n) <= HOST_EXACT_MAX_WORK
 
 
+def on_cpu(x: Any) -> bool:
+    """Whether work on `x` runs on CPU: the devices of a jax array, else (a numpy array, which
+    jax places on the default device) the default backend."""
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # noqa: BLE001 - no devices (numpy) or a deleted buffer
+        return jax.default_backend() == "cpu"
+
+
 def _host_ok(x: Any) -> bool:
     """True for a concrete array that is cheap to read on the host (numpy, or small, or on CPU)."""
     if _is_tracer(x):
