@@ -577,8 +577,9 @@ def pac_bayes_flatness(
 
     The search is Jiang et al.'s: each step takes the midpoint $\\sigma$ of the bracket and
     estimates the deviation $\\hat\\Delta(\\sigma)$; it *returns* $\\sigma$ as soon as
-    $|\\hat\\Delta(\\sigma) - d| <$ `deviation_tol` (0.01 in the reference code of Jiang et al. and
-    of Dziugaite et al. 2020), else halves the bracket (the upper end moves down when
+    $|\\hat\\Delta(\\sigma) - d| <$ `deviation_tol` (0.01 in the code of Dziugaite et al. 2020,
+    which says it adapts Jiang et al.'s code; the rule is taken from there, not from a listing
+    in the paper), else halves the bracket (the upper end moves down when
     $\\hat\\Delta(\\sigma) > d$). After `search_depth` steps without that, $\\sigma'$ is the
     midpoint of the final bracket; ``deviation_tol=None`` always runs the full depth (a plain
     bisection for $\\hat\\Delta \\le d$); `search_tol` also stops it once the bracket is that tight.
