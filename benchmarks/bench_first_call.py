@@ -29,7 +29,7 @@ t0 = time.perf_counter()
 import genbounds
 t_import = time.perf_counter() - t0
 import flax.linen as nn, jax, numpy as np
-from genbounds import _linalg
+from genbounds.linalg import _spectral_norm
 if sys.argv[1] == "jitted":
     _linalg.HOST_EXACT_MAX_WORK = 0
     _linalg._host_ok = lambda x: False

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import genbounds
-from genbounds._cli_robustness import box_of, crossing
 from genbounds.data import load
+from genbounds.experiments._robustness import box_of, crossing
 from genbounds.train import train
 
 

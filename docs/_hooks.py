@@ -89,7 +89,7 @@ def _cli_help() -> str:
     import os
 
     os.environ["COLUMNS"] = "100"
-    from genbounds.cli import build_parser
+    from genbounds.experiments.cli import build_parser
 
     parser = build_parser()
     parts = ["```text", parser.format_help().rstrip(), "```", ""]

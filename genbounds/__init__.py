@@ -1,118 +1,113 @@
 """genbounds: generalisation bounds and complexity measures of trained neural networks.
 
-Bounds (each ``.value`` an upper bound on the 0-1 test error with probability >= 1 - delta):
-`vc`, `spectral`, `pac_bayes`, `golowich`, `rademacher_bound`, `dziugaite_roy` and
-`perez_ortiz` / `risk_certificate` (on the stochastic net); all of them at once: `report`.
-Measures (``value=None``): `spectral_complexity`, `norm_measures`, `path_norm`, `rademacher`,
-`sharpness`, `pac_bayes_flatness`, `hessian_top_eigenvalues`, `laplace_evidence`, ...
-Robustness: attacks (`fgsm`, `pgd`, `robust_accuracy`) beside certified radii
-(`certified_radius`, `certified_accuracy`, `robustness`).
-Kernels: `spectral_norms`, `spectral_norm`, `conv_operator_norm`, `kl_inverse`, `margins`.
-The harness lives apart, in `genbounds.data` and `genbounds.train`.
+The first tier, here: the bounds (each ``.value`` an upper bound on the 0-1 test error with
+probability >= 1 - delta) `vc`, `spectral`, `golowich`, `pac_bayes`, `rademacher_bound`,
+`dziugaite_roy`, `perez_ortiz` / `risk_certificate`; all of them at once: `report`; the result
+type `Bound`, the network `Network`, the refusal `NotBoundable`; and the parts the bounds are
+built from that users reach for first (`spectral_norms`, `spectral_complexity`, `kl_inverse`,
+`margins`, `rademacher`, `lipschitz`).
 
-The public namespace only re-exports; every module behind it is private. Importing genbounds
-turns on JAX's persistent compilation cache (opt out with ``GENBOUNDS_JAX_CACHE=0``).
+Everything else lives in a sub-namespace that says what it is:
+
+- `genbounds.bounds`: every bound from norms and data (VC, spectral, Golowich, Rademacher,
+  stability) with its parts;
+- `genbounds.pacbayes`: kl, Neyshabur et al., Dziugaite-Roy, Pérez-Ortiz risk certificates;
+- `genbounds.measures`: measures that are not bounds (norms, sharpness, flatness, Hessian,
+  evidence, Monte-Carlo Rademacher, Kendall's tau);
+- `genbounds.adversarial`: attacks, certified radii, robustness curves;
+- `genbounds.network`: reading a network (trace or parameters) and its layer norms;
+- `genbounds.linalg`: norm kernels; `genbounds.losses`: margins and losses;
+- `genbounds.core`: `Bound`, `NotBoundable`, argument checks;
+- the harness, apart: `genbounds.data`, `genbounds.train`, `genbounds.experiments` (the
+  command line); the bound code never imports them.
+
+Every name of the earlier flat namespace (``genbounds.sharpness``, ``genbounds.pgd``, ...) still
+resolves here, to the same object as its sub-namespace name; the sub-namespace is the documented
+home. Importing genbounds turns on JAX's persistent compilation cache (opt out with
+``GENBOUNDS_JAX_CACHE=0``).
 """
 
-from ._attacks import AttackResult as AttackResult
-from ._attacks import fgsm as fgsm
-from ._attacks import pgd as pgd
-from ._attacks import robust_accuracy as robust_accuracy
-from ._bound import Bound as Bound
-from ._conv import conv_operator_norm as conv_operator_norm
-from ._conv import reshaped_kernel_norm as reshaped_kernel_norm
-from ._dziugaite_roy import DiagonalGaussian as DiagonalGaussian
-from ._dziugaite_roy import diag_gaussian_kl as diag_gaussian_kl
-from ._dziugaite_roy import dziugaite_roy as dziugaite_roy
-from ._dziugaite_roy import dziugaite_roy_certificate as dziugaite_roy_certificate
-from ._dziugaite_roy import dziugaite_roy_from_terms as dziugaite_roy_from_terms
-from ._dziugaite_roy import sample_convergence_bound as sample_convergence_bound
-from ._dziugaite_roy import stochastic_error as stochastic_error
-from ._evidence import laplace_evidence as laplace_evidence
-from ._flatness import hessian_top_eigenvalues as hessian_top_eigenvalues
-from ._flatness import hessian_trace as hessian_trace
-from ._flatness import magnitude_aware_flatness as magnitude_aware_flatness
-from ._flatness import magnitude_aware_sharpness as magnitude_aware_sharpness
-from ._flatness import pac_bayes_flatness as pac_bayes_flatness
-from ._flatness import sharpness as sharpness
-from ._flatness import worst_case_sharpness as worst_case_sharpness
-from ._golowich import golowich as golowich
-from ._golowich import golowich_frobenius as golowich_frobenius
-from ._golowich import golowich_l1inf as golowich_l1inf
-from ._golowich import golowich_margin_bound as golowich_margin_bound
-from ._hessian import hessian_vector_product as hessian_vector_product
-from ._hypotheses import HypothesisClass as HypothesisClass
-from ._hypotheses import KernelBall as KernelBall
-from ._hypotheses import LinearBall as LinearBall
-from ._hypotheses import NetworkClass as NetworkClass
-from ._kendall import GranulatedKendall as GranulatedKendall
-from ._kendall import granulated_kendall as granulated_kendall
-from ._kendall import kendall_tau as kendall_tau
-from ._kl import kl_bernoulli as kl_bernoulli
-from ._kl import kl_inverse as kl_inverse
-from ._kl import mcallester_bound as mcallester_bound
-from ._kl import pac_bayes_kl_bound as pac_bayes_kl_bound
-from ._layers import ConvSpec as ConvSpec
-from ._layers import Layer as Layer
-from ._layers import augment_biases as augment_biases
-from ._layers import read_layers as read_layers
-from ._linalg import NormResult as NormResult
-from ._linalg import frobenius_norm as frobenius_norm
-from ._linalg import log_norm_product as log_norm_product
-from ._linalg import norm_21 as norm_21
-from ._linalg import spectral_norm as spectral_norm
-from ._lipschitz import lipschitz as lipschitz
-from ._margins import SelectedMargin as SelectedMargin
-from ._margins import margin_loss as margin_loss
-from ._margins import margin_quantile as margin_quantile
-from ._margins import margins as margins
-from ._margins import ramp_loss as ramp_loss
-from ._margins import select_margin as select_margin
-from ._measures import distance_from_init as distance_from_init
-from ._measures import jiang_normalise as jiang_normalise
-from ._measures import norm_measures as norm_measures
-from ._measures import path_norm as path_norm
-from ._network import Network as Network
-from ._network import NotBoundable as NotBoundable
-from ._norms import SpectralNorms as SpectralNorms
-from ._norms import spectral_norms as spectral_norms
-from ._pac_bayes import pac_bayes as pac_bayes
-from ._pac_bayes import pac_bayes_margin_bound as pac_bayes_margin_bound
-from ._rademacher import margin_rademacher_bound as margin_rademacher_bound
-from ._rademacher import rademacher_bound as rademacher_bound
-from ._rademacher_mc import RademacherEstimate as RademacherEstimate
-from ._rademacher_mc import rademacher as rademacher
-from ._rademacher_mc import rademacher_signs as rademacher_signs
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import Any as _Any
+
+from . import adversarial as adversarial
+from . import bounds as bounds
+from . import core as core
+from . import linalg as linalg
+from . import losses as losses
+from . import measures as measures
+from . import network as network
+from . import pacbayes as pacbayes
 from ._report import Report as Report
 from ._report import report as report
-from ._risk_certificate import DataSplit as DataSplit
-from ._risk_certificate import bounded_cross_entropy as bounded_cross_entropy
-from ._risk_certificate import learn_prior as learn_prior
-from ._risk_certificate import optimal_lambda as optimal_lambda
-from ._risk_certificate import pac_bayes_objective as pac_bayes_objective
-from ._risk_certificate import perez_ortiz as perez_ortiz
-from ._risk_certificate import risk_certificate as risk_certificate
-from ._risk_certificate import risk_certificate_from_terms as risk_certificate_from_terms
-from ._risk_certificate import split_data as split_data
-from ._risk_certificate import train_posterior as train_posterior
-from ._robustness import CertifiedRadii as CertifiedRadii
-from ._robustness import RobustnessCurve as RobustnessCurve
-from ._robustness import certified_accuracy as certified_accuracy
-from ._robustness import certified_radius as certified_radius
-from ._robustness import robustness as robustness
-from ._spectral import spectral as spectral
-from ._spectral import spectral_complexity as spectral_complexity
-from ._spectral import spectral_margin_bound as spectral_margin_bound
-from ._stability import empirical_stability as empirical_stability
-from ._stability import hardt_stability_convex as hardt_stability_convex
-from ._stability import hardt_stability_nonconvex as hardt_stability_nonconvex
-from ._vc import vc as vc
-from ._vc import vc_dimension_bound as vc_dimension_bound
+from .bounds import golowich as golowich
+from .bounds import rademacher_bound as rademacher_bound
+from .bounds import spectral as spectral
+from .bounds import spectral_complexity as spectral_complexity
+from .bounds import vc as vc
+from .core import Bound as Bound
+from .core import NotBoundable as NotBoundable
+from .losses import margins as margins
+from .measures import lipschitz as lipschitz
+from .measures import rademacher as rademacher
+from .network import Network as Network
+from .network import spectral_norms as spectral_norms
+from .pacbayes import dziugaite_roy as dziugaite_roy
+from .pacbayes import kl_inverse as kl_inverse
+from .pacbayes import pac_bayes as pac_bayes
+from .pacbayes import perez_ortiz as perez_ortiz
+from .pacbayes import risk_certificate as risk_certificate
 
 __version__ = "0.1.0"
 
+# The earlier flat names, resolved lazily to their sub-namespace (PEP 562): they keep working
+# (``from genbounds import pgd``) without crowding ``dir(genbounds)`` and the API page.
+_HOMES = {
+    "adversarial": (
+        "AttackResult", "fgsm", "pgd", "robust_accuracy", "CertifiedRadii", "RobustnessCurve",
+        "certified_accuracy", "certified_radius", "robustness",
+    ),
+    "bounds": (
+        "golowich_frobenius", "golowich_l1inf", "golowich_margin_bound",
+        "margin_rademacher_bound", "spectral_margin_bound", "empirical_stability",
+        "hardt_stability_convex", "hardt_stability_nonconvex", "vc_dimension_bound",
+    ),
+    "linalg": (
+        "conv_operator_norm", "reshaped_kernel_norm", "hessian_vector_product", "NormResult",
+        "frobenius_norm", "log_norm_product", "norm_21", "spectral_norm",
+    ),
+    "losses": ("SelectedMargin", "margin_loss", "margin_quantile", "ramp_loss", "select_margin"),
+    "measures": (
+        "laplace_evidence", "hessian_top_eigenvalues", "hessian_trace",
+        "magnitude_aware_flatness", "magnitude_aware_sharpness", "pac_bayes_flatness",
+        "sharpness", "worst_case_sharpness", "HypothesisClass", "KernelBall", "LinearBall",
+        "NetworkClass", "GranulatedKendall", "granulated_kendall", "kendall_tau",
+        "distance_from_init", "jiang_normalise", "norm_measures", "path_norm",
+        "RademacherEstimate", "rademacher_signs",
+    ),
+    "network": ("ConvSpec", "Layer", "augment_biases", "read_layers", "SpectralNorms"),
+    "pacbayes": (
+        "DiagonalGaussian", "diag_gaussian_kl", "dziugaite_roy_certificate",
+        "dziugaite_roy_from_terms", "sample_convergence_bound", "stochastic_error",
+        "kl_bernoulli", "mcallester_bound", "pac_bayes_kl_bound", "pac_bayes_margin_bound",
+        "DataSplit", "bounded_cross_entropy", "learn_prior", "optimal_lambda",
+        "pac_bayes_objective", "risk_certificate_from_terms", "split_data", "train_posterior",
+    ),
+}
+_ALIASES = {name: pkg for pkg, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> _Any:
+    pkg = _ALIASES.get(name)
+    if pkg is None:
+        raise AttributeError(f"module 'genbounds' has no attribute {name!r}")
+    return getattr(_importlib.import_module(f"genbounds.{pkg}"), name)
+
+
 # JAX's persistent compilation cache in ~/.cache/genbounds/jax unless the user set one or opted
 # out with GENBOUNDS_JAX_CACHE=0 (docs/benchmarks.md).
-from ._jax_cache import enable_persistent_cache as _enable_persistent_cache  # noqa: E402
+from .core._jax_cache import enable_persistent_cache as _enable_persistent_cache  # noqa: E402
 
 _enable_persistent_cache()

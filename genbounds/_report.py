@@ -11,8 +11,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._bound import Bound
-from ._checks import (
+from genbounds.bounds._golowich import golowich
+from genbounds.bounds._rademacher import rademacher_bound
+from genbounds.bounds._spectral import spectral
+from genbounds.bounds._vc import vc
+from genbounds.core._bound import Bound
+from genbounds.core._checks import (
     NotBoundable,
     check_array,
     check_delta,
@@ -26,19 +30,15 @@ from ._checks import (
     check_same_length,
     check_unit_interval,
 )
-from ._dziugaite_roy import dziugaite_roy
-from ._evidence import laplace_evidence
-from ._flatness import _sigma_prime, hessian_top_eigenvalues
-from ._golowich import golowich
-from ._lipschitz import lipschitz
-from ._margins import margins
-from ._measures import norm_measures
-from ._network import as_network, verify_chain
-from ._pac_bayes import pac_bayes
-from ._rademacher import rademacher_bound
-from ._rademacher_mc import rademacher
-from ._spectral import spectral
-from ._vc import vc
+from genbounds.losses._margins import margins
+from genbounds.measures._evidence import laplace_evidence
+from genbounds.measures._flatness import _sigma_prime, hessian_top_eigenvalues
+from genbounds.measures._lipschitz import lipschitz
+from genbounds.measures._norm_measures import norm_measures
+from genbounds.measures._rademacher import rademacher
+from genbounds.network._network import as_network, verify_chain
+from genbounds.pacbayes._dziugaite_roy import dziugaite_roy
+from genbounds.pacbayes._neyshabur import pac_bayes
 
 
 def _error(logits: Any, y: np.ndarray) -> float:
@@ -404,7 +404,7 @@ def report(
             params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts
         )[0]
     if robustness is not None:
-        from ._robustness import robustness_measure
+        from genbounds.adversarial._certified import robustness_measure
 
         rx, ry = (X_test, y_test) if X_test is not None else (X, y)
         entries["robustness"] = lambda: robustness_measure(params, apply_fn=apply_fn, X=rx,

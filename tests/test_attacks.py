@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import genbounds
-from genbounds._attacks import _attack
+from genbounds.adversarial._attacks import _attack
 
 
 def _linear(seed=0, n=200, d=6, k=3):

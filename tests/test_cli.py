@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from genbounds.cli import main
+from genbounds.experiments.cli import main
 
 
 def _validate(payload):
@@ -98,7 +98,7 @@ def test_width_zero_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "genbounds.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "genbounds.experiments.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for cmd in ("demo", "train", "report", "sweep"):
         assert cmd in out
@@ -106,7 +106,7 @@ def test_console_script_help():
 
 def test_reproduce_dziugaite_roy_is_wired(monkeypatch, tmp_path, capsys):
     # The experiment itself is tested in test_dziugaite_roy.py; here: the command reaches it.
-    import genbounds._dr_experiment as dr
+    import genbounds.experiments._dziugaite_roy as dr
 
     seen = {}
 

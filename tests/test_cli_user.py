@@ -18,8 +18,8 @@ import pytest
 from flax import serialization
 
 import genbounds
-from genbounds._progress import Progress
-from genbounds.cli import _figure, _table, build_parser, main
+from genbounds.experiments._progress import Progress
+from genbounds.experiments.cli import _figure, _table, build_parser, main
 
 _NETS = textwrap.dedent('''
     import flax.linen as nn
@@ -77,7 +77,7 @@ def test_report_on_a_users_module_and_checkpoint_piped(tmp_path):
     user_nets, params, init, (X, y, X_test, y_test) = _write_user_files(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "genbounds.cli", "report", "--model", "user_nets.py:model",
+        [sys.executable, "-m", "genbounds.experiments.cli", "report", "--model", "user_nets.py:model",
          "--checkpoint", "params.msgpack", "--data", "data.npz", "--out", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)  # a pipe, not a terminal
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import genbounds as gb
-from genbounds._checks import check_key, check_result
+from genbounds.core._checks import check_key, check_result
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -326,7 +326,7 @@ def test_mnist_reader_refuses_bad_labels_and_pixels(tmp_path, labels, pixels, ma
     (["report", "x", "--delta", "0"], "--delta"),
 ])
 def test_cli_numeric_options_are_range_checked(argv, match, capsys):
-    from genbounds.cli import main
+    from genbounds.experiments.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genbounds._conv import (
+from genbounds.linalg._conv import (
     _conv_map,
     _explicit_svd,
     _grid_max_sigma,

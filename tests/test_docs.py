@@ -58,7 +58,7 @@ def find_forbidden(texts: list[tuple[str, str]]) -> list[str]:
 
 def test_the_checker_finds_each_kind_of_reference():
     samples = ["see formulas.md §2", "as in the brief", "the issue's target", "issue 5",
-               "addendum §7", "../shared/x", "this session", "`genbounds._linalg.norm`"]
+               "addendum §7", "../shared/x", "this session", "`genbounds.linalg._spectral_norm.norm`"]
     for s in samples:
         assert find_forbidden([("x", s)]), s
     assert find_forbidden([("x", "Bartlett et al. 2017, Theorem 1.1; docs/bounds/vc.md")]) == []

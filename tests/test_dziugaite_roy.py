@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
-from genbounds._dr_experiment import load, reproduce_dziugaite_roy, train_mlp
-from genbounds._dziugaite_roy import (
+from genbounds.experiments._dziugaite_roy import load, reproduce_dziugaite_roy, train_mlp
+from genbounds.pacbayes._dziugaite_roy import (
     DiagonalGaussian,
     diag_gaussian_kl,
     dziugaite_roy,
@@ -72,7 +72,7 @@ def gauss_kl_quad(mu_q, sd_q, mu_p, sd_p):
 
 def test_kl_inverse_oracle_and_sample_convergence():
     # formulas.md §6: kl^{-1}(0.03, 0.1) = 0.1708495.
-    from genbounds._dziugaite_roy import _kl_inverse64
+    from genbounds.pacbayes._dziugaite_roy import _kl_inverse64
 
     assert _kl_inverse64(0.03, 0.1) == pytest.approx(0.1708495, abs=5e-8)
     assert _kl_inverse64(0.03, 0.1) == pytest.approx(kl_inv_ref(0.03, 0.1), rel=1e-13)
@@ -227,7 +227,7 @@ def test_subset_evaluation_is_the_same_estimator(digits_net, reduced_run):
 def test_batch_is_scheduling_only(digits_net, reduced_run):
     # The networks drawn depend on the key alone: one at a time (the CPU default), 64 or 7 at a
     # time give the same per-network errors, hence the same estimate.
-    from genbounds._dziugaite_roy import mc_batch_size
+    from genbounds.pacbayes._dziugaite_roy import mc_batch_size
 
     apply_fn, _, _, Xtr, ytr, *_ = digits_net
     _, post = reduced_run

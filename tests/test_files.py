@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from flax import serialization
 
-import genbounds._files
-from genbounds._files import (
+import genbounds.files._files
+from genbounds.data import load
+from genbounds.experiments.cli import PARAMS_MAGIC, main
+from genbounds.files._files import (
     CorruptFile,
     DirectoryBusy,
     DirectoryLock,
@@ -23,14 +25,12 @@ from genbounds._files import (
     write_checked,
     write_json_checked,
 )
-from genbounds.cli import PARAMS_MAGIC, main
-from genbounds.data import load
 from genbounds.train import train
 from genbounds.train._checkpoint import MAGIC, CheckpointError
 
 MAGIC_T = b"TEST-MAGIC-1\n"
 # The lock holders below load this one module from its file: no jax import, fast start.
-FILES = genbounds._files.__file__
+FILES = genbounds.files._files.__file__
 
 
 def test_checked_roundtrip_and_every_single_byte_flip_is_detected(tmp_path):

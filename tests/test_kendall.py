@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import kendalltau
 
 from genbounds import granulated_kendall, kendall_tau
-from genbounds._kendall import _tau, bootstrap_kendall
+from genbounds.measures._kendall import _tau, bootstrap_kendall
 
 
 def brute_tau_a(x, y):

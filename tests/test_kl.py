@@ -1,6 +1,6 @@
 """Bernoulli KL, its inverse, and the PAC-Bayes-kl / McAllester bounds.
 
-References are float64 numpy/scipy, written from the formulas independently of genbounds._kl.
+References are float64 numpy/scipy, written from the formulas independently of genbounds.pacbayes._kl.
 """
 
 import math
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import rel_entr
 
-from genbounds._kl import (
+from genbounds.pacbayes._kl import (
     kl_bernoulli,
     kl_inverse,
     kl_inverse_core,

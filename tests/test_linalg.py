@@ -1,4 +1,4 @@
-"""Norm kernels (genbounds._linalg) against float64 numpy/scipy references written here.
+"""Norm kernels (genbounds.linalg._spectral_norm) against float64 numpy/scipy references written here.
 
 References: numpy's float64 SVD, closed forms (formulas.md section 11), the Beta law of the
 squared first coordinate of a uniform unit vector, and Monte Carlo experiments on the certificate.
@@ -18,7 +18,7 @@ import scipy.stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genbounds._linalg import (
+from genbounds.linalg._spectral_norm import (
     NormResult,
     _certificate_failure,
     _certificate_plan,
@@ -579,7 +579,7 @@ def test_no_recompilation_on_second_call():
 
 
 def test_bucket_sizes():
-    from genbounds._linalg import bucket
+    from genbounds.linalg._spectral_norm import bucket
 
     sizes = [bucket(d) for d in range(1, 5000)]
     for d, b in zip(range(1, 5000), sizes, strict=True):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from genbounds._margins import (
+from genbounds.losses._margins import (
     SelectedMargin,
     margin_loss,
     margin_quantile,

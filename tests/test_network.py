@@ -14,7 +14,7 @@ from flax import nnx
 
 import genbounds
 from genbounds import Network, NotBoundable
-from genbounds._activations import _FIXED, _GRID, identify
+from genbounds.network._activations import _FIXED, _GRID, identify
 
 KEY = jax.random.key(0)
 
@@ -366,7 +366,7 @@ def test_report_on_linen_cnn():
 
 def test_bft_conv_augmentation_is_an_upper_bound():
     """The block bounds used for a conv with bias are >= the exact augmented norms."""
-    from genbounds._spectral import _augmented
+    from genbounds.bounds._spectral import _augmented
 
     x = _x((2, 5, 5, 2))
 

@@ -1,4 +1,4 @@
-"""Tests of the Monte-Carlo Rademacher estimate (genbounds._rademacher_mc, genbounds._hypotheses).
+"""Tests of the Monte-Carlo Rademacher estimate (genbounds.measures._rademacher, genbounds.measures._hypotheses).
 
 References are float64 numpy written from the definitions (formulas.md §2.1, §2.3, §2.4): exact
 enumeration over all 2^n sign vectors, the Jensen bound, the oracle values of §11. The sharded
@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genbounds import _hypotheses, _rademacher_mc
-from genbounds._hypotheses import KernelBall, LinearBall, NetworkClass, _project
-from genbounds._rademacher_mc import (
+from genbounds.measures import _hypotheses
+from genbounds.measures import _rademacher as _rademacher_mc
+from genbounds.measures._hypotheses import KernelBall, LinearBall, NetworkClass, _project
+from genbounds.measures._rademacher import (
     RademacherEstimate,
     _batched,
     _single,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import optimize, special, stats
 
 import genbounds
-from genbounds._risk_certificate import (
+from genbounds.pacbayes._perez_ortiz import (
     _pbb_epoch,
     bounded_cross_entropy,
     learn_prior,
@@ -338,7 +338,7 @@ def test_coverage_on_a_problem_with_known_risk():
 
 
 def test_reproduce_risk_certificate_small_run(tmp_path):
-    from genbounds._rc_experiment import reproduce_risk_certificate
+    from genbounds.experiments._risk_certificate import reproduce_risk_certificate
 
     rec = reproduce_risk_certificate(
         "digits-binary", tmp_path, verbose=False, prior_epochs=10, epochs=2,
@@ -352,8 +352,8 @@ def test_reproduce_risk_certificate_small_run(tmp_path):
 
 
 def test_reproduce_risk_certificate_is_wired(monkeypatch, tmp_path, capsys):
-    import genbounds._rc_experiment as rc
-    from genbounds.cli import main
+    import genbounds.experiments._risk_certificate as rc
+    from genbounds.experiments.cli import main
 
     seen = {}
 
@@ -373,7 +373,7 @@ def test_reproduce_risk_certificate_is_wired(monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["digits", "digits-binary"])
 def test_digits_targets(dataset):
-    from genbounds._rc_experiment import reproduce_risk_certificate
+    from genbounds.experiments._risk_certificate import reproduce_risk_certificate
 
     rec = reproduce_risk_certificate(dataset, None, verbose=False)
     assert rec["certificate"] >= rec["stochastic_test_error"]

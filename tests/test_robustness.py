@@ -196,7 +196,7 @@ def test_lipschitz_margin_training_enlarges_certified_radii():
 
 @pytest.mark.slow
 def test_cli_robustness(tmp_path):
-    from genbounds.cli import main
+    from genbounds.experiments.cli import main
 
     out = tmp_path / "rob"
     rc = main(["robustness", "--out", str(out), "--quick", "--n", "200", "--width", "32",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from genbounds import granulated_kendall, kendall_tau
-from genbounds._study import (
+from genbounds.experiments._study import (
     DEFAULT_GRID,
     FIXED,
     grid_configs,
@@ -19,7 +19,7 @@ from genbounds._study import (
     score,
     table_markdown,
 )
-from genbounds.cli import build_parser, main
+from genbounds.experiments.cli import build_parser, main
 
 
 def test_default_grid_has_at_least_32_nets_and_distinct_ids():

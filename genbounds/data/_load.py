@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from genbounds._checks import check_choice, check_n, check_positive, check_unit_interval
+from genbounds.core._checks import check_choice, check_n, check_positive, check_unit_interval
+from genbounds.data import _corrupt
 
-from . import _corrupt
 from ._dataset import Dataset, Pool
 
 DATASETS = ("digits", "mnist1d", "synthetic", "mnist")

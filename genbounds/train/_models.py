@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from genbounds._checks import check_choice
+from genbounds.core._checks import check_choice
 
 MODEL_KINDS = ("mlp", "cnn")
 

@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genbounds import _files
-from genbounds._checks import (
+from genbounds.core._checks import (
     check_choice,
     check_finite_tree,
     check_float_array,
@@ -29,8 +28,9 @@ from genbounds._checks import (
     check_positive,
     check_range,
 )
+from genbounds.files import _files
+from genbounds.train import _checkpoint
 
-from . import _checkpoint
 from ._models import make_model
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")

@@ -1,0 +1,440 @@
+"""`genbounds study`: which measure predicts generalisation? A Jiang et al. (2020) study.
+
+Trains a grid of networks over hyperparameter axes, each to a fixed training cross-entropy,
+computes every measure and bound for each, and scores each by Kendall's tau with the
+generalisation gap and by the granulated coefficient Psi (`kendall_tau`, `granulated_kendall`),
+with a bootstrap over networks. Protocol and results: docs/measures/study.md.
+
+Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
+Resumable: every network trains with a checkpoint directory under ``OUT/nets/<id>/`` and its
+measures are written beside it, so a rerun skips the finished networks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genbounds.files._files import save_figure
+
+# The grids: 2 values per axis, every combination (Jiang et al. use 2-3 values per axis).
+DEFAULT_GRID: dict[str, tuple] = {
+    "depth": (1, 2),
+    "width": (128, 256),
+    "lr": (2e-3, 5e-3),
+    "batch_size": (32, 128),
+    "dropout": (0.0, 0.1),
+}
+QUICK_GRID: dict[str, tuple] = {"depth": (1, 2), "lr": (3e-3, 1e-2)}
+# Values of the axes a grid does not vary.
+FIXED: dict[str, Any] = {"depth": 1, "width": 128, "lr": 1e-3, "batch_size": 64, "dropout": 0.0,
+                         "weight_decay": 0.0}
+QUICK_FIXED: dict[str, Any] = {**FIXED, "width": 32, "batch_size": 32}
+AXES = ("depth", "width", "lr", "batch_size", "dropout", "weight_decay")
+
+# name -> (Jiang et al. 2020 equation or "", kind); kind "bound" when the value bounds the error.
+_FLATNESS = {
+    "pac_bayes_flatness": ("53", "pac_bayes_flatness", "complexity"),
+    "pac_bayes_init": ("48", "pac_bayes_flatness", "mu_48"),
+    "pac_bayes_orig": ("49", "pac_bayes_flatness", "mu_49"),
+    "pac_bayes_mag_flatness": ("61", "magnitude_aware_flatness", "complexity"),
+    "pac_bayes_mag_init": ("56", "magnitude_aware_flatness", "mu_56"),
+    "pac_bayes_mag_orig": ("57", "magnitude_aware_flatness", "mu_57"),
+    "sharpness_flatness": ("52", "worst_case_sharpness", "complexity"),
+    "sharpness_init": ("50", "worst_case_sharpness", "mu_50"),
+    "sharpness_orig": ("51", "worst_case_sharpness", "mu_51"),
+    "sharpness_mag_flatness": ("60", "magnitude_aware_sharpness", "complexity"),
+    "sharpness_mag_init": ("58", "magnitude_aware_sharpness", "mu_58"),
+    "sharpness_mag_orig": ("59", "magnitude_aware_sharpness", "mu_59"),
+}
+
+
+def parse_axis(text: str) -> tuple[str, tuple]:
+    """``"lr=1e-3,3e-3"`` -> ("lr", (0.001, 0.003)); integers stay integers."""
+    if "=" not in text:
+        raise ValueError(f"--axis must look like NAME=V1,V2 (e.g. lr=1e-3,3e-3), got {text!r}")
+    name, _, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if name not in AXES:
+        raise ValueError(f"--axis: unknown hyperparameter {name!r}; choose from {list(AXES)}")
+    out = []
+    for v in values.split(","):
+        v = v.strip()
+        try:
+            out.append(int(v) if name in ("depth", "width", "batch_size") else float(v))
+        except ValueError as e:
+            raise ValueError(f"--axis {name}: {v!r} is not a number") from e
+    if len(out) < 2 or len(set(out)) != len(out):
+        raise ValueError(f"--axis {name} needs at least two distinct values, got {values!r}")
+    return name, tuple(out)
+
+
+def grid_configs(grid: Mapping[str, Sequence], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the other hyperparameters at `fixed`."""
+    names = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in names)):
+        cfg = dict(fixed)
+        cfg.update(zip(names, values, strict=True))
+        out.append(cfg)
+    return out
+
+
+def net_id(cfg: Mapping[str, Any], seed: int) -> str:
+    return "_".join(f"{k}{cfg[k]:g}" if isinstance(cfg[k], float) else f"{k}{cfg[k]}"
+                    for k in AXES) + f"_seed{seed}"
+
+
+def _atomic_json(path: Path, payload: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
+                    search_depth: int = 12) -> dict[str, dict[str, Any]]:
+    """Every measure and bound of one trained network: name -> {value, eq, kind, seconds}."""
+    import jax
+
+    from genbounds import (
+        magnitude_aware_flatness,
+        magnitude_aware_sharpness,
+        margins,
+        norm_measures,
+        pac_bayes_flatness,
+        report,
+        select_margin,
+        worst_case_sharpness,
+    )
+
+    X, y = dataset.X_train, dataset.y_train
+    out: dict[str, dict[str, Any]] = {}
+    logits = np.asarray(result.apply_fn(result.params, X))
+    t0 = time.perf_counter()
+    # Jiang et al.'s margin: the 10th percentile of the training margins, then abs().
+    gamma = abs(select_margin(np.asarray(margins(logits, y)), margin_quantile=0.1).margin)
+    nm = norm_measures(result.params, reference=result.init_params, margin=gamma, n=len(X),
+                       jiang=True, method="exact")
+    dt = time.perf_counter() - t0
+    for name, b in nm.items():
+        eq = b.reference.rsplit("eq. (", 1)[1].rstrip(")") if "eq. (" in b.reference else ""
+        out[name] = {"value": _finite(b.complexity), "eq": eq, "kind": "measure",
+                     "seconds": dt / len(nm)}
+
+    key = jax.random.key(seed)
+    flat = {"pac_bayes_flatness": pac_bayes_flatness,
+            "magnitude_aware_flatness": magnitude_aware_flatness,
+            "worst_case_sharpness": worst_case_sharpness,
+            "magnitude_aware_sharpness": magnitude_aware_sharpness}
+    # sigma' and alpha' by plain bisection to the full depth (deviation_tol=None), the
+    # protocol the study's recorded figures were measured with (docs/measures/study.md).
+    bisection = {"pac_bayes_flatness": {"deviation_tol": None},
+                 "magnitude_aware_flatness": {"deviation_tol": None}}
+    results = {}
+    for fname, fn in flat.items():
+        t0 = time.perf_counter()
+        results[fname] = (fn(result.params, X=X, y=y, apply_fn=result.apply_fn, key=key,
+                             init_params=result.init_params, search_depth=search_depth,
+                             **bisection.get(fname, {})),
+                          time.perf_counter() - t0)
+    for name, (eq, fname, term) in _FLATNESS.items():
+        b, dt = results[fname]
+        # mu_48 ... mu_59 with Jiang's adjustment sqrt(mu / m), as for every measure
+        v = b.complexity if term == "complexity" else b.terms[term + "_adjusted"]
+        out[name] = {"value": _finite(v), "eq": eq, "kind": "measure", "seconds": dt}
+
+    rep = report(result.params, X=X, y=y, apply_fn=result.apply_fn,
+                 init_params=result.init_params, delta=delta, X_test=dataset.X_test,
+                 y_test=dataset.y_test, input_bound=None, key=key)
+    for b in rep.bounds:
+        out["bound:" + b.name] = {"value": _finite(b.value), "eq": "", "kind": "bound",
+                                  "seconds": rep.seconds.get(b.name)}
+    if "spectral_complexity" not in out:
+        sc = next((m for m in rep.measures if m.name == "spectral_complexity"), None)
+        if sc is not None:
+            out["spectral_complexity"] = {"value": _finite(sc.complexity), "eq": "",
+                                          "kind": "measure",
+                                          "seconds": rep.seconds.get(sc.name)}
+    return out
+
+
+def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Path,
+                       loss_target: float, max_epochs: int, delta: float,
+                       progress: Callable[[str], None] | None) -> dict[str, Any]:
+    from genbounds.train import train
+
+    nid = net_id(cfg, seed)
+    d = root / "nets" / nid
+    d.mkdir(parents=True, exist_ok=True)
+    rec_path = d / "record.json"
+    if rec_path.exists():
+        rec = json.loads(rec_path.read_text())
+        if rec.get("config") == cfg and rec.get("max_epochs") == max_epochs:
+            return rec
+    t0 = time.perf_counter()
+    result = train({"kind": "mlp", "depth": cfg["depth"], "width": cfg["width"]}, dataset,
+                   optimizer="adam", lr=cfg["lr"], batch_size=cfg["batch_size"],
+                   dropout=cfg["dropout"], weight_decay=cfg["weight_decay"],
+                   max_epochs=max_epochs, stop="loss", loss_target=loss_target, seed=seed,
+                   checkpoint_dir=d, checkpoint_every=25)
+    train_s = time.perf_counter() - t0
+    rec: dict[str, Any] = {
+        "id": nid, "config": cfg, "seed": seed, "max_epochs": max_epochs,
+        "epochs": int(result.epochs), "reached": bool(result.reached),
+        "train_loss": float(result.train_loss), "train_error": 1.0 - float(result.train_acc),
+        "test_error": 1.0 - float(result.test_acc), "train_seconds": train_s,
+    }
+    rec["gap"] = rec["test_error"] - rec["train_error"]
+    if progress:
+        progress(f"{nid}: {rec['epochs']} epochs, train CE {rec['train_loss']:.4f}, "
+                 f"gap {rec['gap']:.3f}; measuring")
+    t0 = time.perf_counter()
+    rec["measures"] = measure_network(result, dataset, seed=seed, delta=delta)
+    rec["measure_seconds"] = time.perf_counter() - t0
+    _atomic_json(rec_path, rec)
+    return rec
+
+
+def score(records: Sequence[Mapping[str, Any]], axes: Sequence[str], *,
+          num_resamples: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """tau and Psi of every measure over the networks that reached the stopping criterion."""
+    from genbounds import granulated_kendall, kendall_tau
+    from genbounds.measures._kendall import bootstrap_kendall
+
+    nets = [r for r in records if r["reached"]]
+    names = sorted({k for r in nets for k in r["measures"]})
+    rows = []
+    for name in names:
+        use = [r for r in nets if r["measures"].get(name, {}).get("value") is not None]
+        if len(use) < 3:
+            continue
+        mu = np.array([r["measures"][name]["value"] for r in use])
+        gap = np.array([r["gap"] for r in use])
+        hp = {a: [r["config"][a] for r in use] for a in axes}
+        hp["seed"] = [r["seed"] for r in use]
+        g = granulated_kendall(mu, gap, hp, axes=axes)
+        boot = bootstrap_kendall(mu, gap, hp, axes=axes, num_resamples=num_resamples, seed=seed)
+        info = next(r["measures"][name] for r in use)
+
+        def ci(v):
+            v = v[~np.isnan(v)]
+            return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
+
+        rows.append({
+            "measure": name, "eq": info["eq"], "kind": info["kind"], "num_nets": len(use),
+            "tau": kendall_tau(mu, gap), "tau_ci95": ci(boot["tau"]),
+            "tau_sd": float(np.nanstd(boot["tau"], ddof=1)),
+            "psi": g.psi, "psi_ci95": ci(boot["psi"]), "psi_sd": float(np.nanstd(boot["psi"],
+                                                                                 ddof=1)),
+            "psi_per_axis": g.per_axis,
+        })
+    rows.sort(key=lambda r: -r["tau"])
+    return rows
+
+
+def table_markdown(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> str:
+    head = ["measure", "eq.", "tau", "tau 95% CI", "Psi", "Psi 95% CI", *axes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+    for r in rows:
+        cells = [r["measure"], r["eq"], f(r["tau"]),
+                 "-" if r["tau_ci95"] is None else f"[{r['tau_ci95'][0]:+.2f}, "
+                                                   f"{r['tau_ci95'][1]:+.2f}]",
+                 f(r["psi"]),
+                 "-" if r["psi_ci95"] is None else f"[{r['psi_ci95'][0]:+.2f}, "
+                                                   f"{r['psi_ci95'][1]:+.2f}]",
+                 *(f(r["psi_per_axis"].get(a)) for a in axes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)[::-1]  # best tau on top
+    yy = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.5))
+    for off, key, color, label in ((0.18, "tau", "C0", "Kendall tau"),
+                                   (-0.18, "psi", "C1", "granulated Psi")):
+        v = np.array([r[key] for r in rows], dtype=float)
+        lo = np.array([r[f"{key}_ci95"][0] if r[f"{key}_ci95"] else np.nan for r in rows])
+        hi = np.array([r[f"{key}_ci95"][1] if r[f"{key}_ci95"] else np.nan for r in rows])
+        err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+        ax.barh(yy + off, v, height=0.34, color=color, label=label, xerr=err,
+                error_kw={"lw": 0.8, "capsize": 1.5})
+    ax.set_yticks(yy)
+    ax.set_yticklabels([r["measure"] + (f" ({r['eq']})" if r["eq"] else "") for r in rows],
+                       fontsize=7)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("rank correlation with the generalisation gap (bars: bootstrap 95% CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def run_study(
+    out: str | os.PathLike,
+    *,
+    dataset: str = "mnist1d",
+    n: int | None = 1000,
+    grid: Mapping[str, Sequence] | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    loss_target: float = 0.01,
+    max_epochs: int = 500,
+    delta: float = 0.05,
+    num_resamples: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Trains the grid, measures every network, scores every measure; writes OUT/results.json,
+    OUT/table.md and OUT/study.png and returns the results."""
+    from genbounds.data import load
+
+    start = time.perf_counter()
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    if grid is None:
+        grid = QUICK_GRID if quick else DEFAULT_GRID
+    fixed = QUICK_FIXED if quick else FIXED
+    if quick and n == 1000:
+        n = 500
+    for k, v in grid.items():
+        if k not in AXES:
+            raise ValueError(f"grid: unknown hyperparameter {k!r}; choose from {list(AXES)}")
+        if len(v) < 2:
+            raise ValueError(f"grid[{k!r}] needs at least two values, got {v!r}")
+    axes = list(grid)
+    ds = load(dataset, seed=seed, n=n)
+    configs = grid_configs(grid, fixed)
+    records = []
+    for i, cfg in enumerate(configs):
+        if progress:
+            progress(f"[{i + 1}/{len(configs)}] {net_id(cfg, seed)}")
+        records.append(_train_and_measure(cfg, ds, seed=seed, root=root,
+                                          loss_target=loss_target, max_epochs=max_epochs,
+                                          delta=delta, progress=progress))
+    rows = score(records, axes, num_resamples=num_resamples, seed=seed)
+    excluded = [r["id"] for r in records if not r["reached"]]
+    payload = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "protocol": {
+            "dataset": dataset, "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test)),
+            "grid": {k: list(v) for k, v in grid.items()}, "fixed": dict(fixed),
+            "optimizer": "adam", "model": "mlp (ReLU)", "seed": seed,
+            "stopping": f"mean training cross-entropy <= {loss_target} (Jiang et al. 2020), "
+                        f"at most {max_epochs} epochs",
+            "gap": "test error - train error (0-1)", "delta": delta,
+            "bootstrap": f"{num_resamples} resamples of the networks; pairs of copies excluded",
+            "excluded_not_reached": excluded,
+        },
+        "networks": records,
+        "scores": rows,
+        "seconds": time.perf_counter() - start,
+    }
+    _atomic_json(root / "results.json", payload)
+    (root / "table.md").write_text(table_markdown(rows, axes))
+    if rows:
+        plot(rows, root / "study.png",
+             f"{len(records) - len(excluded)} nets ({dataset}, n = {len(ds.X_train)}), "
+             f"axes: {', '.join(axes)}")
+    return payload
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line (registered in genbounds/cli.py).
+
+
+def add_study_arguments(p: Any) -> None:
+    p.add_argument("--out", default="genbounds-study",
+                   help="directory for results.json, table.md, study.png and the nets' "
+                        "checkpoints (a rerun resumes; default ./genbounds-study)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small grid (depth x lr, 4 nets of width 32 on 500 examples; < 3 min)")
+    p.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "digits"),
+                   help="training data (default mnist1d, generated locally)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="training examples, a random subset (default 1000; 500 with --quick)")
+    p.add_argument("--axis", action="append", default=None, metavar="NAME=V1,V2",
+                   help="a grid axis, repeatable (replaces the default grid): depth, width, lr, "
+                        "batch_size, dropout, weight_decay")
+    p.add_argument("--loss-target", type=float, default=0.01,
+                   help="stop when the training cross-entropy is <= this (default 0.01)")
+    p.add_argument("--max-epochs", type=int, default=500,
+                   help="nets not at the target by then are recorded and left out of tau")
+    p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--delta", type=float, default=0.05, help="confidence of the bounds")
+
+
+def study_main(args: Any, console: Any) -> int:
+    from rich.table import Table
+
+    grid = None
+    if args.axis:
+        grid = dict(parse_axis(a) for a in args.axis)
+    if args.max_epochs < 1 or args.resamples < 1 or args.n < 10:
+        raise ValueError("--max-epochs and --resamples must be >= 1 and --n >= 10")
+    if not args.loss_target > 0:
+        raise ValueError(f"--loss-target must be > 0, got {args.loss_target}")
+    res = run_study(args.out, dataset=args.dataset, n=args.n, grid=grid, quick=args.quick,
+                    seed=args.seed, loss_target=args.loss_target, max_epochs=args.max_epochs,
+                    delta=args.delta, num_resamples=args.resamples,
+                    progress=lambda s: console.print(s, highlight=False))
+    axes = list(res["protocol"]["grid"])
+    table = Table(title=f"genbounds study: Kendall tau and Psi with the generalisation gap "
+                        f"({res['protocol']['dataset']})")
+    for col in ("measure", "eq.", "tau", "95% CI", "Psi", "95% CI", *axes):
+        table.add_column(col, justify="right")
+
+    def f(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+    def ci(c):
+        return "-" if c is None else f"[{c[0]:+.2f}, {c[1]:+.2f}]"
+
+    for r in res["scores"]:
+        table.add_row(r["measure"], r["eq"], f(r["tau"]), ci(r["tau_ci95"]), f(r["psi"]),
+                      ci(r["psi_ci95"]), *(f(r["psi_per_axis"].get(a)) for a in axes))
+    console.print(table)
+    ex = res["protocol"]["excluded_not_reached"]
+    nets = res["networks"]
+    console.print(f"{len(nets) - len(ex)} of {len(nets)} nets reached the stopping criterion "
+                  f"({res['protocol']['stopping']}); gaps "
+                  f"{min(r['gap'] for r in nets):.3f} to {max(r['gap'] for r in nets):.3f}. "
+                  f"Took {res['seconds']:.0f} s.")
+    out = Path(args.out)
+    console.print(f"Wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'study.png'}")
+    return 0
