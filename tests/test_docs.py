@@ -23,7 +23,7 @@ FORBIDDEN = {
     "an addendum": r"\baddendum\b",
     "a shared folder": r"\.\./shared|/work/|\bshared/reference\b",
     "a session": r"\bsession\b",
-    "a private module path": r"\bgenbounds\._\w+",
+    "a private module path": r"\bgenbounds(?:\.[a-z]\w*)*\._\w+",
 }
 
 
