@@ -36,7 +36,8 @@ from genbounds.measures._flatness import _sigma_prime, hessian_top_eigenvalues
 from genbounds.measures._lipschitz import lipschitz
 from genbounds.measures._norm_measures import norm_measures
 from genbounds.measures._rademacher import rademacher
-from genbounds.network._network import as_network, verify_chain
+from genbounds.network._chain import verify_chain
+from genbounds.network._network import as_network
 from genbounds.pacbayes._dziugaite_roy import dziugaite_roy
 from genbounds.pacbayes._neyshabur import pac_bayes
 
@@ -337,7 +338,7 @@ def report(
     # logits.
     net = as_network(params, apply_fn=None if layers is not None else apply_fn,
                      X=None if layers is not None else X, layers=layers, caller="report")
-    if net.source == "params":
+    if net.structure_assumed:
         verify_chain(net, np.asarray(X, np.float64).reshape(n, -1), logits, "report")
     check_labels(y, "y", num_classes=k)
     train_error = _error(logits, y)

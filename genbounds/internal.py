@@ -11,6 +11,9 @@ from private modules, so that moving code between files does not touch the tests
 # --- linalg ---
 
 # --- network ---
+from genbounds.network._activations import _FIXED as KNOWN_ACTIVATIONS
+from genbounds.network._activations import _GRID as ACTIVATION_GRID
+from genbounds.network._activations import identify as identify
 
 # --- bounds ---
 

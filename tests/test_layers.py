@@ -7,7 +7,7 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.network._layers import ConvSpec, read_layers
+from genbounds.network import ConvSpec, read_layers
 
 
 class DeepMLP(nn.Module):

@@ -19,7 +19,7 @@ from genbounds.measures._norm_measures import (
     norm_measures,
     path_norm,
 )
-from genbounds.network._layers import ConvSpec
+from genbounds.network import ConvSpec
 
 RTOL = 1e-10
 

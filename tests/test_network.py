@@ -14,7 +14,7 @@ from flax import nnx
 
 import genbounds
 from genbounds import Network, NotBoundable
-from genbounds.network._activations import _FIXED, _GRID, identify
+from genbounds.internal import ACTIVATION_GRID, KNOWN_ACTIVATIONS, identify
 
 KEY = jax.random.key(0)
 
@@ -247,6 +247,19 @@ def test_refusals_name_the_layer():
         Network.trace(lambda p, z: DropTrain().apply(p, z, rngs={"dropout": KEY}), v, x)
 
 
+def test_what_a_network_says_about_its_reading():
+    # A traced network is its real graph and reads examples in their own shape; a chain read
+    # from parameter names is an assumption to check, and reads flattened examples.
+    x = _x((3, 16, 16, 2))
+    traced = Network.trace(CNN().apply, _init(CNN(), x), x)
+    assert not traced.structure_assumed and not traced.flat_input
+    p = {"Dense_0": {"kernel": np.ones((12, 3))}, "Dense_1": {"kernel": np.ones((3, 2))}}
+    named = Network.from_params(p)
+    assert named.structure_assumed and named.flat_input
+    flat = np.arange(24.0).reshape(2, 12)
+    np.testing.assert_allclose(named(flat.reshape(2, 3, 4)), named(flat), rtol=0, atol=0)
+
+
 def test_verification_catches_a_mismatch():
     class MLP(nn.Module):
         @nn.compact
@@ -258,7 +271,7 @@ def test_verification_catches_a_mismatch():
     net = Network.trace(MLP().apply, v, x)
     # corrupt one record: the check must fail
     node = next(n for n in net.nodes if n.op == "activation")
-    node.activation = identify(np.tanh(_GRID), tol=1e-6)
+    node.activation = identify(np.tanh(ACTIVATION_GRID), tol=1e-6)
     got = np.asarray(net.evaluate(x))
     assert not np.allclose(got, MLP().apply(v, x), atol=1e-4)
 
@@ -399,15 +412,15 @@ def test_bft_conv_augmentation_is_an_upper_bound():
 # Activations.
 
 
-@pytest.mark.parametrize("name", sorted(_FIXED))
+@pytest.mark.parametrize("name", sorted(KNOWN_ACTIVATIONS))
 def test_activation_lipschitz_constants(name):
-    ref, fn, lip, zero, _ = _FIXED[name]
+    ref, fn, lip, zero, _ = KNOWN_ACTIVATIONS[name]
     t = np.linspace(-30.0, 30.0, 600_001)
     slope = np.abs(np.diff(ref(t)) / np.diff(t))
     assert slope.max() <= lip
     assert slope.max() >= lip - 1e-4  # the constant is tight
     assert (abs(ref(np.array(0.0))) == 0.0) == zero
-    got = identify(np.asarray(fn(jnp.asarray(_GRID, jnp.float32)), np.float64), tol=1e-5)
+    got = identify(np.asarray(fn(jnp.asarray(ACTIVATION_GRID, jnp.float32)), np.float64), tol=1e-5)
     assert got.name == name
 
 

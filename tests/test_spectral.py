@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genbounds
-from genbounds.network._layers import ConvSpec
+from genbounds.network import ConvSpec
 
 
 def reference_complexity(kernels, refs=None):

@@ -56,7 +56,9 @@ from genbounds.core._checks import (
     check_same_length,
 )
 from genbounds.losses._margins import margins_core
-from genbounds.network._network import Network, _eval_node, as_network, lipschitz_log_bound
+from genbounds.network._graph import eval_node as _eval_node
+from genbounds.network._lipschitz import lipschitz_log_bound
+from genbounds.network._network import Network, as_network
 from genbounds.network._norms import spectral_norms
 
 from ._attacks import NORMS, _check_box, _check_eps, fgsm, pgd
@@ -300,7 +302,7 @@ def certified_radius(
     n = check_same_length(X, y, "X", "y")
     net = as_network(params, apply_fn=apply_fn, X=X, caller="certified_radius")
     Xn = jnp.asarray(X)
-    if net.source == "params" and Xn.ndim > 2:
+    if net.flat_input and Xn.ndim > 2:
         Xn = Xn.reshape(n, -1)
     logits = _logits(net, Xn)
     if logits.ndim == 1:

@@ -22,8 +22,9 @@ from genbounds.core._checks import (
 )
 from genbounds.core._grid import grid_down, grid_log_prior, grid_up, grid_value
 from genbounds.losses._margins import ramp_loss, training_margins
+from genbounds.network._chain import verify_chain
 from genbounds.network._layers import augment_biases, has_biases
-from genbounds.network._network import as_network, verify_chain
+from genbounds.network._network import as_network
 
 GOLOWICH_REFERENCE = (
     "Golowich, Rakhlin & Shamir, 'Size-Independent Sample Complexity of Neural Networks', "
@@ -368,7 +369,7 @@ def golowich(
     if apply_fn is not None and logits is not None:
         raise ValueError("golowich: give apply_fn or logits, not both")
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, caller=caller)
-    if net.source == "params" and logits is not None:
+    if net.structure_assumed and logits is not None:
         verify_chain(net, X2, logits, caller)
     chain = net.chain(caller, homogeneous=True, dense_only=True)
     read = chain.layers

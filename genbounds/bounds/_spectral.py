@@ -16,8 +16,9 @@ from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, check_positive, checked_result
 from genbounds.core._grid import grid_down, grid_log_prior, grid_up
 from genbounds.losses._margins import ramp_loss, training_margins
+from genbounds.network._bound_inputs import data_chain, reference_layers
 from genbounds.network._layers import ConvSpec, Layer, augment_biases, check_fits
-from genbounds.network._network import as_network, data_chain, reference_layers
+from genbounds.network._network import as_network
 from genbounds.network._norms import (
     layer_norm_21,
     log_sum_exp,

@@ -10,7 +10,8 @@ import jax
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, checked_result
-from genbounds.network._network import as_network, lipschitz_log_bound
+from genbounds.network._lipschitz import lipschitz_log_bound
+from genbounds.network._network import as_network
 from genbounds.network._norms import spectral_norms
 
 

@@ -35,8 +35,9 @@ from genbounds.core._checks import (
     checked_result,
 )
 from genbounds.linalg._conv import reshaped_kernel_norm
+from genbounds.network._bound_inputs import reference_layers
 from genbounds.network._layers import ConvSpec, Layer
-from genbounds.network._network import as_network, reference_layers
+from genbounds.network._network import as_network
 from genbounds.network._norms import layer_frobenius, spectral_norms
 
 JIANG_REFERENCE = (
@@ -262,7 +263,7 @@ def path_norm(
     """
     p = check_positive(p, "p")
     net = as_network(params, layers=layers, conv=conv, caller="path_norm")
-    if net.source == "trace":
+    if not net.structure_assumed:
         mant, scale = _path_sum_traced(net, p, bool(biases))
     else:
         read = net.chain("path_norm (sum over the paths of a chain)").layers
@@ -279,7 +280,7 @@ def path_norm(
     notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases
              else "biases excluded",
              "paths of the traced graph (skip connections, pooling and reshapes included)"
-             if net.source == "trace" else "assumes a plain feed-forward stack of the layers read"]
+             if not net.structure_assumed else "assumes a plain feed-forward stack of the layers read"]
     return Bound(name=name, value=None, complexity=value,
                  terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
                         "biases": bool(biases)},

@@ -1,17 +1,29 @@
 """Reading a network: from `apply_fn` (traced to a jaxpr) or from parameters alone, to one
 `Network`, and the norms of its layers.
 
-Owns the trace (the jaxpr interpreter and graph rewriting), the name-based reader of parameter
-trees (`read_layers`, `Layer`, `ConvSpec`), the element-wise functions and their Lipschitz
-constants, and `spectral_norms`, the per-layer operator norms computed once per network and
-options. Every bound receives a `Network` from here and never re-reads the parameter tree.
+Owns, from the bottom up (each file imports only the ones above it):
+
+- ``_activations``: the element-wise functions and their Lipschitz constants;
+- ``_layers``: the name-based reader of parameter trees (`read_layers`, `Layer`, `ConvSpec`);
+- ``_graph``: the records of a network (`Node`), their evaluation and rewriting (folding a bias
+  or BatchNorm into the linear map before it);
+- ``_trace``: the jaxpr interpreter that turns ``apply_fn`` into records;
+- ``_chain``: a network as a chain of layers (`Chain`), checked against given logits;
+- ``_lipschitz``: the Lipschitz constant of a network by composition over its graph;
+- ``_network``: the `Network` type and `as_network`, the one front door every bound goes through;
+- ``_norms``: `spectral_norms`, the per-layer operator norms computed once per network and
+  options;
+- ``_bound_inputs``: what a bound with data reads (a verified chain, the reference matrices).
+
+Every bound receives a `Network` from here and never re-reads the parameter tree.
 """
+
+from genbounds.core._checks import NotBoundable as NotBoundable
 
 from ._layers import ConvSpec as ConvSpec
 from ._layers import Layer as Layer
 from ._layers import augment_biases as augment_biases
 from ._layers import read_layers as read_layers
 from ._network import Network as Network
-from ._network import NotBoundable as NotBoundable
 from ._norms import SpectralNorms as SpectralNorms
 from ._norms import spectral_norms as spectral_norms

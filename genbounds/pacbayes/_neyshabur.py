@@ -14,8 +14,8 @@ from genbounds.core._checks import check_delta, check_positive, checked_result
 from genbounds.core._grid import grid_down, grid_log_prior, grid_value
 from genbounds.linalg._spectral_norm import frobenius_norm
 from genbounds.losses._margins import margin_loss, training_margins
+from genbounds.network._bound_inputs import data_chain, reference_layers
 from genbounds.network._layers import augment_biases, check_fits, has_biases
-from genbounds.network._network import data_chain, reference_layers
 from genbounds.network._norms import spectral_norms
 
 NEYSHABUR_REFERENCE = (
