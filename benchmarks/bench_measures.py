@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 import genbounds  # noqa: E402
-from genbounds.linalg._hessian import zero_one  # noqa: E402
+from genbounds.losses._losses import zero_one  # noqa: E402
 from genbounds.measures import _flatness  # noqa: E402
 
 # ------------------------------------------------------------------------------------------

@@ -71,12 +71,12 @@ _HOMES = {
     ),
     "bounds": (
         "golowich_frobenius", "golowich_l1inf", "golowich_margin_bound",
-        "margin_rademacher_bound", "spectral_margin_bound", "empirical_stability",
+        "margin_rademacher_bound", "spectral_margin_bound", "SpectralOptions", "empirical_stability",
         "hardt_stability_convex", "hardt_stability_nonconvex", "vc_dimension_bound",
     ),
     "linalg": (
         "conv_operator_norm", "reshaped_kernel_norm", "hessian_vector_product", "NormResult",
-        "frobenius_norm", "log_norm_product", "norm_21", "spectral_norm",
+        "frobenius_norm", "log_norm_product", "norm_21", "spectral_norm", "NormMethod",
     ),
     "losses": ("SelectedMargin", "margin_loss", "margin_quantile", "ramp_loss", "select_margin"),
     "measures": (

@@ -16,15 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genbounds.linalg._conv import (
+from genbounds.internal import (
     _conv_map,
     _explicit_svd,
     _grid_max_sigma,
     _lanczos,
     circular_conv_singular_values,
-    conv_operator_norm,
-    reshaped_kernel_norm,
 )
+from genbounds.linalg import conv_operator_norm, reshaped_kernel_norm
 
 HYP = settings(
     max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

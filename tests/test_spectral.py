@@ -198,3 +198,186 @@ def test_bad_arguments(kwargs, err, match):
 def test_zero_layer_raises():
     with pytest.raises(ValueError, match="all zeros"):
         genbounds.spectral(_tree([np.eye(3), np.zeros((3, 3))]), method="exact")
+
+
+# ---------------------------------------------------------------------------------------------
+# Norm methods as one option type, the option bundle of `spectral`, measuring each matrix once.
+
+
+def _count_norms(monkeypatch):
+    """Records (kind, kernel bytes, geometry) of every norm the network layer computes (a
+    counter on its one kernel entry point, `layer_spectral_norm`)."""
+    import genbounds.network._norms as network_norms
+
+    calls = []
+    real = network_norms.layer_spectral_norm
+
+    def counting(layer, **kw):
+        kernel = np.asarray(layer.kernel, np.float64)
+        calls.append((layer.kind, kernel.shape, kernel.tobytes(), repr(layer.conv)))
+        return real(layer, **kw)
+
+    monkeypatch.setattr(network_norms, "layer_spectral_norm", counting)
+    return calls
+
+
+def _mlp(rng, dims):
+    params = {f"Dense_{i}": {"kernel": rng.standard_normal((dims[i], dims[i + 1])),
+                             "bias": 0.1 * rng.standard_normal(dims[i + 1])}
+              for i in range(len(dims) - 1)}
+
+    def apply_fn(p, x):
+        for i in range(len(dims) - 1):
+            x = x @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"]
+            if i < len(dims) - 2:
+                x = jax.nn.relu(x)
+        return x
+
+    return params, apply_fn
+
+
+def test_report_measures_each_matrix_once(monkeypatch):
+    # A 3-layer MLP with init_params: the weights, the bias-augmented weights (spectral,
+    # spectral_init, pac_bayes, pac_bayes_init) and W - W0 (distance from init): 9 matrices.
+    rng = np.random.default_rng(0)
+    params, f = _mlp(rng, [5, 8, 8, 3])
+    init, _ = _mlp(rng, [5, 8, 8, 3])
+    X = rng.standard_normal((60, 5))
+    y = np.argmax(np.asarray(f(params, X)), axis=1)
+    calls = _count_norms(monkeypatch)
+    rep = genbounds.report(params, X=X, y=y, apply_fn=f, init_params=init)
+    assert not rep.skipped
+    assert len(calls) == len(set(calls)) == 9
+    # the shared numbers are those of a fresh computation
+    spec = next(b for b in rep.bounds if b.name == "spectral")
+    fresh = genbounds.spectral(params, X=X, y=y, apply_fn=f, margin_quantile=0.1)
+    assert spec.value == fresh.value and spec.terms["grid"] == fresh.terms["grid"]
+
+
+def test_cnn_spectral_measures_the_conv_operator_once(monkeypatch):
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(3, (3, 3))(x))
+            return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+    model = CNN()
+    params = model.init(jax.random.key(0), jnp.ones((1, 6, 6, 1)))["params"]
+    X = np.asarray(jax.random.normal(jax.random.key(1), (40, 6, 6, 1)))
+    y = np.argmax(np.asarray(model.apply({"params": params}, X)), axis=1)
+    calls = _count_norms(monkeypatch)
+    b = genbounds.spectral(params, X=X, y=y,
+                           apply_fn=lambda p, x: model.apply({"params": p}, x))
+    convs = [c for c in calls if c[0] == "conv"]
+    assert len(convs) == len(set(convs)) == 1
+    assert len(calls) == len(set(calls))
+    assert b.value is not None and b.terms["spectral_norms"]["Conv_0"] > 0
+
+
+def test_norm_cache_key_holds_what_changes_the_number(monkeypatch):
+    rng = np.random.default_rng(1)
+    params, f = _mlp(rng, [4, 6, 2])
+    net = genbounds.Network.trace(f, params, np.ones((2, 4)))
+    calls = _count_norms(monkeypatch)
+    a = genbounds.spectral_norms(net)
+    assert genbounds.spectral_norms(net) is a and len(calls) == 2
+    genbounds.spectral_norms(net, method="lanczos")  # another method: measured again
+    genbounds.spectral_norms(net, method="lanczos", key=jax.random.key(3))  # another start
+    genbounds.spectral_norms(net, method="lanczos", tol=1e-9)  # another option
+    assert len(calls) == 8
+    genbounds.spectral_norms(net, method="exact")  # exact = certified here, but asked apart
+    assert len(calls) == 10
+    other, _ = _mlp(rng, [4, 6, 2])  # other values, same shapes: measured
+    genbounds.spectral_norms(genbounds.Network.trace(f, other, np.ones((2, 4))))
+    assert len(calls) == 12
+
+
+def test_norm_method_object_and_strings_agree():
+    from genbounds.linalg import NormMethod
+
+    rng = np.random.default_rng(2)
+    tree = _tree(_random_kernels(rng, [6, 9, 3]))
+    for name, opts in [("lanczos", {"tol": 1e-10}), ("power", {"max_iter": 50}),
+                       ("gram", {"gram_iters": 6}), ("exact", {}), ("certified", {"rtol": 1e-2})]:
+        by_name = genbounds.spectral_norms(tree, method=name, **opts)
+        by_object = genbounds.spectral_norms(tree, method=NormMethod(name, **opts))
+        assert dict(by_name) == dict(by_object) and by_object.method == name
+        c1 = genbounds.spectral(tree, method=name, **opts).complexity
+        assert genbounds.spectral(tree, method=NormMethod(name, **opts)).complexity == c1
+    W = rng.standard_normal((5, 4))
+    assert (genbounds.linalg.spectral_norm(W, method=NormMethod("lanczos", tol=1e-9)).value
+            == genbounds.linalg.spectral_norm(W, method="lanczos", tol=1e-9).value)
+    k = rng.standard_normal((3, 3, 2, 2))
+    kw = dict(input_shape=(5, 5), padding="SAME")
+    by_object = genbounds.linalg.conv_operator_norm(k, method=NormMethod("lanczos", tol=1e-8),
+                                                    **kw)
+    by_name = genbounds.linalg.conv_operator_norm(k, method="power", tol=1e-8, **kw)
+    assert by_object.value == by_name.value and by_object.method == by_name.method
+
+
+def test_unknown_norm_options_are_refused_by_name():
+    from genbounds.linalg import NormMethod
+
+    tree = _tree([np.eye(3), np.eye(3)])
+    with pytest.raises(TypeError, match="'foo'"):
+        genbounds.spectral_norms(tree, foo=1)
+    with pytest.raises(TypeError, match="'foo'"):
+        genbounds.spectral_complexity(tree, foo=1)
+    with pytest.raises(TypeError, match="'foo'"):
+        genbounds.spectral(tree, foo=1)
+    with pytest.raises(TypeError, match="'bogus'"):
+        genbounds.spectral(tree, options=genbounds.bounds.SpectralOptions(), bogus=2)
+    with pytest.raises(ValueError, match="method"):
+        NormMethod("svd")
+    with pytest.raises(ValueError, match="tol"):
+        NormMethod("lanczos", tol=-1.0)
+    with pytest.raises(ValueError, match="inside the NormMethod"):
+        genbounds.spectral_norms(tree, method=NormMethod("lanczos", tol=1e-3), tol=1e-9)
+
+
+def test_spectral_option_bundle_equals_keywords():
+    from genbounds.bounds import SpectralOptions
+    from genbounds.linalg import NormMethod
+
+    rng = np.random.default_rng(3)
+    params, f = _mlp(rng, [4, 7, 3])
+    X = rng.standard_normal((50, 4))
+    y = np.argmax(np.asarray(f(params, X)), axis=1)
+    by_kw = genbounds.spectral(params, X=X, y=y, apply_fn=f, margin_quantile=0.05, delta=0.1,
+                               grid_loss=0.1, method="exact")
+    opts = SpectralOptions(margin_quantile=0.05, delta=0.1, grid_loss=0.1,
+                           method=NormMethod("exact"))
+    by_bundle = genbounds.spectral(params, X=X, y=y, apply_fn=f, options=opts)
+    assert by_bundle.value == by_kw.value and by_bundle.delta == 0.1
+    # a keyword applies over the bundle
+    over = genbounds.spectral(params, X=X, y=y, apply_fn=f, options=opts, delta=0.05)
+    plain = genbounds.spectral(params, X=X, y=y, apply_fn=f, margin_quantile=0.05,
+                               grid_loss=0.1, method="exact")
+    assert over.value == plain.value
+    assert SpectralOptions().method == NormMethod() and SpectralOptions().delta == 0.05
+
+
+def test_certified_lanczos_path_at_bound_level():
+    # 600 x 700: m n min(m, n) > 2^27, so the certified norm runs Lanczos with its certificate
+    # instead of the host SVD; the bound charges its failure probability to delta.
+    rng = np.random.default_rng(4)
+    params, f = _mlp(rng, [600, 700, 4])
+    for leaf in params.values():
+        leaf["kernel"] *= 0.05
+    X = rng.standard_normal((40, 600))
+    y = np.argmax(np.asarray(f(params, X)), axis=1)
+    norms = genbounds.spectral_norms(params)
+    r = norms.results["Dense_0"]
+    assert r.method == "certified-lanczos" and not r.estimated
+    assert r.failure_probability == 1e-6 and norms.failure_probability == 1e-6
+    truth = np.linalg.norm(np.asarray(params["Dense_0"]["kernel"], np.float64), 2)
+    assert truth * (1 - 1e-12) <= r.value <= truth * (1 + 1e-3) * (1 + 1e-12)
+    b = genbounds.spectral(params, X=X, y=y, apply_fn=f)
+    assert b.terms["spectral_norms"]["Dense_0"] == r.value
+    assert b.terms["failure_probability"] >= 1e-6 and not b.estimated
+    assert b.terms["delta_bound"] < 0.05
+    # the augmented [[A, b], [0, 1]] is certified too, and above its float64 SVD
+    W0 = np.asarray(params["Dense_0"]["kernel"], np.float64)
+    b0 = np.asarray(params["Dense_0"]["bias"], np.float64)
+    aug = np.block([[W0, np.zeros((600, 1))], [b0[None, :], np.ones((1, 1))]])
+    assert b.terms["grid"]["s"][0] >= np.linalg.norm(aug, 2) * (1 - 1e-12)

@@ -12,6 +12,7 @@ from ._golowich import golowich_l1inf as golowich_l1inf
 from ._golowich import golowich_margin_bound as golowich_margin_bound
 from ._rademacher import margin_rademacher_bound as margin_rademacher_bound
 from ._rademacher import rademacher_bound as rademacher_bound
+from ._spectral import SpectralOptions as SpectralOptions
 from ._spectral import spectral as spectral
 from ._spectral import spectral_complexity as spectral_complexity
 from ._spectral import spectral_margin_bound as spectral_margin_bound

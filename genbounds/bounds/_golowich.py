@@ -20,7 +20,7 @@ from genbounds.core._checks import (
     check_unit_interval,
     checked_result,
 )
-from genbounds.core._grid import grid_down, grid_log_prior, grid_up, grid_value
+from genbounds.core._grid import grid_ratio, union_grid
 from genbounds.losses._margins import ramp_loss, training_margins
 from genbounds.network._chain import verify_chain
 from genbounds.network._layers import augment_biases, has_biases
@@ -458,13 +458,12 @@ def golowich(
     scalar_norms = norms[:-1] + [last_norm]
 
     # Union bound over the grid (1+r)^k: C is of degree 1 in each of the d norms, and 1/gamma.
-    r = (1.0 + grid_loss) ** (1.0 / (d + 1)) - 1.0
+    r = grid_ratio(grid_loss, d + 1)
     # A zero norm is rounded up to the grid point k = 0 (value 1): still an upper bound.
-    ks = [grid_up(v, r) if v > 0.0 else 0 for v in scalar_norms]
-    norms_bar = [grid_value(kk, r) for kk in ks]
-    k_gamma = grid_down(gamma, r)
-    gamma_bar = grid_value(k_gamma, r)
-    log_prior = sum(grid_log_prior(kk) for kk in ks) + grid_log_prior(k_gamma)
+    grid = union_grid(("up", scalar_norms, r), ("down", [gamma], r))
+    ks, norms_bar = list(grid.k[0]), list(grid.values[0])
+    (k_gamma,), (gamma_bar,) = grid.k[1], grid.values[1]
+    log_prior = grid.log_prior
 
     rad = bound(norms_bar)
     ramp = float(ramp_loss(m, margin=gamma_bar))

@@ -14,7 +14,9 @@ import numpy as np
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, check_positive, checked_result
-from genbounds.core._grid import grid_down, grid_log_prior, grid_up
+from genbounds.core._grid import grid_ratio, union_grid
+from genbounds.linalg._method import OPTIONS as NORM_OPTIONS
+from genbounds.linalg._method import NormMethod, as_norm_method
 from genbounds.losses._margins import ramp_loss, training_margins
 from genbounds.network._bound_inputs import data_chain, reference_layers
 from genbounds.network._layers import ConvSpec, Layer, augment_biases, check_fits
@@ -22,6 +24,7 @@ from genbounds.network._network import as_network
 from genbounds.network._norms import (
     layer_norm_21,
     log_sum_exp,
+    measure_layers,
     output_positions,
     spectral_norms,
 )
@@ -37,7 +40,7 @@ def spectral_complexity(
     params: Any,
     *,
     reference: Any = None,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
@@ -74,14 +77,15 @@ def spectral_complexity(
         parameters), or None for $M_i = 0$.
       apply_fn, X: the network's function and example inputs: the network is then traced
         (`Network.trace`), which reads conv geometry, activations and structure.
-      method: spectral-norm method (see `spectral_norms`).
+      method: spectral-norm method (see `spectral_norms`), a name or a
+        `genbounds.linalg.NormMethod`.
       key: PRNG key for the certified method's random starts.
       failure_probability: per-layer failure probability of the certified norms.
       layers: explicit layer order (see `read_layers`).
       conv: geometry of the convolution layers (their (2,1) norm needs the input shape).
       lipschitz: $\rho_i$, one number for all layers or one per layer; default: read from the
         network (the product of the Lipschitz constants of the maps after each layer).
-      **options: passed to the norm kernels.
+      **options: the norm method's options (``tol``, ``rtol``, ``max_iter``, ``gram_iters``).
 
     Returns:
       A `Bound` with ``value=None`` (a measure), ``complexity`` $= R_A$, and terms: the per-layer
@@ -103,11 +107,12 @@ def spectral_complexity(
       Bartlett, Foster & Telgarsky, "Spectrally-normalized margin bounds for neural networks",
       NeurIPS 2017, arXiv:1706.08498, eq. (1.2).
     """
+    how = as_norm_method(method, {"failure_probability": failure_probability, **options},
+                         caller="spectral_complexity")
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
                      caller="spectral_complexity")
     chain = net.chain("spectral_complexity (BFT eq. 1.2)")
-    norms = spectral_norms(net, method=method, key=key,
-                           failure_probability=failure_probability, **options)
+    norms = spectral_norms(net, method=how, key=key)
     read = chain.layers
     refs = (reference_layers(reference, net, read) if reference is not None
             else (None,) * len(read))
@@ -127,7 +132,7 @@ def spectral_complexity(
     log_complexity = log_product + 1.5 * log_sum
     complexity = math.exp(log_complexity) if log_complexity < 709.0 else math.inf
 
-    notes = [f"spectral norms: {method}" + (" (estimates)" if norms.estimated else ""),
+    notes = [f"spectral norms: {how.name}" + (" (estimates)" if norms.estimated else ""),
              "reference M_i = " + ("given parameters" if reference is not None else "0"),
              "biases excluded (BFT 2017 networks have none)", *net.notes]
     if any(layer.kind == "conv" for layer in read):
@@ -189,6 +194,70 @@ def spectral_margin_bound(
             + 3.0 * math.sqrt(math.log(2.0 / delta) / (2.0 * n)))
 
 
+@dataclasses.dataclass(frozen=True)
+class SpectralOptions:
+    r"""The options of `spectral`, with Bartlett, Foster & Telgarsky's (2017) setting as defaults.
+
+    Attributes:
+      margin: $\gamma > 0$, or None to take it from ``margin_quantile``.
+      margin_quantile: the quantile of the training margins giving $\gamma$ (0.05 or 0.10 as
+        the papers use); None with ``margin=None``: the 10% quantile.
+      delta: failure probability, in (0, 1).
+      method: how the spectral norms are computed: a `genbounds.linalg.NormMethod` (a name is
+        turned into one); default certified upper bounds, failure probability 1e-6 per layer.
+      grid_loss: how much the union-bound grid may inflate $R/\gamma$ (default 5%).
+      layers: explicit layer order (see `read_layers`).
+      conv: geometry of the convolution layers (see `ConvSpec`).
+      lipschitz: $\rho_i$ of the spectral complexity (see `spectral_complexity`); default
+        read from the network.
+
+    Examples:
+      >>> from genbounds.bounds import SpectralOptions
+      >>> SpectralOptions(margin_quantile=0.05).method.name
+      'certified'
+    """
+
+    margin: float | None = None
+    margin_quantile: float | None = None
+    delta: float = 0.05
+    method: NormMethod = NormMethod()
+    grid_loss: float = 0.05
+    layers: Sequence[str] | None = None
+    conv: ConvSpec | Mapping[str, ConvSpec] | None = None
+    lipschitz: Sequence[float] | float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, NormMethod):
+            object.__setattr__(self, "method", as_norm_method(self.method, {},
+                                                              caller="SpectralOptions"))
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(SpectralOptions))
+
+
+def _spectral_options(options: SpectralOptions | None, keywords: dict[str, Any]
+                      ) -> SpectralOptions:
+    """`options` with the keyword arguments of `spectral` applied over it (a keyword wins)."""
+    if options is None:
+        options = SpectralOptions()
+    elif not isinstance(options, SpectralOptions):
+        raise TypeError(f"options must be a SpectralOptions, got {type(options).__name__}")
+    unknown = sorted(set(keywords) - set(_OPTION_FIELDS) - set(NORM_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"spectral got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; its "
+            f"options are {', '.join(_OPTION_FIELDS)} and the norm options "
+            f"{', '.join(NORM_OPTIONS)}"
+        )
+    norm = {k: keywords[k] for k in NORM_OPTIONS if k in keywords}
+    fields = {k: keywords[k] for k in _OPTION_FIELDS if k in keywords}
+    options = dataclasses.replace(options, **fields)
+    if norm:  # norm options given as keywords refine the method
+        options = dataclasses.replace(
+            options, method=dataclasses.replace(options.method, **norm))
+    return options
+
+
 @checked_result
 def spectral(
     params: Any,
@@ -197,17 +266,10 @@ def spectral(
     y: Any = None,
     apply_fn: Callable[[Any, Any], Any] | None = None,
     logits: Any = None,
-    margin: float | None = None,
-    margin_quantile: float | None = None,
-    delta: float = 0.05,
     reference: Any = None,
-    method: str = "certified",
     key: jax.Array | None = None,
-    failure_probability: float = 1e-6,
-    grid_loss: float = 0.05,
-    layers: Sequence[str] | None = None,
-    conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
-    **options: Any,
+    options: SpectralOptions | None = None,
+    **keywords: Any,
 ) -> Bound:
     r"""Bartlett, Foster & Telgarsky (2017): spectral complexity and margin bound.
 
@@ -239,12 +301,19 @@ def spectral(
       y: integer training labels, shape (n,).
       apply_fn: ``apply_fn(params, X) -> logits``; or give ``logits`` directly.
       logits: training logits, shape (n, k) (or (n,) for one binary score).
-      margin: $\gamma > 0$; or ``margin_quantile`` in (0, 1): $\gamma$ is that quantile of the
-        training margins (0.05 or 0.10 as the papers use). Default: the 10% quantile.
-      delta: failure probability, in (0, 1).
       reference: reference parameters $M_i$ (e.g. the initialisation), default 0.
-      method, key, failure_probability, layers, conv, options: as in `spectral_complexity`.
-      grid_loss: how much the union-bound grid may inflate $R/\gamma$ (default 5%).
+      key: PRNG key for the certified method's random starts.
+      options: a `SpectralOptions` (margin, margin_quantile, delta, norm method, grid_loss,
+        layers, conv, lipschitz), default the paper's setting.
+      **keywords: any field of `SpectralOptions` (``margin``, ``margin_quantile``, ``delta``,
+        ``method``, ``grid_loss``, ``layers``, ``conv``, ``lipschitz``) or norm option of
+        `genbounds.linalg.NormMethod` (``failure_probability``, ``tol``, ``rtol``,
+        ``max_iter``, ``gram_iters``), applied over ``options``:
+        ``margin`` $\gamma > 0$; or ``margin_quantile`` in (0, 1): $\gamma$ is that quantile
+        of the training margins (0.05 or 0.10 as the papers use), default the 10% quantile;
+        ``delta`` the failure probability, in (0, 1); ``method`` a norm method name or
+        `NormMethod`; ``grid_loss`` how much the union-bound grid may inflate $R/\gamma$
+        (default 5%).
 
     Returns:
       A `Bound`; without data a measure (``value=None``). Terms: the complexity terms plus, with
@@ -253,7 +322,8 @@ def spectral(
 
     Raises:
       ValueError, TypeError: bad parameters or data, delta outside (0, 1), margin <= 0, a
-        quantile margin that is not positive, convolution layers with data.
+        quantile margin that is not positive, convolution layers with data; TypeError names a
+        keyword that is neither an option nor a norm option.
 
     Examples:
       >>> import numpy as np
@@ -266,14 +336,16 @@ def spectral(
       NeurIPS 2017, arXiv:1706.08498 (eq. (1.2), Lemma 3.1, Theorem 3.3, Lemma A.8).
       Mohri, Rostamizadeh & Talwalkar, "Foundations of Machine Learning", 2nd ed. 2018, Thm 3.3.
     """
+    opts = _spectral_options(options, keywords)
+    margin, margin_quantile, delta = opts.margin, opts.margin_quantile, opts.delta
+    how, grid_loss, layers, conv = opts.method, opts.grid_loss, opts.layers, opts.conv
     if X is None:
         for name, v in (("y", y), ("apply_fn", apply_fn), ("logits", logits),
                         ("margin", margin), ("margin_quantile", margin_quantile)):
             if v is not None:
                 raise ValueError(f"spectral: {name} was given without X; the bound needs X")
-        result = spectral_complexity(params, reference=reference, method=method, key=key,
-                                     failure_probability=failure_probability, layers=layers,
-                                     conv=conv, **options)
+        result = spectral_complexity(params, reference=reference, method=how, key=key,
+                                     layers=layers, conv=conv, lipschitz=opts.lipschitz)
         return Bound(name="spectral", value=None, complexity=result.complexity,
                      terms=result.terms, estimated=result.estimated, reference=BFT_REFERENCE,
                      notes=result.notes)
@@ -287,15 +359,14 @@ def spectral(
 
     net, chain = data_chain(params, X=X, X2=X2, logits=logits, apply_fn=apply_fn,
                             layers=layers, conv=conv, caller="spectral")
-    plain = spectral_complexity(net, reference=reference, method=method, key=key,
-                                failure_probability=failure_probability, **options)
+    plain = spectral_complexity(net, reference=reference, method=how, key=key,
+                                lipschitz=opts.lipschitz)
     read = chain.layers
     check_fits(read, X2, logits, "spectral")
     refs = (reference_layers(reference, net, read) if reference is not None
             else (None,) * len(read))
     binary = np.ndim(logits) == 1 or np.shape(logits)[-1] == 1
-    s, b, units, fail, est = _augmented(read, refs, method=method, key=key,
-                                        failure_probability=failure_probability, **options)
+    s, b, units, fail, est = _augmented(net, read, refs, method=how, key=key)
     # The constant unit of the augmentation passes each hidden map unchanged, so the augmented
     # maps are max(rho_i, 1)-Lipschitz.
     rho_aug = [max(r, 1.0) for r in chain.rho] + [1.0]
@@ -310,16 +381,12 @@ def spectral(
 
     # Union bound over the grid (1+r)^k: R (degree L in s, 1 in b) and 1/γ each lose < (1+r).
     L = len(read)
-    r = (1.0 + grid_loss) ** (1.0 / (L + 2)) - 1.0
-    ks = [grid_up(v, r) for v in s]
+    r = grid_ratio(grid_loss, L + 2)
     # b_i = 0 (A_i = M_i) is rounded up to the grid point k = 0 like any other value.
-    kb = [grid_up(v, r) if v > 0.0 else 0 for v in b]
-    kg = grid_down(gamma, r)
-    s_bar = [(1.0 + r) ** k for k in ks]
-    b_bar = [(1.0 + r) ** k for k in kb]
-    gamma_bar = (1.0 + r) ** kg
-    log_prior = sum(grid_log_prior(k) for k in ks) + grid_log_prior(kg)
-    log_prior += sum(grid_log_prior(k) for k in kb)
+    grid = union_grid(("up", s, r), ("down", [gamma], r), ("up", b, r))
+    (ks, (kg,), kb), (s_bar, (gamma_bar,), b_bar) = grid.k, grid.values
+    ks, kb, s_bar, b_bar = list(ks), list(kb), list(s_bar), list(b_bar)
+    log_prior = grid.log_prior
 
     log_R = sum(math.log(v) for v in s_bar) + sum(math.log(v) for v in rho_aug)
     ratios = [(2.0 / 3.0) * (math.log(bv) - math.log(sv)) for bv, sv in zip(b_bar, s_bar,
@@ -348,8 +415,8 @@ def spectral(
                  "docs/bounds/spectral.md", notes=notes)
 
 
-def _augmented(read: Sequence[Layer], refs: Sequence[Layer | None], *, method: str, key: Any,
-               failure_probability: float, **options: Any):
+def _augmented(net: Any, read: Sequence[Layer], refs: Sequence[Layer | None], *,
+               method: NormMethod, key: Any):
     r"""Norms of the bias-free network on $[x; 1]$: per layer an upper bound on
     $\|\tilde A_i\|_\sigma$ and on $\|\tilde A_i^\top - \tilde M_i^\top\|_{2,1}$, the unit counts,
     the certificates' total failure probability and whether any norm is an estimate.
@@ -365,6 +432,10 @@ def _augmented(read: Sequence[Layer], refs: Sequence[Layer | None], *, method: s
     $c$'s kernel and $b_c$, so its 2-norm is at most $\sqrt{\|K_c - M_c\|^2 + (b_c - b^M_c)^2}$,
     and the (2,1) norm at most $P$ times their sum over channels (plus 1 for the constant row
     of a hidden layer when $M = 0$).
+
+    The norms are kept in the network's cache: a second bound on the same network (``reference``
+    changes only the (2,1) norms) and the convolutions' norms already measured for the spectral
+    complexity are not computed again.
     """
     last = len(read) - 1
     s, b, units = [], [], []
@@ -375,18 +446,16 @@ def _augmented(read: Sequence[Layer], refs: Sequence[Layer | None], *, method: s
         if layer.kind == "dense":
             one = _augment_one(layer, hidden)
             one_ref = _augment_one(ref, hidden) if ref is not None else None
-            nr = spectral_norms({"0": {"kernel": one.kernel}}, method=method, key=keys[i],
-                                failure_probability=failure_probability, layers=["0"],
-                                **options)
+            nr = measure_layers(net, [dataclasses.replace(one, path="0")], method=method,
+                                key=keys[i])
             s.append(float(nr["0"]))
             fail += nr.failure_probability
             est = est or nr.estimated
             b.append(layer_norm_21(one, one_ref))
             units += [one.fan_in, one.fan_out]
             continue
-        nr = spectral_norms({"0": {"kernel": layer.kernel}}, method=method, key=keys[i],
-                            failure_probability=failure_probability, layers=["0"],
-                            conv={"0": layer.conv}, **options)
+        nr = measure_layers(net, [dataclasses.replace(layer, path="0")], method=method,
+                            key=keys[i])
         sv = float(nr["0"])
         fail += nr.failure_probability
         est = est or nr.estimated

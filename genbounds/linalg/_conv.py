@@ -25,22 +25,37 @@ recompile.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
-from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from genbounds.core._checks import check_choice, check_n, check_positive
 
+from ._conv_geometry import _check_kernel, _Geometry, _geometry
+from ._conv_kernels import (
+    _compute_dtype,
+    _explicit_svd,
+    _grid_max_sigma,
+    _grid_singular_values,
+    _lanczos,
+    _reshaped_norm,
+    _tap_norms,
+)
+from ._method import NormMethod
 from ._spectral_norm import NormResult
 
 _METHODS = ("certified", "exact", "power")
-_PAD_STRINGS = ("SAME", "SAME_LOWER", "VALID", "CIRCULAR", "CAUSAL")
+# What a `NormMethod` (named for dense matrices) computes for a convolution.
+CONV_METHOD = {
+    "certified": "certified",
+    "exact": "exact",
+    "lanczos": "power",
+    "power": "power",
+    "gram": "certified",
+}
 # "exact" on a non-circular layer builds the explicit matrix: at most this many rows and columns.
 _EXPLICIT_MAX = 4096
 # Unknown input shape: the grid is chosen so that alpha = pi * sum_d m_d / Q_d <= this target
@@ -55,410 +70,6 @@ _SUP_MAX_FREQS = 2**16
 _SUP_MIN_FREQS = 2**10
 # Krylov dimension of one Lanczos cycle (method "power").
 _KRYLOV_DIM = 32
-# Frequencies are processed in chunks of about this many complex matrix entries.
-_CHUNK_ENTRIES = 2**21
-
-
-# --------------------------------------------------------------------------------------------
-# Argument checking (Python, concrete values, before any jitted work).
-# --------------------------------------------------------------------------------------------
-
-
-def _check_kernel(kernel: Any) -> jax.Array:
-    if kernel is None:
-        raise TypeError("kernel must be an array of shape (*window, in, out), got None")
-    if not isinstance(kernel, (jax.Array, np.ndarray)):
-        try:
-            kernel = np.asarray(kernel)
-        except Exception as e:  # noqa: BLE001 - re-raised with the argument's name
-            raise TypeError(f"kernel must be array-like, got {type(kernel).__name__}") from e
-    dtype = np.dtype(kernel.dtype)
-    if dtype.kind == "O" or not (
-        np.issubdtype(dtype, np.floating)
-        or np.issubdtype(dtype, np.integer)
-        or np.issubdtype(dtype, np.bool_)
-    ):
-        raise TypeError(f"kernel must be a real numeric array, got dtype {dtype}")
-    if kernel.ndim < 3:
-        raise ValueError(
-            "kernel must have rank >= 3, shape (*window, in_channels, out_channels) in Flax "
-            f"layout, got shape {tuple(kernel.shape)}"
-        )
-    if kernel.size == 0:
-        raise ValueError(f"kernel must not be empty, got shape {tuple(kernel.shape)}")
-    if np.issubdtype(dtype, np.floating) and not bool(np.all(np.isfinite(np.asarray(kernel)))):
-        bad = int(kernel.size - np.count_nonzero(np.isfinite(np.asarray(kernel))))
-        raise ValueError(f"kernel must be finite, got {bad} NaN or infinite entries")
-    if not np.issubdtype(dtype, np.floating):
-        kernel = jnp.asarray(kernel, dtype=jnp.result_type(float))
-    return jnp.asarray(kernel)
-
-
-def _check_int_tuple(x: Any, name: str, rank: int, *, what: str) -> tuple[int, ...]:
-    """An int (broadcast, if allowed) or a sequence of `rank` ints, each >= 1."""
-    if isinstance(x, (numbers.Integral, np.integer)) and not isinstance(x, bool):
-        x = (int(x),) * rank
-    if not isinstance(x, Sequence) or isinstance(x, str):
-        raise TypeError(f"{name} must be {what}, got {x!r}")
-    if len(x) != rank:
-        raise ValueError(
-            f"{name} must have one entry per spatial axis of the kernel ({rank}), got {tuple(x)!r}"
-        )
-    out = []
-    for v in x:
-        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-            raise TypeError(f"{name} must hold integers, got {tuple(x)!r}")
-        if int(v) < 1:
-            raise ValueError(f"{name} must hold integers >= 1, got {tuple(x)!r}")
-        out.append(int(v))
-    return tuple(out)
-
-
-def _check_input_shape(input_shape: Any, rank: int) -> tuple[int, ...] | None:
-    if input_shape is None:
-        return None
-    if isinstance(input_shape, (numbers.Integral, np.integer)) and not isinstance(
-        input_shape, bool
-    ):
-        raise TypeError(
-            f"input_shape must be a tuple of {rank} spatial sizes (channels excluded), "
-            f"got the int {input_shape!r}"
-        )
-    return _check_int_tuple(
-        input_shape, "input_shape", rank, what=f"a tuple of {rank} spatial sizes"
-    )
-
-
-def _check_padding(padding: Any, window: tuple[int, ...]) -> str | tuple[tuple[int, int], ...]:
-    """Canonical padding: one of _PAD_STRINGS except CAUSAL, or explicit (lo, hi) pairs.
-
-    Mirrors ``flax.linen.linear.canonicalize_padding``: an int p means (p, p) on every axis, a
-    sequence holds per-axis ints or (lo, hi) pairs; 'CAUSAL' (1-D only) is ((k - 1, 0),).
-    """
-    rank = len(window)
-    if isinstance(padding, str):
-        if padding not in _PAD_STRINGS:
-            raise ValueError(
-                f"padding must be one of {', '.join(map(repr, _PAD_STRINGS))} or explicit "
-                f"(lo, hi) pairs per spatial axis; got {padding!r}"
-            )
-        if padding == "CAUSAL":
-            if rank != 1:
-                raise ValueError(
-                    f"padding 'CAUSAL' is only defined for 1-D convolutions (as in Flax), got a "
-                    f"{rank}-D window {window}"
-                )
-            return ((window[0] - 1, 0),)
-        return padding
-    if isinstance(padding, (numbers.Integral, np.integer)) and not isinstance(padding, bool):
-        return ((int(padding), int(padding)),) * rank
-    if isinstance(padding, Sequence) and len(padding) == rank:
-        pairs = []
-        for p in padding:
-            if isinstance(p, (numbers.Integral, np.integer)) and not isinstance(p, bool):
-                pairs.append((int(p), int(p)))
-            elif (
-                isinstance(p, Sequence)
-                and len(p) == 2
-                and all(
-                    isinstance(q, (numbers.Integral, np.integer)) and not isinstance(q, bool)
-                    for q in p
-                )
-            ):
-                pairs.append((int(p[0]), int(p[1])))
-            else:
-                break
-        if len(pairs) == rank:
-            return tuple(pairs)
-    raise ValueError(
-        f"padding must be 'SAME', 'VALID', 'CIRCULAR', 'SAME_LOWER', 'CAUSAL', an int, or a "
-        f"sequence of {rank} ints or (lo, hi) integer pairs; got {padding!r}"
-    )
-
-
-class _Geometry(NamedTuple):
-    window: tuple[int, ...]
-    c_in: int
-    c_out: int
-    strides: tuple[int, ...]
-    circular: bool
-    # explicit zero-padding pairs (None if circular, or if the input shape is unknown)
-    pads: tuple[tuple[int, int], ...] | None
-    input_shape: tuple[int, ...] | None
-    output_shape: tuple[int, ...] | None
-
-    @property
-    def static_padding(self) -> str | tuple[tuple[int, int], ...]:
-        return "CIRCULAR" if self.circular else self.pads
-
-
-def _geometry(kernel: jax.Array, input_shape: Any, strides: Any, padding: Any) -> _Geometry:
-    window = tuple(int(k) for k in kernel.shape[:-2])
-    rank = len(window)
-    c_in, c_out = int(kernel.shape[-2]), int(kernel.shape[-1])
-    strides = _check_int_tuple(strides, "strides", rank, what="an int or a tuple of ints")
-    padding = _check_padding(padding, window)
-    input_shape = _check_input_shape(input_shape, rank)
-    circular = padding == "CIRCULAR"
-    pads = out = None
-    if input_shape is not None:
-        if circular:
-            # Flax pads with wrap by ((k-1)//2, k//2), then convolves with 'VALID'.
-            out = tuple((n - 1) // s + 1 for n, s in zip(input_shape, strides, strict=True))
-        else:
-            if isinstance(padding, str):
-                pads = tuple(
-                    (int(lo), int(hi))
-                    for lo, hi in lax.padtype_to_pads(input_shape, window, strides, padding)
-                )
-            else:
-                pads = padding
-            out = tuple(
-                (n + lo + hi - k) // s + 1 if n + lo + hi >= k else 0
-                for n, k, s, (lo, hi) in zip(input_shape, window, strides, pads, strict=True)
-            )
-            if min(out) < 1:
-                raise ValueError(
-                    f"input_shape {input_shape} is too small for a window {window} with padding "
-                    f"{padding!r}: the convolution has no output (output shape {out})"
-                )
-    return _Geometry(window, c_in, c_out, strides, circular, pads, input_shape, out)
-
-
-# --------------------------------------------------------------------------------------------
-# The convolution map (what Flax's Conv computes, without batch or bias).
-# --------------------------------------------------------------------------------------------
-
-
-def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
-    # As flax.linen.linear._conv_dimension_numbers: NHWC input, HWIO kernel.
-    ndim = rank + 2
-    lhs = (0, ndim - 1) + tuple(range(1, ndim - 1))
-    rhs = (ndim - 1, ndim - 2) + tuple(range(0, ndim - 2))
-    return lax.ConvDimensionNumbers(lhs, rhs, lhs)
-
-
-def _conv_map(kernel: jax.Array, x: jax.Array, strides, padding) -> jax.Array:
-    """The layer's linear map on one unbatched input ``x`` of shape (*input_shape, c_in)."""
-    window = kernel.shape[:-2]
-    x = x[None]
-    if padding == "CIRCULAR":
-        pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in window] + [(0, 0)]
-        x = jnp.pad(x, pads, mode="wrap")
-        padding = "VALID"
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=strides,
-        padding=padding,
-        dimension_numbers=_dimension_numbers(len(window)),
-        precision=lax.Precision.HIGHEST,
-    )
-    return y[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Frequency-domain kernels.
-# --------------------------------------------------------------------------------------------
-
-
-def _compute_dtype() -> Any:
-    """float64 where jax allows it (certified and FFT values are computed in it), else float32."""
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-
-
-def _alias_matrices(kernel: jax.Array, u: jax.Array, grid: tuple[int, ...], strides) -> jax.Array:
-    """Polyphase symbols ``M(u)`` for a batch of output frequencies ``u`` (shape (B, D), ints).
-
-    On a grid N_d = s_d Q_d, ``M(u) = S^{-1/2} [K_hat(2 pi (u + j Q) / N)]_{j}``, the S = prod(s)
-    aliases of u stacked along the input channels: shape (B, S c_in, c_out), complex. With all
-    strides 1 this is the Sedghi et al. symbol ``K_hat(2 pi u / N)``.
-    K_hat(theta) = sum_p K_p exp(-i <p, theta>) is a direct DFT by matmul (no FFT), so taps p >= N
-    fold correctly and chunks of frequencies need no full-grid array.
-    """
-    window = kernel.shape[:-2]
-    c_in, c_out = kernel.shape[-2:]
-    rank = len(window)
-    q = np.asarray(grid, dtype=np.int64)
-    s = np.asarray(strides, dtype=np.int64)
-    n_grid = q * s
-    taps = np.stack(np.meshgrid(*[np.arange(k) for k in window], indexing="ij"), -1)
-    taps = taps.reshape(-1, rank)  # (T, D), same order as kernel.reshape(T, c_in, c_out)
-    aliases = np.stack(np.meshgrid(*[np.arange(v) for v in strides], indexing="ij"), -1)
-    aliases = aliases.reshape(-1, rank)  # (S, D)
-    n_alias = aliases.shape[0]
-    f = u[:, None, :] + jnp.asarray(aliases * q)[None]  # (B, S, D) frequency indices on N
-    # angle = 2 pi sum_d (p_d f_d mod N_d) / N_d, reduced exactly in integers first.
-    prod = (jnp.asarray(taps)[None, None] * f[:, :, None, :]) % jnp.asarray(n_grid)
-    frac = jnp.sum(prod.astype(kernel.dtype) / jnp.asarray(n_grid, dtype=kernel.dtype), axis=-1)
-    angle = (2.0 * np.pi) * frac  # (B, S, T)
-    kt = kernel.reshape(-1, c_in * c_out)
-    hi = lax.Precision.HIGHEST
-    re = jnp.matmul(jnp.cos(angle), kt, precision=hi)
-    im = -jnp.matmul(jnp.sin(angle), kt, precision=hi)
-    m = lax.complex(re, im).reshape(u.shape[0], n_alias * c_in, c_out)
-    return m / np.sqrt(n_alias)
-
-
-def _top_singular(m: jax.Array) -> jax.Array:
-    """Largest singular value of each matrix in the batch (LAPACK gesdd, values only: on CPU
-    about 10x faster than eigvalsh of the Gram matrix, and accurate to eps relative)."""
-    return jnp.linalg.svd(m, compute_uv=False)[..., 0]
-
-
-def _frequency_ranges(grid: tuple[int, ...], half: bool) -> tuple[int, ...]:
-    """Index ranges of the frequencies u in prod_d [0, Q_d); with ``half`` only
-    u_last <= Q_last // 2 (real kernels: M(-u) is the conjugate of M(u) up to a permutation of
-    its blocks, so it has the same singular values)."""
-    return (*grid[:-1], grid[-1] // 2 + 1) if half else tuple(grid)
-
-
-def _unravel(flat: jax.Array, ranges: tuple[int, ...]) -> jax.Array:
-    """Row-major multi-indices (B, D) of flat indices (B,), computed in the graph (embedding a
-    large constant index table makes compilation slow)."""
-    out = []
-    for d in range(len(ranges)):
-        out.append((flat // math.prod(ranges[d + 1 :])) % ranges[d])
-    return jnp.stack(out, -1)
-
-
-def _chunk_size(n_freq: int, rows: int, cols: int, n_alias: int, n_taps: int) -> int:
-    per = 3 * rows * cols + n_alias * n_taps * 4  # symbols, SVD workspace, phases
-    return int(max(1, min(n_freq, _CHUNK_ENTRIES // per)))
-
-
-@partial(jax.jit, static_argnames=("grid", "strides", "half"))
-def _grid_max_sigma(kernel: jax.Array, *, grid, strides, half) -> jax.Array:
-    """max over the grid frequencies u of sigma_1(M(u)) (see `_alias_matrices`)."""
-    c_in, c_out = kernel.shape[-2:]
-    n_alias = math.prod(strides)
-    ranges = _frequency_ranges(grid, half)
-    n_freq = math.prod(ranges)
-    chunk = _chunk_size(n_freq, n_alias * c_in, c_out, n_alias, math.prod(kernel.shape[:-2]))
-    n_chunks = -(-n_freq // chunk)
-
-    def one_chunk(flat):
-        # Indices past the end map to frequency 0: duplicates do not change a maximum.
-        u = _unravel(jnp.where(flat < n_freq, flat, 0), ranges)
-        return jnp.max(_top_singular(_alias_matrices(kernel, u, grid, strides)))
-
-    flat = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
-    if n_chunks == 1:
-        return one_chunk(flat[0])
-    return jnp.max(lax.map(one_chunk, flat))
-
-
-@partial(jax.jit, static_argnames=("grid",))
-def _grid_singular_values(kernel: jax.Array, *, grid) -> jax.Array:
-    """All singular values of the circular stride-1 operator on ``grid`` (Sedghi et al. 2019)."""
-    u = _unravel(jnp.arange(math.prod(grid)), tuple(grid))
-    m = _alias_matrices(kernel, u, grid, (1,) * len(grid))
-    return jnp.sort(jnp.linalg.svd(m, compute_uv=False).reshape(-1))[::-1]
-
-
-# --------------------------------------------------------------------------------------------
-# Space-domain kernels: explicit matrix and power iteration.
-# --------------------------------------------------------------------------------------------
-
-
-@partial(jax.jit, static_argnames=("input_shape", "strides", "padding"))
-def _explicit_svd(kernel: jax.Array, *, input_shape, strides, padding):
-    c_in = kernel.shape[-2]
-    x0 = jnp.zeros((*input_shape, c_in), kernel.dtype)
-    jac = jax.jacfwd(lambda x: _conv_map(kernel, x, strides, padding))(x0)
-    n_in = math.prod(input_shape) * c_in
-    mat = jac.reshape(-1, n_in)
-    _, s, vh = jnp.linalg.svd(mat, full_matrices=False)
-    return s[0], vh[0].reshape(x0.shape)
-
-
-@partial(jax.jit, static_argnames=("strides", "padding", "max_iter", "krylov"))
-def _lanczos(kernel, v0, tol, *, strides, padding, max_iter, krylov):
-    """Explicitly restarted Lanczos (Rayleigh-Ritz on Krylov spaces) for A = T^T T.
-
-    Each cycle builds an orthonormal basis V of K_k(A, x) (full reorthogonalisation, twice),
-    takes the top eigenpair (theta, y) of H = V A V^T and restarts from the Ritz vector
-    x = V^T y. It stops when ||A x - theta x|| <= tol * theta: for symmetric A a residual r puts
-    an eigenvalue within r of theta, so sqrt(theta) is then within about tol/2 (relative) of a
-    singular value of T, in practice the largest. Plain power iteration needs O(1/gap)
-    steps and stalls on the clustered top spectrum of convolutions; Lanczos needs
-    O(1/sqrt(gap)). Returns (||T x||, x, number of applications of A).
-    """
-    shape = v0.shape
-    n = v0.size
-
-    def fwd(x):
-        return _conv_map(kernel, x, strides, padding)
-
-    adj = jax.linear_transpose(fwd, v0)
-
-    def gram(v):
-        return adj(fwd(v.reshape(shape)))[0].reshape(-1)
-
-    def normalise(w):
-        nw = jnp.linalg.norm(w)
-        return w / jnp.where(nw > 0, nw, 1.0)
-
-    hi = lax.Precision.HIGHEST
-    breakdown = float(np.sqrt(np.finfo(v0.dtype).eps))
-
-    def cycle(x):
-        def step(j, carry):
-            vs, ws, v = carry
-            vs = vs.at[j].set(v)
-            w = gram(v)
-            ws = ws.at[j].set(w)
-            # Next basis vector: orthogonalise A v against the basis, twice ("twice is enough").
-            # If A v already lies in span(V) up to rounding, the Krylov space is invariant: the
-            # basis stops growing (zero rows, which Rayleigh-Ritz ignores) instead of being
-            # extended by normalised rounding noise, which would break orthonormality.
-            u = w - jnp.matmul(vs.T, jnp.matmul(vs, w, precision=hi), precision=hi)
-            grows = jnp.linalg.norm(u) > breakdown * jnp.linalg.norm(w)
-            u = normalise(u)
-            u = normalise(u - jnp.matmul(vs.T, jnp.matmul(vs, u, precision=hi), precision=hi))
-            return vs, ws, jnp.where(grows, u, 0.0)
-
-        zeros = jnp.zeros((krylov, n), v0.dtype)
-        vs, ws, _ = lax.fori_loop(0, krylov, step, (zeros, zeros, x))
-        h = jnp.matmul(vs, ws.T, precision=hi)
-        # H is symmetric positive semidefinite: its top singular pair is its top eigenpair
-        # (an SVD compiles several times faster than eigh on XLA CPU).
-        y = jnp.linalg.svd(0.5 * (h + h.T), full_matrices=False)[0][:, 0]
-        x_new = jnp.matmul(y, vs, precision=hi)
-        ax = jnp.matmul(y, ws, precision=hi)  # A x_new, by linearity
-        nx = jnp.linalg.norm(x_new)
-        nx = jnp.where(nx > 0, nx, 1.0)
-        x_new, ax = x_new / nx, ax / nx
-        lam = jnp.vdot(x_new, ax)
-        return x_new, lam, jnp.linalg.norm(ax - lam * x_new)
-
-    def cond(state):
-        i, _, lam, res = state
-        return (i < max_iter) & (res > tol * lam)
-
-    def body(state):
-        i, x, _, _ = state
-        x, lam, res = cycle(x)
-        return i + krylov, x, lam, res
-
-    x = normalise(v0.reshape(-1))
-    inf = jnp.asarray(jnp.inf, x.dtype)
-    state = (jnp.asarray(0), x, jnp.asarray(0.0, x.dtype), inf)
-    i, x, _, _ = lax.while_loop(cond, body, state)
-    x = x.reshape(shape)
-    return jnp.linalg.norm(fwd(x)), x, i
-
-
-@jax.jit
-def _reshaped_norm(kernel: jax.Array) -> jax.Array:
-    return jnp.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
-
-
-@jax.jit
-def _tap_norms(kernel: jax.Array) -> jax.Array:
-    """Spectral norms of the T taps K_p (c_in x c_out)."""
-    k = kernel.reshape(-1, *kernel.shape[-2:])
-    return jnp.linalg.svd(k, compute_uv=False)[:, 0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,7 +272,7 @@ def conv_operator_norm(
     input_shape: Sequence[int] | None = None,
     strides: int | Sequence[int] = 1,
     padding: Any = "SAME",
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     tol: float = 1e-6,
     max_iter: int = 1000,
@@ -712,7 +323,9 @@ def conv_operator_norm(
       padding: ``"SAME"``, ``"VALID"``, ``"CIRCULAR"`` (wrap-around, as Flax), ``"SAME_LOWER"``,
         ``"CAUSAL"`` (1-D), an int, or a sequence of ints or ``(lo, hi)`` pairs, as for
         ``flax.linen.Conv``.
-      method: ``"certified"``, ``"exact"`` or ``"power"``.
+      method: ``"certified"``, ``"exact"`` or ``"power"``; or a `NormMethod`, whose name is read
+        for the operator (``"lanczos"`` runs ``"power"``, ``"gram"`` runs ``"certified"``) and
+        whose ``tol`` and ``max_iter`` (None: 1000) are used.
       key: PRNG key for the random start of ``"power"`` (default ``jax.random.key(0)``).
       tol: ``"power"`` stops when the Ritz pair $(\lambda, x)$ has
         $\|A x - \lambda x\| \le$ ``tol`` $\cdot \lambda$ (then $\sqrt\lambda$ is within about
@@ -761,6 +374,17 @@ def conv_operator_norm(
       Deep Learning", 2017, arXiv:1705.10941 (the reshaped-kernel approximation).
     """
     kernel = _check_kernel(kernel)
+    if isinstance(method, NormMethod):
+        # A dense method read for a convolution: the operator, not the reshaped kernel.
+        if (tol, max_iter) != (1e-6, 1000) and (tol, max_iter) != (
+                method.tol, method.max_iter):
+            raise ValueError(
+                f"conv_operator_norm: tol={tol!r}, max_iter={max_iter!r} given beside "
+                f"method={method!r}; set options inside the NormMethod"
+            )
+        tol = method.tol
+        max_iter = 1000 if method.max_iter is None else method.max_iter
+        method = CONV_METHOD[method.name]
     method = check_choice(method, "method", _METHODS)
     geo = _geometry(kernel, input_shape, strides, padding)
     if method == "power":

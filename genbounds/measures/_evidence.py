@@ -30,7 +30,8 @@ from genbounds.core._checks import (
     check_n,
     check_positive,
 )
-from genbounds.linalg._hessian import check_classifier, cross_entropy, slq_trace_fn
+from genbounds.linalg._hessian import slq_trace_fn
+from genbounds.losses._losses import check_classifier, cross_entropy
 
 _REFERENCE = (
     "MacKay. A Practical Bayesian Framework for Backpropagation Networks. Neural Computation "

@@ -31,16 +31,9 @@ from genbounds.core._checks import (
     check_positive,
     checked_result,
 )
-from genbounds.linalg._hessian import (
-    check_classifier,
-    check_same_tree,
-    cross_entropy,
-    flat_hvp,
-    hutchinson_trace,
-    lanczos_top_eigenvalues,
-    zero_one,
-)
-from genbounds.linalg._spectral_norm import on_cpu
+from genbounds.linalg._hessian import flat_hvp, hutchinson_trace, lanczos_top_eigenvalues
+from genbounds.linalg._host import on_cpu
+from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
 from genbounds.losses._margins import margins_core
 
 _KESKAR = (

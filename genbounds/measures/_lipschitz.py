@@ -10,6 +10,7 @@ import jax
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, checked_result
+from genbounds.linalg._method import NormMethod
 from genbounds.network._lipschitz import lipschitz_log_bound
 from genbounds.network._network import as_network
 from genbounds.network._norms import spectral_norms
@@ -21,7 +22,7 @@ def lipschitz(
     *,
     apply_fn: Callable[[Any, Any], Any] | None = None,
     X: Any = None,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     **options: Any,

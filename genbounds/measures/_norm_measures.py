@@ -17,6 +17,7 @@ docs/measures/norms.md:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,10 +36,11 @@ from genbounds.core._checks import (
     checked_result,
 )
 from genbounds.linalg._conv import reshaped_kernel_norm
+from genbounds.linalg._method import NormMethod, as_norm_method
 from genbounds.network._bound_inputs import reference_layers
 from genbounds.network._layers import ConvSpec, Layer
 from genbounds.network._network import as_network
-from genbounds.network._norms import layer_frobenius, spectral_norms
+from genbounds.network._norms import layer_frobenius, measure_layers, spectral_norms
 
 JIANG_REFERENCE = (
     "Jiang, Neyshabur, Mobahi, Krishnan & Bengio, 'Fantastic Generalization Measures and Where "
@@ -292,21 +294,22 @@ def path_norm(
 # Layer norms and distance from initialisation.
 
 
-def _diff_spectral(read: Sequence[Layer], refs: Sequence[Layer], **kwargs: Any) -> Any:
-    """Spectral norms of W_i - W_i^0, with the same geometry as the layers."""
-    tree = {layer.path: {"kernel": layer.kernel - ref.kernel}
-            for layer, ref in zip(read, refs, strict=True)}
-    conv = {layer.path: layer.conv or ConvSpec() for layer in read if layer.kind == "conv"}
-    return spectral_norms(tree, layers=[layer.path for layer in read], conv=conv or None,
-                          **kwargs)
+def _diff_spectral(net: Any, read: Sequence[Layer], refs: Sequence[Layer], *, method: Any,
+                   key: Any, failure_probability: float, **options: Any) -> Any:
+    """Spectral norms of W_i - W_i^0, with the same geometry as the layers (kept in the
+    network's norm cache)."""
+    how = as_norm_method(method, {"failure_probability": failure_probability, **options},
+                         caller="spectral norms of W - W0")
+    diff = [dataclasses.replace(layer, kernel=layer.kernel - ref.kernel, bias=None)
+            for layer, ref in zip(read, refs, strict=True)]
+    return measure_layers(net, diff, method=how, key=key)
 
 
-@checked_result
 def distance_from_init(
     params: Any,
     *,
     reference: Any,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
@@ -351,7 +354,7 @@ def distance_from_init(
     read = net.layers
     refs = reference_layers(reference, net, read, "distance_from_init")
     fro = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
-    spec = _diff_spectral(read, refs, method=method, key=key,
+    spec = _diff_spectral(net, read, refs, method=method, key=key,
                           failure_probability=failure_probability, **options)
     s = [float(spec[layer.path]) for layer in read]
     fro_dist = float(sum(v * v for v in fro))
@@ -442,7 +445,7 @@ def norm_measures(
     margin: float | None = None,
     n: int | None = None,
     jiang: bool = False,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
@@ -581,7 +584,7 @@ def norm_measures(
     if reference is not None:
         refs = reference_layers(reference, net, read, "norm_measures")
         df = [layer_frobenius(layer, ref) for layer, ref in zip(read, refs, strict=True)]
-        dspec = _diff_spectral(read, refs, method=method, key=key,
+        dspec = _diff_spectral(net, read, refs, method=method, key=key,
                                failure_probability=failure_probability, **options)
         ds = [float(dspec[p_]) for p_ in paths]
         est = est or dspec.estimated

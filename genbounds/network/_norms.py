@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -9,28 +10,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from genbounds.core._checks import NotBoundable, check_choice, check_delta, check_key
-from genbounds.linalg._conv import conv_operator_norm
-from genbounds.linalg._spectral_norm import (
-    NormResult,
-    frobenius_norm,
-    host_exact_is_cheaper,
-    norm_21,
-    spectral_norm,
-)
+from genbounds.core._checks import NotBoundable, check_delta, check_key
+from genbounds.linalg._conv import CONV_METHOD, conv_operator_norm
+from genbounds.linalg._host import host_exact_is_cheaper
+from genbounds.linalg._matrix_norms import frobenius_norm, norm_21
+from genbounds.linalg._method import NormMethod, as_norm_method
+from genbounds.linalg._spectral_norm import NormResult, spectral_norm
 
 from ._layers import ConvSpec, Layer, read_layers
 from ._network import as_network
-
-_METHODS = ("certified", "exact", "lanczos", "power", "gram")
-# What a dense method becomes for a convolution (the operator, not the reshaped kernel).
-_CONV_METHOD = {
-    "certified": "certified",
-    "exact": "exact",
-    "lanczos": "power",
-    "power": "power",
-    "gram": "certified",
-}
 
 
 class SpectralNorms(Mapping):
@@ -39,7 +27,8 @@ class SpectralNorms(Mapping):
     A read-only mapping ``path -> float``; it also records how the numbers were obtained.
 
     Attributes:
-      method: the method asked for.
+      method: the name of the method asked for.
+      norm_method: the `NormMethod` (name and options) the norms were computed with.
       estimated: True if any value may lie below the true norm (an iterative estimate).
       failure_probability: probability, over the random start vectors, that some certified value
         lies below the true norm (the sum over layers; 0 for deterministic methods). A bound built
@@ -49,12 +38,13 @@ class SpectralNorms(Mapping):
     """
 
     def __init__(self, values: dict[str, float], results: dict[str, NormResult],
-                 layers: Sequence[Layer], method: str, notes: Sequence[str] = ()):
+                 layers: Sequence[Layer], method: str | NormMethod, notes: Sequence[str] = ()):
         self._values = values
         self.notes = tuple(notes)
         self.results = results
         self.layers = tuple(layers)
-        self.method = method
+        self.norm_method = method if isinstance(method, NormMethod) else NormMethod(method)
+        self.method = self.norm_method.name
         self.estimated = any(r.estimated for r in results.values())
         self.failure_probability = float(sum(r.failure_probability for r in results.values()))
 
@@ -76,37 +66,93 @@ class SpectralNorms(Mapping):
         return f"SpectralNorms({{{inner}}}; method={self.method!r}, {kind}{note})"
 
 
-def _runs_exact(layer: Layer, method: str) -> bool:
+def _runs_exact(layer: Layer, method: NormMethod) -> bool:
     """A small dense layer asked for a certified norm gets the exact one (float64 LAPACK):
     cheaper than compiling the Krylov kernel, and deterministic (failure probability 0)."""
-    return (layer.kind == "dense" and method == "certified"
+    return (layer.kind == "dense" and method.name == "certified"
             and host_exact_is_cheaper(layer.kernel.shape))
 
 
-def layer_spectral_norm(layer: Layer, *, method: str, key: jax.Array | None,
-                        failure_probability: float, **options: Any) -> NormResult:
+def _draws_start(layer: Layer, method: NormMethod) -> bool:
+    """Whether the layer's norm can depend on the random start (which depends on its shape and
+    the method alone, never on the weights)."""
+    if layer.kind == "dense":
+        return method.uses_key and not _runs_exact(layer, method)
+    return CONV_METHOD[method.name] == "power"
+
+
+def layer_spectral_norm(layer: Layer, *, method: str | NormMethod, key: jax.Array | None,
+                        failure_probability: float = 1e-6, **options: Any) -> NormResult:
     """The spectral norm of one layer's linear map (the convolution operator for conv layers).
 
     Dense layers with ``m * n * min(m, n) <= 2^27`` asked for ``"certified"`` get the exact
     float64 SVD instead (an exact value is a certified one, with failure probability 0).
     """
+    method = as_norm_method(method, {"failure_probability": failure_probability, **options},
+                            caller="layer_spectral_norm")
     if _runs_exact(layer, method):
         return spectral_norm(layer.kernel, method="exact")
     if layer.kind == "dense":
-        return spectral_norm(layer.kernel, method=method, key=key,
-                             failure_probability=failure_probability, **options)
+        return spectral_norm(layer.kernel, method=method, key=key)
     spec = layer.conv or ConvSpec()
-    return conv_operator_norm(
-        layer.kernel, input_shape=spec.input_shape, strides=spec.strides, padding=spec.padding,
-        method=_CONV_METHOD[method], key=key,
-        **{k: v for k, v in options.items() if k in ("tol", "max_iter")},
-    )
+    return conv_operator_norm(layer.kernel, input_shape=spec.input_shape, strides=spec.strides,
+                              padding=spec.padding, method=method, key=key)
+
+
+def _matrix_key(layer: Layer, method: NormMethod, key: jax.Array | None) -> tuple:
+    """What a layer's norm depends on: the kernel's values (a digest of its bytes), shape and
+    dtype, a convolution's geometry, the method with its options, and the start vector's key
+    where one is drawn."""
+    kernel = np.ascontiguousarray(np.asarray(layer.kernel))
+    digest = hashlib.blake2b(kernel.tobytes(), digest_size=20).hexdigest()
+    geometry = None if layer.kind == "dense" else repr(layer.conv or ConvSpec())
+    bits = (bytes(np.asarray(jax.random.key_data(key)).tobytes())
+            if key is not None and _draws_start(layer, method) else None)
+    return ("layer_norm", layer.kind, kernel.shape, str(kernel.dtype), digest, geometry, method,
+            bits)
+
+
+def measure_layers(network: Any, layers: Sequence[Layer], *, method: NormMethod,
+                   key: jax.Array | None, notes: Sequence[str] = ()) -> SpectralNorms:
+    """The spectral norms of `layers` (of `network`, or matrices derived from its layers: with
+    biases appended, minus a reference), each computed at most once per network.
+
+    Layer ``i`` draws its random start (if any) from ``jax.random.split(key, len(layers))[i]``
+    (``key=None``: ``jax.random.key(0)``), as `spectral_norms` does for a parameter tree of
+    these layers, so the numbers are those of `spectral_norms`. Every result is kept in the
+    network's ``norm_cache`` under `_matrix_key`: a bound asking again for the same matrix with
+    the same method, options and start gets the stored `NormResult`.
+    """
+    store = network.norm_cache
+    if key is not None:
+        key = check_key(key)
+    # One key per layer, split only when some layer draws a random start (which layers do
+    # depends on their shapes alone): a network of small layers never touches the PRNG.
+    keys: list[Any] | None = None
+    results = {}
+    for i, layer in enumerate(layers):
+        k = None
+        if not (layer.kind == "dense" and (method.name in ("exact", "gram")
+                                           or _runs_exact(layer, method))):
+            if keys is None:
+                keys = list(jax.random.split(jax.random.key(0) if key is None else key,
+                                             len(layers)))
+            k = keys[i]
+        memo = _matrix_key(layer, method, k)
+        if memo not in store:
+            try:
+                store[memo] = layer_spectral_norm(layer, method=method, key=k)
+            except ValueError as e:  # name the layer of params the kernel error is about
+                raise ValueError(f"params, layer {layer.path!r}: {e}") from None
+        results[layer.path] = store[memo]
+    values = {p: float(r.value) for p, r in results.items()}
+    return SpectralNorms(values, results, layers, method, notes=notes)
 
 
 def spectral_norms(
     params: Any,
     *,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     layers: Sequence[str] | None = None,
@@ -133,11 +179,15 @@ def spectral_norms(
     * ``"lanczos"``, ``"power"``: fast estimates, which approach the norm from below.
     * ``"gram"``: Gram iteration (Delattre et al. 2023), a deterministic upper bound.
 
+    The norms of one `Network` are computed once per matrix, method, options and start: every
+    later call (from another bound of a `report`, say) reads them from the network's cache.
+
     Args:
       params: the network's parameters (Flax linen, nnx State/Module, or a plain pytree), or a
         `Network` (from `Network.trace`: convolutions then get their real strides, padding and
         input size).
-      method: one of the methods above.
+      method: one of the methods above, or a `genbounds.linalg.NormMethod` holding the name
+        and its options.
       key: PRNG key for the random start vectors; it must not depend on the weights. Defaults to
         ``jax.random.key(0)``.
       failure_probability: per-layer failure probability of the certified method, in (0, 1).
@@ -146,13 +196,15 @@ def spectral_norms(
         network), a convolution's value is a bound valid for every stride, padding and input
         size, and the result's ``notes`` say so.
       apply_fn, X: the network's function and example inputs; the network is then traced.
-      **options: passed to the kernels (``tol``, ``max_iter``, ``rtol``, ``gram_iters``).
+      **options: the method's options (``tol``, ``max_iter``, ``rtol``, ``gram_iters``; see
+        `NormMethod`), when ``method`` is a name.
 
     Returns:
       A `SpectralNorms` mapping from layer path to norm, in application order.
 
     Raises:
-      ValueError, TypeError: bad parameters (see `read_layers`) or options.
+      ValueError, TypeError: bad parameters (see `read_layers`) or options; TypeError names
+        an option that no method knows.
 
     Examples:
       >>> import numpy as np
@@ -168,46 +220,20 @@ def spectral_norms(
       Kuczyński & Woźniakowski, "Estimating the largest eigenvalue by the power and Lanczos
       algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4), 1992.
     """
-    check_choice(method, "method", _METHODS)
     check_delta(failure_probability, "failure_probability")
+    how = as_norm_method(method, {"failure_probability": failure_probability, **options},
+                         caller="spectral_norms")
     if key is not None:
         key = check_key(key)
     net = as_network(params, apply_fn=apply_fn, X=X, layers=layers, conv=conv,
                      caller="spectral_norms")
-    read = net.layers
-    # The norms of one Network with the same options are computed once (report asks for them
-    # from several entries); the key enters the memo by its bits.
+    # The whole mapping is kept too, so that a second call returns the same object.
     key_bits = None if key is None else bytes(np.asarray(jax.random.key_data(key)).tobytes())
-    try:
-        memo = (method, float(failure_probability), key_bits,
-                tuple(sorted((k, v) for k, v in options.items())))
-        hash(memo)
-    except TypeError:  # an option that cannot be hashed: no memo
-        memo = object()
-    if memo in net.norm_cache:
-        return net.norm_cache[memo]
-    # One key per layer, split only when some layer draws a random start (which layers do
-    # depends on their shapes alone): a network of small layers never touches the PRNG.
-    keys: list[Any] | None = None
-    results = {}
-    for i, layer in enumerate(read):
-        k = None
-        if not (layer.kind == "dense" and (method in ("exact", "gram")
-                                           or _runs_exact(layer, method))):
-            if keys is None:
-                keys = list(jax.random.split(jax.random.key(0) if key is None else check_key(key),
-                                             len(read)))
-            k = keys[i]
-        try:
-            results[layer.path] = layer_spectral_norm(
-                layer, method=method, key=k, failure_probability=failure_probability,
-                **options)
-        except ValueError as e:  # name the layer of params the kernel error is about
-            raise ValueError(f"params, layer {layer.path!r}: {e}") from None
-    values = {p: float(r.value) for p, r in results.items()}
-    out = SpectralNorms(values, results, read, method, notes=net.notes)
-    net.norm_cache[memo] = out
-    return out
+    memo = ("spectral_norms", how, key_bits)
+    if memo not in net.norm_cache:
+        net.norm_cache[memo] = measure_layers(net, net.layers, method=how, key=key,
+                                              notes=net.notes)
+    return net.norm_cache[memo]
 
 
 def output_positions(layer: Layer) -> int:

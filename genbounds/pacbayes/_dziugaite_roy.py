@@ -35,8 +35,8 @@ from genbounds.core._checks import (
     check_n,
     check_positive,
 )
-from genbounds.linalg._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
-from genbounds.linalg._spectral_norm import on_cpu
+from genbounds.linalg._host import on_cpu
+from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
 
 from ._kl import kl_inverse
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,12 +12,13 @@ import numpy as np
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, check_positive, checked_result
-from genbounds.core._grid import grid_down, grid_log_prior, grid_value
-from genbounds.linalg._spectral_norm import frobenius_norm
+from genbounds.core._grid import union_grid
+from genbounds.linalg._matrix_norms import frobenius_norm
+from genbounds.linalg._method import NormMethod, as_norm_method
 from genbounds.losses._margins import margin_loss, training_margins
 from genbounds.network._bound_inputs import data_chain, reference_layers
 from genbounds.network._layers import augment_biases, check_fits, has_biases
-from genbounds.network._norms import spectral_norms
+from genbounds.network._norms import measure_layers
 
 NEYSHABUR_REFERENCE = (
     "Neyshabur, Bhojanapalli & Srebro, 'A PAC-Bayesian Approach to Spectrally-Normalized Margin "
@@ -52,7 +54,7 @@ def pac_bayes(
     delta: float = 0.05,
     reference: Any = None,
     input_bound: float | None = None,
-    method: str = "certified",
+    method: str | NormMethod = "certified",
     key: jax.Array | None = None,
     failure_probability: float = 1e-6,
     grid_loss: float = 0.05,
@@ -108,7 +110,7 @@ def pac_bayes(
         it, $B$ is the largest training-input norm: a number read off the sample, so the result
         is marked ``estimated`` and its notes say it is not certified.
       method, key, failure_probability, layers, options: spectral-norm options
-        (see `spectral_norms`).
+        (see `spectral_norms`); ``method`` may be a `genbounds.linalg.NormMethod`.
       grid_loss: the margin grid's ratio $r$: rounding $\gamma$ down loses at most $1+r$.
 
     Returns:
@@ -133,6 +135,8 @@ def pac_bayes(
     """
     delta = check_delta(delta)
     check_positive(grid_loss, "grid_loss")
+    how = as_norm_method(method, {"failure_probability": failure_probability, **options},
+                         caller="pac_bayes")
     data = training_margins(params, X=X, y=y, apply_fn=apply_fn, logits=logits, margin=margin,
                             margin_quantile=margin_quantile, caller="pac_bayes")
     X2, logits, m, gamma, margin_note = data
@@ -169,9 +173,9 @@ def pac_bayes(
             )
     B_aug = math.sqrt(B * B + 1.0) if biased else B
 
-    norms = spectral_norms({str(i): {"kernel": a.kernel} for i, a in enumerate(aug)},
-                           layers=[str(i) for i in range(len(aug))], method=method, key=key,
-                           failure_probability=failure_probability, **options)
+    # The augmented layers' norms, kept in the network's cache (shared with other bounds).
+    norms = measure_layers(net, [dataclasses.replace(a, path=str(i)) for i, a in enumerate(aug)],
+                           method=how, key=key)
     s = np.asarray(list(norms.values()), dtype=np.float64)
     if np.any(s <= 0.0):
         raise ValueError("params: a layer is all zeros; the network is constant")
@@ -188,11 +192,9 @@ def pac_bayes(
         )
 
     # Grids: beta~ <= beta <= beta~ (1 + 1/d); gamma_bar <= gamma.
-    k_beta = grid_down(beta, 1.0 / d)
-    beta_t = grid_value(k_beta, 1.0 / d)
-    k_gamma = grid_down(gamma, grid_loss)
-    gamma_bar = grid_value(k_gamma, grid_loss)
-    log_prior = grid_log_prior(k_beta) + grid_log_prior(k_gamma)
+    grid = union_grid(("down", [beta], 1.0 / d), ("down", [gamma], grid_loss))
+    ((k_beta,), (k_gamma,)), ((beta_t,), (gamma_bar,)) = grid.k, grid.values
+    log_prior = grid.log_prior
     log_delta_k = math.log(delta_bound) - log_prior
 
     # sigma = gamma / (42 d B beta~^{d-1} sqrt(h ln(4hd)))  (proof of Theorem 1)

@@ -67,7 +67,7 @@ from genbounds.core._checks import (
     check_positive,
     check_unit_interval,
 )
-from genbounds.linalg._hessian import check_classifier, check_same_tree, cross_entropy, zero_one
+from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
 
 from ._dziugaite_roy import (
     DiagonalGaussian,
