@@ -32,7 +32,8 @@ from genbounds.core._checks import (
 )
 from genbounds.losses._margins import margins
 from genbounds.measures._evidence import laplace_evidence
-from genbounds.measures._flatness import _sigma_prime, hessian_top_eigenvalues
+from genbounds.measures._flatness import _sigma_prime
+from genbounds.measures._hessian_spectrum import hessian_top_eigenvalues
 from genbounds.measures._lipschitz import lipschitz
 from genbounds.measures._norm_measures import norm_measures
 from genbounds.measures._rademacher import rademacher
