@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.bounds._vc import _counting_bound, vc, vc_dimension_bound
+from genbounds.bounds import vc, vc_dimension_bound
+from genbounds.internal import vc_counting_bound as _counting_bound
 
 HYP = settings(max_examples=60, deadline=None)
 
@@ -219,7 +220,7 @@ def _mlp_params(sizes, seed=0, bias=True):
 
 
 def test_vc_from_params_matches_architecture():
-    pytest.importorskip("genbounds.network._layers")
+    pytest.importorskip("genbounds.network")
     for sizes in [(4, 8, 1), (5, 7, 3, 10), (6, 1)]:
         b = vc(_mlp_params(sizes), n=5000, train_error=0.02)
         h = vc_dimension_bound(sizes)
@@ -233,7 +234,7 @@ def test_vc_from_params_matches_architecture():
 
 
 def test_vc_from_flax_linen_params():
-    pytest.importorskip("genbounds.network._layers")
+    pytest.importorskip("genbounds.network")
     import flax.linen as nn
 
     class MLP(nn.Module):
@@ -248,13 +249,13 @@ def test_vc_from_flax_linen_params():
 
 
 def test_vc_vc_dim_overrides_params():
-    pytest.importorskip("genbounds.network._layers")
+    pytest.importorskip("genbounds.network")
     b = vc(_mlp_params((4, 8, 1)), n=1000, vc_dim=10)
     assert b.complexity == 10 and b.value == pytest.approx(0.2595481, abs=5e-8)
 
 
 def test_vc_rejects_conv_params():
-    pytest.importorskip("genbounds.network._layers")
+    pytest.importorskip("genbounds.network")
     params = {
         "Conv_0": {"kernel": jnp.ones((3, 3, 1, 4)), "bias": jnp.zeros(4)},
         "Dense_0": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
