@@ -353,9 +353,9 @@ def magnitude_aware_sharpness(
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
       >>> m = magnitude_aware_sharpness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
-      ...                              search_depth=5)
-      >>> m.terms["alpha_prime"] > 0
-      True
+      ...                              init_params=params, epsilon=1e-2, search_depth=5)
+      >>> m.terms["epsilon"], "mu_58" in m.terms  # mu_58 needs init_params
+      (0.01, True)
 
     References:
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
