@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 import genbounds  # noqa: E402
-from genbounds.losses._losses import zero_one  # noqa: E402
-from genbounds.measures import _flatness  # noqa: E402
+from genbounds.internal import flatness_module as _flatness  # noqa: E402
+from genbounds.internal import zero_one  # noqa: E402
 
 # ------------------------------------------------------------------------------------------
 # The previous search (before batching and early decisions), kept to time against.

@@ -55,7 +55,7 @@ def _workloads(steps):
     import flax.linen as nn
     import numpy as np
 
-    from genbounds.measures._hypotheses import LinearBall, NetworkClass
+    from genbounds.measures import LinearBall, NetworkClass
 
     class MLP(nn.Module):  # 40-256-1
         @nn.compact
@@ -75,7 +75,7 @@ def _workloads(steps):
 def _run(H, X, K, strategy, seed):
     import jax
 
-    from genbounds.measures._rademacher import rademacher
+    from genbounds.measures import rademacher
 
     t = time.perf_counter()
     est = rademacher(H, X, num_draws=K, key=jax.random.key(seed), strategy=strategy)

@@ -32,7 +32,8 @@ from genbounds.core._checks import (
 )
 from genbounds.losses._margins import margins
 from genbounds.measures._evidence import laplace_evidence
-from genbounds.measures._flatness import _sigma_prime, hessian_top_eigenvalues
+from genbounds.measures._flatness import _sigma_prime
+from genbounds.measures._hessian_spectrum import hessian_top_eigenvalues
 from genbounds.measures._lipschitz import lipschitz
 from genbounds.measures._norm_measures import norm_measures
 from genbounds.measures._rademacher import rademacher
@@ -198,6 +199,83 @@ class Report:
         return ax
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """The options of `report` beyond the network, the data, ``delta`` and ``key``.
+
+    Pass one as ``report(..., options=ReportOptions(...))``, or name its fields as keywords of
+    `report` (``report(..., margin=0.5)``); keywords given beside ``options`` replace its
+    fields. The defaults are `report`'s. The first four say how the default entries are
+    computed; the others add opt-in entries (each adds work; none runs by default).
+
+    Attributes:
+      margin, margin_quantile: the margin of the margin bounds (default: the 10% quantile of
+        the training margins; with ``margin`` given, the quantile is not used).
+      input_bound: $B$ for `pac_bayes` (see there).
+      layers: explicit layer order (see `read_layers`).
+      rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
+        architecture with one output) whose Rademacher complexity on ``X`` is estimated by
+        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors). It is reported as a
+        measure (Zhang et al. 2017: about 1 for a class that fits random signs), with the
+        `rademacher_bound` it would give in ``terms["bound_if_in_class"]``: nothing checks that
+        the network belongs to the class, so it is not reported as a bound.
+      rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
+      rademacher_estimate: a `RademacherEstimate` already computed on ``X`` (it does not
+        depend on the labels, so a label-noise sweep computes it once), instead of
+        `rademacher_class`.
+      flatness: add the flatness measures that finish in seconds on small nets: the top Hessian
+        eigenvalue (`hessian_top_eigenvalues`, Lanczos) and Jiang et al.'s PAC-Bayes flatness
+        (`pac_bayes_flatness`).
+      evidence_prior: add the Laplace log-evidence (`laplace_evidence`, Gauss-Newton curvature,
+        which is positive definite) with this prior precision (the net should be a minimum of
+        the L2-regularised loss for it to mean anything; tens of seconds for 1e5 weights).
+      dziugaite_roy_options: run `dziugaite_roy` (needs `init_params`; minutes, so opt-in)
+        with these keyword options, e.g. ``{"steps": 3000, "num_mc_samples": 1000}``. Its value
+        bounds the error of the stochastic network (the optimised posterior), at its own delta.
+      extra: more entries, name -> zero-argument function returning a `Bound`.
+      robustness: add the robustness entry (opt-in; attacks take seconds): keyword options of
+        `genbounds.robustness`, at least ``eps`` (the grid), e.g. ``{"eps": [0, 0.5, 1],
+        "norm": "l2", "box": (0, 1)}``; on the test set when given, else the training set.
+        A measure: ``complexity`` the median certified radius, ``terms`` the curve (clean, PGD
+        and certified accuracy against eps).
+
+    Examples:
+      >>> opts = ReportOptions(margin=0.5, flatness=True)
+      >>> opts.margin_quantile, opts.rademacher_draws
+      (0.1, 8)
+    """
+
+    margin: float | None = None
+    margin_quantile: float | None = 0.1
+    input_bound: float | None = None
+    layers: Sequence[str] | None = None
+    rademacher_class: Any = None
+    rademacher_draws: int = 8
+    rademacher_estimate: Any = None
+    flatness: bool = False
+    evidence_prior: float | None = None
+    dziugaite_roy_options: Mapping[str, Any] | None = None
+    extra: Mapping[str, Callable[[], Bound]] | None = None
+    robustness: Mapping[str, Any] | None = None
+
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ReportOptions))
+
+
+def _report_options(options: Any, values: Mapping[str, Any]) -> ReportOptions:
+    """`options` (default: `ReportOptions()`) with the keyword ``values`` in place of its fields;
+    a name that is no field is refused, named as Python names an unexpected keyword."""
+    for name in values:
+        if name not in _OPTION_NAMES:
+            raise TypeError(f"report() got an unexpected keyword argument {name!r} (the options "
+                            f"it takes by name are the fields of ReportOptions: "
+                            f"{', '.join(_OPTION_NAMES)})")
+    if options is None:
+        options = ReportOptions()
+    elif not isinstance(options, ReportOptions):
+        raise TypeError(f"options must be a ReportOptions, got {type(options).__name__}")
+    return dataclasses.replace(options, **values) if values else options
+
 
 def _check_report_args(params: Any, *, init_params: Any, apply_fn: Any, margin: Any,
                        margin_quantile: Any, key: Any, rademacher_draws: Any,
@@ -247,19 +325,9 @@ def report(
     y_test: Any = None,
     init_params: Any = None,
     delta: float = 0.05,
-    margin: float | None = None,
-    margin_quantile: float | None = 0.1,
-    input_bound: float | None = None,
     key: jax.Array | None = None,
-    layers: Sequence[str] | None = None,
-    rademacher_class: Any = None,
-    rademacher_draws: int = 8,
-    rademacher_estimate: Any = None,
-    flatness: bool = False,
-    evidence_prior: float | None = None,
-    dziugaite_roy_options: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Callable[[], Bound]] | None = None,
-    robustness: Mapping[str, Any] | None = None,
+    options: ReportOptions | None = None,
+    **option_values: Any,
 ) -> Report:
     r"""Every bound and measure genbounds has, for one trained network, in one call.
 
@@ -279,35 +347,11 @@ def report(
       X_test, y_test: optional held-out data, for the measured test error.
       init_params: the parameters at initialisation (for the distance-from-init variants).
       delta: confidence of each bound, in (0, 1).
-      margin, margin_quantile: the margin of the margin bounds (default: 10% quantile).
-      input_bound: $B$ for `pac_bayes` (see there).
-      key: PRNG key for the certified spectral norms.
-      layers: explicit layer order (see `read_layers`).
-      rademacher_class: optional `HypothesisClass` (e.g. a `NetworkClass` of the same
-        architecture with one output) whose Rademacher complexity on ``X`` is estimated by
-        Monte Carlo (`rademacher`, ``rademacher_draws`` sign vectors). It is reported as a
-        measure (Zhang et al. 2017: about 1 for a class that fits random signs), with the
-        `rademacher_bound` it would give in ``terms["bound_if_in_class"]``: nothing checks that
-        the network belongs to the class, so it is not reported as a bound.
-      rademacher_draws: number of sign vectors for `rademacher_class` (>= 2).
-      rademacher_estimate: a `RademacherEstimate` already computed on ``X`` (it does not
-        depend on the labels, so a label-noise sweep computes it once), instead of
-        `rademacher_class`.
-      flatness: add the flatness measures that finish in seconds on small nets: the top Hessian
-        eigenvalue (`hessian_top_eigenvalues`, Lanczos) and Jiang et al.'s PAC-Bayes flatness
-        (`pac_bayes_flatness`).
-      evidence_prior: add the Laplace log-evidence (`laplace_evidence`, Gauss-Newton curvature,
-        which is positive definite) with this prior precision (the net should be a minimum of
-        the L2-regularised loss for it to mean anything; tens of seconds for 1e5 weights).
-      dziugaite_roy_options: run `dziugaite_roy` (needs `init_params`; minutes, so opt-in)
-        with these keyword options, e.g. ``{"steps": 3000, "num_mc_samples": 1000}``. Its value
-        bounds the error of the stochastic network (the optimised posterior), at its own delta.
-      extra: more entries, name -> zero-argument function returning a `Bound`.
-      robustness: add the robustness entry (opt-in; attacks take seconds): keyword options of
-        `genbounds.robustness`, at least ``eps`` (the grid), e.g. ``{"eps": [0, 0.5, 1],
-        "norm": "l2", "box": (0, 1)}``; on the test set when given, else the training set.
-        A measure: ``complexity`` the median certified radius, ``terms`` the curve (clean, PGD
-        and certified accuracy against eps).
+      key: PRNG key for the certified spectral norms (and the estimates that draw).
+      options: a `ReportOptions`: the margin, the layer order and the opt-in entries (the
+        Rademacher estimate, flatness, evidence, Dziugaite-Roy, robustness, extra entries).
+      **option_values: fields of `ReportOptions` by name (``margin=0.5``, ``flatness=True``,
+        ...), replacing those of `options`; any other name is refused.
 
     Returns:
       A `Report`: ``.ranked()``, ``.to_markdown()``, ``.to_text()``, ``.to_records()``,
@@ -321,7 +365,23 @@ def report(
       >>> r = report(params, X=X, y=y, apply_fn=f)
       >>> r.train_error, all(b.value >= r.train_error for b in r.bounds)
       (0.0, True)
+      >>> same = report(params, X=X, y=y, apply_fn=f, options=ReportOptions(margin_quantile=0.1))
+      >>> [b.value for b in same.bounds] == [b.value for b in r.bounds]
+      True
+
+    Raises:
+      TypeError: a keyword that is neither a parameter nor a field of `ReportOptions` (named),
+        an `options` that is not a `ReportOptions`, a non-callable `apply_fn`.
+      ValueError: data, labels or options out of range (named).
     """
+    opts = _report_options(options, option_values)
+    margin, margin_quantile, input_bound, layers = (
+        opts.margin, opts.margin_quantile, opts.input_bound, opts.layers)
+    rademacher_class, rademacher_draws, rademacher_estimate = (
+        opts.rademacher_class, opts.rademacher_draws, opts.rademacher_estimate)
+    flatness, evidence_prior, dziugaite_roy_options, extra, robustness = (
+        opts.flatness, opts.evidence_prior, opts.dziugaite_roy_options, opts.extra,
+        opts.robustness)
     delta = check_delta(delta)
     X = check_float_array(X, "X")
     y = check_labels(y, "y")

@@ -46,7 +46,7 @@ def _mlp():
 
 def problems():
     """The (name, hypotheses, X) triples both sides compute."""
-    from genbounds.measures._hypotheses import KernelBall, LinearBall, NetworkClass
+    from genbounds.measures import KernelBall, LinearBall, NetworkClass
 
     rng = np.random.default_rng(20240611)
     X = rng.normal(size=(11, 4))
@@ -72,7 +72,7 @@ def compute(plan, seed=7):
     """Runs each problem under the strategies `plan` names; returns {"name/strategy": draws}."""
     import jax
 
-    from genbounds.measures._rademacher import rademacher
+    from genbounds.measures import rademacher
 
     out = {}
     for name, hyp, X in problems():
@@ -114,7 +114,7 @@ def main(argv):
         assert jax.process_count() == nproc and jax.process_index() == pid
         out = compute(DISTRIBUTED_MODE)
         # A call whose key differs between the processes must fail on every process, not hang.
-        from genbounds.measures._rademacher import rademacher
+        from genbounds.measures import rademacher
 
         _, hyp, X = problems()[0]
         try:

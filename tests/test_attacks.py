@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import genbounds
-from genbounds.adversarial._attacks import _attack
+from genbounds.internal import attack_kernel as _attack
 
 
 def _linear(seed=0, n=200, d=6, k=3):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import genbounds as gb
-from genbounds.core._checks import check_key, check_result
+from genbounds.internal import check_key, check_result
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -286,7 +286,7 @@ def test_train_divergence_is_an_error():
     (np.array([0, 1], np.uint8), 300.0, "pixels must lie in 0..255"),
 ])
 def test_mnist_reader_refuses_bad_labels_and_pixels(tmp_path, labels, pixels, match):
-    from genbounds.data._mnist import mnist_pool
+    from genbounds.internal import mnist_pool
 
     def idx(arr, code):
         import struct

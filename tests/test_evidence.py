@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import multivariate_normal
 from sklearn.datasets import load_digits
 
-from genbounds.linalg._hessian import full_hessian
-from genbounds.measures._evidence import laplace_evidence
+from genbounds.internal import full_hessian
+from genbounds.measures import laplace_evidence
 
 
 def linear(p, X):

@@ -13,8 +13,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 
-from genbounds.linalg._hessian import full_hessian, hessian_vector_product
-from genbounds.measures._flatness import (
+from genbounds.internal import full_hessian
+from genbounds.linalg import hessian_vector_product
+from genbounds.measures import (
     hessian_top_eigenvalues,
     hessian_trace,
     magnitude_aware_flatness,
@@ -328,7 +329,7 @@ def _measure(measure, w, eps):
 
 @pytest.mark.parametrize("measure", ["sigma", "alpha"])
 def test_batched_search_equals_plain_bisection(wide, measure):
-    from genbounds.measures._flatness import _chunk_counts
+    from genbounds.internal import flatness_chunk_counts as _chunk_counts
 
     p, X, y = wide
     x0, _ = ravel_pytree(p)
@@ -419,7 +420,7 @@ def test_private_entry_keeps_the_public_defaults():
     # report calls _sigma_prime (to pass the logits it computed): same defaults, same options.
     import inspect
 
-    from genbounds.measures._flatness import _sigma_prime
+    from genbounds.internal import sigma_prime as _sigma_prime
 
     pub = inspect.signature(pac_bayes_flatness).parameters
     priv = inspect.signature(_sigma_prime).parameters

@@ -1,4 +1,4 @@
-"""Tests for genbounds.bounds._golowich: Golowich, Rakhlin & Shamir (2018) and the margin bounds.
+"""Tests for genbounds.golowich and its parts: Golowich, Rakhlin & Shamir (2018) and the margin bounds.
 
 The references below are written from the papers in float64 numpy, in the papers' own layout
 (W_j of shape (out, in) acting on column vectors), independently of the implementation.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.bounds._golowich import (
+from genbounds.bounds import (
     golowich,
     golowich_frobenius,
     golowich_l1inf,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from genbounds.losses._margins import (
+from genbounds.losses import (
     SelectedMargin,
     margin_loss,
     margin_quantile,

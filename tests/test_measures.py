@@ -1,4 +1,4 @@
-"""Tests for genbounds.measures._norm_measures: path norms, distance from initialisation, Jiang et al.'s measures.
+"""Tests for the norm-based measures of genbounds.measures: path norms, distance from initialisation, Jiang et al.'s measures.
 
 References: explicit enumeration of every path, explicit convolution matrices, and numpy SVDs,
 all float64 and independent of the implementation.
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.bounds._vc import vc_dimension_bound
-from genbounds.measures._norm_measures import (
+from genbounds.bounds import vc_dimension_bound
+from genbounds.measures import (
     distance_from_init,
     jiang_normalise,
     norm_measures,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.bounds._rademacher import margin_rademacher_bound, rademacher_bound
+from genbounds.bounds import margin_rademacher_bound, rademacher_bound
 
 HYP = settings(max_examples=80, deadline=None)
 

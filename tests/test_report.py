@@ -143,3 +143,43 @@ def test_report_flatness_entries(trained):
     with pytest.raises(ValueError, match="init_params"):
         genbounds.report(net.params, X=data.X_train, y=data.y_train,
                          apply_fn=net.apply_fn, dziugaite_roy_options={})
+
+
+def test_report_options_bundle_and_keywords_agree():
+    import dataclasses
+
+    params = {"Dense_0": {"kernel": np.eye(2)}, "Dense_1": {"kernel": np.eye(2)}}
+    X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50)
+    y = np.array([0, 1] * 50)
+
+    def f(p, x):
+        return x @ p["Dense_0"]["kernel"] @ p["Dense_1"]["kernel"]
+
+    def values(r):
+        return [(b.name, b.value, b.complexity) for b in (*r.bounds, *r.measures)]
+
+    opts = genbounds.ReportOptions(margin=0.5)
+    by_name = genbounds.report(params, X=X, y=y, apply_fn=f, margin=0.5)
+    bundled = genbounds.report(params, X=X, y=y, apply_fn=f, options=opts)
+    assert values(by_name) == values(bundled)
+    assert {b.terms.get("margin") for b in bundled.bounds} >= {0.5}
+    # a keyword beside the bundle replaces its field
+    replaced = genbounds.report(params, X=X, y=y, apply_fn=f, options=opts, margin=0.25)
+    assert values(replaced) == values(genbounds.report(params, X=X, y=y, apply_fn=f,
+                                                       margin=0.25))
+    assert values(replaced) != values(bundled)
+    # the bundle's defaults are report's, and it is frozen
+    assert genbounds.ReportOptions() == genbounds.ReportOptions(
+        margin=None, margin_quantile=0.1, input_bound=None, layers=None, rademacher_class=None,
+        rademacher_draws=8, rademacher_estimate=None, flatness=False, evidence_prior=None,
+        dziugaite_roy_options=None, extra=None, robustness=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.margin = 1.0
+    with pytest.raises(TypeError, match="'margni'"):
+        genbounds.report(params, X=X, y=y, apply_fn=f, margni=0.5)
+    with pytest.raises(TypeError, match="ReportOptions"):
+        genbounds.report(params, X=X, y=y, apply_fn=f, options={"margin": 0.5})
+    # the options are checked as the keywords were, naming the field
+    with pytest.raises(ValueError, match="margin_quantile"):
+        genbounds.report(params, X=X, y=y, apply_fn=f,
+                         options=genbounds.ReportOptions(margin_quantile=1.5))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
-from genbounds.bounds._stability import (
+from genbounds.bounds import (
     empirical_stability,
     hardt_stability_convex,
     hardt_stability_nonconvex,

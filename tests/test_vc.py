@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genbounds.bounds._vc import _counting_bound, vc, vc_dimension_bound
+from genbounds.bounds import vc, vc_dimension_bound
+from genbounds.internal import vc_counting_bound as _counting_bound
 
 HYP = settings(max_examples=60, deadline=None)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from genbounds.measures._flatness import magnitude_aware_sharpness, worst_case_sharpness
+from genbounds.measures import magnitude_aware_sharpness, worst_case_sharpness
 
 
 def logistic(p, X):

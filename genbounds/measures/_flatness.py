@@ -1,15 +1,12 @@
-"""Flatness and sharpness measures of a trained classifier (measures, not bounds).
+"""Flatness of a trained classifier (measures, not bounds): Jiang et al. (2020) sigma' and alpha'.
 
-* `sharpness`: Keskar et al. (2017) epsilon-sharpness, maximised by projected gradient ascent;
-  the result is a **lower** estimate of the maximum it defines.
-* `pac_bayes_flatness` and `magnitude_aware_flatness`: Jiang et al. (2020) sigma' and alpha',
-  the largest perturbation scales whose expected training-error increase stays below a target
-  (their measures 53/48/49 and 61/56/57).
-* `hessian_top_eigenvalues` (Lanczos) and `hessian_trace` (Hutchinson) of the training loss.
+`pac_bayes_flatness` and `magnitude_aware_flatness` find the largest perturbation scales whose
+expected training-error increase stays below a target (their measures 53/48/49 and 61/56/57),
+by a bisection with common random numbers that reads the training set in chunks and stops a
+step as soon as its outcome is certain (`_search`).
 
 Each returns a `Bound` with ``value=None`` (a measure) whose `terms` carry the estimator's
-uncertainty. The loss is the mean cross-entropy over ``(X, y)`` (logistic for a net with one
-output unit and labels in {0, 1}, softmax otherwise); the error is the 0-1 error.
+uncertainty. The error is the 0-1 error on ``(X, y)``.
 """
 
 from __future__ import annotations
@@ -24,320 +21,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from genbounds.core._bound import Bound
-from genbounds.core._checks import (
-    check_finite_tree,
-    check_key,
-    check_n,
-    check_positive,
-    checked_result,
-)
-from genbounds.linalg._hessian import flat_hvp, hutchinson_trace, lanczos_top_eigenvalues
+from genbounds.core._checks import check_key, check_positive, checked_result
 from genbounds.linalg._host import on_cpu
-from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
+from genbounds.losses._losses import zero_one
 from genbounds.losses._margins import margins_core
 
-_KESKAR = (
-    "Keskar, Mudigere, Nocedal, Smelyanskiy, Tang. On Large-Batch Training for Deep Learning: "
-    "Generalization Gap and Sharp Minima. ICLR 2017, arXiv:1609.04836"
-)
-_JIANG = (
-    "Jiang, Neyshabur, Mobahi, Krishnan, Bengio. Fantastic Generalization Measures and Where to "
-    "Find Them. ICLR 2020, arXiv:1912.02178"
-)
-_LANCZOS = (
-    "Lanczos (1950); Ghorbani, Krishnan, Xiao. An Investigation into Neural Net Optimization via "
-    "Hessian Eigenvalue Density. ICML 2019, arXiv:1901.10159"
-)
-_HUTCHINSON = (
-    "Hutchinson. A stochastic estimator of the trace of the influence matrix for Laplacian "
-    "smoothing splines. 1990; Yao, Gholami, Keutzer, Mahoney. PyHessian. 2020, arXiv:1912.07145"
-)
-
-
-def _key(key: Any) -> jax.Array:
-    return check_key(key)
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _mean_loss_flat(apply_fn, unravel, x, X, y):
-    return cross_entropy(apply_fn(unravel(x), X), y).mean()
-
-
-# ----------------------------------------------------------------------------------------------
-# Hessian spectrum and trace.
-# ----------------------------------------------------------------------------------------------
-
-
-@checked_result
-def hessian_top_eigenvalues(
-    params: Any,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    key: jax.Array,
-    k: int = 1,
-    num_iters: int = 30,
-) -> Bound:
-    """Largest eigenvalues of the Hessian of the training loss, by Lanczos on Hessian-vector products.
-
-    The matrix is $\\nabla^2_w \\hat L(w)$ with $\\hat L$ the mean cross-entropy over ``(X, y)``;
-    its products with vectors are ``jax.jvp`` of ``jax.grad`` (never forming the matrix). After
-    $m$ = `num_iters` Lanczos steps with full re-orthogonalisation the Ritz values
-    $\\theta_1 \\ge \\dots$ satisfy $\\theta_1 \\le \\lambda_{\\max}$: a **lower** estimate. Each
-    Ritz value lies within its residual $r_i = |\\beta_m s_{m,i}|$ of some eigenvalue.
-
-    Args:
-      params: the trained parameters (pytree).
-      X: inputs, (n, ...).
-      y: integer labels (n,), in {0, 1} for one output unit, in [0, K) otherwise.
-      apply_fn: ``apply_fn(params, X) -> logits`` of shape (n,), (n, 1) or (n, K).
-      key: PRNG key for the Lanczos start vector.
-      k: number of eigenvalues, 1 <= k <= num_iters.
-      num_iters: Lanczos steps m, <= the number of parameters.
-
-    Returns:
-      A measure (``value=None``) with ``complexity`` = the top Ritz value and ``terms``:
-      ``eigenvalues`` (top k, descending), ``residuals``, ``smallest_ritz``, ``loss``.
-
-    Raises:
-      ValueError, TypeError: bad shapes, labels or hyperparameters.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
-      >>> f = lambda p, X: X @ p["w"] + p["b"]
-      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = hessian_top_eigenvalues(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
-      ...                             num_iters=3)
-      >>> m.is_measure
-      True
-
-    References:
-      Lanczos (1950); Ghorbani, Krishnan & Xiao, An Investigation into Neural Net Optimization
-      via Hessian Eigenvalue Density, ICML 2019, arXiv:1901.10159.
-    """
-    X, y, _ = check_classifier(apply_fn, params, X, y)
-    x0, unravel = ravel_pytree(params)
-    dim = int(x0.shape[0])
-    k = check_n(k, "k")
-    num_iters = check_n(num_iters, "num_iters")
-    if num_iters > dim:
-        raise ValueError(f"num_iters must be <= the number of parameters {dim}, got {num_iters}")
-    if k > num_iters:
-        raise ValueError(f"k must be <= num_iters = {num_iters}, got {k}")
-    out = _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, _key(key))
-    eig = np.asarray(out["eigenvalues"])
-    return Bound(
-        name="hessian_top_eigenvalue",
-        value=None,
-        complexity=float(eig[0]),
-        terms={
-            "eigenvalues": eig,
-            "residuals": np.asarray(out["residuals"]),
-            "smallest_ritz": float(out["smallest"]),
-            "loss": float(out["loss"]),
-            "num_iters": num_iters,
-        },
-        n=int(X.shape[0]),
-        estimated=True,
-        reference=_LANCZOS,
-        notes=(
-            "Lanczos Ritz values approach the top eigenvalue from below (lower estimate)",
-            "residuals bound the distance to some eigenvalue, not necessarily the top one",
-            "loss: mean cross-entropy over (X, y)",
-        ),
-    )
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _top_eig(apply_fn, unravel, k, num_iters, x0, X, y, key):
-    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
-    out = lanczos_top_eigenvalues(
-        flat_hvp(f, x0), x0.shape[0], x0.dtype, k=k, num_iters=num_iters, key=key
-    )
-    out["loss"] = f(x0)
-    return out
-
-
-@checked_result
-def hessian_trace(
-    params: Any,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    key: jax.Array,
-    num_samples: int = 64,
-) -> Bound:
-    """Trace of the Hessian of the training loss, by Hutchinson's estimator.
-
-    $\\mathrm{tr}\\,\\nabla^2 \\hat L(w) = E_z[z^\\top \\nabla^2 \\hat L(w) z]$ for Rademacher $z$;
-    the estimate averages `num_samples` quadratic forms (each one Hessian-vector product) and
-    reports the standard error of that mean. Unbiased; the error is statistical, not one-sided.
-
-    Args:
-      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
-      key: PRNG key for the probes.
-      num_samples: number of probes N >= 2.
-
-    Returns:
-      A measure with ``complexity`` = the trace estimate and ``terms``: ``trace``, ``stderr``,
-      ``num_samples``, ``loss``.
-
-    Raises:
-      ValueError, TypeError: bad shapes, labels or hyperparameters.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
-      >>> f = lambda p, X: X @ p["w"] + p["b"]
-      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = hessian_trace(params, X=X, y=y, apply_fn=f, key=jax.random.key(0), num_samples=8)
-      >>> m.terms["stderr"] >= 0
-      True
-
-    References:
-      Hutchinson, A stochastic estimator of the trace of the influence matrix for Laplacian
-      smoothing splines, 1990; Yao et al., PyHessian, 2020, arXiv:1912.07145.
-    """
-    X, y, _ = check_classifier(apply_fn, params, X, y)
-    x0, unravel = ravel_pytree(params)
-    num_samples = check_n(num_samples, "num_samples")
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2 for a standard error, got {num_samples}")
-    tr, se, loss = _trace(apply_fn, unravel, num_samples, x0, X, y, _key(key))
-    return Bound(
-        name="hessian_trace",
-        value=None,
-        complexity=float(tr),
-        terms={
-            "trace": float(tr),
-            "stderr": float(se),
-            "num_samples": num_samples,
-            "loss": float(loss),
-        },
-        n=int(X.shape[0]),
-        estimated=True,
-        reference=_HUTCHINSON,
-        notes=("Hutchinson estimator with Rademacher probes; stderr = sd / sqrt(N)",),
-    )
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _trace(apply_fn, unravel, num_samples, x0, X, y, key):
-    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
-    tr, se = hutchinson_trace(
-        flat_hvp(f, x0), x0.shape[0], x0.dtype, num_samples=num_samples, key=key
-    )
-    return tr, se, f(x0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Keskar et al. epsilon-sharpness.
-# ----------------------------------------------------------------------------------------------
-
-
-@checked_result
-def sharpness(
-    params: Any,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    epsilon: float = 1e-3,
-    steps: int = 20,
-    step_size: float = 0.25,
-    key: jax.Array | None = None,
-) -> Bound:
-    """Keskar et al. (2017) epsilon-sharpness in the full parameter space (a lower estimate).
-
-    $$\\phi_{w}(\\epsilon) = \\frac{\\max_{z \\in C_\\epsilon} \\hat L(w + z) - \\hat L(w)}
-    {1 + \\hat L(w)} \\times 100, \\qquad
-    C_\\epsilon = \\{ z : |z_i| \\le \\epsilon (|w_i| + 1) \\}$$
-
-    with $\\hat L$ the mean cross-entropy over ``(X, y)`` and $A = I$ (full space). The inner
-    maximum is approximated by `steps` of projected sign-gradient ascent,
-    $z \\leftarrow \\Pi_{C_\\epsilon}(z + \\eta\\, \\epsilon(|w|+1) \\odot \\mathrm{sign}\\nabla \\hat L(w+z))$
-    (Keskar et al. used 10 iterations of L-BFGS-B); the best loss seen is kept. An approximate
-    maximiser gives a **lower** estimate of the sharpness the definition asks for.
-
-    Args:
-      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
-      epsilon: box size, > 0 (the paper uses 1e-3 and 5e-4).
-      steps: ascent steps >= 1.
-      step_size: eta, the fraction of the box moved per step, > 0.
-      key: optional PRNG key; with a key the ascent starts from a uniform point of the box,
-        without one from z = 0.
-
-    Returns:
-      A measure with ``complexity`` = $\\phi$ (in percent) and ``terms``: ``loss``,
-      ``max_loss``, ``epsilon``, ``steps``.
-
-    Raises:
-      ValueError, TypeError: bad shapes, labels or hyperparameters.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
-      >>> f = lambda p, X: X @ p["w"] + p["b"]
-      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> sharpness(params, X=X, y=y, apply_fn=f, epsilon=1e-2).complexity > 0
-      True
-
-    References:
-      Keskar, Mudigere, Nocedal, Smelyanskiy, Tang, On Large-Batch Training for Deep Learning:
-      Generalization Gap and Sharp Minima, ICLR 2017, arXiv:1609.04836.
-    """
-    X, y, _ = check_classifier(apply_fn, params, X, y)
-    epsilon = check_positive(epsilon, "epsilon")
-    step_size = check_positive(step_size, "step_size")
-    steps = check_n(steps, "steps")
-    x0, unravel = ravel_pytree(params)
-    box = epsilon * (jnp.abs(x0) + 1.0)
-    if key is None:
-        z0 = jnp.zeros_like(x0)
-    else:
-        z0 = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) * box
-    base, best = _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y)
-    base, best = float(base), float(best)
-    phi = (best - base) / (1.0 + base) * 100.0
-    return Bound(
-        name="sharpness",
-        value=None,
-        complexity=phi,
-        terms={"loss": base, "max_loss": best, "epsilon": epsilon, "steps": steps},
-        n=int(X.shape[0]),
-        estimated=True,
-        reference=_KESKAR,
-        notes=(
-            "full space (A = I); box eps(|w|+1)",
-            "projected sign-gradient ascent: a lower estimate of the maximum",
-        ),
-    )
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y):
-    f = partial(_mean_loss_flat, apply_fn, unravel, X=X, y=y)
-    vg = jax.value_and_grad(f)
-
-    def body(carry, _):
-        z, best = carry
-        val, g = vg(x0 + z)
-        best = jnp.maximum(best, val)
-        z = jnp.clip(z + step_size * box * jnp.sign(g), -box, box)
-        return (z, best), None
-
-    base = f(x0)
-    (z, best), _ = jax.lax.scan(body, (z0, base), None, length=steps)
-    return base, jnp.maximum(best, f(x0 + z))
-
-
-# ----------------------------------------------------------------------------------------------
-# Jiang et al. PAC-Bayes flatness (sigma') and magnitude-aware flatness (alpha').
-# ----------------------------------------------------------------------------------------------
-
+from ._perturbation import JIANG_REFERENCE, check_flat_args
 
 # Examples per chunk of the perturbed evaluations: the search reads the training set chunk by
 # chunk and stops a step as soon as its decision is certain (see `_Evaluator`).
@@ -515,7 +204,7 @@ def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation,
     Checks the arguments, draws the common random perturbation directions once, and bisects on
     the scale with per-parameter std ``std_of(x0)(scale)``. Returns (scale, search terms, x0, m).
     """
-    X, y, num_samples, depth, scale_max = _check_flat_args(
+    X, y, num_samples, depth, scale_max = check_flat_args(
         apply_fn, params, X, y, init_params, target_deviation, num_samples, search_depth,
         scale_max)
     if search_tol is not None:
@@ -526,27 +215,12 @@ def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation,
             raise ValueError(f"deviation_tol must lie in (0, target_deviation = "
                              f"{float(target_deviation):g}), got {deviation_tol!r}")
     x0, unravel = ravel_pytree(params)
-    noise = jax.random.normal(_key(key), (num_samples, x0.shape[0]), x0.dtype)
+    noise = jax.random.normal(check_key(key), (num_samples, x0.shape[0]), x0.dtype)
     res = _search(apply_fn, unravel, x0, std_of(x0), noise, X, y,
                   target=float(target_deviation), depth=depth, scale_max=scale_max,
                   tol=search_tol, deviation_tol=deviation_tol, logits=logits)
     res["deviation_tol"] = deviation_tol
     return res.pop("scale"), res, x0, int(X.shape[0])
-
-
-def _check_flat_args(apply_fn, params, X, y, init_params, target, num_samples, depth, scale_max):
-    X, y, _ = check_classifier(apply_fn, params, X, y)
-    if init_params is not None:
-        check_same_tree(params, init_params, "params", "init_params")
-        check_finite_tree(init_params, "init_params")
-    if not 0.0 < float(target) < 1.0:
-        raise ValueError(f"target_deviation must lie in (0, 1), got {target!r}")
-    num_samples = check_n(num_samples, "num_samples")
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
-    depth = check_n(depth, "search_depth")
-    scale_max = check_positive(scale_max, "scale_max")
-    return X, y, num_samples, depth, scale_max
 
 
 @checked_result
@@ -664,20 +338,8 @@ def _sigma_prime(params, *, X, y, apply_fn, key, init_params=None, target_deviat
         terms["mu_48"] = d2 / (4 * s * s) + tail
         terms["mu_48_adjusted"] = math.sqrt(max(terms["mu_48"], 0.0) / m)
     terms["mu_53_adjusted"] = math.sqrt(1.0 / (s * s) / m)
-    return Bound(
-        name="pac_bayes_flatness",
-        value=None,
-        complexity=1.0 / (s * s),
-        terms=terms,
-        n=m,
-        estimated=True,
-        reference=_JIANG,
-        notes=(
-            "perturbation u ~ N(0, sigma^2 I) on all parameters (std sigma)",
-            f"target: mean 0-1 error increase <= {float(target_deviation):g}",
-            "common random numbers across the binary search",
-        ),
-    )
+    return _flatness_measure("pac_bayes_flatness", s, terms, m, target_deviation,
+                             "perturbation u ~ N(0, sigma^2 I) on all parameters (std sigma)")
 
 
 @checked_result
@@ -728,9 +390,9 @@ def magnitude_aware_flatness(
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
       >>> m = magnitude_aware_flatness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
-      ...                             search_depth=5)
-      >>> m.terms["alpha_prime"] > 0
-      True
+      ...                             init_params=params, search_depth=5)
+      >>> sorted(k for k in m.terms if k.startswith("mu_5"))  # mu_56 needs init_params
+      ['mu_56', 'mu_56_adjusted', 'mu_57', 'mu_57_adjusted']
 
     References:
       Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
@@ -763,279 +425,24 @@ def magnitude_aware_flatness(
         terms["mu_56"] = mu(v_den)
         terms["mu_56_adjusted"] = math.sqrt(max(terms["mu_56"], 0.0) / m)
     terms["mu_61_adjusted"] = math.sqrt(1.0 / (a * a) / m)
+    return _flatness_measure(
+        "magnitude_aware_flatness", a, terms, m, target_deviation,
+        "perturbation u_i ~ N(0, alpha^2 w_i^2 + eps^2): variance, std = its square root")
+
+
+def _flatness_measure(name, scale, terms, m, target_deviation, perturbation) -> Bound:
+    """The measure $1/\\text{scale}^2$ of a finished search, with its terms and notes."""
     return Bound(
-        name="magnitude_aware_flatness",
+        name=name,
         value=None,
-        complexity=1.0 / (a * a),
+        complexity=1.0 / (scale * scale),
         terms=terms,
         n=m,
         estimated=True,
-        reference=_JIANG,
+        reference=JIANG_REFERENCE,
         notes=(
-            "perturbation u_i ~ N(0, alpha^2 w_i^2 + eps^2): variance, std = its square root",
+            perturbation,
             f"target: mean 0-1 error increase <= {float(target_deviation):g}",
             "common random numbers across the binary search",
         ),
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Jiang et al. worst-case sharpness (alpha') and magnitude-aware worst-case sharpness.
-# ----------------------------------------------------------------------------------------------
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _ascent_worst_error(apply_fn, unravel, steps, x0, box, starts, step_size, X, y):
-    """Worst 0-1 training error seen by projected sign-gradient ascent inside |z_i| <= box_i.
-
-    One ascent per row of ``starts`` (directions in [-1, 1]^omega, scaled by the box); the
-    ascent climbs the mean cross-entropy (the 0-1 error has no gradient) and the largest 0-1
-    error over every iterate of every restart is returned.
-    """
-
-    def ce(x):
-        return cross_entropy(apply_fn(unravel(x), X), y).mean()
-
-    def err(x):
-        return zero_one(apply_fn(unravel(x), X), y).mean()
-
-    grad = jax.grad(ce)
-
-    def one(start):
-        def body(carry, _):
-            z, worst = carry
-            worst = jnp.maximum(worst, err(x0 + z))
-            z = jnp.clip(z + step_size * box * jnp.sign(grad(x0 + z)), -box, box)
-            return (z, worst), None
-
-        z0 = start * box
-        (z, worst), _ = jax.lax.scan(body, (z0, err(x0 + z0)), None, length=steps)
-        return jnp.maximum(worst, err(x0 + z))
-
-    return jnp.max(jax.lax.map(one, starts))
-
-
-def _worst_case_search(apply_fn, params, X, y, *, key, init_params, target_deviation, steps,
-                       step_size, restarts, search_depth, scale_max, box_of):
-    """Bisection for the largest scale whose worst-case (ascent) error increase <= target."""
-    X, y, _, depth, scale_max = _check_flat_args(
-        apply_fn, params, X, y, init_params, target_deviation, 2, search_depth, scale_max)
-    restarts = check_n(restarts, "restarts")
-    steps = check_n(steps, "steps")
-    step_size = check_positive(step_size, "step_size")
-    x0, unravel = ravel_pytree(params)
-    # Common random numbers: the same start directions (half-way into the box, uniform) at
-    # every scale, so the deviation is a deterministic function of the scale.
-    starts = 0.5 * jax.random.uniform(_key(key), (restarts, x0.shape[0]), x0.dtype, -1.0, 1.0)
-    base = float(zero_one(apply_fn(unravel(x0), X), y).mean())
-    unit = box_of(x0)
-
-    def deviation(s):
-        worst = _ascent_worst_error(apply_fn, unravel, steps, x0, unit(s), starts,
-                                    jnp.asarray(step_size, x0.dtype), X, y)
-        return float(worst) - base
-
-    target = float(target_deviation)
-    lo, hi = 0.0, float(scale_max)
-    reached = deviation(hi) > target
-    if reached:
-        for _ in range(depth):
-            mid = 0.5 * (lo + hi)
-            if deviation(mid) > target:
-                hi = mid
-            else:
-                lo = mid
-        scale = 0.5 * (lo + hi)
-    else:
-        lo = scale = hi
-    terms = {"bracket_low": lo, "bracket_high": hi, "deviation": deviation(scale),
-             "train_error": base, "reached_target": bool(reached), "steps": steps,
-             "restarts": restarts, "step_size": step_size}
-    return scale, terms, x0, int(X.shape[0])
-
-
-def worst_case_sharpness(
-    params: Any,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    key: jax.Array,
-    init_params: Any = None,
-    target_deviation: float = 0.1,
-    steps: int = 10,
-    step_size: float = 0.25,
-    restarts: int = 1,
-    search_depth: int = 15,
-    scale_max: float = 2.0,
-) -> Bound:
-    """Jiang et al. (2020) worst-case sharpness: the largest alpha' whose box keeps the error within target.
-
-    $\\alpha'$ is the largest $\\alpha$ with
-    $\\max_{|u_i| \\le \\alpha} \\hat e(w + u) - \\hat e(w) \\le d$ ($\\hat e$ the 0-1 error on
-    ``(X, y)``, $d$ = `target_deviation`, 0.1 in the paper), by binary search on
-    $[0, \\text{scale\\_max}]$ to depth `search_depth`. The inner maximum is approximated, as in
-    the sharpness search of Jiang et al.'s appendix, by `steps` of projected sign-gradient ascent on the training
-    cross-entropy, $u \\leftarrow \\Pi(u + \\eta\\,\\alpha\\,\\mathrm{sign}\\nabla\\hat L(w+u))$,
-    from `restarts` uniform starts half-way into the box (the same at every $\\alpha$); the
-    largest 0-1 error seen is kept. Ascent finds a **lower** estimate of the maximum, so
-    $\\alpha'$ is an over-estimate (the net looks flatter than it is).
-
-    Reported ($\\omega$ = number of parameters, all perturbed; $m$ = len(X)):
-    $\\mu_{52} = 1/\\alpha'^2$ (``complexity``, "sharpness flatness"),
-    $\\mu_{51} = \\|w\\|^2 \\ln(2\\omega)/(4\\alpha'^2) + \\ln(m/\\alpha') + 10$ ("sharpness-orig")
-    and with `init_params` $\\mu_{50}$, the same with $\\|w - w_0\\|^2$ ("sharpness-init"), each
-    also with Jiang's adjustment $\\sqrt{\\mu/m}$. The $\\ln(2\\omega)$ comes from the maximum of
-    $\\omega$ Gaussian coordinates: a box of half-width $\\alpha$ holds $N(0,\\sigma^2)$ with
-    $\\sigma \\approx \\alpha/\\sqrt{2\\ln(2\\omega)}$, which turns the PAC-Bayes measures 48/49
-    into 50/51.
-
-    Args:
-      params, X, y, apply_fn: as in `hessian_top_eigenvalues`.
-      key: PRNG key for the ascent's starting points.
-      init_params: the initialisation $w_0$ (same tree as `params`), for $\\mu_{50}$.
-      target_deviation: d in (0, 1).
-      steps: ascent steps per evaluation, >= 1.
-      step_size: eta, the fraction of the box moved per step, > 0.
-      restarts: ascents per scale (the worst is kept), >= 1.
-      search_depth: bisection steps.
-      scale_max: upper end of the search interval.
-
-    Returns:
-      A measure with ``complexity`` = $1/\\alpha'^2$ and ``terms``: ``alpha_prime``, the
-      bracket, the achieved ``deviation``, ``reached_target`` (False: even scale_max stays
-      within the target), ``mu_50``/``mu_51``/``mu_52`` and their ``_adjusted`` forms.
-
-    Raises:
-      ValueError, TypeError: bad shapes, labels, mismatched `init_params`, bad hyperparameters.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
-      >>> f = lambda p, X: X @ p["w"] + p["b"]
-      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = worst_case_sharpness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
-      ...                         search_depth=5)
-      >>> 0 < m.terms["alpha_prime"] <= 2
-      True
-
-    References:
-      Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
-      Find Them, ICLR 2020, arXiv:1912.02178, eqs. (50)-(52) and the appendix's sharpness search.
-    """
-    a, res, x0, m = _worst_case_search(
-        apply_fn, params, X, y, key=key, init_params=init_params,
-        target_deviation=target_deviation, steps=steps, step_size=step_size, restarts=restarts,
-        search_depth=search_depth, scale_max=scale_max,
-        box_of=lambda x0: (lambda s: jnp.full_like(x0, s)))
-    omega = int(x0.shape[0])
-    xw = np.asarray(x0, np.float64)
-    tail = math.log(m / a) + 10.0
-    lg = math.log(2.0 * omega)
-    terms: dict[str, Any] = {"alpha_prime": a, **res}
-    terms["mu_51"] = float(np.sum(xw**2)) * lg / (4 * a * a) + tail
-    if init_params is not None:
-        w0 = np.asarray(ravel_pytree(init_params)[0], np.float64)
-        terms["mu_50"] = float(np.sum((xw - w0) ** 2)) * lg / (4 * a * a) + tail
-    terms["mu_52"] = 1.0 / (a * a)
-    for k in [k for k in ("mu_50", "mu_51", "mu_52") if k in terms]:
-        terms[k + "_adjusted"] = math.sqrt(max(terms[k], 0.0) / m)
-    return Bound(
-        name="worst_case_sharpness", value=None, complexity=1.0 / (a * a), terms=terms, n=m,
-        estimated=True, reference=_JIANG + ", eqs. (50)-(52)",
-        notes=("box |u_i| <= alpha on all parameters",
-               f"target: worst-case 0-1 error increase <= {float(target_deviation):g}",
-               "projected sign-gradient ascent on the cross-entropy: a lower estimate of the "
-               "worst case, so alpha' is an over-estimate"),
-    )
-
-
-def magnitude_aware_sharpness(
-    params: Any,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    key: jax.Array,
-    init_params: Any = None,
-    epsilon: float = 1e-3,
-    target_deviation: float = 0.1,
-    steps: int = 10,
-    step_size: float = 0.25,
-    restarts: int = 1,
-    search_depth: int = 15,
-    scale_max: float = 2.0,
-) -> Bound:
-    """Jiang et al. (2020) magnitude-aware worst-case sharpness: the largest alpha' for a relative box.
-
-    As `worst_case_sharpness` with the box $|u_i| \\le \\alpha|w_i| + \\epsilon$. Reported:
-    $\\mu_{60} = 1/\\alpha'^2$ (``complexity``) and
-
-    $$\\mu = \\frac14 \\sum_{i=1}^{\\omega} \\ln \\frac{\\epsilon^2 + (\\alpha'^2 + 4\\ln(2\\omega))
-    \\|v\\|^2/\\omega}{\\epsilon^2 + \\alpha'^2 (w_i - w^0_i)^2} + \\ln\\frac{m}{\\alpha'} + 10$$
-
-    with $v = w - w_0$ ($\\mu_{58}$, needs `init_params`) or $v = w$ ($\\mu_{59}$); the
-    denominator uses $w - w_0$ in both, as `magnitude_aware_flatness` does for $\\mu_{56}$/
-    $\\mu_{57}$ ($w$ when no `init_params`).
-
-    Args:
-      params, X, y, apply_fn, key, init_params, target_deviation, steps, step_size, restarts,
-      search_depth, scale_max: as in `worst_case_sharpness`.
-      epsilon: the additive floor of the box, > 0 (1e-3 in the paper).
-
-    Returns:
-      A measure with ``complexity`` = $1/\\alpha'^2$ and ``terms`` as in
-      `worst_case_sharpness` (``mu_58``/``mu_59``/``mu_60``).
-
-    Raises:
-      ValueError, TypeError: as in `worst_case_sharpness`.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> params = {"w": jnp.array([[1.0], [-1.0]]), "b": jnp.zeros(1)}
-      >>> f = lambda p, X: X @ p["w"] + p["b"]
-      >>> X, y = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([1, 0])
-      >>> m = magnitude_aware_sharpness(params, X=X, y=y, apply_fn=f, key=jax.random.key(0),
-      ...                              search_depth=5)
-      >>> m.terms["alpha_prime"] > 0
-      True
-
-    References:
-      Jiang, Neyshabur, Mobahi, Krishnan, Bengio, Fantastic Generalization Measures and Where to
-      Find Them, ICLR 2020, arXiv:1912.02178, eqs. (58)-(60).
-    """
-    eps = check_positive(epsilon, "epsilon")
-
-    def box_of(x0):
-        aw = jnp.abs(x0)
-        return lambda a: a * aw + eps
-
-    a, res, x0, m = _worst_case_search(
-        apply_fn, params, X, y, key=key, init_params=init_params,
-        target_deviation=target_deviation, steps=steps, step_size=step_size, restarts=restarts,
-        search_depth=search_depth, scale_max=scale_max, box_of=box_of)
-    omega = int(x0.shape[0])
-    xw = np.asarray(x0, np.float64)
-    v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)
-    tail = math.log(m / a) + 10.0
-    c = a * a + 4.0 * math.log(2.0 * omega)
-
-    def mu(v):
-        num = eps**2 + c * float(np.sum(v**2)) / omega
-        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
-
-    terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
-    terms["mu_59"] = mu(xw)
-    if init_params is not None:
-        terms["mu_58"] = mu(v_den)
-    terms["mu_60"] = 1.0 / (a * a)
-    for k in [k for k in ("mu_58", "mu_59", "mu_60") if k in terms]:
-        terms[k + "_adjusted"] = math.sqrt(max(terms[k], 0.0) / m)
-    return Bound(
-        name="magnitude_aware_sharpness", value=None, complexity=1.0 / (a * a), terms=terms,
-        n=m, estimated=True, reference=_JIANG + ", eqs. (58)-(60)",
-        notes=("box |u_i| <= alpha |w_i| + eps on all parameters",
-               f"target: worst-case 0-1 error increase <= {float(target_deviation):g}",
-               "projected sign-gradient ascent on the cross-entropy: a lower estimate of the "
-               "worst case, so alpha' is an over-estimate"),
     )

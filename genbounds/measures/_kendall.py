@@ -14,11 +14,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-JIANG_REFERENCE = (
-    "Jiang, Neyshabur, Mobahi, Krishnan & Bengio, 'Fantastic Generalization Measures and Where "
-    "to Find Them', ICLR 2020, arXiv:1912.02178"
-)
-
 
 def _vector(x: Any, name: str) -> np.ndarray:
     try:

@@ -1,0 +1,260 @@
+"""The l_p path norm of a ReLU network (Neyshabur, Tomioka & Srebro 2015), a measure, not a bound.
+
+Computed as Jiang et al. (2020)'s code does: every parameter replaced by $|w|^p$, an all-ones
+input through the resulting linear network, the outputs summed. A traced network is re-evaluated
+on its own graph (skip connections, pooling and reshapes included); a network read from its
+parameters alone is a plain chain, its activations rescaled by powers of two so that deep
+networks neither overflow nor underflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genbounds.core._bound import Bound
+from genbounds.core._checks import check_positive, checked_result
+from genbounds.network._layers import ConvSpec, Layer
+from genbounds.network._network import as_network
+
+from ._references import JIANG_REFERENCE, NEYSHABUR_2015_REFERENCE
+
+
+def _exp(log_x: float) -> float:
+    return math.exp(log_x) if log_x < 709.0 else math.inf
+
+
+def _conv_forward(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """One linear convolution of x (1, *spatial, c_in) with a non-negative kernel, Flax layout."""
+    rank = kernel.ndim - 2
+    strides = (spec.strides,) * rank if isinstance(spec.strides, int) else tuple(spec.strides)
+    padding: Any = spec.padding
+    if padding == "CIRCULAR":  # flax.linen.Conv: wrap-pad ((k-1)//2, k//2), then VALID
+        pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in kernel.shape[:-2]] + [(0, 0)]
+        x = jnp.pad(x, pads, mode="wrap")
+        padding = "VALID"
+    elif not isinstance(padding, str):
+        padding = tuple(tuple(int(v) for v in p) for p in padding)
+    spatial = "DHW"[-rank:] if rank <= 3 else None
+    if spatial is None:
+        raise ValueError(f"path_norm handles 1-, 2- and 3-D convolutions, got a {rank}-D kernel")
+    dn = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=padding, dimension_numbers=dn,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
+def _path_sum(layers: Sequence[Layer], p: float, biases: bool) -> tuple[float, int]:
+    """(s, e) with sum over paths of prod |w|^p = s 2^e: the |w|^p network on an all-ones input.
+
+    The activations are rescaled by a power of two (exact in floating point) after every layer
+    and the exponent is kept apart, so deep or large networks neither overflow nor underflow.
+    """
+    first = layers[0]
+    if first.kind == "conv":
+        spec = first.conv or ConvSpec()
+        if spec.input_shape is None:
+            raise ValueError(
+                f"path_norm needs the input shape of the first convolution {first.path!r}: pass "
+                f"conv={{{first.path!r}: ConvSpec(input_shape=..., strides=..., padding=...)}}"
+            )
+        shape = (1, *spec.input_shape, first.fan_in)
+    else:
+        shape = (first.fan_in,)
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    v: Any = np.ones(shape, dtype=np.float64)
+    scale = 0
+    prev = None
+    for layer in layers:
+        kp = np.abs(np.asarray(layer.kernel, dtype=np.float64)) ** p
+        if layer.kind == "dense":
+            if prev is not None and prev.kind == "conv":
+                v = np.asarray(v, dtype=np.float64).reshape(-1)  # Flax flattens (H, W, C)
+            if v.shape != (layer.fan_in,):
+                raise ValueError(
+                    f"path_norm: {layer.path!r} has fan-in {layer.fan_in} but the layers before "
+                    f"it produce {int(np.prod(v.shape))} values; path_norm assumes a plain "
+                    "feed-forward stack of the layers read (no pooling, reshape or skip "
+                    "connection that the parameters cannot show)"
+                )
+            v = kp.T @ v
+        else:
+            if prev is not None and prev.kind == "dense":
+                raise ValueError(
+                    f"path_norm: a convolution {layer.path!r} follows the dense layer "
+                    f"{prev.path!r}; the reshape between them is not known"
+                )
+            spec = layer.conv or ConvSpec()
+            if (prev is not None and spec.input_shape is not None
+                    and tuple(spec.input_shape) != tuple(v.shape[1:-1])):
+                raise ValueError(
+                    f"path_norm: {layer.path!r} expects input shape {tuple(spec.input_shape)} "
+                    f"but the previous layer gives {tuple(v.shape[1:-1])}; a pooling or "
+                    "reshaping layer in between cannot be seen in the parameters"
+                )
+            out = _conv_forward(jnp.asarray(kp, dtype), jnp.asarray(v, dtype), spec)
+            v = np.asarray(out, dtype=np.float64)
+        # v holds the true activations divided by 2^scale; powers of two rescale exactly.
+        exps = [scale + _exponent(v)]
+        c = None
+        if biases and layer.bias is not None:
+            # a bias is the weight of a path that starts at a constant unit of value 1
+            c = np.abs(np.asarray(layer.bias, dtype=np.float64)) ** p
+            exps.append(_exponent(c))
+        new_scale = max(exps)
+        if new_scale <= -_NO_EXP // 2:
+            return 0.0, 0  # every activation is zero: no path carries weight
+        v = np.ldexp(v, scale - new_scale)
+        if c is not None:
+            v = v + np.ldexp(c, -new_scale)
+        scale = new_scale
+        prev = layer
+    return float(np.sum(v)), scale
+
+
+_NO_EXP = 10**9
+
+
+def _path_sum_traced(net: Any, p: float, biases: bool) -> tuple[float, int]:
+    """(s, e) as `_path_sum`, for a traced network of any structure: its records re-evaluated,
+    in float64, on an all-ones input with every weight w replaced by |w|^p (kernels, biases,
+    per-channel scales, pooling factors, the coefficients of residual adds). Activations must be
+    ReLU-like (identity on the non-negative values that flow here); a max pool stays a max, as
+    in Jiang et al.'s code, which runs the model itself on the squared weights."""
+    with jax.enable_x64(True):  # float64 whatever the caller's jax_enable_x64 setting
+        return _path_sum_traced64(net, p, biases)
+
+
+def _path_sum_traced64(net: Any, p: float, biases: bool) -> tuple[float, int]:
+    import dataclasses
+
+    nodes = []
+    for n in net.nodes:
+        if n.op == "linear":
+            lay = n.layer
+            k = jnp.abs(jnp.asarray(lay.kernel, jnp.float64)) ** p
+            b = (jnp.abs(jnp.asarray(lay.bias, jnp.float64)) ** p
+                 if biases and lay.bias is not None else None)
+            n = dataclasses.replace(n, layer=dataclasses.replace(lay, kernel=k, bias=b),
+                                    info={**n.info, "dtype": jnp.float64})
+        elif n.op == "activation":
+            if not n.activation.homogeneous:
+                raise ValueError(f"path_norm is defined for ReLU-like (positively homogeneous) "
+                                 f"activations; the network has {n.activation.name}")
+        elif n.op == "scale":
+            n = dataclasses.replace(n, info={**n.info, "c": np.abs(n.info["c"]) ** p})
+        elif n.op == "shift":
+            c = np.abs(n.info["c"]) ** p if biases else np.zeros_like(n.info["c"])
+            n = dataclasses.replace(n, info={**n.info, "c": c})
+        elif n.op == "add":
+            n = dataclasses.replace(n, info={"coef": tuple(abs(c) ** p for c in n.info["coef"])})
+        elif n.op == "pool" and "factor" in n.info:
+            n = dataclasses.replace(n, info={**n.info, "factor": abs(n.info["factor"]) ** p})
+        nodes.append(n)
+    view = type(net)(nodes, net.output, source="trace", input_shape=net.input_shape)
+    ones = jnp.ones((1, *net.input_shape), jnp.float64)
+    total = float(jnp.sum(view.evaluate(ones, upto=net.logits_node)))
+    if total == 0.0:
+        return 0.0, 0
+    mant, exp = math.frexp(total)
+    return mant, exp
+
+
+def _exponent(x: np.ndarray) -> int:
+    """The binary exponent of max(x) (x >= 0), or -_NO_EXP when x is all zeros."""
+    top = float(np.max(x))
+    return int(np.frexp(top)[1]) if top > 0.0 else -_NO_EXP
+
+
+@checked_result
+def path_norm(
+    params: Any,
+    *,
+    p: float = 2.0,
+    power: bool = False,
+    biases: bool = True,
+    layers: Sequence[str] | None = None,
+    conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+) -> Bound:
+    r"""The $\ell_p$ path norm of a feed-forward ReLU network.
+
+    $$\phi_p(w) = \Big(\sum_{\text{paths } \pi} \prod_{e \in \pi} |w_e|^p\Big)^{1/p},$$
+
+    the sum running over every input-to-output path through the weights (Neyshabur, Tomioka &
+    Srebro 2015). It is computed as Jiang et al.'s code does: replace every parameter by
+    $|w|^p$, feed an all-ones input through the *linear* network (all entries are non-negative,
+    so ReLU is the identity), and sum the outputs. With ``power=True`` the $1/p$ root is not
+    taken: for $p = 2$ that is Jiang et al. (2020)'s path-norm measure $\mu_{44}$ (eq. 44).
+
+    With ``biases=True`` (the default, as in Jiang's code, which squares every parameter) a bias
+    is the weight of a path from a constant unit: the result is the path norm of the bias-free
+    network on $[x; 1]$ (`augment_biases`). ``biases=False`` ignores them.
+
+    **Structure.** The layers read from `params` are applied in order with nothing in between
+    (no pooling, skip connection or reshape other than flattening before the first dense layer
+    after a convolution); shapes that do not fit raise. Convolutions use their `ConvSpec`
+    (strides, padding) and need the first convolution's input shape. The path norm is invariant
+    under the ReLU rescaling $W_i \to cW_i$, $b_i \to cb_i$, $W_{i+1} \to W_{i+1}/c$ ($c > 0$),
+    and homogeneous of degree 1 in each bias-free layer.
+
+    Args:
+      params: the network's parameters (Flax linen, nnx, or a plain pytree).
+      p: the exponent $p > 0$ (1 and 2 are the usual ones).
+      power: return $\sum_\pi \prod |w|^p$ instead of its $p$-th root.
+      biases: include the biases as paths from a constant input.
+      layers: explicit layer order (see `read_layers`).
+      conv: geometry of the convolution layers (see `ConvSpec`).
+
+    Returns:
+      A measure (``value=None``) with ``complexity`` the path norm (or its $p$-th power) and
+      terms ``log_path_sum`` ($\ln \sum_\pi \prod|w|^p$), ``p``, ``power``, ``biases``.
+
+    Raises:
+      ValueError, TypeError: bad parameters, p <= 0, a structure the forward pass cannot follow,
+        a convolution without its input shape.
+
+    Examples:
+      >>> import numpy as np
+      >>> params = [np.array([[3.0]]), np.array([[-2.0]])]  # x -> -2 relu(3 x)
+      >>> path_norm(params).complexity  # |3 * (-2)|
+      6.0
+      >>> path_norm(params, power=True).complexity  # Jiang et al.'s mu_44 = (3 * 2)^2
+      36.0
+
+    References:
+      Neyshabur, Tomioka & Srebro, "Norm-Based Capacity Control in Neural Networks", COLT 2015,
+      arXiv:1503.00036. Jiang et al., "Fantastic Generalization Measures and Where to Find
+      Them", ICLR 2020, arXiv:1912.02178, eq. (44).
+    """
+    p = check_positive(p, "p")
+    net = as_network(params, layers=layers, conv=conv, caller="path_norm")
+    if not net.structure_assumed:
+        mant, scale = _path_sum_traced(net, p, bool(biases))
+    else:
+        read = net.chain("path_norm (sum over the paths of a chain)").layers
+        mant, scale = _path_sum(read, p, bool(biases))
+    log_sum = math.log(mant) + scale * math.log(2.0) if mant > 0.0 else -math.inf
+    total = math.ldexp(mant, scale) if log_sum < 709.0 else math.inf
+    if power:
+        value = total
+    elif math.isfinite(total):
+        value = math.sqrt(total) if p == 2.0 else total ** (1.0 / p)
+    else:
+        value = _exp(log_sum / p)
+    name = f"l{p:g}_path_norm" + ("_power" if power else "")
+    notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases
+             else "biases excluded",
+             "paths of the traced graph (skip connections, pooling and reshapes included)"
+             if not net.structure_assumed
+             else "assumes a plain feed-forward stack of the layers read"]
+    return Bound(name=name, value=None, complexity=value,
+                 terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
+                        "biases": bool(biases)},
+                 reference=NEYSHABUR_2015_REFERENCE + "; " + JIANG_REFERENCE + ", eq. (44)",
+                 notes=tuple(notes))
