@@ -12,8 +12,9 @@ import pytest
 
 import genbounds
 from genbounds.data import load
+from genbounds.internal import lmt_power_start as _power_start
+from genbounds.internal import lmt_power_step as _power_step
 from genbounds.train import train
-from genbounds.train._train import _power_start, _power_step
 
 
 def _pair_radius(logits, y, W, dual):
