@@ -22,7 +22,7 @@ import numpy as np
 
 import genbounds
 from genbounds.data import load
-from genbounds.experiments._robustness import box_of, crossing
+from genbounds.internal import box_of, robustness_crossing
 from genbounds.train import train
 
 
@@ -35,7 +35,7 @@ def run(c: float, ds, eps, *, epochs: int = 60):
     box = box_of(ds)
     curve = genbounds.robustness(res.params, apply_fn=res.apply_fn, X=ds.X_test, y=ds.y_test,
                                  eps=eps, norm="l2", steps=40, restarts=2, box=box)
-    cross = crossing(curve, res.params, res.apply_fn, ds.X_test, ds.y_test, box)
+    cross = robustness_crossing(curve, res.params, res.apply_fn, ds.X_test, ds.y_test, box)
     t_rob = time.perf_counter() - t0
     return res, curve, cross, t_train, t_rob
 

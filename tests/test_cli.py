@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from genbounds.experiments.cli import main
+from genbounds.experiments import main
 
 
 def _validate(payload):
@@ -106,7 +106,7 @@ def test_console_script_help():
 
 def test_reproduce_dziugaite_roy_is_wired(monkeypatch, tmp_path, capsys):
     # The experiment itself is tested in test_dziugaite_roy.py; here: the command reaches it.
-    import genbounds.experiments._dziugaite_roy as dr
+    import genbounds.experiments as dr
 
     seen = {}
 

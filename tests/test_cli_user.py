@@ -18,8 +18,8 @@ import pytest
 from flax import serialization
 
 import genbounds
-from genbounds.experiments._progress import Progress
-from genbounds.experiments.cli import _figure, _table, build_parser, main
+from genbounds.experiments import build_parser, main
+from genbounds.internal import Progress, sweep_figure, sweep_table
 
 _NETS = textwrap.dedent('''
     import flax.linen as nn
@@ -156,7 +156,7 @@ def test_apply_function_form_and_bad_input(tmp_path, monkeypatch, capsys):
 
 
 def test_files_are_written_with_the_users_umask(tmp_path, monkeypatch):
-    from genbounds.train._checkpoint import atomic_write
+    from genbounds.files import atomic_write
 
     old = os.umask(0o027)
     try:
@@ -198,12 +198,12 @@ def test_plot_series_carry_the_tables_names_and_the_vacuous_line_is_labelled():
     import matplotlib.pyplot as plt
 
     records = _records()
-    fig = _figure(records)
+    fig = sweep_figure(records)
     try:
         legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     finally:
         plt.close(fig)
-    columns = [str(c.header) for c in _table(records, "t").columns]
+    columns = [str(c.header) for c in sweep_table(records, "t").columns]
     assert "vacuous (1)" in legend
     series = [s for s in legend if s != "vacuous (1)"]
     assert set(series) <= set(columns), (series, columns)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from genbounds.data import _mnist, _mnist1d
-from genbounds.data._load import load
+from genbounds.data import load
+from genbounds.internal import data_mnist, data_mnist1d
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def test_digits_shapes_dtypes_and_scaling():
 
 
 def test_mnist1d_default_split_and_nothing_written_to_cwd(tmp_path, monkeypatch):
-    _mnist1d._generate.cache_clear()
+    data_mnist1d._generate.cache_clear()
     monkeypatch.chdir(tmp_path)
     np.random.seed(123)
     random.seed(123)
@@ -378,8 +378,8 @@ def test_mnist_download_is_verified_and_atomic(tmp_path, monkeypatch):
     src = tmp_path / "served"
     sums, arrays = _write_mnist(src, compress=True)
     served = {name: (src / "mnist" / name).read_bytes() for name in sums}
-    monkeypatch.setattr(_mnist, "SHA256", sums)
-    monkeypatch.setattr(_mnist, "MD5", {k: hashlib.md5(v).hexdigest() for k, v in served.items()})
+    monkeypatch.setattr(data_mnist, "SHA256", sums)
+    monkeypatch.setattr(data_mnist, "MD5", {k: hashlib.md5(v).hexdigest() for k, v in served.items()})
     fetched = []
 
     def fake_urlopen(url, timeout):
@@ -389,7 +389,7 @@ def test_mnist_download_is_verified_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     cache = tmp_path / "cache"
     ds = load("mnist", cache_dir=cache)
-    assert len(fetched) == 4 and fetched[0].startswith(_mnist.MIRRORS[0])
+    assert len(fetched) == 4 and fetched[0].startswith(data_mnist.MIRRORS[0])
     np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
     assert sorted(os.listdir(cache / "mnist")) == sorted(sums)  # no temporary files left
 

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
-from genbounds.experiments._dziugaite_roy import load, reproduce_dziugaite_roy, train_mlp
+from genbounds.data import load
+from genbounds.experiments import reproduce_dziugaite_roy
+from genbounds.internal import train_binary_mlp as train_mlp
 from genbounds.pacbayes._dziugaite_roy import (
     DiagonalGaussian,
     diag_gaussian_kl,
@@ -141,7 +143,8 @@ def test_diag_gaussian_kl_against_quadrature():
 
 @pytest.fixture(scope="module")
 def digits_net():
-    Xtr, ytr, Xte, yte = load("digits", 0)
+    ds = load("digits", binary=True, seed=0)
+    Xtr, ytr, Xte, yte = ds.X_train, ds.y_train, ds.X_test, ds.y_test
     apply_fn, params, init = train_mlp(Xtr, ytr, hidden=(50,), key=jax.random.key(0), epochs=60)
     return apply_fn, params, init, Xtr, ytr, Xte, yte
 

@@ -1,6 +1,7 @@
 """Files genbounds writes and reads back: atomic writes, checksums, stale temporaries, locks."""
 
 import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 from flax import serialization
 
-import genbounds.files._files
+import genbounds.files
 from genbounds.data import load
-from genbounds.experiments.cli import PARAMS_MAGIC, main
-from genbounds.files._files import (
+from genbounds.experiments import main
+from genbounds.files import (
     CorruptFile,
     DirectoryBusy,
     DirectoryLock,
@@ -25,12 +26,13 @@ from genbounds.files._files import (
     write_checked,
     write_json_checked,
 )
-from genbounds.train import train
-from genbounds.train._checkpoint import MAGIC, CheckpointError
+from genbounds.internal import CHECKPOINT_MAGIC as MAGIC
+from genbounds.internal import PARAMS_MAGIC
+from genbounds.train import CheckpointError, train
 
 MAGIC_T = b"TEST-MAGIC-1\n"
 # The lock holders below load this one module from its file: no jax import, fast start.
-FILES = genbounds.files._files.__file__
+FILES = inspect.getsourcefile(genbounds.files.DirectoryLock)
 
 
 def test_checked_roundtrip_and_every_single_byte_flip_is_detected(tmp_path):

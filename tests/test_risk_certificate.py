@@ -232,7 +232,7 @@ def test_learn_prior_uses_only_the_prior_data():
 
 @pytest.mark.slow
 def test_perez_ortiz_mlp_and_cnn_certificates_hold_on_test_data():
-    from genbounds.train._models import CNN, MLP
+    from genbounds.train import CNN, MLP
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 4, 4, 1)).astype(np.float32)
@@ -338,7 +338,7 @@ def test_coverage_on_a_problem_with_known_risk():
 
 
 def test_reproduce_risk_certificate_small_run(tmp_path):
-    from genbounds.experiments._risk_certificate import reproduce_risk_certificate
+    from genbounds.experiments import reproduce_risk_certificate
 
     rec = reproduce_risk_certificate(
         "digits-binary", tmp_path, verbose=False, prior_epochs=10, epochs=2,
@@ -352,8 +352,8 @@ def test_reproduce_risk_certificate_small_run(tmp_path):
 
 
 def test_reproduce_risk_certificate_is_wired(monkeypatch, tmp_path, capsys):
-    import genbounds.experiments._risk_certificate as rc
-    from genbounds.experiments.cli import main
+    import genbounds.experiments as rc
+    from genbounds.experiments import main
 
     seen = {}
 
@@ -373,7 +373,7 @@ def test_reproduce_risk_certificate_is_wired(monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["digits", "digits-binary"])
 def test_digits_targets(dataset):
-    from genbounds.experiments._risk_certificate import reproduce_risk_certificate
+    from genbounds.experiments import reproduce_risk_certificate
 
     rec = reproduce_risk_certificate(dataset, None, verbose=False)
     assert rec["certificate"] >= rec["stochastic_test_error"]

@@ -12,8 +12,8 @@ import pytest
 
 import genbounds
 from genbounds.data import load
-from genbounds.internal import power_start as _power_start
-from genbounds.internal import power_step as _power_step
+from genbounds.internal import lmt_power_start as _power_start
+from genbounds.internal import lmt_power_step as _power_step
 from genbounds.train import train
 
 

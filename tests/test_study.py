@@ -9,39 +9,38 @@ import numpy as np
 import pytest
 
 from genbounds import granulated_kendall, kendall_tau
-from genbounds.experiments._study import (
-    DEFAULT_GRID,
-    FIXED,
-    grid_configs,
-    net_id,
-    parse_axis,
-    run_study,
-    score,
-    table_markdown,
+from genbounds.experiments import build_parser, main, run_study
+from genbounds.internal import (
+    STUDY_DEFAULT_GRID,
+    STUDY_FIXED,
+    study_grid_configs,
+    study_net_id,
+    study_parse_axis,
+    study_score,
+    study_table_markdown,
 )
-from genbounds.experiments.cli import build_parser, main
 
 
 def test_default_grid_has_at_least_32_nets_and_distinct_ids():
-    cfgs = grid_configs(DEFAULT_GRID, FIXED)
+    cfgs = study_grid_configs(STUDY_DEFAULT_GRID, STUDY_FIXED)
     assert len(cfgs) >= 32
-    assert len({net_id(c, 0) for c in cfgs}) == len(cfgs)
-    assert all(2 <= len(v) <= 3 for v in DEFAULT_GRID.values())
+    assert len({study_net_id(c, 0) for c in cfgs}) == len(cfgs)
+    assert all(2 <= len(v) <= 3 for v in STUDY_DEFAULT_GRID.values())
 
 
 def test_parse_axis():
-    assert parse_axis("lr=1e-3,3e-3") == ("lr", (1e-3, 3e-3))
-    assert parse_axis("depth=1,2,3") == ("depth", (1, 2, 3))
-    assert parse_axis("batch-size=32,64") == ("batch_size", (32, 64))
+    assert study_parse_axis("lr=1e-3,3e-3") == ("lr", (1e-3, 3e-3))
+    assert study_parse_axis("depth=1,2,3") == ("depth", (1, 2, 3))
+    assert study_parse_axis("batch-size=32,64") == ("batch_size", (32, 64))
     for bad, msg in (("lr", "NAME=V1,V2"), ("momentum=1,2", "unknown"), ("lr=1e-3", "two"),
                      ("depth=1,x", "not a number"), ("lr=1,1", "distinct")):
         with pytest.raises(ValueError, match=msg):
-            parse_axis(bad)
+            study_parse_axis(bad)
 
 
 def synthetic_records(rng, grid):
     recs = []
-    for i, cfg in enumerate(grid_configs(grid, FIXED)):
+    for i, cfg in enumerate(study_grid_configs(grid, STUDY_FIXED)):
         gap = rng.random()
         recs.append({"id": str(i), "config": cfg, "seed": 0, "reached": i != 3, "gap": gap,
                      "measures": {
@@ -57,7 +56,7 @@ def test_score_matches_the_public_functions():
     rng = np.random.default_rng(0)
     grid = {"depth": (1, 2, 3), "lr": (1e-3, 1e-2)}
     recs = synthetic_records(rng, grid)
-    rows = {r["measure"]: r for r in score(recs, list(grid), num_resamples=40)}
+    rows = {r["measure"]: r for r in study_score(recs, list(grid), num_resamples=40)}
     used = [r for r in recs if r["reached"]]  # the net that missed the criterion is left out
     gap = np.array([r["gap"] for r in used])
     hp = {a: [r["config"][a] for r in used] for a in grid}
@@ -70,7 +69,7 @@ def test_score_matches_the_public_functions():
     assert -1.0 <= lo <= hi <= 1.0
     # a measure missing on some nets is scored on the others (constant here: tau = 0)
     assert rows["partial"]["num_nets"] == 3 and rows["partial"]["tau"] == 0.0
-    md = table_markdown(list(rows.values()), list(grid))
+    md = study_table_markdown(list(rows.values()), list(grid))
     assert md.count("\n") == len(rows) + 2 and "| oracle |" in md
 
 

@@ -17,11 +17,9 @@ import numpy as np
 import optax
 import pytest
 
-from genbounds.data._dataset import Dataset
-from genbounds.data._load import load
-from genbounds.train._checkpoint import MAGIC, CheckpointError
-from genbounds.train._models import CNN, MLP, make_model
-from genbounds.train._train import train
+from genbounds.data import Dataset, load
+from genbounds.internal import CHECKPOINT_MAGIC as MAGIC
+from genbounds.train import CNN, MLP, CheckpointError, make_model, train
 
 WIDE = {"kind": "mlp", "depth": 1, "width": 256}
 FIT = dict(optimizer="adam", lr=1e-3, batch_size=32, max_epochs=1000, stop="fit", seed=0)

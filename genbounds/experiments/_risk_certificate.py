@@ -7,7 +7,8 @@ Szepesvári (JMLR 2021, arXiv:2007.12911) on the harness's datasets (`genbounds.
 * ``digits``: sklearn's 8x8 digits, 10 classes, 1437/360 split; MLP 64-100-10.
 * ``digits-binary``: the same with labels digit < 5 vs >= 5 (Dziugaite & Roy's mapping).
 * ``mnist1d``: MNIST-1D generated locally by `mnist1d.data.make_dataset` (never downloaded),
-  40,000 sequences (32,000 train / 8,000 test); a 1-D CNN.
+  40,000 sequences (32,000 train / 8,000 test); a 1-D CNN (`genbounds.train.CNN` with a
+  window of 5 and stride 2, three convolutions of 32 channels).
 * ``synthetic``: the harness's teacher task, 10 classes, 10,000/5,000; MLP 784-256-10.
 * ``mnist``: real MNIST when the IDX files are in the harness cache (``download=True`` to
   fetch them); the CNN of `genbounds.train` (two strided convolutions, 32 and 64 channels).
@@ -30,7 +31,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genbounds.pacbayes._perez_ortiz import perez_ortiz
+from genbounds import perez_ortiz
+from genbounds.experiments._common import load_variant, markdown_table
+from genbounds.files import atomic_write
+from genbounds.train import CNN, MLP
 
 # The paper's best MNIST rows as quoted in the project's issue tracker (learnt prior on half the
 # data, f_quad): NOT verified against the PDF (the search corpus did not hold the tables).
@@ -72,51 +76,25 @@ SETTINGS: dict[str, dict[str, Any]] = {
 DATASETS = tuple(SETTINGS)
 
 
-class CNN1D(nn.Module):
-    """1-D ReLU CNN for sequences (batch, length, channels): stride-2 convolutions, then Dense."""
-
-    features: tuple[int, ...]
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, x):
-        if x.ndim == 2:
-            x = x[..., None]
-        for c in self.features:
-            x = nn.relu(nn.Conv(c, (5,), strides=(2,), padding="SAME")(x))
-        return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))
-
-
-def load(dataset: str, seed: int = 0, *, download: bool = False):
-    """``(X_train, y_train, X_test, y_test, num_classes)`` of one of the experiment's datasets."""
-    from genbounds.data import load as harness_load
-
-    if dataset == "digits":
-        ds = harness_load("digits", seed=seed)
-    elif dataset == "digits-binary":
-        ds = harness_load("digits", seed=seed, binary=True)
-    elif dataset == "mnist1d":
-        ds = harness_load(
-            "mnist1d", seed=seed, flatten=False,
-            mnist1d_args={"num_samples": 40_000, "train_split": 0.8},
-        )
-    elif dataset == "synthetic":
-        ds = harness_load("synthetic", seed=seed, n=10_000, n_test=5_000)
-    elif dataset == "mnist":
-        ds = harness_load("mnist", seed=seed, flatten=False, download=download)
-    else:
-        raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}; got {dataset!r}")
-    return ds.X_train, ds.y_train, ds.X_test, ds.y_test, int(ds.num_classes)
+# `genbounds.data.load` options of each data set.
+DATA: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits": ("digits", {}),
+    "digits-binary": ("digits", {"binary": True}),
+    "mnist1d": ("mnist1d", {"flatten": False,
+                            "mnist1d_args": {"num_samples": 40_000, "train_split": 0.8}}),
+    "synthetic": ("synthetic", {"n": 10_000, "n_test": 5_000}),
+    "mnist": ("mnist", {"flatten": False}),
+}
 
 
 def _model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
-    from genbounds.train._models import CNN, MLP
-
+    """The experiment's network: an MLP, a 2-D CNN, or a 1-D CNN (window 5, stride 2)."""
+    features = tuple(cfg["hidden"])
     if cfg["model"] == "mlp":
-        return MLP(features=tuple(cfg["hidden"]), num_classes=num_classes)
+        return MLP(features=features, num_classes=num_classes)
     if cfg["model"] == "cnn1d":
-        return CNN1D(features=tuple(cfg["hidden"]), num_classes=num_classes)
-    return CNN(features=tuple(cfg["hidden"]), num_classes=num_classes)
+        return CNN(features=features, num_classes=num_classes, kernel_size=(5,), strides=2)
+    return CNN(features=features, num_classes=num_classes)
 
 
 def reproduce_risk_certificate(
@@ -151,7 +129,9 @@ def reproduce_risk_certificate(
         raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update(overrides)
     t_all = time.perf_counter()
-    Xtr, ytr, Xte, yte, num_classes = load(dataset, seed, download=download)
+    ds = load_variant(DATA, dataset, seed=seed, download=download)
+    Xtr, ytr, Xte, yte = ds.X_train, ds.y_train, ds.X_test, ds.y_test
+    num_classes = int(ds.num_classes)
     model = _model(cfg, num_classes)
     key = jax.random.key(seed)
     k_init, k_run = jax.random.split(key)
@@ -206,8 +186,8 @@ def reproduce_risk_certificate(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(record, indent=2))
-        (out / "summary.md").write_text(summary_table(record) + "\n")
+        atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
+        atomic_write(out / "summary.md", (summary_table(record) + "\n").encode())
     return record
 
 
@@ -229,6 +209,4 @@ def summary_table(record: dict[str, Any]) -> str:
          f"{record['certificate_over_stochastic_test_error']:.2f}"),
         ("time (s)", f"{record['seconds_total']:.1f}"),
     ]
-    lines = [f"| {record['dataset']} (seed {record['seed']}) | this run |", "|---|---|"]
-    lines += [f"| {a} | {b} |" for a, b in rows]
-    return "\n".join(lines)
+    return markdown_table([f"{record['dataset']} (seed {record['seed']})", "this run"], rows)

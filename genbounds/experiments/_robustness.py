@@ -6,42 +6,34 @@ Trains an MLP on digits (inputs in [0, 1]) with Lipschitz-margin training (Tsuzu
 then measures on the test set, against the radius: clean accuracy, FGSM and PGD robust
 accuracy (upper bounds on the robust accuracy) and certified accuracy (a lower bound, from the
 network's certified Lipschitz bound). Writes DIR/results.json and DIR/robustness.png.
-Registered in genbounds/cli.py; see docs/robustness.md.
+Registered in `genbounds.experiments.cli`; see docs/robustness.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from genbounds.files._files import save_figure
+from genbounds.experiments._common import (
+    box_of,
+    console,
+    number_list,
+    prepare_out,
+    run_header,
+)
+from genbounds.files import atomic_write, save_figure
 
 
 def _grid(text: str) -> list[float]:
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--eps must be comma-separated numbers >= 0, got {text!r}") from None
-    if not vals or any(not (v >= 0.0 and math.isfinite(v)) for v in vals):
-        raise argparse.ArgumentTypeError(f"--eps must be comma-separated numbers >= 0, got {text!r}")
-    return sorted(vals)
-
-
-def box_of(dataset: Any) -> tuple[float, float] | None:
-    """(0, 1) for the data sets whose inputs lie in [0, 1] by construction (digits /16, MNIST
-    /255), unless Gaussian input noise was added; None otherwise."""
-    if dataset.name in ("digits", "mnist") and dataset.metadata.get("corruption") != "gaussian":
-        return (0.0, 1.0)
-    return None
+    """The radii of ``--eps``, sorted."""
+    return sorted(number_list(text, flag="--eps", what=">= 0",
+                              valid=lambda v: v >= 0.0 and math.isfinite(v)))
 
 
 def add_parser(sub: Any) -> None:
@@ -92,7 +84,7 @@ def crossing(curve: Any, params: Any, apply_fn: Any, X: Any, y: Any, box: Any,
     PGD robust accuracy (re-run there) and certified accuracy (exact, from the radii)."""
     import jax
 
-    from genbounds.adversarial._attacks import pgd
+    from genbounds import pgd
 
     e = curve.eps_at(level)
     if not math.isfinite(e):
@@ -105,19 +97,16 @@ def crossing(curve: Any, params: Any, apply_fn: Any, X: Any, y: Any, box: Any,
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from genbounds import robustness
     from genbounds.data import load
-    from genbounds.experiments.cli import _prepare_out, _version
     from genbounds.train import train
-    from genbounds.train._checkpoint import atomic_write
 
-    console = Console(width=max(Console().width, 100))
+    con = console(min_width=100)
     if args.lipschitz_margin < 0 or not math.isfinite(args.lipschitz_margin):
         raise ValueError(f"--lipschitz-margin must be a number >= 0, got {args.lipschitz_margin}")
-    out = _prepare_out(args.out)
+    out = prepare_out(args.out)
     (out / "results.json").unlink(missing_ok=True)
     if args.quick:
         args.max_epochs = min(args.max_epochs, 15)
@@ -130,14 +119,14 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     dataset = load(args.dataset, seed=args.seed, n=args.n)
     spec = {"kind": "mlp", "depth": args.depth, "width": args.width}
-    with console.status("training (Lipschitz-margin)"):
+    with con.status("training (Lipschitz-margin)"):
         result = train(spec, dataset, optimizer="adam", lr=args.lr, batch_size=args.batch_size,
                        max_epochs=args.max_epochs, stop=None, seed=args.seed,
                        lipschitz_margin=args.lipschitz_margin)
     train_s = time.perf_counter() - start
     box = box_of(dataset)
     X, y = dataset.X_test, dataset.y_test
-    with console.status("attacks and certificates"):
+    with con.status("attacks and certificates"):
         curve = robustness(result.params, apply_fn=result.apply_fn, X=X, y=y, eps=eps,
                            norm=args.norm, steps=args.steps, restarts=args.restarts, box=box)
         cross = crossing(curve, result.params, result.apply_fn, X, y, box)
@@ -150,10 +139,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                       f"{curve.fgsm_accuracy[i]:.3f}", f"{curve.certified_accuracy[i]:.3f}")
     elapsed = time.perf_counter() - start
     payload = {
-        "genbounds": _version(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["genbounds", *sys.argv[1:]]),
-        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        **run_header(args),
         "model": spec, "train_accuracy": result.train_acc, "test_accuracy": result.test_acc,
         "train_seconds": train_s, "seconds": elapsed, "curve": curve.to_dict(),
         "at_pgd_50": cross, "box": None if box is None else list(box),
@@ -162,17 +148,17 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                f"{args.dataset} MLP {args.depth}x{args.width}, LMT c={args.lipschitz_margin:g}: "
                f"certified vs PGD ({args.norm})")
     atomic_write(out / "results.json", json.dumps(payload, indent=2).encode())
-    console.print(table)
+    con.print(table)
     lt = curve.radii.lipschitz_tight
-    console.print(
+    con.print(
         f"clean test accuracy {curve.clean_accuracy:.3f}; certified Lipschitz bound of the "
         f"logits {curve.radii.lipschitz:.4g} (tight: {lt:.4g}); "
         f"{curve.violations} certified examples broken by PGD (must be 0).")
     if cross["eps"] is not None:
-        console.print(
+        con.print(
             f"At eps = {cross['eps']:.3g}, where PGD robust accuracy reaches 50%: PGD "
             f"{cross['pgd_accuracy']:.3f}, certified {cross['certified_accuracy']:.3f} "
             f"(ratio {cross['ratio']:.2f}).")
-    console.print(f"Took {elapsed:.1f} s. Wrote {out / 'results.json'} and "
+    con.print(f"Took {elapsed:.1f} s. Wrote {out / 'results.json'} and "
                   f"{out / 'robustness.png'}")
     return 0

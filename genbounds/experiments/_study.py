@@ -17,7 +17,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.files._files import save_figure
+from genbounds.experiments._common import console, markdown_table
+from genbounds.files import atomic_write, save_figure
 
 # The grids: 2 values per axis, every combination (Jiang et al. use 2-3 values per axis).
 DEFAULT_GRID: dict[str, tuple] = {
@@ -96,16 +96,7 @@ def net_id(cfg: Mapping[str, Any], seed: int) -> str:
 
 
 def _atomic_json(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, json.dumps(payload, indent=1).encode())
 
 
 def _finite(x: Any) -> float | None:
@@ -257,23 +248,25 @@ def score(records: Sequence[Mapping[str, Any]], axes: Sequence[str], *,
     return rows
 
 
+def _signed(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+
+def _interval(c: Any) -> str:
+    return "-" if c is None else f"[{c[0]:+.2f}, {c[1]:+.2f}]"
+
+
+def score_cells(row: Mapping[str, Any], axes: Sequence[str]) -> list[str]:
+    """One measure's cells: name, equation, tau and its CI, Psi and its CI, Psi per axis."""
+    return [row["measure"], row["eq"], _signed(row["tau"]), _interval(row["tau_ci95"]),
+            _signed(row["psi"]), _interval(row["psi_ci95"]),
+            *(_signed(row["psi_per_axis"].get(a)) for a in axes)]
+
+
 def table_markdown(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> str:
+    """The scores as a markdown table (OUT/table.md), best tau first."""
     head = ["measure", "eq.", "tau", "tau 95% CI", "Psi", "Psi 95% CI", *axes]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def f(v):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
-
-    for r in rows:
-        cells = [r["measure"], r["eq"], f(r["tau"]),
-                 "-" if r["tau_ci95"] is None else f"[{r['tau_ci95'][0]:+.2f}, "
-                                                   f"{r['tau_ci95'][1]:+.2f}]",
-                 f(r["psi"]),
-                 "-" if r["psi_ci95"] is None else f"[{r['psi_ci95'][0]:+.2f}, "
-                                                   f"{r['psi_ci95'][1]:+.2f}]",
-                 *(f(r["psi_per_axis"].get(a)) for a in axes)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(head, [score_cells(r, axes) for r in rows]) + "\n"
 
 
 def plot(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> None:
@@ -374,7 +367,7 @@ def run_study(
 
 
 # ----------------------------------------------------------------------------------------------
-# The command line (registered in genbounds/cli.py).
+# The command line (registered in `genbounds.experiments.cli`).
 
 
 def add_study_arguments(p: Any) -> None:
@@ -399,9 +392,10 @@ def add_study_arguments(p: Any) -> None:
     p.add_argument("--delta", type=float, default=0.05, help="confidence of the bounds")
 
 
-def study_main(args: Any, console: Any) -> int:
+def cmd_study(args: Any) -> int:
     from rich.table import Table
 
+    con = console()
     grid = None
     if args.axis:
         grid = dict(parse_axis(a) for a in args.axis)
@@ -412,29 +406,21 @@ def study_main(args: Any, console: Any) -> int:
     res = run_study(args.out, dataset=args.dataset, n=args.n, grid=grid, quick=args.quick,
                     seed=args.seed, loss_target=args.loss_target, max_epochs=args.max_epochs,
                     delta=args.delta, num_resamples=args.resamples,
-                    progress=lambda s: console.print(s, highlight=False))
+                    progress=lambda s: con.print(s, highlight=False))
     axes = list(res["protocol"]["grid"])
     table = Table(title=f"genbounds study: Kendall tau and Psi with the generalisation gap "
                         f"({res['protocol']['dataset']})")
     for col in ("measure", "eq.", "tau", "95% CI", "Psi", "95% CI", *axes):
         table.add_column(col, justify="right")
-
-    def f(v):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
-
-    def ci(c):
-        return "-" if c is None else f"[{c[0]:+.2f}, {c[1]:+.2f}]"
-
     for r in res["scores"]:
-        table.add_row(r["measure"], r["eq"], f(r["tau"]), ci(r["tau_ci95"]), f(r["psi"]),
-                      ci(r["psi_ci95"]), *(f(r["psi_per_axis"].get(a)) for a in axes))
-    console.print(table)
+        table.add_row(*score_cells(r, axes))
+    con.print(table)
     ex = res["protocol"]["excluded_not_reached"]
     nets = res["networks"]
-    console.print(f"{len(nets) - len(ex)} of {len(nets)} nets reached the stopping criterion "
-                  f"({res['protocol']['stopping']}); gaps "
-                  f"{min(r['gap'] for r in nets):.3f} to {max(r['gap'] for r in nets):.3f}. "
-                  f"Took {res['seconds']:.0f} s.")
+    con.print(f"{len(nets) - len(ex)} of {len(nets)} nets reached the stopping criterion "
+              f"({res['protocol']['stopping']}); gaps "
+              f"{min(r['gap'] for r in nets):.3f} to {max(r['gap'] for r in nets):.3f}. "
+              f"Took {res['seconds']:.0f} s.")
     out = Path(args.out)
-    console.print(f"Wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'study.png'}")
+    con.print(f"Wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'study.png'}")
     return 0

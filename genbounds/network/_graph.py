@@ -1,6 +1,6 @@
 r"""The records of a network and what is done with them: evaluation and rewriting.
 
-A network, read by `genbounds.network._trace` (from its function) or by
+A network, read by the jaxpr interpreter (`_trace.py`, from its function) or by
 `Network.from_params` (from parameter names), is a list of `Node` records in application order,
 node 0 being the input. `eval_node` re-evaluates one record (the check `Network.trace` makes
 against ``apply_fn``); `simplify` folds element-wise affine maps into the linear map before them

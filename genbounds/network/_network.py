@@ -2,8 +2,8 @@
 input into one.
 
 A `Network` is read from the network's function by `Network.trace` (the jaxpr interpreter of
-`genbounds.network._trace`) or from a parameter tree alone by `Network.from_params` (the
-name-based reader of `genbounds.network._layers`, for plain chains whose order the names tell).
+`_trace.py` in this package) or from a parameter tree alone by `Network.from_params` (the
+name-based reader of `_layers.py`, for plain chains whose order the names tell).
 
 **Verification.** `Network.trace` re-evaluates the records (canonical layouts, recognised
 activations, folded kernels) on ``x`` and compares with ``apply_fn(params, x)``; a mismatch

@@ -25,9 +25,9 @@ import jax
 import numpy as np
 from flax import serialization
 
-from genbounds.files._files import CorruptFile, read_checked, write_checked
-from genbounds.files._files import atomic_write as atomic_write
-from genbounds.files._files import default_file_mode as default_file_mode
+from genbounds.files import CorruptFile, read_checked, write_checked
+from genbounds.files import atomic_write as atomic_write
+from genbounds.files import default_file_mode as default_file_mode
 
 MAGIC = b"GENBOUNDS-CHECKPOINT-1\n"
 FILENAME = "checkpoint.msgpack"

@@ -77,26 +77,36 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """A small convolutional ReLU network: strided SAME convolutions, then a linear output.
 
-    Each convolution has a ``kernel_size x kernel_size`` window, stride `strides` and SAME
-    padding; no pooling. On 8x8 digits with the defaults the feature maps are 4x4 then 2x2,
-    on 28x28 MNIST 14x14 then 7x7.
+    Each convolution has a window of side `kernel_size` on every spatial axis, stride `strides`
+    and SAME padding; no pooling. On 8x8 digits with the defaults the feature maps are 4x4 then
+    2x2, on 28x28 MNIST 14x14 then 7x7.
 
     Attributes:
       features: channels of the convolutions, e.g. ``(32, 64)``.
       num_classes: the number of outputs (logits).
-      kernel_size: the side of the square window.
-      strides: the stride of every convolution.
+      kernel_size: the side of the window: an int for a square window over images, or one side
+        per spatial axis, e.g. ``(5,)`` for a 1-D convolution over sequences (MNIST-1D).
+      strides: the stride of every convolution: an int (the same on every spatial axis) or one
+        per spatial axis.
       use_bias: whether the layers have biases.
       dropout: dropout rate after each convolution's ReLU, active only with ``train=True``.
 
-    Inputs must be images ``(batch, height, width, channels)``: load the data with
-    ``flatten=False``.
+    With an int `kernel_size` the inputs must be images ``(batch, height, width, channels)``:
+    load the data with ``flatten=False``. With k sides they are ``(batch, *k spatial axes,
+    channels)``; a 1-D network also takes sequences ``(batch, length)`` as one channel.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> model = CNN(features=(4,), num_classes=3, kernel_size=(5,))
+      >>> params = model.init(jax.random.key(0), jnp.ones((1, 40)))["params"]
+      >>> params["Conv_0"]["kernel"].shape, model.apply({"params": params}, jnp.ones((2, 40))).shape
+      ((5, 1, 4), (2, 3))
     """
 
     features: Sequence[int] = (32, 64)
     num_classes: int = 10
-    kernel_size: int = 3
-    strides: int = 2
+    kernel_size: int | tuple[int, ...] = 3
+    strides: int | tuple[int, ...] = 2
     use_bias: bool = True
     dropout: float = 0.0
 
@@ -106,21 +116,45 @@ class CNN(nn.Module):
         for i, f in enumerate(self.features):
             _check_int(f, f"features[{i}] (a channel count)", 1)
         _check_int(self.num_classes, "num_classes", 1)
-        _check_int(self.kernel_size, "kernel_size", 1)
-        _check_int(self.strides, "strides", 1)
+        window, strides = self._window()
+        for i, k in enumerate(window):
+            _check_int(k, "kernel_size" if isinstance(self.kernel_size, int) else
+                       f"kernel_size[{i}]", 1)
+        if len(strides) != len(window):
+            raise ValueError(f"strides must be an int or one stride per spatial axis of "
+                             f"kernel_size {self.kernel_size!r}, got {self.strides!r}")
+        for i, s in enumerate(strides):
+            _check_int(s, "strides" if isinstance(self.strides, int) else f"strides[{i}]", 1)
         _check_rate(self.dropout, "dropout")
         super().__post_init__()
 
+    def _window(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """(window, strides), one entry per spatial axis."""
+        k, s = self.kernel_size, self.strides
+        window = tuple(k) if isinstance(k, Sequence) else (k, k)
+        if len(window) == 0:
+            raise ValueError("kernel_size must be an int or name at least one side, got ()")
+        strides = tuple(s) if isinstance(s, Sequence) else (s,) * len(window)
+        return window, strides
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if x.ndim != 4:
+        window, strides = self._window()
+        if len(window) == 1 and x.ndim == 2:
+            x = x[..., None]  # a sequence (batch, length): one channel
+        if x.ndim != len(window) + 2:
+            if len(window) == 2:
+                raise ValueError(
+                    "CNN inputs must be images of shape (batch, height, width, channels), got "
+                    f"shape {tuple(x.shape)}; load the dataset with flatten=False"
+                )
             raise ValueError(
-                "CNN inputs must be images of shape (batch, height, width, channels), got shape "
-                f"{tuple(x.shape)}; load the dataset with flatten=False"
+                f"CNN inputs with a {len(window)}-D window must have shape (batch, "
+                f"{len(window)} spatial axes, channels), got shape {tuple(x.shape)}"
             )
-        k, s = self.kernel_size, self.strides
         for channels in self.features:
-            x = nn.Conv(channels, (k, k), strides=(s, s), padding="SAME", use_bias=self.use_bias)(x)
+            x = nn.Conv(channels, window, strides=strides, padding="SAME",
+                        use_bias=self.use_bias)(x)
             x = nn.relu(x)
             if self.dropout > 0.0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -1,4 +1,10 @@
-"""Training to a stopping criterion, one jitted `lax.scan` per epoch, with resumable checkpoints."""
+"""Training to a stopping criterion, one jitted `lax.scan` per epoch, with resumable checkpoints.
+
+`train` checks its arguments, resumes from a checkpoint and runs the epoch loop. The functions it
+runs under jit are built in `_jitted` (one epoch, the full-set evaluation; cached per
+configuration), the power iteration of Lipschitz-margin training in `_lipschitz_margin`, and the
+checkpoint file in `_checkpoint`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ import math
 import numbers
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from genbounds.core._checks import (
     check_choice,
@@ -28,9 +32,10 @@ from genbounds.core._checks import (
     check_positive,
     check_range,
 )
-from genbounds.files import _files
-from genbounds.train import _checkpoint
+from genbounds.files import DirectoryLock, held_here
 
+from . import _checkpoint
+from ._jitted import cached, epoch_functions, in_order, model_functions
 from ._models import make_model
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -108,21 +113,6 @@ def _data_fingerprint(dataset: Any) -> str:
     return h.hexdigest()
 
 
-def _make_optimizer(name: str, lr: float, momentum: float, weight_decay: float):
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay)
-    base = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=momentum),
-        "adam": lambda: optax.adam(lr),
-    }[name]()
-    if weight_decay > 0.0:
-        # Coupled L2 regularisation: the gradient of (weight_decay / 2) ||w||^2 is added to the
-        # loss gradient before the optimiser transforms it (all parameters, biases included).
-        return optax.chain(optax.add_decayed_weights(weight_decay), base)
-    return base
-
-
 def _resolve_model(model_or_spec: Any, num_classes: int, dropout: float | None) -> nn.Module:
     if isinstance(model_or_spec, nn.Module):
         model = model_or_spec
@@ -155,214 +145,8 @@ def _resolve_model(model_or_spec: Any, num_classes: int, dropout: float | None) 
     return model
 
 
-def _key_order(tree: Any) -> Any:
-    """The nested key order of a dict tree, read directly (tree utilities sort dict keys)."""
-    if isinstance(tree, Mapping):
-        return {k: _key_order(v) for k, v in tree.items()}
-    return None
-
-
-def _in_order(tree: Any, order: Any) -> Any:
-    """Rebuilds the dicts of `tree` with their keys in `order`.
-
-    Linen lists a module's parameters in creation order (= application order for our models),
-    but every pytree that passes through `jax.jit` comes back with its dict keys sorted
-    ('Dense_10' before 'Dense_2'). The returned parameters are put back in creation order.
-    """
-    if order is None:
-        return tree
-    return {k: _in_order(tree[k], order[k]) for k in order}
-
-
 def _takes_train(model: nn.Module) -> bool:
     return "train" in inspect.signature(type(model).__call__).parameters
-
-
-def _set_sums(apply: Callable, params: Any, X: jax.Array, y: jax.Array, chunk: int):
-    """Sum of cross-entropies and number of correct argmax predictions over (X, y).
-
-    Runs in chunks of `chunk` examples inside the jitted caller (a `fori_loop` of dynamic
-    slices; the last chunk is shifted back to end at n and its already counted examples are
-    masked), so memory stays at one chunk of activations and X is never copied or padded.
-    """
-    n = X.shape[0]
-    if n == 0:
-        return jnp.float32(0.0), jnp.int32(0)
-    size = min(chunk, n)
-
-    def body(i, acc):
-        start = jnp.minimum(i * size, n - size)
-        xb = jax.lax.dynamic_slice_in_dim(X, start, size)
-        yb = jax.lax.dynamic_slice_in_dim(y, start, size)
-        fresh = start + jnp.arange(size) >= i * size
-        logits = apply(params, xb)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), yb)
-        correct = jnp.argmax(logits, axis=-1) == yb
-        return (
-            acc[0] + jnp.sum(jnp.where(fresh, ce, 0.0)),
-            acc[1] + jnp.sum(fresh & correct, dtype=jnp.int32),
-        )
-
-    return jax.lax.fori_loop(0, math.ceil(n / size), body, (jnp.float32(0.0), jnp.int32(0)))
-
-
-def _model_functions(model: nn.Module, takes_train: bool, chunk: int) -> dict[str, Any]:
-    """The jitted functions that depend on the model only: init, apply and evaluation."""
-    eval_kwargs = {"train": False} if takes_train else {}
-    order: dict[str, Any] = {}
-
-    def apply_fn(params, X):
-        return model.apply({"params": params}, X, **eval_kwargs)
-
-    @jax.jit
-    def init(rngs, x):
-        variables = model.init(rngs, x, **eval_kwargs)
-        order["params"] = _key_order(variables["params"])  # recorded while tracing
-        return variables
-
-    @jax.jit
-    def evaluate(params, X_train, y_train, X_test, y_test):
-        return (
-            _set_sums(apply_fn, params, X_train, y_train, chunk),
-            _set_sums(apply_fn, params, X_test, y_test, chunk),
-        )
-
-    return {
-        "apply": apply_fn,
-        "jitted_apply": jax.jit(apply_fn),
-        "init": init,
-        "order": order,
-        "evaluate": evaluate,
-    }
-
-
-_WARM_ITERS = 20
-
-
-def _kernels(params: Any) -> list[tuple[jax.Array, float]]:
-    """The weight matrices of a parameter tree (leaves named ``kernel``, rank >= 2), each as
-    (matrix (fan_in, fan_out), factor): a conv kernel (*window, in, out) is reshaped to
-    (prod(window) * in, out) with factor sqrt(prod(window)), an upper bound on the ratio of
-    the convolution's operator norm to the reshaped kernel's (each input position meets at
-    most prod(window) outputs, for every stride and padding)."""
-    out = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        last = path[-1]
-        name = getattr(last, "key", getattr(last, "name", None))
-        if name == "kernel" and leaf.ndim >= 2:
-            window = math.prod(leaf.shape[:-2]) if leaf.ndim > 2 else 1
-            out.append((leaf.reshape(-1, leaf.shape[-1]), math.sqrt(window)))
-    return out
-
-
-def _power_step(params: Any, us: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
-    """One power iteration per weight matrix (vectors carried across steps, as in spectral
-    normalisation, Miyato et al. 2018) and the differentiable product of the estimated norms:
-    sigma_i = v_i^T W_i u_i with u_i, v_i held fixed (stop_gradient)."""
-    log_l = jnp.float32(0.0)
-    new = []
-    for (w, factor), u in zip(_kernels(params), us, strict=True):
-        w32 = w.astype(jnp.float32)
-        v = w32 @ u
-        v = jax.lax.stop_gradient(v / jnp.maximum(jnp.linalg.norm(v), 1e-12))
-        u2 = w32.T @ v
-        u2 = jax.lax.stop_gradient(u2 / jnp.maximum(jnp.linalg.norm(u2), 1e-12))
-        sigma = v @ (w32 @ u2)
-        log_l = log_l + jnp.log(jnp.maximum(sigma, 1e-12) * factor)
-        new.append(u2)
-    return jnp.exp(log_l), new
-
-
-def _power_start(params: Any) -> list[jax.Array]:
-    """Start vectors (a fixed key, so a resumed run repeats the computation), warmed up by
-    `_WARM_ITERS` iterations on the current weights."""
-    ks = _kernels(params)
-    keys = jax.random.split(jax.random.key(17), max(len(ks), 1))
-    us = [jax.random.normal(k, (w.shape[1],), jnp.float32) for (w, _), k in zip(ks, keys[:len(ks)], strict=True)]
-    us = [u / jnp.linalg.norm(u) for u in us]
-    fixed = jax.lax.stop_gradient(params)
-    return jax.lax.fori_loop(0, _WARM_ITERS, lambda _, u: _power_step(fixed, u)[1], us)
-
-
-def _epoch_functions(
-    model: nn.Module, takes_train: bool, opt: tuple, n: int, batch_size: int,
-    lipschitz_margin: float = 0.0,
-) -> dict[str, Any]:
-    """The optimiser and the jitted epoch of one configuration.
-
-    One epoch is one jitted `lax.scan` over ``ceil(n / batch_size)`` minibatches. The
-    permutation of the n examples is padded with index 0 up to a multiple of the batch size;
-    padded slots carry weight 0, so the last (partial) minibatch's loss is the mean over its
-    real examples only and every example is seen exactly once per epoch.
-
-    With ``lipschitz_margin`` = c > 0 the loss is Tsuzuku et al.'s (2018, Section 4): the
-    cross-entropy of the logits with sqrt(2) c L added to every logit but the label's, L the
-    product of the layers' estimated spectral norms (`_power_step`).
-    """
-    tx = _make_optimizer(*opt)
-    lm = float(lipschitz_margin)
-
-    def loss_fn(params, xb, yb, wb, key, us):
-        if takes_train:
-            logits = model.apply({"params": params}, xb, train=True, rngs={"dropout": key})
-        else:
-            logits = model.apply({"params": params}, xb)
-        logits = logits.astype(jnp.float32)
-        if lm > 0.0:
-            lip, us = _power_step(params, us)
-            others = 1.0 - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
-            logits = logits + math.sqrt(2.0) * lm * lip * others
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-        return jnp.sum(ce * wb) / jnp.sum(wb), us
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    steps = math.ceil(n / batch_size)
-    pad = steps * batch_size - n
-
-    @jax.jit
-    def epoch(params, opt_state, key, X, y):
-        perm_key, drop_key = jax.random.split(key)
-        perm = jax.random.permutation(perm_key, n).astype(jnp.int32)
-        idx = jnp.concatenate([perm, jnp.zeros(pad, jnp.int32)]).reshape(steps, batch_size)
-        w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
-        w = w.reshape(steps, batch_size)
-        keys = jax.random.split(drop_key, steps)
-        us0 = _power_start(params) if lm > 0.0 else []
-
-        def step(carry, inputs):
-            params, opt_state, us = carry
-            ib, wb, kb = inputs
-            (loss, us), grads = grad_fn(params, X[ib], y[ib], wb, kb, us)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, us), loss
-
-        (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, us0),
-                                                      (idx, w, keys))
-        return params, opt_state, losses
-
-    return {"tx": tx, "epoch": epoch}
-
-
-# Jitted functions of recent configurations, so that several runs with one model (the levels
-# of a label-noise sweep, a resumed run, other seeds) compile once per process.
-_CACHE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
-_CACHE_SIZE = 16
-
-
-def _cached(builder: Callable, *args: Any) -> dict[str, Any]:
-    key = (builder.__name__, type(args[0]), *args)
-    try:
-        hash(key)
-    except TypeError:  # a module with unhashable attributes (e.g. lists): no caching
-        return builder(*args)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    built = _CACHE[key] = builder(*args)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return built
-
 
 
 def _run_epochs(run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test,
@@ -591,9 +375,9 @@ def train(
     y_test = jnp.asarray(dataset.y_test, jnp.int32)
 
     takes_train = _takes_train(model)
-    mf = _cached(_model_functions, model, takes_train, eval_batch_size)
-    ef = _cached(
-        _epoch_functions, model, takes_train, (optimizer, lr, momentum, weight_decay), n, batch_size,
+    mf = cached(model_functions, model, takes_train, eval_batch_size)
+    ef = cached(
+        epoch_functions, model, takes_train, (optimizer, lr, momentum, weight_decay), n, batch_size,
         lipschitz_margin,
     )
     apply_fn, init, order, evaluate = mf["apply"], mf["init"], mf["order"], mf["evaluate"]
@@ -610,7 +394,7 @@ def train(
             f"the model has mutable collections {extra} besides 'params' (e.g. BatchNorm "
             "statistics); train supports parameter-only models"
         )
-    init_params = _in_order(variables["params"], order["params"])
+    init_params = in_order(variables["params"], order["params"])
     out_shape = jax.eval_shape(apply_fn, init_params, X_train[:2]).shape
     if out_shape != (min(2, n), num_classes):
         raise ValueError(
@@ -639,9 +423,9 @@ def train(
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     start_epoch, reached = 0, False
     lock = None
-    if checkpoint_dir is not None and not _files.held_here(checkpoint_dir):
+    if checkpoint_dir is not None and not held_here(checkpoint_dir):
         # Two runs resuming from and writing to one checkpoint would clobber each other.
-        lock = _files.DirectoryLock(checkpoint_dir).acquire()
+        lock = DirectoryLock(checkpoint_dir).acquire()
     try:
         ckpt_path = None
         if checkpoint_dir is not None:
@@ -687,8 +471,8 @@ def train(
             lock.release()
 
     return TrainResult(
-        params=_in_order(params, order["params"]),
-        init_params=_in_order(init_params, order["params"]),
+        params=in_order(params, order["params"]),
+        init_params=in_order(init_params, order["params"]),
         apply_fn=mf["jitted_apply"],
         history=history,
         epochs=epoch,

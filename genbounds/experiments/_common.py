@@ -1,0 +1,184 @@
+"""What the commands share: the output directory and its lock, the console, the header of a
+results file, the embedded data sets with label noise, one trained net, one markdown table.
+
+Every command module (`_sweep`, `_train_cmd`, `_report_cmd`, `_reproduce`, `_robustness`,
+`_study`) imports from here and nothing imports the commands but `cli`, so the command line
+has no import cycle. Heavy packages (jax, flax, rich, the harness) are imported inside the
+functions: ``genbounds --help`` starts without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genbounds.files import DirectoryBusy, DirectoryLock
+
+PARAMS_MAGIC = b"GENBOUNDS-PARAMS-1\n"
+
+_LOCKS: list[DirectoryLock] = []  # released by `release_locks` when the command returns
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default."""
+
+
+def console(min_width: int = 132):
+    """A rich console at least `min_width` columns wide (tables of bounds are wide)."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, min_width))
+
+
+def prepare_out(path: str | os.PathLike) -> Path:
+    """Creates the output directory and checks it is writable, before any work is done."""
+    out = Path(path).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".genbounds-write-test-"):
+            pass
+    except OSError as e:
+        raise SystemExit(
+            f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
+    return out
+
+
+def lock(out: Path) -> None:
+    """Takes the output directory's lock, held until the command returns (or the process
+    dies): a second run on the same directory is refused instead of clobbering this one."""
+    try:
+        _LOCKS.append(DirectoryLock(out).acquire())
+    except DirectoryBusy as e:
+        raise SystemExit(f"genbounds: {e}") from None
+
+
+def release_locks() -> None:
+    """Releases the locks `lock` took, newest first."""
+    while _LOCKS:
+        _LOCKS.pop().release()
+
+
+def number_list(text: str, *, flag: str, what: str,
+                valid: Callable[[float], bool]) -> list[float]:
+    """``"0,0.5,1"`` -> [0.0, 0.5, 1.0] for an option of comma-separated numbers; an
+    `argparse.ArgumentTypeError` naming `flag` and `what` when one is not `valid`."""
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(valid(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{flag} must be comma-separated numbers {what}, got {text!r}")
+    return values
+
+
+def version() -> str:
+    from genbounds import __version__
+
+    return __version__
+
+
+def run_header(args: argparse.Namespace) -> dict[str, Any]:
+    """The first entries of a results.json: version, time, command line and options."""
+    return {
+        "genbounds": version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["genbounds", *sys.argv[1:]]),
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+
+
+def num(x: Any) -> float | None:
+    """A finite float, or None (JSON has no NaN or infinity)."""
+    if x is None:
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def box_of(dataset: Any) -> tuple[float, float] | None:
+    """(0, 1) for the data sets whose inputs lie in [0, 1] by construction (digits /16, MNIST
+    /255), unless Gaussian input noise was added; None otherwise."""
+    if dataset.name in ("digits", "mnist") and dataset.metadata.get("corruption") != "gaussian":
+        return (0.0, 1.0)
+    return None
+
+
+def input_bound(dataset: Any) -> float | None:
+    """B = sqrt(dim), the largest input norm, for the data sets of `box_of`; None otherwise."""
+    if box_of(dataset) is not None:
+        return float(np.sqrt(np.prod(np.shape(dataset.X_train)[1:])))
+    return None
+
+
+def load_noisy(name: str, *, seed: int, n: int | None, label_noise: float):
+    """`genbounds.data.load` with a fraction `label_noise` of random training labels; 1.0 is
+    Zhang et al.'s (2017) random labels (the ``"random_labels"`` corruption)."""
+    from genbounds.data import load
+
+    corruption = "random_labels" if label_noise == 1.0 else None
+    return load(name, seed=seed, n=n, label_noise=0.0 if corruption else label_noise,
+                corruption=corruption)
+
+
+def train_one(args: argparse.Namespace, noise: float, progress: Any = None):
+    """The net of the training options (`--dataset`, `--depth`, `--width`, ...) at one label
+    noise, trained to 100% training accuracy: ``(dataset, spec, result, seconds)``."""
+    import time
+
+    from genbounds.train import train
+
+    dataset = load_noisy(args.dataset, seed=args.seed, n=args.n, label_noise=noise)
+    spec = {"kind": "mlp", "depth": args.depth, "width": args.width}
+    start = time.perf_counter()
+    result = train(spec, dataset, optimizer="adam", lr=args.lr, batch_size=args.batch_size,
+                   max_epochs=args.max_epochs, stop="fit", seed=args.seed, progress=progress,
+                   checkpoint_dir=getattr(args, "checkpoint_dir", None))
+    return dataset, spec, result, time.perf_counter() - start
+
+
+def rademacher_estimate(dataset: Any, args: argparse.Namespace):
+    """Monte-Carlo Rademacher complexity of the architecture (one output) on the inputs."""
+    import jax
+
+    from genbounds import NetworkClass, rademacher
+    from genbounds.train import MLP
+
+    if not args.rademacher_draws:
+        return None
+    # The same architecture with one output: Zhang et al.'s class that fits random signs.
+    rclass = NetworkClass(MLP(features=(args.width,) * args.depth, num_classes=1),
+                          steps=args.rademacher_steps)
+    X = np.asarray(dataset.X_train, np.float64).reshape(len(dataset.X_train), -1)
+    return rademacher(rclass, X, num_draws=args.rademacher_draws,
+                      key=jax.random.key(args.seed))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table (no trailing newline): the header, a rule, one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def load_variant(variants: dict[str, tuple[str, dict[str, Any]]], name: str, *, seed: int,
+                 download: bool = False):
+    """The data set `name` of an experiment, ``variants[name] = (source, options)`` of
+    `genbounds.data.load`; `download` lets the MNIST loader fetch its files."""
+    from genbounds.data import load
+
+    if name not in variants:
+        raise ValueError(f"dataset must be one of {', '.join(map(repr, variants))}; got {name!r}")
+    source, options = variants[name]
+    if source == "mnist":
+        options = {**options, "download": download}
+    return load(source, seed=seed, **options)
