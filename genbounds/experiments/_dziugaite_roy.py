@@ -38,7 +38,7 @@ import optax
 
 from genbounds.files._files import atomic_write
 from genbounds.linalg._hessian import zero_one
-from genbounds.pacbayes._dziugaite_roy import dziugaite_roy, stochastic_error
+from genbounds.pacbayes import dziugaite_roy, stochastic_error
 
 # Table 1 of Dziugaite & Roy (2017), T-600 on binary MNIST: recalled, NOT verified against
 # the paper's table; the KL/error/bound triple is consistent with the verified formula.

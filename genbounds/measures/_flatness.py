@@ -42,6 +42,7 @@ from genbounds.linalg._hessian import (
 )
 from genbounds.linalg._spectral_norm import on_cpu
 from genbounds.losses._margins import margins_core
+from genbounds.pacbayes._gaussian import kl_log_det_term
 
 _KESKAR = (
     "Keskar, Mudigere, Nocedal, Smelyanskiy, Tang. On Large-Batch Training for Deep Learning: "
@@ -761,7 +762,7 @@ def magnitude_aware_flatness(
 
     def mu(v):
         num = eps**2 + (a * a + 1.0) * float(np.sum(v**2)) / omega
-        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
+        return 0.5 * kl_log_det_term(eps**2 + a * a * v_den**2, num) + tail
 
     terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
     terms["mu_57"] = mu(xw)
@@ -1029,7 +1030,7 @@ def magnitude_aware_sharpness(
 
     def mu(v):
         num = eps**2 + c * float(np.sum(v**2)) / omega
-        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
+        return 0.5 * kl_log_det_term(eps**2 + a * a * v_den**2, num) + tail
 
     terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
     terms["mu_59"] = mu(xw)
