@@ -37,6 +37,10 @@ from genbounds.network._activations import identify as identify
 from genbounds.bounds._vc import _counting_bound as vc_counting_bound
 
 # --- pacbayes ---
+from genbounds.pacbayes._gaussian import isotropic_kl
+from genbounds.pacbayes._kl import kl_inverse64, kl_inverse_core
+from genbounds.pacbayes._montecarlo import mc_batch_size, mc_errors
+from genbounds.pacbayes._posterior import run_posterior_loop
 
 # --- measures ---
 from genbounds.measures import _flatness as flatness_module  # its `_search`, swapped by a benchmark

@@ -7,15 +7,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import gaussian_kl_quad as gauss_kl_quad
+from helpers import gaussian_kl_ref
+from helpers import kl_bernoulli_ref as kl_ref
+from helpers import kl_inverse_ref as kl_inv_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import integrate, special
 
 from genbounds.data import load
 from genbounds.experiments import reproduce_dziugaite_roy
+from genbounds.internal import (
+    isotropic_kl,
+    kl_inverse64,
+    mc_batch_size,
+    mc_errors,
+    run_posterior_loop,
+)
 from genbounds.internal import train_binary_mlp as train_mlp
-from genbounds.pacbayes._dziugaite_roy import (
+from genbounds.pacbayes import (
+    Certificate,
     DiagonalGaussian,
+    DziugaiteRoyTraining,
     diag_gaussian_kl,
     dziugaite_roy,
     dziugaite_roy_certificate,
@@ -25,46 +37,15 @@ from genbounds.pacbayes._dziugaite_roy import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Independent float64 references (written from the paper, not from the library).
+# Independent float64 references (written from the paper, not from the library; the shared
+# ones in tests/helpers.py).
 # ---------------------------------------------------------------------------------------------
-
-
-def kl_ref(q, p):
-    """Bernoulli kl(q || p) via scipy's rel_entr."""
-    return float(special.rel_entr(q, p) + special.rel_entr(1.0 - q, 1.0 - p))
-
-
-def kl_inv_ref(q, c):
-    """sup{p in [q, 1]: kl(q||p) <= c} by plain float64 bisection (200 halvings)."""
-    lo, hi = q, 1.0
-    if kl_ref(q, 1.0 - 1e-300) <= c:
-        return 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if kl_ref(q, mid) <= c:
-            lo = mid
-        else:
-            hi = mid
-    return hi
 
 
 def dr_ref(kl, e_mc, n_mc, m, j, delta=0.025, delta_prime=0.01):
     e_up = kl_inv_ref(e_mc, math.log(2.0 / delta_prime) / n_mc)
     b_re = (kl + math.log(math.pi**2 * m * j**2 / (6.0 * delta))) / (m - 1)
     return kl_inv_ref(e_up, b_re), e_up, b_re
-
-
-def gauss_kl_quad(mu_q, sd_q, mu_p, sd_p):
-    """1-D KL(N(mu_q, sd_q^2) || N(mu_p, sd_p^2)) by numerical integration."""
-
-    def integrand(x):
-        lq = -0.5 * ((x - mu_q) / sd_q) ** 2 - math.log(sd_q)
-        lp = -0.5 * ((x - mu_p) / sd_p) ** 2 - math.log(sd_p)
-        return math.exp(lq) / math.sqrt(2 * math.pi) * (lq - lp)
-
-    return integrate.quad(
-        integrand, mu_q - 12 * sd_q, mu_q + 12 * sd_q, epsabs=1e-13, epsrel=1e-12
-    )[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,10 +55,8 @@ def gauss_kl_quad(mu_q, sd_q, mu_p, sd_p):
 
 def test_kl_inverse_oracle_and_sample_convergence():
     # formulas.md §6: kl^{-1}(0.03, 0.1) = 0.1708495.
-    from genbounds.pacbayes._dziugaite_roy import _kl_inverse64
-
-    assert _kl_inverse64(0.03, 0.1) == pytest.approx(0.1708495, abs=5e-8)
-    assert _kl_inverse64(0.03, 0.1) == pytest.approx(kl_inv_ref(0.03, 0.1), rel=1e-13)
+    assert float(kl_inverse64(0.03, 0.1)) == pytest.approx(0.1708495, abs=5e-8)
+    assert float(kl_inverse64(0.03, 0.1)) == pytest.approx(kl_inv_ref(0.03, 0.1), rel=1e-13)
     for e, n in [(0.0, 10), (0.03, 150_000), (0.2, 1000), (0.9, 50)]:
         p = sample_convergence_bound(e, num_samples=n, delta_prime=0.01)
         c = math.log(2 / 0.01) / n
@@ -136,6 +115,78 @@ def test_diag_gaussian_kl_against_quadrature():
     assert got == pytest.approx(ref, rel=1e-9)
 
 
+def test_isotropic_kl_is_the_closed_form_in_numpy_and_jax():
+    rng = np.random.default_rng(0)
+    mu, sd, w0, lam = rng.normal(size=7), rng.uniform(0.1, 2.0, 7), rng.normal(size=7), 0.3
+    ref = gaussian_kl_ref(mu, sd, w0, math.sqrt(lam))
+    s = sd**2
+    by_var = isotropic_kl(mu, s, np.log(s), w0, math.log(lam), prior_var=lam)
+    by_precision = isotropic_kl(mu, s, np.log(s), w0, math.log(lam), prior_precision=1.0 / lam)
+    assert by_var == pytest.approx(ref, rel=1e-12)
+    assert by_precision == pytest.approx(ref, rel=1e-12)
+    # Traced, as in the training objectives: the same number, and its gradient in the mean is
+    # (mu - w0) / lam.
+    rho = jnp.log(jnp.asarray(sd))
+
+    def kl(m):
+        return isotropic_kl(m, jnp.exp(2.0 * rho), 2.0 * rho, jnp.asarray(w0), jnp.log(lam),
+                            prior_var=jnp.asarray(lam))
+
+    assert float(jax.jit(kl)(jnp.asarray(mu))) == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_allclose(jax.grad(kl)(jnp.asarray(mu)), (mu - w0) / lam, rtol=1e-12)
+    with pytest.raises(TypeError, match="one of prior_var and prior_precision"):
+        isotropic_kl(mu, s, np.log(s), w0, math.log(lam))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation and the option bundles.
+# ---------------------------------------------------------------------------------------------
+
+
+def _small():
+    f = lambda p, X: X @ p["w"] + p["b"]  # noqa: E731
+    X = jax.random.normal(jax.random.key(0), (64, 2))
+    y = (X[:, 0] > 0).astype(int)
+    w = {"w": jnp.array([[3.0], [0.0]]), "b": jnp.zeros(1)}
+    w0 = {"w": jnp.array([[0.1], [-0.1]]), "b": jnp.zeros(1)}
+    return f, X, y, w, w0
+
+
+def test_repeated_identical_calls_compile_once():
+    f, X, y, w, w0 = _small()
+    run_posterior_loop.clear_cache()
+    mc_errors.clear_cache()
+    kw = dict(X=X, y=y, apply_fn=f, init_params=w0, key=jax.random.key(1),
+              training=DziugaiteRoyTraining(steps=20, chunk=10),
+              certificate=Certificate(num_mc_samples=20))
+    first, _ = dziugaite_roy(w, **kw)
+    second, _ = dziugaite_roy(w, **kw)
+    # One jitted optimiser and one Monte-Carlo counter for both calls (and both chunks).
+    assert run_posterior_loop._cache_size() == 1
+    assert mc_errors._cache_size() == 1
+    assert first.value == second.value and first.terms["kl"] == second.terms["kl"]
+
+
+def test_earlier_keywords_set_the_bundles():
+    f, X, y, w, w0 = _small()
+    common = dict(X=X, y=y, apply_fn=f, init_params=w0, key=jax.random.key(1))
+    a, qa = dziugaite_roy(w, **common, training=DziugaiteRoyTraining(steps=20, chunk=10, lr=0.01),
+                          certificate=Certificate(num_mc_samples=30, delta_prime=0.02))
+    b, qb = dziugaite_roy(w, **common, steps=20, chunk=10, lr=0.01, num_mc_samples=30,
+                          delta_prime=0.02)
+    assert a.value == b.value and a.delta == b.delta == pytest.approx(0.045)
+    for la, lb in zip(jax.tree.leaves(qa), jax.tree.leaves(qb), strict=True):
+        np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
+    # A keyword on top of a bundle sets that field only.
+    c, _ = dziugaite_roy(w, **common, training=DziugaiteRoyTraining(steps=20, chunk=10),
+                         certificate=Certificate(num_mc_samples=30), delta_prime=0.02, lr=0.01)
+    assert c.value == a.value
+    with pytest.raises(TypeError, match="stepz"):
+        dziugaite_roy(w, **common, stepz=20)
+    with pytest.raises(TypeError, match="training must be a DziugaiteRoyTraining"):
+        dziugaite_roy(w, **common, training=Certificate())
+
+
 # ---------------------------------------------------------------------------------------------
 # A trained net on binary digits (digit >= 5), shared by the tests below.
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +243,7 @@ def test_reduced_run_recomputed_independently(digits_net, reduced_run):
     sd = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(post.std)])
     w0 = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(init)])
     lam = 0.1 * math.exp(-t["j"] / 100)
-    kl = np.sum(np.log(math.sqrt(lam) / sd) + (sd**2 + (mu - w0) ** 2) / (2 * lam) - 0.5)
-    assert t["kl"] == pytest.approx(kl, rel=1e-10)
+    assert t["kl"] == pytest.approx(gaussian_kl_ref(mu, sd, w0, math.sqrt(lam)), rel=1e-10)
     # The final number from the returned KL and Monte-Carlo error, by the reference.
     b, e_up, b_re = dr_ref(t["kl"], t["train_error_mc"], t["num_mc_samples"], 1437, t["j"])
     assert t["train_error_upper"] == pytest.approx(e_up, rel=1e-13)
@@ -230,8 +280,6 @@ def test_subset_evaluation_is_the_same_estimator(digits_net, reduced_run):
 def test_batch_is_scheduling_only(digits_net, reduced_run):
     # The networks drawn depend on the key alone: one at a time (the CPU default), 64 or 7 at a
     # time give the same per-network errors, hence the same estimate.
-    from genbounds.pacbayes._dziugaite_roy import mc_batch_size
-
     apply_fn, _, _, Xtr, ytr, *_ = digits_net
     _, post = reduced_run
     key = jax.random.key(8)

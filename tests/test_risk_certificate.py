@@ -9,13 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import gaussian_kl_ref
+from helpers import kl_inverse_ref as kl_inv_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, special, stats
 
 import genbounds
-from genbounds.pacbayes._perez_ortiz import (
-    _pbb_epoch,
+from genbounds.internal import run_posterior_loop
+from genbounds.pacbayes import (
+    Certificate,
+    HeldOut,
+    PosteriorTraining,
+    PriorTraining,
     bounded_cross_entropy,
     learn_prior,
     optimal_lambda,
@@ -28,23 +34,8 @@ from genbounds.pacbayes._perez_ortiz import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Independent float64 references, written from the papers.
+# Independent float64 references, written from the papers (the shared ones in tests/helpers.py).
 # ---------------------------------------------------------------------------------------------
-
-
-def kl_ref(q, p):
-    return float(special.rel_entr(q, p) + special.rel_entr(1.0 - q, 1.0 - p))
-
-
-def kl_inv_ref(q, c):
-    """sup{p in [q, 1]: kl(q||p) <= c}, plain bisection (200 halvings)."""
-    if kl_ref(q, 1.0 - 1e-300) <= c:
-        return 1.0
-    lo, hi = q, 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if kl_ref(q, mid) <= c else (lo, mid)
-    return hi
 
 
 def kappa_ref(kl, n, delta):
@@ -159,9 +150,7 @@ def test_risk_certificate_assembles_its_terms():
         num_candidates=3,
     )
     # KL in float64 from the closed form.
-    s, sp2 = np.array([0.2, 0.3]) ** 2, 0.25
-    kl = 0.5 * (np.sum(s) / sp2 + np.sum((np.array([0.2, 0.2])) ** 2) / sp2 - 2
-                + 2 * math.log(sp2) - np.sum(np.log(s)))
+    kl = gaussian_kl_ref([1.0, 0.4], [0.2, 0.3], [0.8, 0.2], 0.5)
     assert b1.terms["kl"] == pytest.approx(kl, rel=1e-6)
     for b, K in ((b1, 1), (b3, 3)):
         e_up = kl_inv_ref(b.terms["bound_set_error_mc"], math.log(2 * K / 0.01) / 400)
@@ -193,9 +182,9 @@ def test_training_is_jitted_once_and_reports_progress():
     kw = dict(n_bound=128, prior_std=0.3, epochs=3, batch_size=32, lr=0.01,
               callback=lambda e, m: seen.append((e, m)))
     train_posterior(w0, X=X, y=y, apply_fn=linear, key=jax.random.key(0), **kw)
-    before = _pbb_epoch._cache_size()
+    before = run_posterior_loop._cache_size()
     q, hist = train_posterior(w0, X=X, y=y, apply_fn=linear, key=jax.random.key(1), **kw)
-    assert _pbb_epoch._cache_size() == before  # same shapes: no recompilation
+    assert run_posterior_loop._cache_size() == before  # same shapes: no recompilation
     assert [e for e, _ in seen] == [0, 1, 2, 0, 1, 2]
     assert set(seen[0][1]) == {"objective", "loss", "kl", "error", "lam"}
     assert len(hist["objective"]) == 3 and all(np.isfinite(hist["kl"]))
@@ -228,6 +217,54 @@ def test_learn_prior_uses_only_the_prior_data():
     c = learn_prior(w0, X=X[:100], y=y[:100], apply_fn=linear, key=jax.random.key(0), epochs=3,
                     batch_size=20, objective="quad", prior_std=0.3)
     assert c["w"].shape == (2,)
+
+
+def _same_tree(a, b):
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
+
+
+def test_option_bundles_and_earlier_keywords_agree():
+    X, y = _toy(m=200)
+    w0 = {"w": jnp.zeros(2)}
+    common = dict(X=X, y=y, apply_fn=linear, key=jax.random.key(0))
+    a, qa = perez_ortiz(
+        w0, **common,
+        prior=PriorTraining(fraction=0.4, split_seed=1, epochs=2, lr=0.02, batch_size=32),
+        posterior=PosteriorTraining(objective="classic", epochs=2, batch_size=32),
+        certificate=Certificate(num_mc_samples=50, delta_prime=0.02),
+        test=HeldOut(X[:50], y[:50], num_mc_samples=20),
+    )
+    b, qb = perez_ortiz(
+        w0, **common, prior_fraction=0.4, split_seed=1, prior_epochs=2, prior_lr=0.02,
+        batch_size=32, objective="classic", epochs=2, num_mc_samples=50, delta_prime=0.02,
+        X_test=X[:50], y_test=y[:50], test_mc_samples=20,
+    )
+    assert a.value == b.value and a.delta == b.delta == pytest.approx(0.045)
+    assert a.terms["stochastic_test_error"] == b.terms["stochastic_test_error"]
+    assert a.terms["n_prior"] == b.terms["n_prior"] == 80 and a.terms["objective"] == "classic"
+    _same_tree(qa, qb)
+    with pytest.raises(TypeError, match="prior_epoch"):
+        perez_ortiz(w0, **common, prior_epoch=2)
+    with pytest.raises(TypeError, match="prior must be a PriorTraining"):
+        perez_ortiz(w0, **common, prior=PosteriorTraining())
+    # The parts take the same bundles, and the same earlier keywords.
+    _same_tree(learn_prior(w0, **common, training=PriorTraining(epochs=2, batch_size=20)),
+               learn_prior(w0, **common, epochs=2, batch_size=20))
+    q1, h1 = train_posterior(w0, **common, n_bound=100, prior_std=0.3,
+                             training=PosteriorTraining(epochs=2, batch_size=32, kl_penalty=0.5))
+    q2, h2 = train_posterior(w0, **common, n_bound=100, prior_std=0.3, epochs=2, batch_size=32,
+                             kl_penalty=0.5)
+    assert h1 == h2
+    _same_tree(q1, q2)
+    r1 = risk_certificate(q1, **common, prior_mean=w0, prior_std=0.3,
+                          certificate=Certificate(num_mc_samples=40, mc_subset=20))
+    r2 = risk_certificate(q1, **common, prior_mean=w0, prior_std=0.3, num_mc_samples=40,
+                          mc_subset=20)
+    assert r1.value == r2.value and r1.terms["num_mc_samples"] == 40
+    assert r1.terms["mc_subset"] == 20
+    with pytest.raises(TypeError, match="num_samples"):
+        risk_certificate(q1, **common, prior_mean=w0, prior_std=0.3, num_samples=40)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from genbounds.core._checks import check_key, check_positive, checked_result
 from genbounds.linalg._host import on_cpu
 from genbounds.losses._losses import zero_one
 from genbounds.losses._margins import margins_core
+from genbounds.pacbayes._gaussian import kl_log_det_term
 
 from ._perturbation import JIANG_REFERENCE, check_flat_args
 
@@ -416,7 +417,7 @@ def magnitude_aware_flatness(
 
     def mu(v):
         num = eps**2 + (a * a + 1.0) * float(np.sum(v**2)) / omega
-        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
+        return 0.5 * kl_log_det_term(eps**2 + a * a * v_den**2, num) + tail
 
     terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
     terms["mu_57"] = mu(xw)

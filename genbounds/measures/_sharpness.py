@@ -26,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_key, check_n, check_positive, checked_result
 from genbounds.losses._losses import check_classifier, cross_entropy, zero_one
+from genbounds.pacbayes._gaussian import kl_log_det_term
 
 from ._perturbation import JIANG_REFERENCE, check_flat_args, mean_loss_flat
 
@@ -379,7 +380,7 @@ def magnitude_aware_sharpness(
 
     def mu(v):
         num = eps**2 + c * float(np.sum(v**2)) / omega
-        return 0.25 * float(np.sum(np.log(num / (eps**2 + a * a * v_den**2)))) + tail
+        return 0.5 * kl_log_det_term(eps**2 + a * a * v_den**2, num) + tail
 
     terms: dict[str, Any] = {"alpha_prime": a, **res, "epsilon": eps}
     terms["mu_59"] = mu(xw)

@@ -10,7 +10,9 @@ The pieces (Dziugaite & Roy 2017, arXiv:1703.11008, Section 3; verified against 
 * The stochastic training error $\\hat e_S(Q)$ is bounded from N sampled networks by the
   sample-convergence bound (Langford & Caruana 2002) at confidence $1-\\delta'$.
 
-Total confidence $1 - \\delta - \\delta'$.
+Total confidence $1 - \\delta - \\delta'$. The Gaussian and its KL are those of `_gaussian.py`, the
+Monte-Carlo error that of `_montecarlo.py`, and the optimisation runs in the posterior-training
+loop of `_posterior.py` with this module's surrogate objective.
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
 from genbounds.core._bound import Bound
@@ -35,10 +35,20 @@ from genbounds.core._checks import (
     check_n,
     check_positive,
 )
-from genbounds.linalg._host import on_cpu
 from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
 
-from ._kl import kl_inverse
+from ._gaussian import DiagonalGaussian, Unravel, check_posterior, flat_kl, flatten, isotropic_kl
+from ._kl import kl_inverse64
+from ._montecarlo import check_error, mc_error, sample_convergence_bound
+from ._options import (
+    CERTIFICATE,
+    DZIUGAITE_ROY_TRAINING,
+    Certificate,
+    DziugaiteRoyTraining,
+    bundle_keywords,
+    check_bundle,
+)
+from ._posterior import PosteriorLoop, init_state, run_posterior_loop
 
 _REFERENCE = (
     "Dziugaite, Roy. Computing Nonvacuous Generalization Bounds for Deep (Stochastic) Neural "
@@ -46,172 +56,9 @@ _REFERENCE = (
     "Langford, Caruana. (Not) Bounding the True Error. NIPS 2002"
 )
 _LN2 = math.log(2.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# The posterior.
-# ----------------------------------------------------------------------------------------------
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class DiagonalGaussian:
-    """A diagonal Gaussian over a parameter tree: $Q = N(\\text{mean}, \\mathrm{diag}(\\text{std}^2))$.
-
-    Attributes:
-      mean: a parameter tree (the centre w).
-      std: a tree of the same structure, standard deviations > 0 (variance s = std**2).
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> q = DiagonalGaussian.from_variance({"w": jnp.zeros(2)}, {"w": jnp.full(2, 4.0)})
-      >>> q.std["w"].tolist()
-      [2.0, 2.0]
-    """
-
-    mean: Any
-    std: Any
-
-    @classmethod
-    def from_variance(cls, mean: Any, variance: Any) -> DiagonalGaussian:
-        """Builds Q from variances; raises ValueError on a negative or zero variance."""
-        check_same_tree(mean, variance, "mean", "variance")
-        for path, v in jax.tree_util.tree_leaves_with_path(variance):
-            v = np.asarray(v)
-            if not np.all(np.isfinite(v)) or np.any(v <= 0):
-                raise ValueError(
-                    f"variance must be finite and > 0 everywhere; at {jax.tree_util.keystr(path)} "
-                    f"got min {float(np.min(v)):g}"
-                )
-        return cls(mean=mean, std=jax.tree.map(jnp.sqrt, variance))
-
-    @property
-    def variance(self) -> Any:
-        return jax.tree.map(jnp.square, self.std)
-
-    def sample(self, key: jax.Array) -> Any:
-        """One draw w ~ Q, a parameter tree."""
-        flat_m, unravel = ravel_pytree(self.mean)
-        flat_s, _ = ravel_pytree(self.std)
-        return unravel(flat_m + flat_s * jax.random.normal(key, flat_m.shape, flat_m.dtype))
-
-
-def _check_posterior(posterior: Any, name: str = "posterior") -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(posterior, DiagonalGaussian):
-        raise TypeError(f"{name} must be a DiagonalGaussian, got {type(posterior).__name__}")
-    check_same_tree(posterior.mean, posterior.std, f"{name}.mean", f"{name}.std")
-    check_finite_tree(posterior.mean, f"{name}.mean")
-    check_finite_tree(posterior.std, f"{name}.std")
-    mean = np.asarray(ravel_pytree(posterior.mean)[0], np.float64)
-    std = np.asarray(ravel_pytree(posterior.std)[0], np.float64)
-    if np.any(std <= 0):
-        raise ValueError(
-            f"{name}.std must be > 0 everywhere (variance > 0), got {int(np.sum(std <= 0))} "
-            f"entries <= 0 (min {float(std.min()):g})"
-        )
-    return mean, std
-
-
-# ----------------------------------------------------------------------------------------------
-# The closed-form pieces (float64 numpy).
-# ----------------------------------------------------------------------------------------------
-
-
-def diag_gaussian_kl(posterior: DiagonalGaussian, prior_mean: Any, prior_variance: float) -> float:
-    """KL divergence from a diagonal Gaussian posterior to an isotropic Gaussian prior.
-
-    $$2\\, KL(N(w, \\mathrm{diag}(s)) \\| N(w_0, \\lambda I)) = \\frac{1}{\\lambda}\\sum_i s_i
-    + \\frac{\\|w - w_0\\|^2}{\\lambda} - k + k \\ln\\lambda - \\sum_i \\ln s_i$$
-
-    over the k parameters, computed in float64.
-
-    Args:
-      posterior: Q, with mean w and variance s = std**2 (> 0).
-      prior_mean: w0, a tree of the same structure as ``posterior.mean``.
-      prior_variance: lambda > 0.
-
-    Returns:
-      KL(Q || P) in nats, a Python float.
-
-    Raises:
-      ValueError, TypeError: mismatched trees, a non-positive variance or lambda.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> q = DiagonalGaussian({"w": jnp.zeros(3)}, {"w": jnp.ones(3)})
-      >>> diag_gaussian_kl(q, {"w": jnp.zeros(3)}, 1.0)
-      0.0
-
-    References:
-      Dziugaite & Roy, UAI 2017, arXiv:1703.11008, §3 (the closed form of their objective).
-    """
-    mean, std = _check_posterior(posterior)
-    check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
-    check_finite_tree(prior_mean, "prior_mean")
-    lam = check_positive(prior_variance, "prior_variance")
-    w0 = np.asarray(ravel_pytree(prior_mean)[0], np.float64)
-    return _kl_np(mean, std, w0, lam)
-
-
-def _kl_np(mean: np.ndarray, std: np.ndarray, w0: np.ndarray, lam: float) -> float:
-    s = std**2
-    k = mean.size
-    two_kl = (
-        s.sum() / lam + np.sum((mean - w0) ** 2) / lam - k + k * math.log(lam) - np.log(s).sum()
-    )
-    return float(0.5 * two_kl)
-
-
-def _kl_inverse64(q: float, c: float) -> float:
-    """kl^{-1}(q, c) = sup{p in [q, 1] : kl(q||p) <= c}, bisection in float64 (upper end)."""
-    with jax.enable_x64(True):  # float64 whatever the caller's jax_enable_x64 setting
-        return float(kl_inverse(np.float64(q), np.float64(c)))
-
-
-def sample_convergence_bound(error: float, *, num_samples: int, delta_prime: float = 0.01) -> float:
-    """Langford & Caruana's upper bound on a stochastic net's error from N sampled networks.
-
-    With $\\hat e_N$ the mean error of N networks drawn i.i.d. from Q (each evaluated on the
-    training set, or each on its own k examples drawn uniformly at random), with probability
-    $\\ge 1 - \\delta'$ over the draws
-    $$\\hat e_S(Q) \\le \\overline{kl}^{-1}\\big(\\hat e_N,\\ \\ln(2/\\delta')/N\\big).$$
-
-    The N per-network errors are i.i.d. in [0, 1] with mean $\\hat e_S(Q)$ (also with random
-    subsets: the expectation over the subset of a network's error is its training error); the
-    Chernoff bound for [0, 1] variables is dominated by the Bernoulli one (Maurer 2004), whence
-    the kl form. The count is N, the number of networks: pairs sharing a network are dependent.
-
-    Args:
-      error: the Monte-Carlo mean error in [0, 1].
-      num_samples: N >= 1 networks.
-      delta_prime: failure probability in (0, 1); default delta_prime = 0.01 as in Dziugaite & Roy
-        2017, Section 4.4.
-
-    Returns:
-      The upper bound, a float in [error, 1].
-
-    Raises:
-      ValueError, TypeError: on arguments out of range.
-
-    Examples:
-      >>> round(sample_convergence_bound(0.03, num_samples=150_000), 6) > 0.03
-      True
-
-    References:
-      Langford & Caruana, (Not) Bounding the True Error, NIPS 2002; Dziugaite & Roy, UAI 2017,
-      arXiv:1703.11008, §4.
-    """
-    q = _check_error(error)
-    n = check_n(num_samples, "num_samples")
-    dp = check_delta(delta_prime, "delta_prime")
-    return _kl_inverse64(q, math.log(2.0 / dp) / n)
-
-
-def _check_error(error: Any, name: str = "error") -> float:
-    q = float(error)
-    if not 0.0 <= q <= 1.0 or math.isnan(q):
-        raise ValueError(f"{name} must lie in [0, 1], got {error!r}")
-    return q
+# Number of Monte-Carlo networks when `Certificate.num_mc_samples` is None (the paper: 150 000).
+_NUM_MC_SAMPLES = 10_000
+_CERTIFICATE_KEYWORDS = {k: k for k in ("delta_prime", "num_mc_samples", "mc_subset", "mc_batch")}
 
 
 def dziugaite_roy_from_terms(
@@ -250,7 +97,7 @@ def dziugaite_roy_from_terms(
       Dziugaite & Roy, UAI 2017, arXiv:1703.11008, eq. (6) and §3.1.
     """
     kl = check_positive(kl, "kl", allow_zero=True)
-    q = _check_error(error)
+    q = check_error(error)
     n = check_n(n, "n")
     if n < 2:
         raise ValueError(f"n must be >= 2 (the bound divides by n - 1), got {n}")
@@ -259,104 +106,14 @@ def dziugaite_roy_from_terms(
     # Union bound over the prior grid, delta_j = 6 delta / (pi^2 j^2) (D&R §3.1).
     b_re = (kl + 2.0 * math.log(j) + math.log(math.pi**2 * n / (6.0 * delta))) / (n - 1)
     return {
-        "bound": _kl_inverse64(q, b_re),
+        "bound": float(kl_inverse64(q, b_re)),
         "b_re": b_re,
         "pinsker": q + math.sqrt(b_re / 2.0),
     }
 
 
 # ----------------------------------------------------------------------------------------------
-# Monte-Carlo error of the stochastic net.
-# ----------------------------------------------------------------------------------------------
-
-
-# Networks evaluated together by the Monte-Carlo error, when the caller does not say: one at a
-# time on CPU, where XLA's batched products and convolutions are slower than a loop (200 steps
-# + 500 networks on 2000 examples, 2 cores: a 64-channel CNN 54 s with 64 at a time, 14 s with
-# one; an MLP 10 s against 9.3 s), 64 at a time on an accelerator.
-_MC_BATCH_ACCELERATOR = 64
-
-
-def mc_batch_size(batch: Any, X: Any, name: str) -> int:
-    """`batch` checked (an integer >= 1), or the default for the device that holds X."""
-    if batch is not None:
-        return check_n(batch, name)
-    return 1 if on_cpu(X) else _MC_BATCH_ACCELERATOR
-
-
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, key):
-    """Per-network 0-1 errors of `num_samples` draws from Q, `batch` networks at a time.
-
-    With ``subset = k > 0`` each network is evaluated on its own k examples, drawn uniformly
-    with replacement and independently of the network (a draw without replacement would cost a
-    permutation of all m examples per network).
-    """
-    m = X.shape[0]
-    keys = jax.random.split(key, num_samples)
-
-    def one(k):
-        kw, ks = jax.random.split(k)
-        w = mean + std * jax.random.normal(kw, mean.shape, mean.dtype)
-        if subset:
-            idx = jax.random.randint(ks, (subset,), 0, m)
-            Xs, ys = X[idx], y[idx]
-        else:
-            Xs, ys = X, y
-        return zero_one(apply_fn(unravel(w), Xs), ys).mean()
-
-    return jax.lax.map(one, keys, batch_size=min(batch, num_samples))
-
-
-def stochastic_error(
-    posterior: DiagonalGaussian,
-    *,
-    X: Any,
-    y: Any,
-    apply_fn: Any,
-    key: jax.Array,
-    num_samples: int = 1000,
-    subset: int | None = None,
-    batch: int | None = None,
-) -> dict[str, float]:
-    """Monte-Carlo 0-1 error of the stochastic network Q on (X, y).
-
-    Args:
-      posterior: Q.
-      X, y: data and integer labels.
-      apply_fn: ``apply_fn(params, X) -> logits``.
-      key: PRNG key.
-      num_samples: number N of networks drawn from Q.
-      subset: if given, each network is evaluated on its own `subset` examples drawn uniformly
-        with replacement (an unbiased estimate of the same quantity, much cheaper for large X).
-      batch: networks evaluated together (memory ~ batch x activations of X); default 1
-        on CPU (a loop is faster there), 64 on an accelerator.
-
-    Returns:
-      dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N)) and
-      ``num_samples``.
-
-    Raises:
-      ValueError, TypeError: bad shapes, labels or posterior.
-    """
-    key = check_key(key)
-    mean, std = _check_posterior(posterior)
-    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
-    N = check_n(num_samples, "num_samples")
-    sub = 0 if subset is None else check_n(subset, "subset")
-    flat_m, unravel = ravel_pytree(posterior.mean)
-    flat_s = ravel_pytree(posterior.std)[0].astype(flat_m.dtype)
-    errs = np.asarray(
-        _mc_errors(apply_fn, unravel, N, mc_batch_size(batch, X, "batch"), sub, flat_m, flat_s,
-                   X, y, key),
-        np.float64,
-    )
-    se = float(errs.std(ddof=1) / math.sqrt(N)) if N > 1 else float("nan")
-    return {"error": float(errs.mean()), "stderr": se, "num_samples": N}
-
-
-# ----------------------------------------------------------------------------------------------
-# The certificate for a given posterior, and the optimisation.
+# The certificate for a given posterior.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -370,6 +127,7 @@ def _check_common(delta, delta_prime, b, c):
     return delta, delta_prime, b, c
 
 
+@bundle_keywords(certificate=_CERTIFICATE_KEYWORDS)
 def dziugaite_roy_certificate(
     posterior: DiagonalGaussian,
     *,
@@ -380,12 +138,9 @@ def dziugaite_roy_certificate(
     prior_variance: float,
     key: jax.Array,
     delta: float = 0.025,
-    delta_prime: float = 0.01,
     b: float = 100.0,
     c: float = 0.1,
-    num_mc_samples: int = 10_000,
-    mc_subset: int | None = None,
-    mc_batch: int | None = None,
+    certificate: Certificate = CERTIFICATE,
 ) -> Bound:
     """The Dziugaite-Roy bound on the test error of a given stochastic network Q.
 
@@ -406,14 +161,15 @@ def dziugaite_roy_certificate(
       key: PRNG key for the Monte-Carlo networks.
       delta: failure probability of the PAC-Bayes bound; default delta = 0.025 as in Dziugaite & Roy
         2017, Section 3.1 (not the library-wide 0.05).
-      delta_prime: failure probability of the sample-convergence bound; default delta_prime = 0.01
-        as in Dziugaite & Roy 2017, Section 4.4.
       b, c: the prior grid lambda_j = c exp(-j/b) (100 and 0.1 in the paper).
-      num_mc_samples: N networks drawn from Q (150,000 in the paper).
-      mc_subset: evaluate each network on its own `mc_subset` training examples drawn
-        uniformly with replacement (unbiased; the bound still counts N trials, the networks);
-        None for the whole training set.
-      mc_batch: networks evaluated together (default: 1 on CPU, 64 on an accelerator).
+      certificate: the Monte-Carlo estimate, a `Certificate`: ``num_mc_samples`` N networks
+        drawn from Q (default 10 000; 150,000 in the paper), ``delta_prime`` the failure
+        probability of the sample-convergence bound (0.01 as in Dziugaite & Roy 2017, Section
+        4.4), ``mc_subset`` (each network on its own `mc_subset` training examples drawn
+        uniformly with replacement; unbiased, the bound still counts N trials; None: the whole
+        training set) and ``mc_batch`` (networks evaluated together; default 1 on CPU, 64 on
+        an accelerator). The keywords ``delta_prime``, ``num_mc_samples``, ``mc_subset`` and
+        ``mc_batch`` are accepted too and set these fields.
 
     Returns:
       A `Bound` with ``value`` the bound on the stochastic net's expected test error,
@@ -425,21 +181,21 @@ def dziugaite_roy_certificate(
       ValueError, TypeError: bad data, mismatched trees, non-positive posterior variance, delta
         outside (0, 1).
     """
-    mean, std = _check_posterior(posterior)
+    cert = check_bundle(certificate, Certificate, "certificate")
+    mean, std = check_posterior(posterior)
     check_same_tree(posterior.mean, init_params, "posterior.mean", "init_params")
     check_finite_tree(init_params, "init_params")
     X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
-    delta, delta_prime, b, c = _check_common(delta, delta_prime, b, c)
+    delta, delta_prime, b, c = _check_common(delta, cert.delta_prime, b, c)
     lam = check_positive(prior_variance, "prior_variance")
-    N = check_n(num_mc_samples, "num_mc_samples")
+    num = _NUM_MC_SAMPLES if cert.num_mc_samples is None else cert.num_mc_samples
+    N = check_n(num, "num_mc_samples")
     m = int(X.shape[0])
     if m < 2:
         raise ValueError(f"X must hold at least 2 examples, got {m}")
 
-    mc = stochastic_error(
-        posterior, X=X, y=y, apply_fn=apply_fn, key=key, num_samples=N, subset=mc_subset,
-        batch=mc_batch,
-    )
+    mc = mc_error(apply_fn, posterior, X, y, check_key(key), N, cert.mc_subset, cert.mc_batch,
+                  names=("mc_subset", "mc_batch"))
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=delta_prime)
     w0 = np.asarray(ravel_pytree(init_params)[0], np.float64)
 
@@ -448,7 +204,7 @@ def dziugaite_roy_certificate(
     per_j = {}
     for j in candidates:
         lam_j = c * math.exp(-j / b)
-        kl = _kl_np(mean, std, w0, lam_j)
+        kl = flat_kl(mean, std, w0, lam_j)
         per_j[j] = (dziugaite_roy_from_terms(kl=kl, error=e_up, n=m, j=j, delta=delta), kl, lam_j)
     j_best = min(per_j, key=lambda j: per_j[j][0]["bound"])
     res, kl, lam_j = per_j[j_best]
@@ -463,7 +219,7 @@ def dziugaite_roy_certificate(
         "b_re": res["b_re"],
         "pinsker": res["pinsker"],
         "num_mc_samples": N,
-        "mc_subset": 0 if mc_subset is None else int(mc_subset),
+        "mc_subset": 0 if cert.mc_subset is None else int(cert.mc_subset),
         "bound_floor_j": per_j[candidates[0]][0]["bound"],
         "bound_ceil_j": per_j[candidates[-1]][0]["bound"],
         "num_params": int(mean.size),
@@ -487,50 +243,41 @@ def dziugaite_roy_certificate(
     )
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _optimise_chunk(apply_fn, unravel, tx, steps, batch_size, state, w0, X, y, key, consts):
-    """`steps` Adam steps on D&R's surrogate objective (D&R 2017, Section 3.1)."""
+# ----------------------------------------------------------------------------------------------
+# The optimisation: D&R's surrogate in the shared posterior-training loop.
+# ----------------------------------------------------------------------------------------------
+
+
+def _surrogate(loop, theta, carry, eps, Xb, yb, w0, consts):
+    """D&R's surrogate objective (D&R 2017, Section 3.1) of one sampled network on a minibatch."""
     m_f, b_f, log_b, log_c, log_const = consts
-    k = w0.shape[0]
-    m = X.shape[0]
-
-    def objective(theta, eps, Xb, yb):
-        mean, rho = theta["mean"], theta["rho"]
-        # lambda is capped at the grid's first point c e^{-1/b} (j >= 1): above it no prior of the
-        # union bound exists and the 2 ln j term would reward leaving the grid.
-        log_lam = jnp.minimum(theta["log_lam"], log_c - 1.0 / b_f)
-        w = mean + jnp.exp(rho) * eps
-        # Surrogate of the 0-1 loss: cross-entropy / ln 2, one sampled network per step.
-        emp = cross_entropy(apply_fn(unravel(w), Xb), yb).mean() / _LN2
-        # 2 KL(Q || N(w0, lam I)) (closed form for diagonal Gaussians), with s = exp(2 rho).
-        two_kl = (
-            jnp.sum(jnp.exp(2.0 * rho)) * jnp.exp(-log_lam)
-            + jnp.sum((mean - w0) ** 2) * jnp.exp(-log_lam)
-            - k
-            + k * log_lam
-            - 2.0 * jnp.sum(rho)
-        )
-        # Continuous j = b ln(c / lam): 2 ln j = 2 ln b + 2 ln max(ln c - ln lam, 0.01).
-        two_ln_j = 2.0 * log_b + 2.0 * jnp.log(jnp.maximum(log_c - log_lam, 0.01))
-        b_re = (0.5 * two_kl + two_ln_j + log_const) / (m_f - 1.0)
-        return emp + jnp.sqrt(b_re / 2.0), (emp, 0.5 * two_kl, b_re)
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-
-    def step(carry, k_t):
-        theta, opt_state = carry
-        ke, kb = jax.random.split(k_t)
-        eps = jax.random.normal(ke, w0.shape, w0.dtype)
-        idx = jax.random.randint(kb, (batch_size,), 0, m)
-        (obj, aux), g = grad_fn(theta, eps, X[idx], y[idx])
-        updates, opt_state = tx.update(g, opt_state, theta)
-        theta = optax.apply_updates(theta, updates)
-        return (theta, opt_state), (obj, *aux)
-
-    state, hist = jax.lax.scan(step, state, jax.random.split(key, steps))
-    return state, jax.tree.map(jnp.mean, hist)
+    mean, rho = theta["mean"], theta["rho"]
+    # lambda is capped at the grid's first point c e^{-1/b} (j >= 1): above it no prior of the
+    # union bound exists and the 2 ln j term would reward leaving the grid.
+    log_lam = jnp.minimum(theta["log_lam"], log_c - 1.0 / b_f)
+    w = mean + jnp.exp(rho) * eps
+    # Surrogate of the 0-1 loss: cross-entropy / ln 2, one sampled network per step.
+    emp = cross_entropy(loop.apply_fn(loop.unravel(w), Xb), yb).mean() / _LN2
+    # KL(Q || N(w0, lam I)) with s = exp(2 rho), ln s = 2 rho, 1/lam = exp(-ln lam) exactly.
+    kl = isotropic_kl(mean, jnp.exp(2.0 * rho), 2.0 * rho, w0, log_lam,
+                      prior_precision=jnp.exp(-log_lam))
+    # Continuous j = b ln(c / lam): 2 ln j = 2 ln b + 2 ln max(ln c - ln lam, 0.01).
+    two_ln_j = 2.0 * log_b + 2.0 * jnp.log(jnp.maximum(log_c - log_lam, 0.01))
+    b_re = (kl + two_ln_j + log_const) / (m_f - 1.0)
+    return emp + jnp.sqrt(b_re / 2.0), (emp, kl, b_re)
 
 
+def _record(loop, carry, f, aux, consts):
+    """Each step records (surrogate, loss / ln 2, KL, B_RE); nothing is carried."""
+    return carry, (f, *aux)
+
+
+@bundle_keywords(
+    training={k: k for k in (
+        "steps", "batch_size", "lr", "init_log_prior_variance", "init_std_scale", "chunk", "dtype"
+    )},
+    certificate=_CERTIFICATE_KEYWORDS,
+)
 def dziugaite_roy(
     params: Any,
     *,
@@ -540,19 +287,10 @@ def dziugaite_roy(
     init_params: Any,
     key: jax.Array,
     delta: float = 0.025,
-    delta_prime: float = 0.01,
     b: float = 100.0,
     c: float = 0.1,
-    steps: int = 20_000,
-    batch_size: int = 100,
-    lr: float = 3e-3,
-    init_log_prior_variance: float = -6.0,
-    init_std_scale: float = 1.0,
-    num_mc_samples: int = 10_000,
-    mc_subset: int | None = None,
-    mc_batch: int | None = None,
-    chunk: int = 1000,
-    dtype: Any = jnp.float32,
+    training: DziugaiteRoyTraining = DZIUGAITE_ROY_TRAINING,
+    certificate: Certificate = CERTIFICATE,
     verbose: bool = False,
 ) -> tuple[Bound, DiagonalGaussian]:
     """Dziugaite & Roy (2017): optimise a Gaussian posterior around a trained net, then bound it.
@@ -576,6 +314,9 @@ def dziugaite_roy(
     term saturate instead, which lets the optimiser leave the grid); the cap matters in practice:
     on small data the optimum sits at it, so `c` is exposed.
 
+    The optimisation runs in the shared jitted posterior-training loop; repeated calls with the
+    same network, data shapes and settings compile it once.
+
     Args:
       params: the trained weights w (the SGD solution).
       X, y: the m training examples the bound is about.
@@ -583,19 +324,24 @@ def dziugaite_roy(
         (n, K): softmax). Must be pure JAX (it is traced under jit and vmap).
       init_params: the initialisation w0 (prior mean), same tree, independent of the data.
       key: PRNG key (optimisation noise and Monte-Carlo networks).
-      delta, delta_prime, b, c: as in `dziugaite_roy_certificate` (paper: 0.025, 0.01, 100, 0.1);
-        delta = 0.025 as in Dziugaite & Roy 2017, Section 3.1, delta_prime = 0.01 as in Dziugaite &
-        Roy 2017, Section 4.4 (not the library-wide 0.05).
-      steps: Adam steps (a multiple of `chunk` is run; rounded up).
-      batch_size: minibatch size of the surrogate loss.
-      lr: Adam learning rate.
-      init_log_prior_variance: starting ln lambda.
-      init_std_scale: posterior std at start = scale * |w|.
-      num_mc_samples, mc_subset, mc_batch: Monte-Carlo evaluation, see the certificate.
-      chunk: steps per jitted scan (progress granularity).
-      dtype: dtype of the optimisation (float32 by default, also under x64); the certificate is
-        computed in float64.
+      delta: failure probability of the PAC-Bayes bound; default delta = 0.025 as in Dziugaite &
+        Roy 2017, Section 3.1 (not the library-wide 0.05).
+      b, c: the prior grid lambda_j = c exp(-j/b) (100 and 0.1 in the paper).
+      training: a `DziugaiteRoyTraining`: ``steps`` Adam steps (a multiple of ``chunk`` is run;
+        rounded up; 20 000), ``batch_size`` of the surrogate loss (100), ``lr`` Adam's learning
+        rate (3e-3), ``init_log_prior_variance`` the starting ln lambda (-6),
+        ``init_std_scale`` (posterior std at start = scale * |w|; 1), ``chunk`` steps per
+        jitted call (1000), ``dtype`` of the optimisation (float32 by default, also under x64;
+        the certificate is computed in float64).
+      certificate: the Monte-Carlo estimate, a `Certificate` (see `dziugaite_roy_certificate`;
+        N = 10 000 networks by default, delta_prime = 0.01 as in Dziugaite & Roy 2017, Section
+        4.4).
       verbose: print progress per chunk.
+
+    The earlier keywords are accepted and set the bundles' fields of the same name: ``steps``,
+    ``batch_size``, ``lr``, ``init_log_prior_variance``, ``init_std_scale``, ``chunk``,
+    ``dtype`` (`training`); ``delta_prime``, ``num_mc_samples``, ``mc_subset``, ``mc_batch``
+    (`certificate`).
 
     Returns:
       ``(bound, posterior)``: the certificate (terms of `dziugaite_roy_certificate` plus
@@ -607,12 +353,14 @@ def dziugaite_roy(
 
     Examples:
       >>> import jax, jax.numpy as jnp
+      >>> from genbounds.pacbayes import Certificate, DziugaiteRoyTraining
       >>> X = jax.random.normal(jax.random.key(0), (200, 2)); y = (X[:, 0] > 0).astype(int)
       >>> f = lambda p, X: X @ p["w"] + p["b"]
       >>> w = {"w": jnp.array([[3.0], [0.0]]), "b": jnp.zeros(1)}
       >>> w0 = {"w": jnp.array([[0.1], [-0.1]]), "b": jnp.zeros(1)}
       >>> bnd, q = dziugaite_roy(w, X=X, y=y, apply_fn=f, init_params=w0, key=jax.random.key(1),
-      ...                        steps=200, chunk=100, num_mc_samples=200)
+      ...                        training=DziugaiteRoyTraining(steps=200, chunk=100),
+      ...                        certificate=Certificate(num_mc_samples=200))
       >>> 0.0 < bnd.value < 1.0
       True
 
@@ -620,35 +368,40 @@ def dziugaite_roy(
       Dziugaite & Roy, Computing Nonvacuous Generalization Bounds for Deep (Stochastic) Neural
       Networks with Many More Parameters than Training Data, UAI 2017, arXiv:1703.11008.
     """
+    opt = check_bundle(training, DziugaiteRoyTraining, "training")
+    cert = check_bundle(certificate, Certificate, "certificate")
     key = check_key(key)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     check_same_tree(params, init_params, "params", "init_params")
     check_finite_tree(init_params, "init_params")
-    delta, delta_prime, b, c = _check_common(delta, delta_prime, b, c)
-    steps = check_n(steps, "steps")
-    chunk = min(check_n(chunk, "chunk"), steps)
-    batch_size = check_n(batch_size, "batch_size")
-    lr = check_positive(lr, "lr")
-    init_std_scale = check_positive(init_std_scale, "init_std_scale")
-    init_llv = float(init_log_prior_variance)
+    delta, delta_prime, b, c = _check_common(delta, cert.delta_prime, b, c)
+    steps = check_n(opt.steps, "steps")
+    chunk = min(check_n(opt.chunk, "chunk"), steps)
+    batch_size = check_n(opt.batch_size, "batch_size")
+    lr = check_positive(opt.lr, "lr")
+    init_std_scale = check_positive(opt.init_std_scale, "init_std_scale")
+    init_llv = float(opt.init_log_prior_variance)
     if not math.isfinite(init_llv):
-        raise ValueError(f"init_log_prior_variance must be finite, got {init_log_prior_variance}")
+        raise ValueError(
+            f"init_log_prior_variance must be finite, got {opt.init_log_prior_variance}")
     m = int(X.shape[0])
     if m < 2:
         raise ValueError(f"X must hold at least 2 examples, got {m}")
 
-    w_flat, unravel = ravel_pytree(params)
-    w_flat = jnp.asarray(w_flat, dtype)
-    w0 = jnp.asarray(ravel_pytree(init_params)[0], dtype)
-    unravel_t = _cast_unravel(unravel, dtype)
+    dtype = opt.dtype
+    w_flat = flatten(params, dtype)
+    w0 = flatten(init_params, dtype)
+    unravel = Unravel(params, dtype)
     Xd = jnp.asarray(X, dtype) if jnp.issubdtype(X.dtype, jnp.floating) else X
     theta = {
         "mean": w_flat,
         "rho": jnp.log(jnp.maximum(init_std_scale * jnp.abs(w_flat), 1e-8)),
         "log_lam": jnp.asarray(init_llv, dtype),
     }
-    tx = optax.adam(lr)
-    state = (theta, tx.init(theta))
+    loop = PosteriorLoop(apply_fn=apply_fn, unravel=unravel, objective=_surrogate,
+                         after_step=_record, optimiser=("adam", lr), batch_size=batch_size,
+                         steps=chunk)
+    state = init_state(loop, theta)
     consts = tuple(
         jnp.asarray(v, dtype)
         for v in (m, b, math.log(b), math.log(c), math.log(math.pi**2 * m / (6.0 * delta)))
@@ -658,19 +411,8 @@ def dziugaite_roy(
     t0 = time.perf_counter()
     hist = None
     for i in range(n_chunks):
-        state, hist = _optimise_chunk(
-            apply_fn,
-            unravel_t,
-            tx,
-            chunk,
-            batch_size,
-            state,
-            w0,
-            Xd,
-            y,
-            jax.random.fold_in(k_opt, i),
-            consts,
-        )
+        state, hist = run_posterior_loop(loop, state, w0, Xd, y, jax.random.fold_in(k_opt, i),
+                                         consts)
         if verbose:
             obj, emp, kl, bre = (float(v) for v in hist)
             print(
@@ -682,21 +424,11 @@ def dziugaite_roy(
     jax.block_until_ready(theta)
     t_opt = time.perf_counter() - t0
 
-    posterior = DiagonalGaussian(
-        mean=unravel_t(theta["mean"]), std=unravel_t(jnp.exp(theta["rho"]))
-    )
+    posterior = DiagonalGaussian(mean=unravel(theta["mean"]), std=unravel(jnp.exp(theta["rho"])))
     lam = math.exp(min(float(theta["log_lam"]), math.log(c) - 1.0 / b))
     bound = dziugaite_roy_certificate(
-        posterior, X=Xd, y=y, apply_fn=apply_fn, init_params=init_params,
-        prior_variance=lam,
-        key=k_mc,
-        delta=delta,
-        delta_prime=delta_prime,
-        b=b,
-        c=c,
-        num_mc_samples=num_mc_samples,
-        mc_subset=mc_subset,
-        mc_batch=mc_batch,
+        posterior, X=Xd, y=y, apply_fn=apply_fn, init_params=init_params, prior_variance=lam,
+        key=k_mc, delta=delta, b=b, c=c, certificate=cert,
     )
     mean_err = float(zero_one(apply_fn(posterior.mean, Xd), y).mean())
     terms = dict(bound.terms)
@@ -708,13 +440,3 @@ def dziugaite_roy(
         mean_net_train_error=mean_err,
     )
     return dataclasses.replace(bound, terms=terms), posterior
-
-
-def _cast_unravel(unravel, dtype):
-    """An unravel that returns leaves in `dtype` (ravel_pytree's unravel restores the input's
-    leaf dtypes, which would silently upcast a float32 optimisation under x64)."""
-
-    def f(x):
-        return jax.tree.map(lambda a: a.astype(dtype), unravel(x))
-
-    return f

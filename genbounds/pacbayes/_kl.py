@@ -243,7 +243,7 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
     _check_prob_array(q, "q")
     _check_nonneg_array(c, "c")
     check_broadcastable(q, c, "q", "c")
-    p64 = _kl_inverse64(q, c)
+    p64 = kl_inverse64(q, c)
     if jax.config.jax_enable_x64:
         return jnp.asarray(p64)
     # Without x64 the result is returned in float32, rounded *up* from the float64 value so it
@@ -253,9 +253,15 @@ def kl_inverse(q: Any, c: Any) -> jax.Array:
     return jnp.asarray(np.minimum(p32, np.float32(1.0)))
 
 
-def _kl_inverse64(q: Any, c: Any) -> np.ndarray:
+def kl_inverse64(q: Any, c: Any) -> np.ndarray:
     """`kl_inverse_core` evaluated in float64 whatever the inputs' dtype and the x64 setting
-    (float32 bisection can land several float32 ulps above the supremum)."""
+    (float32 bisection can land several float32 ulps above the supremum), without checks.
+
+    The one float64 kl inversion of the package: every certificate (Maurer's bound here, the
+    sample-convergence bound, Dziugaite & Roy's and Pérez-Ortiz et al.'s) inverts through it.
+    Assumes q in [0, 1] and c >= 0, as `kl_inverse_core`; returns a float64 numpy array of the
+    broadcast shape.
+    """
     q64, c64 = np.asarray(q, np.float64), np.asarray(c, np.float64)
     with jax.enable_x64(True):
         return np.asarray(kl_inverse_core(q64, c64), np.float64)
@@ -318,7 +324,7 @@ def pac_bayes_kl_bound(emp_error: Any, kl: Any, *, n: int, delta: float = 0.05) 
     e, k, n, d = _maurer_checks(emp_error, kl, n, delta)
     log_term = math.log(2.0 * math.sqrt(n) / d)  # ln(2 sqrt(n)/delta), one logarithm
     rhs = (k + log_term) / n
-    value = float(_kl_inverse64(e, rhs))
+    value = float(kl_inverse64(e, rhs))
     return Bound(
         name="pac_bayes_kl",
         value=value,
