@@ -188,13 +188,11 @@ def test_cycle_finder_and_resolver_on_a_small_graph():
     assert [ast.unparse(n) for n in _module_level_imports(lazy)] == ["import os"]
 
 
-@pytest.mark.xfail(strict=False, reason="restructure in progress")
 def test_no_module_level_import_cycle():
     cycles = _cycles(_import_graph())
     assert cycles == [], f"module-level import cycles: {cycles}"
 
 
-@pytest.mark.xfail(strict=False, reason="restructure in progress")
 def test_no_core_module_is_over_600_lines():
     modules = _all_modules()
     long = {name: n for name in _core_modules()
