@@ -47,7 +47,7 @@ if __name__ == "__main__":  # run from a checkout without installing
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from genbounds.linalg._spectral_norm import spectral_norm  # noqa: E402
+from genbounds.linalg import spectral_norm  # noqa: E402
 
 SIZES = (1024, 4096)
 SPECTRA = ("gaussian", "decaying")

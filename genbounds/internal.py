@@ -29,11 +29,13 @@ from genbounds.linalg._hessian import full_hessian as full_hessian
 from genbounds.losses._losses import zero_one as zero_one
 
 # --- network ---
+from genbounds.network import _norms as network_norms_module  # its kernel entry, counted in tests
 from genbounds.network._activations import _FIXED as KNOWN_ACTIVATIONS
 from genbounds.network._activations import _GRID as ACTIVATION_GRID
 from genbounds.network._activations import identify as identify
 
 # --- bounds ---
+from genbounds.bounds._spectral import _augmented as spectral_augmented
 from genbounds.bounds._vc import _counting_bound as vc_counting_bound
 
 # --- pacbayes ---

@@ -18,8 +18,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import genbounds
 
 PACKAGE = Path(genbounds.__file__).resolve().parent

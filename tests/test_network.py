@@ -379,7 +379,7 @@ def test_report_on_linen_cnn():
 
 def test_bft_conv_augmentation_is_an_upper_bound():
     """The block bounds used for a conv with bias are >= the exact augmented norms."""
-    from genbounds.bounds._spectral import _augmented
+    from genbounds.internal import spectral_augmented as _augmented
 
     x = _x((2, 5, 5, 2))
 
@@ -395,8 +395,8 @@ def test_bft_conv_augmentation_is_an_upper_bound():
         net = Network.trace(C().apply, jax.tree.map(lambda a: a.astype(jnp.float64), v),
                             x.astype(jnp.float64))
         conv = net.layers[0]
-        s, b, _, _, _ = _augmented(net.layers, (None, None), method="exact", key=None,
-                                   failure_probability=1e-6)
+        s, b, _, _, _ = _augmented(net, net.layers, (None, None),
+                                   method=genbounds.linalg.NormMethod("exact"), key=None)
         A = _operator_matrix(conv, conv.conv.input_shape)
         P = A.shape[0] // conv.fan_out
         beta = np.tile(np.asarray(conv.bias), P)[:, None]

@@ -207,7 +207,7 @@ def test_zero_layer_raises():
 def _count_norms(monkeypatch):
     """Records (kind, kernel bytes, geometry) of every norm the network layer computes (a
     counter on its one kernel entry point, `layer_spectral_norm`)."""
-    import genbounds.network._norms as network_norms
+    from genbounds.internal import network_norms_module as network_norms
 
     calls = []
     real = network_norms.layer_spectral_norm

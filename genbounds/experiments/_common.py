@@ -182,3 +182,16 @@ def load_variant(variants: dict[str, tuple[str, dict[str, Any]]], name: str, *, 
     if source == "mnist":
         options = {**options, "download": download}
     return load(source, seed=seed, **options)
+
+
+def write_record(out: str | os.PathLike, record: dict[str, Any], summary: str) -> None:
+    """Writes ``results.json`` (the record) and ``summary.md`` (its table) atomically into
+    ``out``, creating the folder."""
+    import json
+
+    from genbounds.files import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
+    atomic_write(out / "summary.md", (summary + "\n").encode())

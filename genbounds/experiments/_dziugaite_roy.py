@@ -24,11 +24,9 @@ binary classifier. It is trained here (`train_mlp`, SGD with momentum on the log
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,8 +35,7 @@ import numpy as np
 import optax
 
 from genbounds import dziugaite_roy, margins, stochastic_error
-from genbounds.experiments._common import load_variant, markdown_table
-from genbounds.files import atomic_write
+from genbounds.experiments._common import load_variant, markdown_table, write_record
 from genbounds.train import MLP
 
 # Table 1 of Dziugaite & Roy (2017), T-600 on binary MNIST: recalled, NOT verified against
@@ -288,10 +285,7 @@ def reproduce_dziugaite_roy(
     if verbose:
         print(summary_table(record))
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
-        atomic_write(out / "summary.md", (summary_table(record) + "\n").encode())
+        write_record(out, record, summary_table(record))
     return record
 
 

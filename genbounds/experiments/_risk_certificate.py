@@ -21,10 +21,8 @@ smallest certificate is kept (`genbounds.perez_ortiz`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -32,8 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from genbounds import perez_ortiz
-from genbounds.experiments._common import load_variant, markdown_table
-from genbounds.files import atomic_write
+from genbounds.experiments._common import load_variant, markdown_table, write_record
 from genbounds.train import CNN, MLP
 
 # The paper's best MNIST rows as quoted in the project's issue tracker (learnt prior on half the
@@ -184,10 +181,7 @@ def reproduce_risk_certificate(
     if verbose:
         print(summary_table(record))
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
-        atomic_write(out / "summary.md", (summary_table(record) + "\n").encode())
+        write_record(out, record, summary_table(record))
     return record
 
 
