@@ -3,8 +3,8 @@
 The first tier, here: the bounds (each ``.value`` an upper bound on the 0-1 test error with
 probability >= 1 - delta) `vc`, `spectral`, `golowich`, `pac_bayes`, `rademacher_bound`,
 `dziugaite_roy`, `perez_ortiz` / `risk_certificate`; all of them at once: `report` (its options
-bundled in `ReportOptions`); the result type `Bound`, the network `Network`, the refusal `NotBoundable`; and the parts the bounds are
-built from that users reach for first (`spectral_norms`, `spectral_complexity`, `kl_inverse`,
+bundled in `ReportOptions`); the result type `Bound`, the network `Network`, the refusal
+`NotBoundable`; and the parts the bounds are built from that users reach for first (`spectral_norms`, `spectral_complexity`, `kl_inverse`,
 `margins`, `rademacher`, `lipschitz`).
 
 Everything else lives in a sub-namespace that says what it is:
