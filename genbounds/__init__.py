@@ -1,7 +1,7 @@
 """genbounds: generalisation bounds and complexity measures of trained neural networks.
 
 The first tier, here: the bounds (each ``.value`` an upper bound on the 0-1 test error with
-probability >= 1 - delta) `vc`, `spectral`, `golowich`, `pac_bayes`, `rademacher_bound`,
+probability >= 1 - delta) `vc`, `spectral`, `golowich`, `gonon`, `pac_bayes`, `rademacher_bound`,
 `dziugaite_roy`, `perez_ortiz` / `risk_certificate`; all of them at once: `report` (its options
 bundled in `ReportOptions`); the result type `Bound`, the network `Network`, the refusal
 `NotBoundable`; and the parts the bounds are built from that users reach for first (`spectral_norms`, `spectral_complexity`, `kl_inverse`,
@@ -44,6 +44,7 @@ from ._report import Report as Report
 from ._report import ReportOptions as ReportOptions
 from ._report import report as report
 from .bounds import golowich as golowich
+from .bounds import gonon as gonon
 from .bounds import rademacher_bound as rademacher_bound
 from .bounds import spectral as spectral
 from .bounds import spectral_complexity as spectral_complexity

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from genbounds.bounds._golowich import golowich
+from genbounds.bounds._gonon import gonon
 from genbounds.bounds._rademacher import rademacher_bound
 from genbounds.bounds._spectral import spectral
 from genbounds.bounds._vc import vc
@@ -334,7 +335,9 @@ def report(
     Bounds (each an upper bound on the 0-1 test error with probability at least
     $1-\delta$ on its own; they are compared side by side, not combined): `vc`, `spectral`
     (Bartlett et al. 2017, $M_i = 0$), `pac_bayes` (Neyshabur et al. 2018, prior at 0 and, with
-    `init_params`, at the initialisation), `golowich` (Theorems 1 and 2). Measures: the spectral
+    `init_params`, at the initialisation), `golowich` (Theorems 1 and 2), `gonon` (Gonon et al.
+    2024: the path-norm bound for DAG ReLU networks, residual and pooling ones included).
+    Measures: the spectral
     complexity and the norm measures of `norm_measures` (path norms included) (distance from
     initialisation with `init_params`). Entries that do not apply (e.g. a bound implemented
     for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
@@ -427,6 +430,7 @@ def report(
         "pac_bayes": lambda: pac_bayes(net, input_bound=input_bound, key=key, **common),
         "golowich": lambda: golowich(net, **common),
         "golowich_l1inf": lambda: golowich(net, norm="l1inf", **common),
+        "gonon": lambda: gonon(net, **common),
         "norms": lambda: norm_measures(net, reference=init_params, key=key),
         "lipschitz": lambda: lipschitz(net, key=key),
     }

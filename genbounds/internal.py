@@ -33,6 +33,7 @@ from genbounds.network import _norms as network_norms_module  # its kernel entry
 from genbounds.network._activations import _FIXED as KNOWN_ACTIVATIONS
 from genbounds.network._activations import _GRID as ACTIVATION_GRID
 from genbounds.network._activations import identify as identify
+from genbounds.network._path_lifting import lifting_structure as lifting_structure
 
 # --- bounds ---
 from genbounds.bounds._spectral import _augmented as spectral_augmented

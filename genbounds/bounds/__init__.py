@@ -1,5 +1,6 @@
 """Bounds on the test error from the network's norms and the data: VC, spectral (Bartlett et
-al. 2017), size-independent (Golowich et al. 2018), Rademacher, uniform stability.
+al. 2017), size-independent (Golowich et al. 2018), path-norm for DAG ReLU networks (Gonon et
+al. 2024), Rademacher, uniform stability.
 
 Each bound is a formula of numbers the network layer computed once (`genbounds.network`) plus a
 thin wrapper that checks its arguments and returns a `Bound`. The PAC-Bayes bounds live in
@@ -10,6 +11,10 @@ from ._golowich import golowich as golowich
 from ._golowich import golowich_frobenius as golowich_frobenius
 from ._golowich import golowich_l1inf as golowich_l1inf
 from ._golowich import golowich_margin_bound as golowich_margin_bound
+from ._gonon import gonon as gonon
+from ._gonon import gonon_log_term as gonon_log_term
+from ._gonon import gonon_margin_bound as gonon_margin_bound
+from ._gonon import gonon_rademacher as gonon_rademacher
 from ._rademacher import margin_rademacher_bound as margin_rademacher_bound
 from ._rademacher import rademacher_bound as rademacher_bound
 from ._spectral import SpectralOptions as SpectralOptions

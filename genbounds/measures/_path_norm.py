@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._bound import Bound
-from genbounds.core._checks import check_positive, checked_result
+from genbounds.core._checks import check_choice, check_positive, checked_result
 from genbounds.network._layers import ConvSpec, Layer
 from genbounds.network._network import as_network
+from genbounds.network._path_lifting import CONVENTIONS, lifted_path_sum
 
 from ._references import JIANG_REFERENCE, NEYSHABUR_2015_REFERENCE
 
@@ -121,49 +122,14 @@ def _path_sum(layers: Sequence[Layer], p: float, biases: bool) -> tuple[float, i
 _NO_EXP = 10**9
 
 
-def _path_sum_traced(net: Any, p: float, biases: bool) -> tuple[float, int]:
-    """(s, e) as `_path_sum`, for a traced network of any structure: its records re-evaluated,
-    in float64, on an all-ones input with every weight w replaced by |w|^p (kernels, biases,
-    per-channel scales, pooling factors, the coefficients of residual adds). Activations must be
-    ReLU-like (identity on the non-negative values that flow here); a max pool stays a max, as
-    in Jiang et al.'s code, which runs the model itself on the squared weights."""
-    with jax.enable_x64(True):  # float64 whatever the caller's jax_enable_x64 setting
-        return _path_sum_traced64(net, p, biases)
-
-
-def _path_sum_traced64(net: Any, p: float, biases: bool) -> tuple[float, int]:
-    import dataclasses
-
-    nodes = []
-    for n in net.nodes:
-        if n.op == "linear":
-            lay = n.layer
-            k = jnp.abs(jnp.asarray(lay.kernel, jnp.float64)) ** p
-            b = (jnp.abs(jnp.asarray(lay.bias, jnp.float64)) ** p
-                 if biases and lay.bias is not None else None)
-            n = dataclasses.replace(n, layer=dataclasses.replace(lay, kernel=k, bias=b),
-                                    info={**n.info, "dtype": jnp.float64})
-        elif n.op == "activation":
-            if not n.activation.homogeneous:
-                raise ValueError(f"path_norm is defined for ReLU-like (positively homogeneous) "
-                                 f"activations; the network has {n.activation.name}")
-        elif n.op == "scale":
-            n = dataclasses.replace(n, info={**n.info, "c": np.abs(n.info["c"]) ** p})
-        elif n.op == "shift":
-            c = np.abs(n.info["c"]) ** p if biases else np.zeros_like(n.info["c"])
-            n = dataclasses.replace(n, info={**n.info, "c": c})
-        elif n.op == "add":
-            n = dataclasses.replace(n, info={"coef": tuple(abs(c) ** p for c in n.info["coef"])})
-        elif n.op == "pool" and "factor" in n.info:
-            n = dataclasses.replace(n, info={**n.info, "factor": abs(n.info["factor"]) ** p})
-        nodes.append(n)
-    view = type(net)(nodes, net.output, source="trace", input_shape=net.input_shape)
-    ones = jnp.ones((1, *net.input_shape), jnp.float64)
-    total = float(jnp.sum(view.evaluate(ones, upto=net.logits_node)))
-    if total == 0.0:
-        return 0.0, 0
-    mant, exp = math.frexp(total)
-    return mant, exp
+def _path_sum_traced(net: Any, p: float, biases: bool, convention: str = "jiang"
+                     ) -> tuple[float, int]:
+    """(s, e) as `_path_sum`, for a network of any structure: its records re-evaluated, in
+    float64, on an all-ones input with every weight w replaced by |w|^p (kernels, biases,
+    per-channel scales, pooling factors, the coefficients of residual adds); the forward pass of
+    `genbounds.network` (_path_lifting.py), under Jiang et al.'s or Gonon et al.'s convention
+    for max pooling and activations."""
+    return lifted_path_sum(net, p, biases=biases, convention=convention, caller="path_norm")
 
 
 def _exponent(x: np.ndarray) -> int:
@@ -181,6 +147,7 @@ def path_norm(
     biases: bool = True,
     layers: Sequence[str] | None = None,
     conv: ConvSpec | Mapping[str, ConvSpec] | None = None,
+    convention: str = "jiang",
 ) -> Bound:
     r"""The $\ell_p$ path norm of a feed-forward ReLU network.
 
@@ -191,6 +158,16 @@ def path_norm(
     $|w|^p$, feed an all-ones input through the *linear* network (all entries are non-negative,
     so ReLU is the identity), and sum the outputs. With ``power=True`` the $1/p$ root is not
     taken: for $p = 2$ that is Jiang et al. (2020)'s path-norm measure $\mu_{44}$ (eq. 44).
+
+    **Convention** for what is not a linear map. ``"jiang"`` (default): Jiang et al.'s code,
+    which runs the model on the $|w|^p$ weights, so a max pool stays a max and an activation is
+    applied as it is. ``"gonon"``: the path lifting of Gonon, Brisebarre, Riccietti & Gribonval
+    (2024), the norm their generalisation bound (`genbounds.bounds.gonon`) is stated for: a
+    max-pooling neuron has an edge of weight 1 from every input of its window (the pool becomes
+    a sum), a positively homogeneous activation $g$ is the ReLU pair
+    $g(1)\,\mathrm{relu}(t) + g(-1)\,\mathrm{relu}(-t)$, and anything that is not an operation
+    of a DAG ReLU network is refused by name (`NotBoundable`). On a ReLU network without max
+    pooling the two agree.
 
     With ``biases=True`` (the default, as in Jiang's code, which squares every parameter) a bias
     is the weight of a path from a constant unit: the result is the path norm of the bias-free
@@ -210,6 +187,8 @@ def path_norm(
       biases: include the biases as paths from a constant input.
       layers: explicit layer order (see `read_layers`).
       conv: geometry of the convolution layers (see `ConvSpec`).
+      convention: ``"jiang"`` or ``"gonon"`` (above); a network read from parameter names is a
+        chain of dense or convolution layers with ReLU, where the two agree.
 
     Returns:
       A measure (``value=None``) with ``complexity`` the path norm (or its $p$-th power) and
@@ -233,9 +212,10 @@ def path_norm(
       Them", ICLR 2020, arXiv:1912.02178, eq. (44).
     """
     p = check_positive(p, "p")
+    check_choice(convention, "convention", CONVENTIONS)
     net = as_network(params, layers=layers, conv=conv, caller="path_norm")
     if not net.structure_assumed:
-        mant, scale = _path_sum_traced(net, p, bool(biases))
+        mant, scale = _path_sum_traced(net, p, bool(biases), convention)
     else:
         read = net.chain("path_norm (sum over the paths of a chain)").layers
         mant, scale = _path_sum(read, p, bool(biases))
@@ -248,6 +228,7 @@ def path_norm(
     else:
         value = _exp(log_sum / p)
     name = f"l{p:g}_path_norm" + ("_power" if power else "")
+    name += "_gonon" if convention == "gonon" else ""
     notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases
              else "biases excluded",
              "paths of the traced graph (skip connections, pooling and reshapes included)"
@@ -255,6 +236,6 @@ def path_norm(
              else "assumes a plain feed-forward stack of the layers read"]
     return Bound(name=name, value=None, complexity=value,
                  terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
-                        "biases": bool(biases)},
+                        "biases": bool(biases), "convention": convention},
                  reference=NEYSHABUR_2015_REFERENCE + "; " + JIANG_REFERENCE + ", eq. (44)",
                  notes=tuple(notes))
