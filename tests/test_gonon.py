@@ -320,8 +320,9 @@ def _train(model, X, y, steps=300, seed=0):
         upd, state = opt.update(g, state, v)
         return optax.apply_updates(v, upd), state
 
-    for _ in range(steps):
-        v, state = step(v, state)
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes dtypes
+        for _ in range(steps):
+            v, state = step(v, state)
     return v
 
 
@@ -345,13 +346,18 @@ class SmallCNN(nn.Module):
         return nn.Dense(3, name="out")(h.reshape(h.shape[0], -1))
 
 
-@pytest.mark.parametrize("model, shape", [(ResNetMLP(), (6,)), (SmallCNN(), (8, 8, 1))])
-def test_bound_holds_on_trained_nets(model, shape):
+@pytest.mark.parametrize("model, shape, steps, with_report", [
+    (ResNetMLP(), (6,), 30, False),
+    pytest.param(ResNetMLP(), (6,), 300, True, marks=pytest.mark.slow),
+    pytest.param(SmallCNN(), (8, 8, 1), 300, False, marks=pytest.mark.slow),
+])
+def test_bound_holds_on_trained_nets(model, shape, steps, with_report):
     rng = np.random.default_rng(0)
     X, y = _data(rng, 200, shape, 3)
     Xt, yt = _data(rng, 400, shape, 3)
-    v = _train(model, jnp.asarray(X), jnp.asarray(y))
+    v = _train(model, jnp.asarray(X), jnp.asarray(y), steps=steps)
     test_error = float(np.mean(np.argmax(np.asarray(model.apply(v, Xt)), 1) != yt))
+    b_default = gonon(v, X=X, y=y, apply_fn=model.apply)
     vals = []
     for delta in (0.01, 0.05, 0.2):
         b = gonon(v, X=X, y=y, apply_fn=model.apply, delta=delta)
@@ -374,7 +380,8 @@ def test_bound_holds_on_trained_nets(model, shape):
     net = Network.trace(model.apply, v, X[:4])
     np.testing.assert_allclose(t["path_norm"],
                                path_norm(net, p=1.0, convention="gonon").complexity, rtol=1e-12)
-    rep = genbounds.report(v, X=X, y=y, apply_fn=model.apply, X_test=Xt, y_test=yt)
-    entry = next(b for b in rep.bounds if b.name == "gonon")
-    np.testing.assert_allclose(entry.value, gonon(v, X=X, y=y, apply_fn=model.apply).value,
-                               rtol=1e-12)
+    if with_report:  # report gives the same entry
+        rep = genbounds.report(v, X=X, y=y, apply_fn=model.apply, X_test=Xt, y_test=yt)
+        entry = next(b for b in rep.bounds if b.name == "gonon")
+        np.testing.assert_allclose(entry.value, b_default.value, rtol=1e-12)
+        assert "gonon" not in dict(rep.skipped)
