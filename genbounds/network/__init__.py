@@ -13,6 +13,8 @@ Owns, from the bottom up (each file imports only the ones above it):
 - ``_network``: the `Network` type and `as_network`, the one front door every bound goes through;
 - ``_norms``: `spectral_norms`, the per-layer operator norms computed once per network and
   options;
+- ``_path_lifting``: path norms of the network's DAG by one forward pass, and the depth, pooling
+  kinds and window sizes of its path lifting (Gonon et al. 2024);
 - ``_bound_inputs``: what a bound with data reads (a verified chain, the reference matrices).
 
 Every bound receives a `Network` from here and never re-reads the parameter tree.
