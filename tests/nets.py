@@ -205,8 +205,8 @@ def make_transformer() -> Net:
 def make_nnx_cnn() -> Net:
     def build(seed: int) -> NnxCNN:
         m = NnxCNN(nnx.Rngs(seed))
-        m.bn.mean[...] = 0.1 * jnp.arange(4, dtype=jnp.float64)
-        m.bn.var[...] = 0.5 + 0.25 * jnp.arange(4, dtype=jnp.float64)
+        m.bn.mean.set_value(0.1 * jnp.arange(4, dtype=jnp.float64))
+        m.bn.var.set_value(0.5 + 0.25 * jnp.arange(4, dtype=jnp.float64))
         m.eval()
         return m
 

@@ -17,6 +17,12 @@ from genbounds.adversarial import certified_radius, pgd
 BOUNDED = ["mlp", "cnn", "resnet", "nnx_cnn", "mixer", "mixer_ln"]
 
 
+def _some(names, fast):
+    """`names` as parameters, those not in `fast` marked slow (the default run stays short;
+    ``-m slow`` runs every architecture)."""
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
 def _call(net):
     return jax.jit(lambda x: net.apply_fn(net.params, x))
 
@@ -41,7 +47,7 @@ def _largest_jacobian_norm(net, steps: int = 20) -> float:
     return best
 
 
-@pytest.mark.parametrize("name", list(nets.ALL))
+@pytest.mark.parametrize("name", _some(list(nets.ALL), ("nnx_cnn", "transformer")))
 def test_trace_reproduces_every_architecture(name):
     net = nets.ALL[name]()
     traced = Network.trace(net.apply_fn, net.params, net.X)
@@ -54,7 +60,7 @@ def test_trace_reproduces_every_architecture(name):
                                np.asarray(_call(net)(net.X[:5])), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", BOUNDED)
+@pytest.mark.parametrize("name", _some(BOUNDED, ("resnet", "mixer_ln")))
 def test_lipschitz_never_below_the_largest_jacobian_norm(name):
     net = nets.ALL[name]()
     b = genbounds.lipschitz(net.params, apply_fn=net.apply_fn, X=net.X)
@@ -70,7 +76,7 @@ def test_resnet_block_bound_is_tighter_than_the_composition():
     assert b.complexity < 0.5 * b.terms["composition"]
 
 
-@pytest.mark.parametrize("name", ["mlp", "resnet", "mixer_ln"])
+@pytest.mark.parametrize("name", _some(["mlp", "resnet", "mixer_ln"], ("mlp", "resnet")))
 def test_certified_radii_are_never_broken_by_pgd(name):
     net = nets.ALL[name]()
     r = certified_radius(net.params, X=net.X, y=net.y, apply_fn=net.apply_fn)
@@ -97,7 +103,7 @@ def test_transformer_is_recorded_and_refused_only_where_a_lipschitz_constant_is_
         certified_radius(traced, X=net.X, y=net.y)
 
 
-@pytest.mark.parametrize("name", list(nets.ALL))
+@pytest.mark.parametrize("name", _some(list(nets.ALL), ("resnet", "mixer_ln", "transformer")))
 def test_report_runs_on_every_architecture(name):
     net = nets.ALL[name]()
     rep = genbounds.report(net.params, X=net.X, y=net.y, apply_fn=net.apply_fn,
@@ -122,7 +128,7 @@ def test_report_runs_on_every_architecture(name):
         assert "lipschitz" in measures
 
 
-@pytest.mark.parametrize("name", ["mixer_ln", "transformer", "resnet"])
+@pytest.mark.parametrize("name", _some(["mixer_ln", "transformer", "resnet"], ()))
 def test_stochastic_bound_runs_and_keeps_batch_statistics_fixed(name):
     net = nets.ALL[name]()
     opts = {"steps": 40, "chunk": 20, "num_mc_samples": 50, "batch_size": 12}
@@ -134,6 +140,7 @@ def test_stochastic_bound_runs_and_keeps_batch_statistics_fixed(name):
         assert any("'batch_stats'" in note for note in dr.notes)
 
 
+@pytest.mark.slow
 def test_the_examples_of_docs_networks_run():
     import pathlib
     import re

@@ -63,15 +63,15 @@ def _ln_ref(x, eps, rms=False):
     return u / np.sqrt(np.mean(u * u) + eps)
 
 
-@pytest.mark.parametrize("module,rms", [(nn.LayerNorm(epsilon=1e-3), False),
-                                        (nn.LayerNorm(epsilon=1e-3, use_fast_variance=False),
-                                         False),
-                                        (nn.RMSNorm(epsilon=1e-3), True)])
+@pytest.mark.parametrize("module,rms", [
+    (lambda: nn.LayerNorm(epsilon=1e-3), False),
+    (lambda: nn.LayerNorm(epsilon=1e-3, use_fast_variance=False), False),
+    (lambda: nn.RMSNorm(epsilon=1e-3), True)])
 def test_layernorm_and_rmsnorm_are_read_with_lipschitz_one_over_sqrt_eps(module, rms):
     class M(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(3)(module(nn.Dense(6)(x)))
+            return nn.Dense(3)(module()(nn.Dense(6)(x)))
 
     x = _x((5, 4))
     v = _init(M(), x)
