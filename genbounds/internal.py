@@ -32,6 +32,7 @@ from genbounds.losses._losses import zero_one as zero_one
 from genbounds.network import _norms as network_norms_module  # its kernel entry, counted in tests
 from genbounds.network._activations import _FIXED as KNOWN_ACTIVATIONS
 from genbounds.network._activations import _GRID as ACTIVATION_GRID
+from genbounds.network._graph import eval_node as eval_node
 from genbounds.network._activations import identify as identify
 from genbounds.network._path_lifting import lifting_structure as lifting_structure
 

@@ -56,14 +56,13 @@ from genbounds.core._checks import (
     check_same_length,
 )
 from genbounds.losses._margins import margins_core
-from genbounds.network._graph import eval_node as _eval_node
 from genbounds.network._lipschitz import lipschitz_log_bound
+from genbounds.network._merged import tight_bound as _tight_bound
 from genbounds.network._network import Network, as_network
 from genbounds.network._norms import spectral_norms
 
 from ._attacks import NORMS, _check_box, _check_eps, fgsm, pgd
 
-_LINEAR_OPS = ("linear", "reshape", "scale", "shift")
 METHODS = ("tight", "product")
 
 
@@ -96,119 +95,6 @@ class CertifiedRadii:
         r"""Certified accuracy at each radius of ``eps``: the fraction with radius $> \varepsilon$."""
         grid = _check_eps(eps)
         return np.asarray([float(np.mean(self.radius > e)) for e in grid], np.float64)
-
-
-def _consumers(net: Network, last: int) -> dict[int, list[int]]:
-    cons: dict[int, list[int]] = {i: [] for i in range(last + 1)}
-    for i, n in enumerate(net.nodes[1:last + 1], start=1):
-        for j in n.inputs:
-            cons[j].append(i)
-    return cons
-
-
-def _segments(net: Network, last: int) -> list[list[int]]:
-    """Maximal runs of linear records (linear, reshape, scale, shift), each record the only
-    consumer of the one before; each run holds at least one linear map."""
-    cons = _consumers(net, last)
-    seen: set[int] = set()
-    out = []
-    for i in range(1, last + 1):
-        if i in seen or net.nodes[i].op not in _LINEAR_OPS:
-            continue
-        seg = [i]
-        while seg[-1] != last and len(cons[seg[-1]]) == 1:
-            c = cons[seg[-1]][0]
-            if net.nodes[c].op not in _LINEAR_OPS or net.nodes[c].inputs != (seg[-1],):
-                break
-            seg.append(c)
-        seen.update(seg)
-        if any(net.nodes[j].op == "linear" for j in seg):
-            out.append(seg)
-    return out
-
-
-def _segment_matrix(net: Network, seg: list[int], max_entries: int) -> np.ndarray | None:
-    """The merged linear map of a run of records, as a float64 matrix (in_dim, out_dim)."""
-    src = net.nodes[seg[0]].inputs[0]
-    in_shape = net.nodes[src].shape
-    first, lastn = net.nodes[seg[0]], net.nodes[seg[-1]]
-    if not in_shape or not lastn.shape:  # read from names: shapes known for dense maps only
-        if first.op != "linear" or first.layer.kind != "dense" or len(seg) != 1:
-            return None
-        in_shape = (first.layer.fan_in,)
-        d_out = first.layer.fan_out
-    else:
-        d_out = math.prod(lastn.shape)
-    d_in = math.prod(in_shape)
-    if d_in * d_out > max_entries:
-        return None
-    with jax.enable_x64(True):
-        basis = jnp.concatenate([jnp.zeros((1, d_in)), jnp.eye(d_in)]).reshape(
-            (d_in + 1,) + tuple(in_shape))
-        v = basis
-        for i in seg:
-            node = net.nodes[i]
-            if node.op == "linear":
-                node = dataclasses.replace(node, info={**node.info, "dtype": jnp.float64})
-            v = _eval_node(node, [v])
-        v = np.asarray(v, np.float64).reshape(d_in + 1, d_out)
-    return v[1:] - v[:1]  # affine: subtract the image of 0 (biases, shifts)
-
-
-def _tight_bound(net: Network, norms: Any, max_entries: int) -> dict:
-    """Composition over the graph with merged linear runs; and the last run's matrix."""
-    last = net.logits_node
-    segs = _segments(net, last)
-    end_of = {seg[-1]: seg for seg in segs}
-    inside = {i for seg in segs for i in seg[:-1]}
-    seg_norms = {}
-    last_matrix = None
-    logl = [0.0] * (last + 1)
-    for i in range(1, last + 1):
-        node = net.nodes[i]
-        if i in inside:
-            logl[i] = math.nan  # consumed only by the next record of its run
-            continue
-        if i in end_of:
-            seg = end_of[i]
-            src = net.nodes[seg[0]].inputs[0]
-            prod = 0.0
-            for j in seg:
-                n = net.nodes[j]
-                if n.op == "linear":
-                    v = float(norms[n.layer.path])
-                    prod += math.log(v) if v > 0 else -math.inf
-                elif n.op == "scale":
-                    prod += math.log(n.lipschitz) if n.lipschitz > 0 else -math.inf
-            log_norm = prod
-            mat = _segment_matrix(net, seg, max_entries)
-            how = "product of layer norms"
-            if mat is not None:
-                exact = float(np.linalg.norm(mat, 2)) if mat.size else 0.0
-                if exact > 0 and math.log(exact) < log_norm:
-                    log_norm, how = math.log(exact), "exact norm of the merged map (SVD)"
-                elif exact == 0:
-                    log_norm, how = -math.inf, "exact norm of the merged map (SVD)"
-            name = "+".join(net.nodes[j].layer.path for j in seg if net.nodes[j].op == "linear")
-            seg_norms[name] = {"norm": math.exp(log_norm), "how": how,
-                               "product": math.exp(prod)}
-            logl[i] = logl[src] + log_norm
-            if i == last:
-                last_matrix = (src, mat)
-            continue
-        ins = [logl[j] for j in node.inputs]
-        if node.op == "add":
-            logl[i] = float(np.logaddexp(*ins))
-        elif node.op == "concat":
-            logl[i] = 0.5 * float(np.logaddexp.reduce(2.0 * np.asarray(ins)))
-        elif node.op == "shift":
-            logl[i] = ins[0]
-        elif node.op == "linear":  # pragma: no cover - every linear record is in a run
-            logl[i] = ins[0] + math.log(float(norms[node.layer.path]))
-        else:
-            logl[i] = ins[0] + (math.log(node.lipschitz) if node.lipschitz > 0 else -math.inf)
-    return {"log_lipschitz": logl[last], "segments": seg_norms, "last": last_matrix,
-            "logl": logl}
 
 
 def _logits(net: Network, X: Any, batch: int = 4096) -> np.ndarray:

@@ -27,6 +27,7 @@ import jax
 from genbounds.bounds._vc import vc_dimension_bound
 from genbounds.core._bound import Bound
 from genbounds.core._checks import (
+    NotBoundable,
     check_choice,
     check_margin,
     check_n,
@@ -288,7 +289,12 @@ def norm_measures(
         n = check_n(n)
     gamma = None if margin is None else check_margin(margin)
     net = as_network(params, layers=layers, conv=conv, caller="norm_measures")
-    read = net.chain("norm_measures (products and sums over a chain of layers)").layers
+    try:
+        read = net.chain("norm_measures (products over a chain of layers)").layers
+        not_chain = None
+    except NotBoundable as e:
+        # Sums over the layers need no structure; products along a chain do.
+        read, not_chain = net.layers, str(e)
     d = len(read)
     check_choice(conv_norm, "conv_norm", ("operator", "reshaped"))
     spec = spectral_norms(net, method=method, key=key, failure_probability=failure_probability,
@@ -316,6 +322,10 @@ def norm_measures(
     put("param_norm", sum(v * v for v in f), per_f)
     stable = {p_: fv * fv / (sv * sv) for p_, fv, sv in zip(paths, f, s, strict=True)}
     put("fro_over_spec", sum(stable.values()), {"stable_rank": stable})
+    chain_only = ("log_prod_spec", "log_sum_spec", "log_prod_fro", "log_sum_fro", "prod_fro",
+                  "prod_spec", "path_norm", "l2_path_norm", "vc_dim", "log_prod_spec_over_margin",
+                  "log_sum_spec_over_margin", "log_spec_orig", "log_prod_fro_over_margin",
+                  "log_sum_fro_over_margin", "path_norm_over_margin", "log_spec_init")
     put("log_prod_spec", sum(log_s2), per_s)
     put("log_sum_spec", math.log(d) + sum(log_s2) / d, per_s)
     put("log_prod_fro", sum(log_f2), per_f)
@@ -362,6 +372,11 @@ def norm_measures(
             put("log_spec_init", mu31 + (math.log(ratio) if ratio > 0.0 else -math.inf),
                 {"margin": gamma})
 
+    if not_chain is not None:
+        for name in chain_only:
+            if name in raw:
+                raw[name] = (math.nan, {}, ("products along a chain of layers; not a chain: "
+                                            + not_chain,))
     out: dict[str, Bound] = {}
     conv_note = ("conv spectral norms: operator norm (Jiang's FFT variant)"
                  if any(layer.kind == "conv" for layer in read) else None)

@@ -102,6 +102,13 @@ def chain_of(net: Network, caller: str, *, homogeneous: bool = False, dense_only
                         "element-wise positively homogeneous 1-Lipschitz activations (ReLU)")
             r *= n.lipschitz
         rho.append(r)
+    for n in seq:
+        if n.op == "linear" and n.info.get("positions", 1) > 1:
+            raise NotBoundable(
+                f"{caller}: the dense map {n.layer.path!r} is applied at each of "
+                f"{n.info['positions']} positions (tokens, patches) of its input: its operator "
+                "is the block-diagonal I (x) W, whose (2,1) norm and width are not those of W; "
+                "the chain theorems here read a dense layer as one matrix")
     if dense_only and any(layer.kind != "dense" for layer in layers):
         convs = [layer.path for layer in layers if layer.kind != "dense"]
         raise NotBoundable(f"{caller}: the theorem is stated for fully connected layers; "

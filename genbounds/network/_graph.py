@@ -19,6 +19,7 @@ from jax import lax
 
 from ._activations import Activation
 from ._layers import Layer
+from ._normalisation import eval_norm
 
 
 @dataclasses.dataclass
@@ -27,7 +28,9 @@ class Node:
 
     Attributes:
       op: ``"input"``, ``"linear"``, ``"activation"``, ``"pool"``, ``"reshape"``, ``"scale"``,
-        ``"shift"``, ``"add"``, ``"concat"`` or ``"log_softmax"``.
+        ``"shift"``, ``"add"``, ``"concat"``, ``"norm"`` (LayerNorm/RMSNorm without its scale
+        and shift), ``"opaque"`` (an operation recorded but not read, with its reason) or
+        ``"log_softmax"``.
       inputs: indices of the nodes it reads.
       shape: its output shape per example (the batch axis, always first, left out).
       scope: the module that applied it (Flax's name stack), e.g. ``"CNN/Conv_0"``.
@@ -66,6 +69,12 @@ class Node:
             return f"add of nodes {list(self.inputs)} (residual / merge)"
         if self.op == "scale":
             return f"scale (max |c| = {self.lipschitz:.4g})"
+        if self.op == "norm":
+            name = "LayerNorm" if self.info["kind"] == "layer" else "RMSNorm"
+            return (f"{name} over axes {self.info['axes']} (eps {self.info['eps']:.3g}, "
+                    f"Lipschitz 1/sqrt(eps) = {self.lipschitz:.4g})")
+        if self.op == "opaque":
+            return f"opaque of nodes {list(self.inputs)} ({self.info.get('reason', '')})"
         return self.op
 
 
@@ -82,9 +91,16 @@ def eval_node(node: Node, args: list[jax.Array]) -> jax.Array:
         dtype = node.info.get("dtype", x.dtype)
         k = lay.kernel.astype(dtype)
         if lay.kind == "dense":
+            contract = node.info.get("contract")
+            if contract is not None:  # x @ W over any axes, at every position of the others
+                free = [i for i in range(1, x.ndim) if i - 1 not in contract]
+                x = jnp.transpose(x, (0, *free, *[a + 1 for a in contract]))
+                x = x.reshape(x.shape[:1 + len(free)] + (-1,))
             y = jnp.matmul(x, k, precision=lax.Precision.HIGHEST)
             if lay.bias is not None:
                 y = y + lay.bias.astype(dtype)
+            if contract is not None:
+                y = y.reshape(y.shape[:-1] + tuple(node.info["out_dims"]))
             return y
         xin = jnp.transpose(x, node.info["in_perm"])
         nsp = k.ndim - 2
@@ -122,6 +138,10 @@ def eval_node(node: Node, args: list[jax.Array]) -> jax.Array:
         return c0 * args[0] + c1 * args[1]
     if op == "concat":
         return jnp.concatenate(args, axis=node.info["dim"])
+    if op == "norm":
+        return eval_norm(x, node.info)
+    if op == "opaque":
+        return node.info["fn"](list(args))
     if op == "log_softmax":
         return jax.nn.log_softmax(x, axis=-1)
     if op == "softmax":
@@ -147,6 +167,10 @@ def _per_channel(node: Node, lin: Node) -> np.ndarray | None:
     c = np.asarray(node.info["c"], np.float64)
     shape = lin.shape
     c = np.broadcast_to(c, shape)
+    if lin.layer.kind == "dense" and "out_dims" in lin.info:
+        k = len(lin.info["out_dims"])
+        moved = c.reshape(-1, int(np.prod(shape[len(shape) - k:])))
+        return moved[0] if np.all(moved == moved[:1]) else None
     axis = len(shape) - 1 if lin.layer.kind == "dense" else lin.info["channel_axis"]
     moved = np.moveaxis(c, axis, -1).reshape(-1, shape[axis])
     if not np.all(moved == moved[:1]):

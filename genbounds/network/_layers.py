@@ -18,8 +18,9 @@ dict level: if the keys are *not* in lexicographic order, their insertion order 
 (Flax linen's module-creation order, an nnx Module's attribute order) and is used; otherwise the
 keys are ordered naturally (``Dense_2`` < ``Dense_10``, integer list indices numerically). The
 result is then checked: consecutive dense layers must chain (out of one = in of the next). When
-the order could only come from the alphabet (names without numbers, all layers of one shape) it is
-ambiguous and an error asks for the explicit ``layers=`` order.
+the order could only come from the alphabet (names without numbers; an nnx ``State``, whose keys
+come sorted) and exactly one order of the kernels chains, that order is used; when more than one
+does, the order is ambiguous and an error asks for the explicit ``layers=`` order (or a trace).
 """
 
 from __future__ import annotations
@@ -242,7 +243,8 @@ def _collect(node: Any, path: tuple, out: list, ambiguous: list) -> None:
                 elif str(k) not in _BIAS_NAMES:
                     raise ValueError(
                         f"params has a 1-D leaf at {_path_str(path + (k,))!r} that is neither a "
-                        "bias nor part of a Dense/Conv/BatchNorm module; pass the layers "
+                        "bias nor part of a Dense/Conv/BatchNorm module (an RMSNorm or LayerNorm "
+                        "scale is read by tracing: pass apply_fn and X); pass the layers "
                         "explicitly as a list of (kernel, bias) pairs"
                     )
                 else:
@@ -284,11 +286,22 @@ def _collect(node: Any, path: tuple, out: list, ambiguous: list) -> None:
 def _fold_batchnorm(layer: Layer, bn: dict, bn_path: str, eps_default: float) -> Layer:
     """Folds y = scale·(x − mean)/sqrt(var + eps) + bias into the preceding layer."""
     if not {"mean", "var"} <= set(bn):
+        low = bn_path.lower().replace("_", "")
+        if "batchnorm" in low or "bn" in low.split("/")[-1]:
+            raise ValueError(
+                f"params has a BatchNorm module at {bn_path!r} without running statistics; "
+                "pass the full variables {'params': ..., 'batch_stats': ...} so BatchNorm can "
+                "be folded into the layer before it")
+        kind = ("RMSNorm" if "rms" in low else "GroupNorm" if "groupnorm" in low
+                else "LayerNorm" if "layernorm" in low or set(bn) - {"__epsilon__"} == {
+                    "scale", "bias"} else "RMSNorm")
         raise ValueError(
-            f"params has a normalisation module at {bn_path!r} without running statistics; "
-            "pass the full variables {'params': ..., 'batch_stats': ...} so BatchNorm can be "
-            "folded into the layer before it"
-        )
+            f"params has a {kind} module at {bn_path!r} (a scale"
+            f"{' and a bias' if 'bias' in bn else ''}, no running statistics): it divides by "
+            "statistics of its own input, so it is not an affine map a chain read from names "
+            "can fold. Pass apply_fn and X (the network is then traced and the normalisation "
+            "read with its Lipschitz constant max|scale|/sqrt(eps)); if it is a BatchNorm, "
+            "pass the full variables with 'batch_stats'")
     eps = float(bn.get("__epsilon__", eps_default))
     scale = jnp.asarray(bn["scale"])
     factor = scale / jnp.sqrt(jnp.asarray(bn["var"]) + eps)
@@ -426,6 +439,12 @@ def read_layers(
     if not result:
         raise ValueError("params holds no weight matrix (no array of rank >= 2)")
 
+    if layers is None and ambiguous and len(result) > 1:
+        # The order rests on the alphabet: the one order of the kernels that chains is
+        # accepted; more than one is an error (below), none an error of _check_chain.
+        orders = _chaining_orders(result)
+        if len(orders) == 1:
+            result = [result[i] for i in orders[0]]
     _check_chain(result)
     if layers is None and ambiguous and len(result) > 1 and _chain_orders(result) > 1:
         raise ValueError(
@@ -453,39 +472,46 @@ def _chains(a: Layer, b: Layer) -> bool:
 
 
 def _chain_orders(layers: Sequence[Layer], cap: int = 2) -> int:
-    """How many orders of `layers` chain by their shapes (counted up to `cap`; Held-Karp DP
-    over subsets, so up to 12 layers; more are reported as `cap`)."""
+    """How many orders of `layers` chain by their shapes (counted up to `cap`; up to 12
+    layers, more are reported as `cap`)."""
+    return cap if len(layers) > 12 else len(_chaining_orders(layers, cap))
+
+
+def _chaining_orders(layers: Sequence[Layer], cap: int = 2) -> list[list[int]]:
+    """Up to `cap` orders of `layers` that chain by their shapes, honouring the numbers of
+    Flax names within one parent and type (as `_chain_orders`, which counts them); up to 12
+    layers (more: none found, so the order read stands and is checked)."""
     n = len(layers)
     if n > 12:
-        return cap
-    ok = [[i != j and _chains(layers[i], layers[j]) for j in range(n)] for i in range(n)]
-    # Flax numbers modules per type in creation order (Conv_0 before Conv_1): within one
-    # parent and one type name, the numbers fix the order.
+        return []
     numbered = []
     for layer in layers:
         parent, _, last = layer.path.rpartition("/")
         m = re.fullmatch(r"(.*?)_?(\d+)", last)
         numbered.append((parent, m.group(1), int(m.group(2))) if m else None)
-    pred = [0] * n
-    for i, a in enumerate(numbered):
-        for j, b in enumerate(numbered):
-            if a and b and a[:2] == b[:2] and b[2] < a[2]:
-                pred[i] |= 1 << j
-    # paths[mask][j]: number of chaining orders of the set `mask` that end in j (capped)
-    paths = [[0] * n for _ in range(1 << n)]
-    for j in range(n):
-        paths[1 << j][j] = 1 if not pred[j] else 0
-    for mask in range(1, 1 << n):
-        row = paths[mask]
-        for j in range(n):
-            c = row[j]
-            if not c:
+    pred = [{j for j, b in enumerate(numbered) if a and b and a[:2] == b[:2] and b[2] < a[2]}
+            for a in numbered]
+    found: list[list[int]] = []
+
+    def extend(order: list[int], used: set[int]) -> None:
+        if len(found) >= cap:
+            return
+        if len(order) == n:
+            found.append(list(order))
+            return
+        for k in range(n):
+            if k in used or not pred[k] <= used:
                 continue
-            for k in range(n):
-                if not mask & (1 << k) and ok[j][k] and pred[k] & mask == pred[k]:
-                    nxt = paths[mask | (1 << k)]
-                    nxt[k] = min(cap, nxt[k] + c)
-    return min(cap, sum(paths[(1 << n) - 1]))
+            if order and not _chains(layers[order[-1]], layers[k]):
+                continue
+            order.append(k)
+            used.add(k)
+            extend(order, used)
+            order.pop()
+            used.discard(k)
+
+    extend([], set())
+    return found
 
 
 def num_weights(layers: Sequence[Layer]) -> int:

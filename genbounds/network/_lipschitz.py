@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._opaque import check_no_opaque
+
 if TYPE_CHECKING:
     from ._network import Network
 
@@ -18,8 +20,10 @@ def lipschitz_log_bound(network: Network, norms: Mapping[str, float], *,
     the logits), by composition over the graph: a linear node multiplies by its norm, a fixed map
     by its Lipschitz constant, an add of two paths adds their bounds
     ($\mathrm{Lip}(x + f(x)) \le 1 + \mathrm{Lip}(f)$), a concatenation takes the root of the sum of
-    squares. Accumulated in log space (float64)."""
+    squares. Accumulated in log space (float64). A network with an opaque record (an operation
+    no rule reads, e.g. attention) is refused with its reason (`NotBoundable`)."""
     last = network.logits_node if upto is None else upto
+    check_no_opaque(network.nodes, "lipschitz", last)
     logl = [0.0]
     for node in network.nodes[1:last + 1]:
         ins = [logl[i] for i in node.inputs]

@@ -53,6 +53,7 @@ from ._activations import grid as _activation_grid
 from ._activations import identify
 from ._graph import Node, simplify
 from ._layers import _KERNEL_NAMES, ConvSpec, Layer
+from ._structured import StructuredValues
 
 _CALL_PRIMS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint",
                "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "remat2"}
@@ -145,7 +146,12 @@ def _layer_path(leaf_path: str) -> str:
     return "/".join(parts)
 
 
-class _Interpreter:
+class _Interpreter(StructuredValues):
+    Act = _Act
+    Const = _Const
+    elementwise_prims = _ELEMENTWISE
+    refuse = staticmethod(_refuse)
+
     def __init__(self, leaf_paths: Sequence[str], batch: int, tol: float):
         self.nodes: list[Node] = []
         self.leaf_paths = list(leaf_paths)
@@ -241,7 +247,8 @@ class _Interpreter:
                    or eqn.params.get("fun_jaxpr"))
             if sub is not None:
                 fname = eqn.params.get("name", "")
-                if fname in ("log_softmax", "softmax") and any(isinstance(v, _Act) for v in ins):
+                if fname in ("log_softmax", "softmax") and len(ins) == 1 \
+                        and isinstance(ins[0], _Act):
                     return [self.output_softmax(fname, eqn, ins, scope)]
                 return self.run(sub, ins, scope)
         if all(isinstance(v, _Const) for v in ins):
@@ -253,12 +260,18 @@ class _Interpreter:
                 out = eqn.primitive.bind(*[v.val for v in ins], **eqn.params)
             outs = out if eqn.primitive.multiple_results else [out]
             return [_Const(o, prov) for o in outs]
-        if name in _ELEMENTWISE:
-            return [self.elementwise(eqn, ins, scope)]
-        handler = getattr(self, "p_" + name, None)
-        if handler is None:
-            raise _refuse(scope, f"the operation {name!r} on activations is not supported")
-        return handler(eqn, ins, scope)
+        try:
+            done, args = self.structured(eqn, ins, scope)
+            if done is not None:
+                return done
+            if name in _ELEMENTWISE:
+                return [self.elementwise(eqn, args, scope)]
+            handler = getattr(self, "p_" + name, None)
+            if handler is None:
+                raise _refuse(scope, f"the operation {name!r} on activations is not supported")
+            return handler(eqn, args, scope)
+        except NotBoundable as e:
+            return self.opaque(eqn, ins, scope, e)
 
     # -- element-wise ---------------------------------------------------------------------
 
@@ -339,6 +352,10 @@ class _Interpreter:
     # -- linear maps ----------------------------------------------------------------------
 
     def p_dot_general(self, eqn, ins, scope):
+        """``x @ W`` over any axes: the contracted axes of ``x`` against the weights, applied
+        independently at every position of the other axes of ``x`` (tokens, patches, heads).
+        The operator on one example is $I_P \\otimes W$ ($P$ positions, $W$ the kernel as an
+        (in, out) matrix), whose norm is $\\|W\\|$ (exact)."""
         (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
         x, w = ins
         aval = eqn.outvars[0].aval
@@ -347,21 +364,28 @@ class _Interpreter:
                 raise _refuse(scope, "a matrix product of two activations (e.g. attention) is "
                                      "not Lipschitz-bounded by weights")
             raise _refuse(scope, "a matrix product with the weights on the left (W @ x with the "
-                                 "batch axis last) is not supported; write x @ W")
+                                 "batch axis last) is not read as a linear map; write x @ W")
         if lb or rb:
-            raise _refuse(scope, "a batched matrix product is not supported")
+            raise _refuse(scope, "a batched matrix product with weights (one weight matrix per "
+                                 "position or head) is not read as a linear map")
+        lc, rc = tuple(int(a) for a in lc), tuple(int(a) for a in rc)
+        if 0 in lc:
+            raise _refuse(scope, "a matrix product that contracts the batch axis")
         node = self.materialise(x)
         kernel = np.asarray(w.val)
-        if len(x.shape) != 2 or tuple(lc) != (1,) or kernel.ndim != 2 or len(rc) != 1:
-            raise _refuse(scope, f"a dense map must take (batch, features) inputs and a 2-D "
-                                 f"kernel; got inputs {x.shape}, kernel {kernel.shape}, "
-                                 f"contracting {tuple(lc)}/{tuple(rc)}")
-        if rc[0] == 1:
-            kernel = kernel.T
+        wfree = tuple(i for i in range(kernel.ndim) if i not in rc)
+        fan_in = int(np.prod([kernel.shape[i] for i in rc]))
+        out_dims = tuple(int(kernel.shape[i]) for i in wfree)
+        kernel = np.transpose(kernel, rc + wfree).reshape(fan_in, int(np.prod(out_dims)))
+        contract = tuple(a - 1 for a in lc)
+        positions = int(np.prod([s for i, s in enumerate(x.shape[1:]) if i not in contract]))
         path = self.const_prov_path(w, kernel.shape, scope)
         layer = Layer(path=path, kind="dense", kernel=jnp.asarray(kernel))
+        info = {"dtype": aval.dtype}
+        if len(x.shape) != 2 or len(out_dims) != 1:
+            info.update(contract=contract, out_dims=out_dims, positions=positions)
         n = self.add_node(Node("linear", (node,), tuple(aval.shape[1:]), scope, layer=layer,
-                               info={"dtype": aval.dtype}))
+                               info=info))
         return [self.act_out(n, aval, scope)]
 
     def p_conv_general_dilated(self, eqn, ins, scope):
@@ -564,7 +588,7 @@ def trace_records(call: Callable[[Any, Any], Any], tree: Any,
     out = outs[0]
     if isinstance(out, _Const):
         raise ValueError("apply_fn's output does not depend on its input x")
-    output = interp.materialise(out)
+    output = interp.leave(out)
     nodes, output = simplify(interp.nodes, output)
     if not any(n.op == "linear" for n in nodes):
         raise ValueError("the network applies no weight matrix to its input")

@@ -49,6 +49,7 @@ from ._options import (
     check_bundle,
 )
 from ._posterior import PosteriorLoop, init_state, run_posterior_loop
+from ._trainable import trainable
 
 _REFERENCE = (
     "Dziugaite, Roy. Computing Nonvacuous Generalization Bounds for Deep (Stochastic) Neural "
@@ -318,7 +319,10 @@ def dziugaite_roy(
     same network, data shapes and settings compile it once.
 
     Args:
-      params: the trained weights w (the SGD solution).
+      params: the trained weights w (the SGD solution). Flax linen variables with other
+        collections (``batch_stats``) are split: only the ``params`` collection is the
+        posterior's mean and is perturbed; the others stay fixed at their trained values
+        (stated in the result's notes), and the returned posterior is over ``params`` only.
       X, y: the m training examples the bound is about.
       apply_fn: ``apply_fn(params, X) -> logits`` ((n,) or (n, 1) with labels {0, 1}: logistic;
         (n, K): softmax). Must be pure JAX (it is traced under jit and vmap).
@@ -371,6 +375,7 @@ def dziugaite_roy(
     opt = check_bundle(training, DziugaiteRoyTraining, "training")
     cert = check_bundle(certificate, Certificate, "certificate")
     key = check_key(key)
+    params, apply_fn, init_params, fixed_note = trainable(params, apply_fn, init_params)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     check_same_tree(params, init_params, "params", "init_params")
     check_finite_tree(init_params, "init_params")
@@ -439,4 +444,5 @@ def dziugaite_roy(
         optimisation_seconds=t_opt,
         mean_net_train_error=mean_err,
     )
-    return dataclasses.replace(bound, terms=terms), posterior
+    notes = bound.notes + ((fixed_note,) if fixed_note else ())
+    return dataclasses.replace(bound, terms=terms, notes=notes), posterior
