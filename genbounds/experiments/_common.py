@@ -268,11 +268,13 @@ def keep_settings(out: Path, settings: dict[str, Any], flags: dict[str, str]) ->
         stored = read_json_checked(path)
     except CorruptFile as e:
         raise UserError(f"{e}; delete {str(out)!r} or choose another --out") from None
-    if stored == now:
-        return
+    # Compared as JSON text: 0 and False, 1 and 1.0 are equal in Python but not the same setting.
+    text = lambda d, k: json.dumps(d.get(k, "<absent>"), sort_keys=True)  # noqa: E731
     diffs = [f"{flags.get(k, k)}: {stored.get(k, '<absent>')!r} there, "
              f"{now.get(k, '<absent>')!r} now"
-             for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)]
+             for k in sorted(set(stored) | set(now)) if text(stored, k) != text(now, k)]
+    if not diffs:
+        return
     raise UserError(
         f"--out {str(out)!r} holds the cached work of a run with other settings "
         f"({'; '.join(diffs)}); rerun with those settings to resume it, or choose another --out")
