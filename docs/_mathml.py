@@ -42,7 +42,22 @@ _MACROS = {r"\arg": r"\operatorname{arg}"}
 _MACRO = re.compile("|".join(re.escape(k) + r"(?![A-Za-z])" for k in _MACROS))
 
 
+# Inside \text{...} TeX's escaped characters are characters; latex2mathml keeps the backslash.
+_TEXT = re.compile(r"(\\(?:text|mathrm|texttt)\{)([^{}]*)(\})")
+
+
+# A sizing command before an escaped delimiter (\big\|, \Bigl\{): latex2mathml shows the
+# delimiter's TeX; the delimiter as its character is sized.
+_SIZED = re.compile(r"(\\[bB]igg?[lrm]?)\s*\\([|{}]|[lr]?[Vv]ert(?![A-Za-z]))")
+_DELIMITERS = {"|": "\u2016", "{": "{", "}": "}", "Vert": "\u2016", "lVert": "\u2016",
+               "rVert": "\u2016", "vert": "|", "lvert": "|", "rvert": "|"}
+
+
 def _expand(tex: str) -> str:
+    tex = re.sub(r"\\\n", r"\\ ", tex)  # a backslash at the end of a line: a space, as in TeX
+    tex = _SIZED.sub(lambda m: f"{m.group(1)}{_DELIMITERS[m.group(2)]}", tex)
+    tex = _TEXT.sub(lambda m: m.group(1) + re.sub(r"\\([_&%#$])", r"\1", m.group(2))
+                    + m.group(3), tex)
     return _MACRO.sub(lambda m: _MACROS[m.group(0)], tex)
 
 
@@ -74,6 +89,9 @@ def tex_problems(tex: str) -> list[str]:
     unknown = sorted(set(re.findall(r">\s*(\\[A-Za-z]+)", mathml)))
     if unknown:
         problems.append(f"unknown command(s) {', '.join(unknown)}")
+    shown = [t for t in re.findall(r">([^<]*\\[^<]*)<", mathml) if t.strip()]
+    if shown and not unknown:
+        problems.append(f"a backslash shown as text: {', '.join(sorted(set(shown)))}")
     return problems
 
 
