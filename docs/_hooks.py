@@ -7,17 +7,34 @@
 * ``cli.md`` ends with the ``--help`` of every command, generated from the parser.
 * The API pages list the public names by topic; a public name that no page lists yet is added
   at the end of its namespace's page, so the reference never silently misses one.
+* Math: every formula of every built page (the docstrings of the API pages included) is
+  checked and turned into MathML by ``docs/_mathml.py`` (latex2mathml), so the site shows
+  formulas with no script and no network; a formula that is not well-formed, or TeX left
+  outside any formula, fails the build naming the page and the formula.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_mathml():
+    spec = importlib.util.spec_from_file_location("genbounds_docs_mathml",
+                                                  ROOT / "docs" / "_mathml.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_MATHML = _load_mathml()
 
 API_PAGES = {
     "api/genbounds.md": ("genbounds", ROOT / "genbounds" / "__init__.py"),
@@ -112,3 +129,11 @@ def on_page_markdown(markdown, page, config, files):
         markdown += "\n\n## Other public names\n\n"
         markdown += "\n\n".join(f"::: {namespace}.{n}" for n in missing) + "\n"
     return markdown
+
+
+def on_post_page(output, page, config):
+    html, problems = _MATHML.convert_html(output)
+    if problems:
+        raise PluginError(f"{page.file.src_uri}: {len(problems)} broken formula(s): "
+                          + " | ".join(problems[:5]))
+    return html

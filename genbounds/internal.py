@@ -86,6 +86,10 @@ _HARNESS = {
     "study_parse_axis": ("genbounds.experiments._study", "parse_axis"),
     "study_score": ("genbounds.experiments._study", "score"),
     "study_table_markdown": ("genbounds.experiments._study", "table_markdown"),
+    "study_net_key": ("genbounds.experiments._study", "net_key"),
+    "study_settings": ("genbounds.experiments._study", "study_settings"),
+    "keep_settings": ("genbounds.experiments._common", "keep_settings"),
+    "file_sha256": ("genbounds.experiments._common", "file_sha256"),
 }
 
 

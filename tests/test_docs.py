@@ -72,7 +72,8 @@ def test_docs_and_docstrings_stand_alone():
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None
                     or importlib.util.find_spec("mkdocstrings") is None
-                    or importlib.util.find_spec("material") is None,
+                    or importlib.util.find_spec("material") is None
+                    or importlib.util.find_spec("latex2mathml") is None,
                     reason="the docs extra is not installed (pip install -e '.[docs]')")
 def test_site_builds_strictly(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
@@ -86,6 +87,15 @@ def test_site_builds_strictly(tmp_path):
     for name in ("report", "spectral", "vc", "pac_bayes", "golowich", "dziugaite_roy", "Bound"):
         assert f'id="genbounds.{name}"' in api, name
     assert 'class="arithmatex"' in api
+    # The formulas are MathML written at build time: no TeX left for a script, no script from
+    # another site (the pages read offline as online).
+    assert api.count("<math") > 50
+    for page in tmp_path.rglob("*.html"):
+        html = page.read_text()
+        assert not re.search(r'<script[^>]+src="(https?:)?//', html), page
+        assert "mathjax" not in html.lower(), page
+        for m in re.finditer(r'<(span|div) class="arithmatex">(.*?)</\1>', html, re.S):
+            assert m.group(2).lstrip().startswith("<math"), (page, m.group(2)[:80])
     for page in ("quickstart", "your_network", "which_bound", "cli", "benchmarks", "tutorial",
                  "bounds/spectral", "measures/norms"):
         assert (tmp_path / page / "index.html").is_file(), page

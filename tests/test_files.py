@@ -4,6 +4,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,8 +116,8 @@ def test_lock_held_by_another_process_refuses_a_cli_run(tmp_path, capsys):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(SystemExit, match=f"in use by another genbounds run .process {holder.pid}"):
-            main(["train", "--out", str(out), "--n", "20", "--max-epochs", "1"])
+        _refused(["train", "--out", str(out), "--n", "20", "--max-epochs", "1"], capsys,
+                 f"in use by another genbounds run .process {holder.pid}")
         with pytest.raises(DirectoryBusy):  # train's own checkpoint_dir lock, too
             train({"kind": "mlp", "depth": 1, "width": 4}, load("digits", n=20), max_epochs=1,
                   checkpoint_dir=out)
@@ -166,6 +167,14 @@ def test_checkpoint_with_valid_checksum_but_nan_params_is_not_resumed(tmp_path):
     assert path.read_bytes() == bad
 
 
+def _refused(argv, capsys, pattern):
+    """The command exits with code 2 and one line on stderr matching `pattern`."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(pattern, err), err
+
+
 def test_report_verifies_params_file(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--n", "60", "--width", "8", "--depth", "1",
@@ -177,17 +186,14 @@ def test_report_verifies_params_file(tmp_path, capsys):
     bad = bytearray(good)
     bad[-5] ^= 0x01  # one flipped bit in the parameters
     (run / "params.msgpack").write_bytes(bytes(bad))
-    with pytest.raises(SystemExit, match="checksum does not match"):
-        main(["report", str(run)])
+    _refused(["report", str(run)], capsys, "checksum does not match")
     # a valid checksum over NaN parameters: refused as well
     layer = next(iter(state["params"]))
     state["params"][layer]["kernel"] = np.full_like(state["params"][layer]["kernel"], np.nan)
     write_checked(run / "params.msgpack", serialization.msgpack_serialize(state), PARAMS_MAGIC)
-    with pytest.raises(SystemExit, match="must be finite"):
-        main(["report", str(run)])
+    _refused(["report", str(run)], capsys, "must be finite")
     run_json = json.loads((run / "run.json").read_text())
     run_json["n"] = 61
     (run / "run.json").write_text(json.dumps(run_json))
-    with pytest.raises(SystemExit, match="run.json is corrupt"):
-        main(["report", str(run)])
+    _refused(["report", str(run)], capsys, "run.json is corrupt")
     assert not [p for p in os.listdir(run) if p.endswith(".tmp") or p.endswith(".lock")]

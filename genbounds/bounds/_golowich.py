@@ -190,11 +190,14 @@ def golowich_margin_bound(
 
     * binary (`num_classes` $\le 2$; $h$ a real-valued score, margin $\tilde y\, h(x)$ with
       $\tilde y \in \{\pm1\}$), Mohri et al. (2018) Theorem 5.8, eq. (5.40):
-      $$\Pr[\tilde y\, h(x) \le 0] \le \hat R_{S,\gamma}(h) + \frac2\gamma
+
+        $$\Pr[\tilde y\, h(x) \le 0] \le \hat R_{S,\gamma}(h) + \frac2\gamma
         \hat{\mathfrak R}_S(H) + 3\sqrt{\frac{\ln(2/\delta)}{2n}};$$
+
     * $k \ge 3$ classes (score $h(x, y)$, margin $h(x,y) - \max_{y'\ne y} h(x,y')$), Mohri et al.
       (2018) Theorem 9.2 (Kuznetsov, Mohri & Syed 2015) in its empirical-complexity form:
-      $$\Pr[\text{margin} \le 0] \le \hat R_{S,\gamma}(h) + \frac{4k}\gamma
+
+        $$\Pr[\text{margin} \le 0] \le \hat R_{S,\gamma}(h) + \frac{4k}\gamma
         \hat{\mathfrak R}_S(\Pi_1(H)) + 3\sqrt{\frac{\ln(2/\delta)}{2n}},\qquad
         \Pi_1(H) = \{x \mapsto h(x, y) : y, h\}.$$
 

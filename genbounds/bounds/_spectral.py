@@ -289,7 +289,7 @@ def spectral(
     $s_i$ and (2,1) norm $b_i$ is rounded up, and the margin $\gamma$ down, to the geometric grid
     $\{(1+r)^k : k \in \mathbb{Z}\}$, and the grid point with index $k$ gets prior weight
     $p(k) = 2/(3(|k|+1)(|k|+2))$ (which sums to 1 over $\mathbb{Z}$), one index per norm and one
-    for $\gamma$. $r$ is set so that rounding loses at most a factor $1 + $ ``grid_loss`` in
+    for $\gamma$. $r$ is set so that rounding loses at most a factor $1 + g$, $g$ = ``grid_loss``, in
     $R/\gamma$. $\delta'$ is $\delta$ minus the failure probability of the certified spectral
     norms. Biases enter by the augmentation $x \mapsto [x; 1]$, $\tilde A_i = [[A_i, b_i],
     [0, 1]]$, so $\|\tilde X\|_2^2 = \|X\|_2^2 + n$. A single-logit binary network is read as the

@@ -5,7 +5,9 @@ plotting and console packages, and nothing in the core imports it. The entry poi
 `genbounds.experiments.cli:main` (the `genbounds` command); `build_parser` is its parser. The
 paper reproductions and the study run from Python too: `reproduce_dziugaite_roy` (Dziugaite &
 Roy 2017), `reproduce_risk_certificate` (Pérez-Ortiz et al. 2021), `run_study` (Jiang et al.
-2020). They are resolved on first use, so that ``genbounds --help`` starts without jax.
+2020). `UserError` (a ValueError) is what they and the commands raise for a mistake in an
+argument or a file; the command line prints it as one line and exits with code 2. They are
+resolved on first use, so that ``genbounds --help`` starts without jax.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _HOMES = {
     "reproduce_dziugaite_roy": "_dziugaite_roy",
     "reproduce_risk_certificate": "_risk_certificate",
     "run_study": "_study",
+    "UserError": "_common",
 }
 
 __all__ = sorted(_HOMES)

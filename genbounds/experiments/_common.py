@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import json
 import math
 import os
 import sys
@@ -21,11 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.files import DirectoryBusy, DirectoryLock
+from genbounds.files import DirectoryBusy, DirectoryLock, held_here
 
 PARAMS_MAGIC = b"GENBOUNDS-PARAMS-1\n"
 
 _LOCKS: list[DirectoryLock] = []  # released by `release_locks` when the command returns
+
+
+class UserError(ValueError):
+    """A mistake in the command line or in a file it names (a `ValueError`).
+
+    `genbounds.experiments.cli.main` prints its message as one line, ``genbounds COMMAND:
+    MESSAGE``, and exits with code 2; the message names the argument, the file and what was
+    expected. With ``--debug`` the traceback is shown instead (with the user's own error, e.g.
+    the exception a ``--model`` module raised on import, as its cause).
+    """
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,18 +59,21 @@ def prepare_out(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".genbounds-write-test-"):
             pass
     except OSError as e:
-        raise SystemExit(
-            f"genbounds: cannot write to the output directory {str(out)!r}: {e}") from None
+        raise UserError(
+            f"--out: cannot write to the output directory {str(out)!r}: {e}") from None
     return out
 
 
 def lock(out: Path) -> None:
     """Takes the output directory's lock, held until the command returns (or the process
-    dies): a second run on the same directory is refused instead of clobbering this one."""
+    dies): a second run on the same directory is refused (a `UserError`) instead of
+    clobbering this one. A directory whose lock this process already holds is left as is."""
+    if held_here(out):
+        return
     try:
         _LOCKS.append(DirectoryLock(out).acquire())
     except DirectoryBusy as e:
-        raise SystemExit(f"genbounds: {e}") from None
+        raise UserError(str(e)) from None
 
 
 def release_locks() -> None:
@@ -195,3 +210,71 @@ def write_record(out: str | os.PathLike, record: dict[str, Any], summary: str) -
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", json.dumps(record, indent=2).encode())
     atomic_write(out / "summary.md", (summary + "\n").encode())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, or of a directory (an orbax checkpoint): for a directory, of the
+    sorted lines ``RELATIVE_PATH SHA256`` of every file under it."""
+    path = Path(path)
+    if path.is_dir():
+        lines = [f"{p.relative_to(path).as_posix()} {file_sha256(p)}"
+                 for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_sha256(dataset: Any) -> str:
+    """The SHA-256 of a data set's arrays (X_train, y_train, X_test, y_test: dtype, shape and
+    bytes): two loads give the same digest exactly when they give the same data."""
+    h = hashlib.sha256()
+    for name in ("X_train", "y_train", "X_test", "y_test"):
+        a = np.ascontiguousarray(getattr(dataset, name))
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def settings_key(settings: Any) -> str:
+    """The SHA-256 of the canonical JSON of `settings` (sorted keys): an identity key."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def keep_settings(out: Path, settings: dict[str, Any], flags: dict[str, str]) -> None:
+    """Claims the directory `out` for the cached work of one set of `settings`.
+
+    A resumable command (``train``, ``study``) keys its cached results on everything that
+    changes them: on the first run the settings are written to ``out/settings.json``
+    (checksummed); a rerun with other settings is refused with a `UserError` naming each
+    differing setting by its option (``flags[name]``) with both values, so that cached results
+    of one configuration are never read as those of another. The caller holds the directory's
+    lock.
+    """
+    from genbounds.files import CorruptFile, read_json_checked, write_json_checked
+
+    path = out / SETTINGS_FILE
+    now = json.loads(json.dumps(settings, sort_keys=True, default=repr))
+    if not path.exists():
+        write_json_checked(path, now)
+        return
+    try:
+        stored = read_json_checked(path)
+    except CorruptFile as e:
+        raise UserError(f"{e}; delete {str(out)!r} or choose another --out") from None
+    # Compared as JSON text: 0 and False, 1 and 1.0 are equal in Python but not the same setting.
+    text = lambda d, k: json.dumps(d.get(k, "<absent>"), sort_keys=True)  # noqa: E731
+    diffs = [f"{flags.get(k, k)}: {stored.get(k, '<absent>')!r} there, "
+             f"{now.get(k, '<absent>')!r} now"
+             for k in sorted(set(stored) | set(now)) if text(stored, k) != text(now, k)]
+    if not diffs:
+        return
+    raise UserError(
+        f"--out {str(out)!r} holds the cached work of a run with other settings "
+        f"({'; '.join(diffs)}); rerun with those settings to resume it, or choose another --out")

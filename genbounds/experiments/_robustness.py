@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from genbounds.experiments._common import (
+    UserError,
     box_of,
     console,
+    lock,
     number_list,
     prepare_out,
     run_header,
@@ -105,8 +107,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     con = console(min_width=100)
     if args.lipschitz_margin < 0 or not math.isfinite(args.lipschitz_margin):
-        raise ValueError(f"--lipschitz-margin must be a number >= 0, got {args.lipschitz_margin}")
+        raise UserError(f"--lipschitz-margin must be a number >= 0, got {args.lipschitz_margin}")
     out = prepare_out(args.out)
+    lock(out)  # two runs into one directory: the second is refused, no result is lost
     (out / "results.json").unlink(missing_ok=True)
     if args.quick:
         args.max_epochs = min(args.max_epochs, 15)

@@ -7,7 +7,14 @@ with a bootstrap over networks. Protocol and results: docs/measures/study.md.
 
 Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
 Resumable: every network trains with a checkpoint directory under ``OUT/nets/<id>/`` and its
-measures are written beside it, so a rerun skips the finished networks.
+measures are written beside it, so a rerun skips the finished networks. What a network's record
+depends on besides its hyperparameters (the data set, its size, split seed and contents, the
+loss target, delta, the protocol version `PROTOCOL`) is written to ``OUT/settings.json`` on the
+first run; a rerun into the same directory with other settings is refused, naming each
+differing option, and every record carries the key of everything it was computed from
+(`net_key`), checked when it is read back. Networks of other grids (``--axis``) coexist in one
+directory: their hyperparameters are part of their identity. The directory is locked while a
+study runs in it.
 """
 
 from __future__ import annotations
@@ -24,8 +31,26 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.experiments._common import console, markdown_table
-from genbounds.files import atomic_write, save_figure
+from genbounds.experiments._common import (
+    UserError,
+    console,
+    data_sha256,
+    keep_settings,
+    markdown_table,
+    prepare_out,
+    settings_key,
+)
+from genbounds.files import DirectoryLock, atomic_write, held_here, save_figure
+
+# The version of what a network's record holds: the training protocol and `measure_network`.
+# Raise it when either changes what a record would hold; cached records of another version
+# are then refused instead of being mixed with new ones.
+PROTOCOL = 2
+# The options that name each setting of OUT/settings.json, for the message of a mismatch.
+SETTING_FLAGS = {"command": "the command", "protocol": "the study protocol version",
+                 "dataset": "--dataset", "n": "--n (500 with --quick)", "seed": "--seed",
+                 "data_sha256": "the data set's contents (SHA-256)", "loss_target": "--loss-target",
+                 "delta": "--delta"}
 
 # The grids: 2 values per axis, every combination (Jiang et al. use 2-3 values per axis).
 DEFAULT_GRID: dict[str, tuple] = {
@@ -90,7 +115,15 @@ def grid_configs(grid: Mapping[str, Sequence], fixed: Mapping[str, Any]) -> list
     return out
 
 
+def net_key(cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]) -> str:
+    """The identity of one network's record: the SHA-256 of its hyperparameters, its seed and
+    the study's settings (data set, size, split seed, data digest, loss target, delta, protocol
+    version). Any change to any of them gives another key."""
+    return settings_key({"config": dict(cfg), "seed": seed, "settings": dict(settings)})
+
+
 def net_id(cfg: Mapping[str, Any], seed: int) -> str:
+    """The directory name of a network under ``OUT/nets/``: its hyperparameters and seed."""
     return "_".join(f"{k}{cfg[k]:g}" if isinstance(cfg[k], float) else f"{k}{cfg[k]}"
                     for k in AXES) + f"_seed{seed}"
 
@@ -176,7 +209,7 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
 
 def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Path,
                        loss_target: float, max_epochs: int, delta: float,
-                       progress: Callable[[str], None] | None) -> dict[str, Any]:
+                       progress: Callable[[str], None] | None, key: str) -> dict[str, Any]:
     from genbounds.train import train
 
     nid = net_id(cfg, seed)
@@ -184,7 +217,15 @@ def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Pa
     d.mkdir(parents=True, exist_ok=True)
     rec_path = d / "record.json"
     if rec_path.exists():
-        rec = json.loads(rec_path.read_text())
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{rec_path} is corrupt ({e}); delete it to measure that network "
+                            "again") from None
+        if rec.get("key") != key:
+            raise UserError(f"{rec_path} was computed with other settings than this study's "
+                            f"(its key {str(rec.get('key'))[:12]!r}, this study's "
+                            f"{key[:12]!r}); delete it, or choose another --out")
         if rec.get("config") == cfg and rec.get("max_epochs") == max_epochs:
             return rec
     t0 = time.perf_counter()
@@ -195,7 +236,7 @@ def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Pa
                    checkpoint_dir=d, checkpoint_every=25)
     train_s = time.perf_counter() - t0
     rec: dict[str, Any] = {
-        "id": nid, "config": cfg, "seed": seed, "max_epochs": max_epochs,
+        "id": nid, "key": key, "config": cfg, "seed": seed, "max_epochs": max_epochs,
         "epochs": int(result.epochs), "reached": bool(result.reached),
         "train_loss": float(result.train_loss), "train_error": 1.0 - float(result.train_acc),
         "test_error": 1.0 - float(result.test_acc), "train_seconds": train_s,
@@ -313,12 +354,36 @@ def run_study(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Trains the grid, measures every network, scores every measure; writes OUT/results.json,
-    OUT/table.md and OUT/study.png and returns the results."""
+    OUT/table.md and OUT/study.png and returns the results.
+
+    Resumes the networks already measured in `out` (see the module's docstring). Raises
+    `UserError` (a ValueError) when `out` holds a study with other settings, naming them, and
+    `genbounds.files.DirectoryBusy` when another run holds the directory.
+    """
+    import contextlib
+
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if held_here(root) else DirectoryLock(root):
+        return _run_study(root, dataset=dataset, n=n, grid=grid, quick=quick, seed=seed,
+                          loss_target=loss_target, max_epochs=max_epochs, delta=delta,
+                          num_resamples=num_resamples, progress=progress)
+
+
+def study_settings(dataset: str, ds: Any, *, n: int | None, seed: int, loss_target: float,
+                   delta: float) -> dict[str, Any]:
+    """Everything besides a network's hyperparameters that its record depends on."""
+    return {"command": "study", "protocol": PROTOCOL, "dataset": dataset, "n": n, "seed": seed,
+            "data_sha256": data_sha256(ds), "loss_target": float(loss_target),
+            "delta": float(delta)}
+
+
+def _run_study(root: Path, *, dataset: str, n: int | None, grid: Mapping[str, Sequence] | None,
+               quick: bool, seed: int, loss_target: float, max_epochs: int, delta: float,
+               num_resamples: int, progress: Callable[[str], None] | None) -> dict[str, Any]:
     from genbounds.data import load
 
     start = time.perf_counter()
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     if grid is None:
         grid = QUICK_GRID if quick else DEFAULT_GRID
     fixed = QUICK_FIXED if quick else FIXED
@@ -331,6 +396,12 @@ def run_study(
             raise ValueError(f"grid[{k!r}] needs at least two values, got {v!r}")
     axes = list(grid)
     ds = load(dataset, seed=seed, n=n)
+    settings = study_settings(dataset, ds, n=n, seed=seed, loss_target=loss_target, delta=delta)
+    if not (root / "settings.json").exists() and any(root.glob("nets/*/record.json")):
+        raise UserError(f"--out {str(root)!r} holds networks of a study written by an older "
+                        "genbounds, without the settings they were computed with; choose "
+                        "another --out (or delete its nets/ folder)")
+    keep_settings(root, settings, SETTING_FLAGS)
     configs = grid_configs(grid, fixed)
     records = []
     for i, cfg in enumerate(configs):
@@ -338,7 +409,8 @@ def run_study(
             progress(f"[{i + 1}/{len(configs)}] {net_id(cfg, seed)}")
         records.append(_train_and_measure(cfg, ds, seed=seed, root=root,
                                           loss_target=loss_target, max_epochs=max_epochs,
-                                          delta=delta, progress=progress))
+                                          delta=delta, progress=progress,
+                                          key=net_key(cfg, seed, settings)))
     rows = score(records, axes, num_resamples=num_resamples, seed=seed)
     excluded = [r["id"] for r in records if not r["reached"]]
     payload = {
@@ -351,14 +423,15 @@ def run_study(
                         f"at most {max_epochs} epochs",
             "gap": "test error - train error (0-1)", "delta": delta,
             "bootstrap": f"{num_resamples} resamples of the networks; pairs of copies excluded",
-            "excluded_not_reached": excluded,
+            "excluded_not_reached": excluded, "version": PROTOCOL,
+            "data_sha256": settings["data_sha256"],
         },
         "networks": records,
         "scores": rows,
         "seconds": time.perf_counter() - start,
     }
     _atomic_json(root / "results.json", payload)
-    (root / "table.md").write_text(table_markdown(rows, axes))
+    atomic_write(root / "table.md", table_markdown(rows, axes).encode())
     if rows:
         plot(rows, root / "study.png",
              f"{len(records) - len(excluded)} nets ({dataset}, n = {len(ds.X_train)}), "
@@ -399,10 +472,11 @@ def cmd_study(args: Any) -> int:
     grid = None
     if args.axis:
         grid = dict(parse_axis(a) for a in args.axis)
-    if args.max_epochs < 1 or args.resamples < 1 or args.n < 10:
-        raise ValueError("--max-epochs and --resamples must be >= 1 and --n >= 10")
-    if not args.loss_target > 0:
-        raise ValueError(f"--loss-target must be > 0, got {args.loss_target}")
+    if args.n < 10:
+        raise UserError(f"--n must be an integer >= 10, got {args.n}")
+    if not (math.isfinite(args.loss_target) and args.loss_target > 0):
+        raise UserError(f"--loss-target must be a finite number > 0, got {args.loss_target}")
+    prepare_out(args.out)
     res = run_study(args.out, dataset=args.dataset, n=args.n, grid=grid, quick=args.quick,
                     seed=args.seed, loss_target=args.loss_target, max_epochs=args.max_epochs,
                     delta=args.delta, num_resamples=args.resamples,

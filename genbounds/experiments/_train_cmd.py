@@ -2,16 +2,32 @@
 
 The run directory holds the checkpoint of `genbounds.train.train` (resumed by a rerun),
 ``params.msgpack`` (the trained and the initial parameters, checksummed) and ``run.json`` (the
-options and the outcome), which `genbounds report RUN_DIR` reads back.
+options and the outcome), which `genbounds report RUN_DIR` reads back. The run's settings (data set, size, seed, label
+noise, net, optimiser) are kept in ``settings.json``: a rerun with the same settings resumes the
+checkpoint (a larger ``--max-epochs`` continues training), a rerun with other settings into the
+same directory is refused, naming each differing option.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from genbounds.experiments._common import PARAMS_MAGIC, console, lock, prepare_out, train_one
+from genbounds.experiments._common import (
+    PARAMS_MAGIC,
+    console,
+    keep_settings,
+    lock,
+    prepare_out,
+    train_one,
+)
 from genbounds.experiments._progress import Progress
 from genbounds.files import write_checked, write_json_checked
+
+# The version of the training protocol of `train_one` (Adam, stop at 100% train accuracy).
+PROTOCOL = 1
+FLAGS = {"command": "the command", "protocol": "the training protocol version",
+         "dataset": "--dataset", "n": "--n", "seed": "--seed", "label_noise": "--label-noise",
+         "depth": "--depth", "width": "--width", "lr": "--lr", "batch_size": "--batch-size"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -20,6 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     con = console()
     out = prepare_out(args.out)
     lock(out)
+    settings = {"command": "train", "protocol": PROTOCOL, "dataset": args.dataset, "n": args.n,
+                "seed": args.seed, "label_noise": args.label_noise, "depth": args.depth,
+                "width": args.width, "lr": args.lr, "batch_size": args.batch_size}
+    keep_settings(out, settings, FLAGS)
     args.checkpoint_dir = str(out)
     with Progress("genbounds train", console=con) as progress:
         bar = progress.bar(f"training, label noise {args.label_noise:.2f}", total=args.max_epochs)

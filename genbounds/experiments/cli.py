@@ -31,6 +31,14 @@ from genbounds.experiments._sweep import cmd_demo, cmd_sweep, noise_levels
 from genbounds.experiments._train_cmd import cmd_train
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``PROG: error: MESSAGE (see PROG --help)``,
+    exit code 2 (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_training(p: argparse.ArgumentParser, *, n: int | None, width: int, epochs: int) -> None:
     p.add_argument("--dataset", default="digits", choices=("digits", "mnist1d", "synthetic",
                                                            "mnist"),
@@ -52,13 +60,15 @@ def _add_training(p: argparse.ArgumentParser, *, n: int | None, width: int, epoc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="genbounds",
         formatter_class=Formatter,
         description="Generalisation bounds of trained neural networks. Start with "
                     "`genbounds demo`: it trains a small net on true, half-random and random "
                     "labels and shows how every bound compares with the measured test error.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", formatter_class=Formatter, help="the main job: bounds vs label noise on digits (< 2 min)")
@@ -151,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     add_robustness(sub)
+    for p in sub.choices.values():  # also accepted after the command
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, print the full traceback instead of one line "
+                            "(default: off)")
     return parser
 
 
@@ -158,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Integer options: (attribute, flag, minimum); None values (e.g. --n default) mean "all".
 _INT_OPTIONS = (("n", "--n", 1), ("depth", "--depth", 1), ("width", "--width", 1),
                 ("batch_size", "--batch-size", 1), ("max_epochs", "--max-epochs", 1),
-                ("seed", "--seed", 0), ("rademacher_steps", "--rademacher-steps", 1))
+                ("seed", "--seed", 0), ("rademacher_steps", "--rademacher-steps", 1),
+                ("steps", "--steps", 1), ("restarts", "--restarts", 1),
+                ("resamples", "--resamples", 1))
 
 
 def _check_options(args: argparse.Namespace) -> str | None:
@@ -182,17 +198,47 @@ def _check_options(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _one_line(e: BaseException, limit: int = 600) -> str:
+    """An exception's message on one line (whitespace collapsed, at most `limit` characters)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# What a user's mistake raises: a bad value or file (ValueError, and UserError, CorruptFile,
+# CheckpointError, NotBoundable, which are ValueErrors), a file that cannot be read or a
+# directory in use (OSError, DirectoryBusy).
+USER_ERRORS = (ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `genbounds` command. Returns the exit status: 0, 2 for a user's mistake (one line
+    on stderr naming the argument, the file and what was expected), 1 for an internal error
+    (one line; ``--debug`` shows the traceback), 130 when interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     problem = _check_options(args)
     if problem:
         parser.error(problem)
+    where = f"genbounds {args.command}"
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:
-        print(f"genbounds {args.command}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{where}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"{where}: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - one line unless --debug, as promised
+        if debug:
+            raise
+        print(f"{where}: internal error ({type(e).__name__}: {_one_line(e)}); run again with "
+              "--debug for the traceback", file=sys.stderr)
+        return 1
     finally:
         release_locks()
 

@@ -1,7 +1,7 @@
 """A network as a chain of layers, the form the chain theorems are stated for.
 
 `chain_of` (behind `Network.chain`) reads a `Network` as linear maps with fixed maps between
-them, and the Lipschitz constants $\rho_i$ of those maps, or refuses with the reason (a residual
+them, and the Lipschitz constants $\\rho_i$ of those maps, or refuses with the reason (a residual
 or branched network, an operation a theorem does not cover). `verify_chain` checks a chain read
 from parameter names against the logits a caller gave: the structure of such a chain is assumed,
 not read, so it is bounded only once it reproduces the network's outputs.

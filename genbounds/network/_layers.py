@@ -538,7 +538,7 @@ def has_biases(layers: Sequence[Layer]) -> bool:
 def augment_biases(layers: Sequence[Layer]) -> tuple[Layer, ...]:
     """The same ReLU network without biases, acting on $[x; 1]$.
 
-    Hidden layer $i$ becomes $\tilde A_i = [[A_i, b_i], [0, 1]]$: the bias is the weight on an
+    Hidden layer $i$ becomes $\\tilde A_i = [[A_i, b_i], [0, 1]]$: the bias is the weight on an
     extra constant input, and an extra unit passes the constant 1 on (ReLU(1) = 1, ReLU(0) = 0).
     The last layer becomes $[A_L, b_L]$. Every network bound stated for bias-free ReLU networks
     applies to the result, with the input norm $\\|[x; 1]\\|_2 = \\sqrt{\\|x\\|_2^2 + 1}$. In Flax's

@@ -148,8 +148,10 @@ def dziugaite_roy_certificate(
     With $\\lambda$ = `prior_variance` (e.g. the optimised one), $j^* = b \\ln(c/\\lambda)$ is
     rounded down and up (each clipped to >= 1); both are members of the union bound, so the
     smaller of the two bounds is valid. Then
+
     $$e_D(Q) \\le \\overline{kl}^{-1}\\Big(\\overline{kl}^{-1}\\big(\\hat e_N, \\tfrac{\\ln(2/\\delta')}{N}\\big),
     \\ \\frac{KL(Q\\|P_j) + 2\\ln j + \\ln\\frac{\\pi^2 m}{6\\delta}}{m-1}\\Big)$$
+
     with probability $\\ge 1 - \\delta - \\delta'$ over the training sample and the N networks,
     $P_j = N(w_0, c\\, e^{-j/b} I)$, $w_0$ = `init_params`, m = len(X).
 

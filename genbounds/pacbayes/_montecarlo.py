@@ -149,6 +149,7 @@ def sample_convergence_bound(error: float, *, num_samples: int, delta_prime: flo
     With $\\hat e_N$ the mean error of N networks drawn i.i.d. from Q (each evaluated on the
     training set, or each on its own k examples drawn uniformly at random), with probability
     $\\ge 1 - \\delta'$ over the draws
+
     $$\\hat e_S(Q) \\le \\overline{kl}^{-1}\\big(\\hat e_N,\\ \\ln(2/\\delta')/N\\big).$$
 
     The N per-network errors are i.i.d. in [0, 1] with mean $\\hat e_S(Q)$ (also with random

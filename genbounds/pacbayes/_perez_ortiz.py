@@ -16,16 +16,18 @@ networks", JMLR 22(227), 2021, arXiv:2007.12911 ("PAC-Bayes with Backprop"). The
    bound holds for all posteriors at once, so $Q$ may be trained on any data: the default (as
    the authors' code) trains it on the whole training set.
 4. **Certificate** (the only number here that is a bound; `risk_certificate`): the 0-1 error
-   of the stochastic net on the *bound set*, $\\hat e_n(Q)$, is estimated from N networks drawn
-   from Q and bounded by the sample-convergence bound at $\\delta'$ (Langford & Caruana 2002),
-   then the PAC-Bayes-kl bound of Maurer (2004) at $\\delta$ is inverted:
-   $$e(Q) \\le \\overline{kl}^{-1}\\Big(\\overline{kl}^{-1}\\big(\\hat e_N, \\tfrac{\\ln(2/\\delta')}{N}\\big),
-   \\ \\frac{KL(Q\\|P) + \\ln(2\\sqrt n/\\delta)}{n}\\Big)$$
-   with probability at least $1 - \\delta - \\delta'$ over the bound set and the N networks,
-   conditionally on the prior set. With a grid of K prior scales $\\sigma_P$, each candidate is
-   certified at $\\delta/K$ and $\\delta'/K$ and the smallest certificate is reported (union
-   bound). The $\\lambda$ of `f_lambda` needs no union bound: it only shapes training; the
-   certificate is the kl inversion, which holds for every Q simultaneously.
+    of the stochastic net on the *bound set*, $\\hat e_n(Q)$, is estimated from N networks drawn
+    from Q and bounded by the sample-convergence bound at $\\delta'$ (Langford & Caruana 2002),
+    then the PAC-Bayes-kl bound of Maurer (2004) at $\\delta$ is inverted:
+
+    $$e(Q) \\le \\overline{kl}^{-1}\\Big(\\overline{kl}^{-1}\\big(\\hat e_N, \\tfrac{\\ln(2/\\delta')}{N}\\big),
+    \\ \\frac{KL(Q\\|P) + \\ln(2\\sqrt n/\\delta)}{n}\\Big)$$
+
+    with probability at least $1 - \\delta - \\delta'$ over the bound set and the N networks,
+    conditionally on the prior set. With a grid of K prior scales $\\sigma_P$, each candidate is
+    certified at $\\delta/K$ and $\\delta'/K$ and the smallest certificate is reported (union
+    bound). The $\\lambda$ of `f_lambda` needs no union bound: it only shapes training; the
+    certificate is the kl inversion, which holds for every Q simultaneously.
 """
 
 from __future__ import annotations

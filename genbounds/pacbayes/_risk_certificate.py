@@ -4,8 +4,10 @@ prior/bound split it rests on.
 The 0-1 error of the stochastic net on the *bound set*, $\\hat e_n(Q)$, is estimated from N
 networks drawn from Q and bounded by the sample-convergence bound at $\\delta'$ (Langford &
 Caruana 2002), then the PAC-Bayes-kl bound of Maurer (2004) at $\\delta$ is inverted:
+
 $$e(Q) \\le \\overline{kl}^{-1}\\Big(\\overline{kl}^{-1}\\big(\\hat e_N, \\tfrac{\\ln(2/\\delta')}{N}\\big),
 \\ \\frac{KL(Q\\|P) + \\ln(2\\sqrt n/\\delta)}{n}\\Big)$$
+
 with probability at least $1 - \\delta - \\delta'$ over the bound set and the N networks,
 conditionally on the prior set. With K candidate posteriors each is certified at $\\delta/K$ and
 $\\delta'/K$ (union bound).
