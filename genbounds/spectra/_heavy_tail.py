@@ -84,9 +84,11 @@ def _check_options(preset: str, dtype: Any, method: str, conv_spectrum: str, boo
     check_unit_interval(confidence, "confidence", closed=False)
     if dtype is None:
         return np.float64 if jax.config.jax_enable_x64 else np.float32
-    dt = np.dtype(dtype) if not isinstance(dtype, str) or dtype in ("float32", "float64") \
-        else None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64 (half precision is too coarse for "
                          f"the small eigenvalues), got {dtype!r}")
     if preset == "weightwatcher" and dt != np.dtype(np.float64):

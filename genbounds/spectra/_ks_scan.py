@@ -35,7 +35,7 @@ def bucket(n: int) -> int:
 def _fit_one(x: jax.Array, n: jax.Array, min_tail: int) -> jax.Array:
     """(alpha, xmin, D, tail size) of one padded sorted sample with n valid values."""
     size = x.shape[0]
-    idx = jnp.arange(size)
+    idx = jnp.arange(size, dtype=jnp.int32)
     valid = idx < n
     L = jnp.where(valid, jnp.log(jnp.where(valid, x, 1.0)), 0.0)
     suffix = jnp.cumsum(L[::-1])[::-1]
@@ -49,7 +49,7 @@ def _fit_one(x: jax.Array, n: jax.Array, min_tail: int) -> jax.Array:
     pad = nblocks * rows - size
 
     def block(b):
-        i = b * rows + jnp.arange(rows)
+        i = b * rows + jnp.arange(rows, dtype=jnp.int32)
         ic = jnp.minimum(i, size - 1)
         a, Li, n_i = alpha[ic], L[ic], ni[ic]
         k = (idx[None, :] - i[:, None]).astype(x.dtype)
@@ -58,7 +58,7 @@ def _fit_one(x: jax.Array, n: jax.Array, min_tail: int) -> jax.Array:
         ok = (k >= 0) & valid[None, :]
         return jnp.max(jnp.where(ok, dev, -jnp.inf), axis=1)
 
-    D = jax.lax.map(block, jnp.arange(nblocks)).reshape(-1)
+    D = jax.lax.map(block, jnp.arange(nblocks, dtype=jnp.int32)).reshape(-1)
     D = D[:size] if pad else D
     D = jnp.where(cand, D, jnp.inf)
     best = jnp.argmin(D)

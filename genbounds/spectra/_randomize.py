@@ -63,12 +63,14 @@ def _shuffle_numpy(mats: np.ndarray, copies: int, rs: np.random.RandomState) -> 
     return out
 
 
-def _shuffle_jax(mats: np.ndarray, copies: int, key: jax.Array) -> np.ndarray:
-    flat = np.asarray(mats).reshape(mats.shape[0], -1)
-    keys = jax.random.split(key, copies * mats.shape[0]).reshape(copies, mats.shape[0])
-    perm = jax.vmap(jax.vmap(lambda k, w: jax.random.permutation(k, w)))(
-        keys, np.broadcast_to(flat, (copies, *flat.shape)))
-    return np.asarray(perm).reshape(copies * mats.shape[0], *mats.shape[1:])
+def _shuffle_key(mats: np.ndarray, copies: int, key: jax.Array) -> np.ndarray:
+    # The permutations come from a numpy Generator seeded by the key's bits: reproducible from
+    # the key alone, without compiling a permutation kernel for every matrix shape.
+    bits = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
+    rng = np.random.default_rng(bits)
+    flat = np.broadcast_to(mats.reshape(mats.shape[0], -1), (copies, mats.shape[0],
+                                                             mats[0].size))
+    return rng.permuted(flat, axis=-1).reshape(copies * mats.shape[0], *mats.shape[1:])
 
 
 def _evals(svals: np.ndarray, n_comp: int) -> np.ndarray:
@@ -93,8 +95,8 @@ def random_spectra(layers: Sequence[Any], *, rng: Any, method: str = "svd",
             fresh_mats.append(_shuffle_numpy(layer.mats, 1, rng))
         else:
             k1, k2 = jax.random.split(jax.random.fold_in(rng, i))
-            pooled_mats.append(_shuffle_jax(layer.mats, r, k1))
-            fresh_mats.append(_shuffle_jax(layer.mats, 1, k2))
+            pooled_mats.append(_shuffle_key(layer.mats, r, k1))
+            fresh_mats.append(_shuffle_key(layer.mats, 1, k2))
     sv = singular_values(pooled_mats + fresh_mats, method=method)
     out = []
     for i, layer in enumerate(layers):
