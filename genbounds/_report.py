@@ -41,6 +41,7 @@ from genbounds.network._chain import verify_chain
 from genbounds.network._network import as_network
 from genbounds.pacbayes._dziugaite_roy import dziugaite_roy
 from genbounds.pacbayes._neyshabur import pac_bayes
+from genbounds.spectra._heavy_tail import heavy_tail_measures
 
 
 def _error(logits: Any, y: np.ndarray) -> float:
@@ -336,8 +337,9 @@ def report(
     (Bartlett et al. 2017, $M_i = 0$), `pac_bayes` (Neyshabur et al. 2018, prior at 0 and, with
     `init_params`, at the initialisation), `golowich` (Theorems 1 and 2). Measures: the spectral
     complexity and the norm measures of `norm_measures` (path norms included) (distance from
-    initialisation with `init_params`). Entries that do not apply (e.g. a bound implemented
-    for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
+    initialisation with `init_params`), the heavy-tailed ESD summary of `heavy_tail`
+    (``ht_alpha``, ``ht_alpha_weighted``, ``ht_log_alpha_norm``, ...; Martin & Mahoney). Entries
+    that do not apply (e.g. a bound implemented for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
     silently.
 
     Args:
@@ -429,6 +431,8 @@ def report(
         "golowich_l1inf": lambda: golowich(net, norm="l1inf", **common),
         "norms": lambda: norm_measures(net, reference=init_params, key=key),
         "lipschitz": lambda: lipschitz(net, key=key),
+        # Martin & Mahoney's ESD summary: needs no data and no structure (bootstrap off here)
+        "heavy_tail": lambda: heavy_tail_measures(params, key=key, bootstrap=0),
     }
     if init_params is not None:
         entries["spectral_init"] = lambda: spectral(net, reference=init_params, key=key,
