@@ -206,3 +206,23 @@ def test_bootstrap_interval_reported_and_wider_than_sigma():
     r = genbounds.heavy_tail([W], key=jax.random.key(1))["0"]
     assert r["alpha_low"] <= r["alpha"] <= r["alpha_high"]
     assert r["alpha_se"] > 0
+
+
+def test_report_lists_the_summary_metrics():
+    rng = np.random.default_rng(13)
+    params = {"Dense_0": {"kernel": rng.standard_normal((12, 40)) / 4},
+              "Dense_1": {"kernel": rng.standard_normal((40, 10)) / 6}}
+    X = rng.standard_normal((60, 12))
+
+    def f(p, x):
+        return np.maximum(x @ p["Dense_0"]["kernel"], 0) @ p["Dense_1"]["kernel"]
+
+    y = np.argmax(f(params, X), axis=1)
+    # report's margins run under standard promotion until they are strict-clean
+    with jax.numpy_dtype_promotion("standard"):
+        rep = genbounds.report(params, X=X, y=y, apply_fn=f)
+    ms = {m.name: m for m in rep.measures}
+    direct = genbounds.heavy_tail(params, bootstrap=0).summary()
+    for k in ("alpha", "alpha_weighted", "log_alpha_norm", "stable_rank"):
+        assert ms[f"ht_{k}"].complexity == pytest.approx(direct[k], rel=1e-12)
+        assert ms[f"ht_{k}"].value is None
