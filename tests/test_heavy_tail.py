@@ -208,6 +208,7 @@ def test_bootstrap_interval_reported_and_wider_than_sigma():
     assert r["alpha_se"] > 0
 
 
+@pytest.mark.slow  # a whole report; tests/test_report.py checks the names in the default run
 def test_report_lists_the_summary_metrics():
     rng = np.random.default_rng(13)
     params = {"Dense_0": {"kernel": rng.standard_normal((12, 40)) / 4},

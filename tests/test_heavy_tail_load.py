@@ -5,14 +5,26 @@ from __future__ import annotations
 import json
 
 import jax
+import pytest
 
 from genbounds.experiments import run_load_sweep
 
 
-def test_load_sweep_writes_records_and_plot(tmp_path):
+def _sweep(tmp_path, sizes):
     # the training harness runs under standard promotion until it is strict-clean
     with jax.numpy_dtype_promotion("standard"):
-        rec = run_load_sweep(tmp_path, sizes=(100, 200), width=16, max_epochs=3)
+        return run_load_sweep(tmp_path, sizes=sizes, width=16, max_epochs=2)
+
+
+def test_load_sweep_one_size(tmp_path):
+    rec = _sweep(tmp_path, (80,))
+    assert [(r["labels"], r["n"]) for r in rec["runs"]] == [("true", 80), ("random", 80)]
+    assert (tmp_path / "load.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_load_sweep_writes_records_and_plot(tmp_path):
+    rec = _sweep(tmp_path, (100, 200))
     runs = rec["runs"]
     assert [(r["labels"], r["n"]) for r in runs] == [("true", 100), ("true", 200),
                                                      ("random", 100), ("random", 200)]
