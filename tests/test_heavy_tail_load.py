@@ -16,6 +16,7 @@ def _sweep(tmp_path, sizes):
         return run_load_sweep(tmp_path, sizes=sizes, width=16, max_epochs=2)
 
 
+@pytest.mark.slow  # two trainings and their compilation: ~15-60 s on 2 shared cores
 def test_load_sweep_one_size(tmp_path):
     rec = _sweep(tmp_path, (80,))
     assert [(r["labels"], r["n"]) for r in rec["runs"]] == [("true", 80), ("random", 80)]
