@@ -15,6 +15,8 @@ Everything else lives in a sub-namespace that says what it is:
 - `genbounds.measures`: measures that are not bounds (norms, sharpness, flatness, Hessian,
   evidence, Monte-Carlo Rademacher, Kendall's tau);
 - `genbounds.adversarial`: attacks, certified radii, robustness curves;
+- `genbounds.spectra`: heavy-tailed self-regularisation metrics of the weight spectra
+  (`heavy_tail`, Martin & Mahoney; WeightWatcher's metrics with a compatible preset);
 - `genbounds.network`: reading a network (trace or parameters) and its layer norms;
 - `genbounds.linalg`: norm kernels; `genbounds.losses`: margins and losses;
 - `genbounds.core`: `Bound`, `NotBoundable`, argument checks;
@@ -40,6 +42,7 @@ from . import losses as losses
 from . import measures as measures
 from . import network as network
 from . import pacbayes as pacbayes
+from . import spectra as spectra
 from ._report import Report as Report
 from ._report import ReportOptions as ReportOptions
 from ._report import report as report
@@ -61,6 +64,8 @@ from .pacbayes import kl_inverse as kl_inverse
 from .pacbayes import pac_bayes as pac_bayes
 from .pacbayes import perez_ortiz as perez_ortiz
 from .pacbayes import risk_certificate as risk_certificate
+from .spectra import HeavyTail as HeavyTail
+from .spectra import heavy_tail as heavy_tail
 
 __version__ = "0.1.0"
 

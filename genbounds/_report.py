@@ -42,6 +42,7 @@ from genbounds.network._chain import verify_chain
 from genbounds.network._network import as_network
 from genbounds.pacbayes._dziugaite_roy import dziugaite_roy
 from genbounds.pacbayes._neyshabur import pac_bayes
+from genbounds.spectra._heavy_tail import heavy_tail_measures
 
 
 def _error(logits: Any, y: np.ndarray) -> float:
@@ -339,8 +340,9 @@ def report(
     2024: the path-norm bound for DAG ReLU networks, residual and pooling ones included).
     Measures: the spectral
     complexity and the norm measures of `norm_measures` (path norms included) (distance from
-    initialisation with `init_params`). Entries that do not apply (e.g. a bound implemented
-    for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
+    initialisation with `init_params`), the heavy-tailed ESD summary of `heavy_tail`
+    (``ht_alpha``, ``ht_alpha_weighted``, ``ht_log_alpha_norm``, ...; Martin & Mahoney). Entries
+    that do not apply (e.g. a bound implemented for dense layers on a CNN) are listed in ``skipped`` with the reason, never dropped
     silently.
 
     Args:
@@ -433,6 +435,8 @@ def report(
         "gonon": lambda: gonon(net, **common),
         "norms": lambda: norm_measures(net, reference=init_params, key=key),
         "lipschitz": lambda: lipschitz(net, key=key),
+        # Martin & Mahoney's ESD summary: needs no data and no structure (bootstrap off here)
+        "heavy_tail": lambda: heavy_tail_measures(params, key=key, bootstrap=0),
     }
     if init_params is not None:
         entries["spectral_init"] = lambda: spectral(net, reference=init_params, key=key,

@@ -35,6 +35,7 @@ def test_report_contents(rep, trained):
     assert not rep.skipped
     measures = {m.name for m in rep.measures}
     assert {"path_norm", "l2_path_norm", "fro_dist", "num_weights"} <= measures
+    assert {"ht_alpha", "ht_alpha_weighted", "ht_log_alpha_norm", "ht_stable_rank"} <= measures
     assert all(m.value is None for m in rep.measures)
     # errors measured independently
     pred = np.argmax(np.asarray(net.apply_fn(net.params, data.X_test)), axis=1)

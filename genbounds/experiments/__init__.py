@@ -22,6 +22,8 @@ _HOMES = {
     "reproduce_risk_certificate": "_risk_certificate",
     "run_study": "_study",
     "UserError": "_common",
+    "reproduce_heavy_tail": "_heavy_tail_load",
+    "run_load_sweep": "_heavy_tail_load",
 }
 
 __all__ = sorted(_HOMES)

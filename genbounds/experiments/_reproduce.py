@@ -2,7 +2,8 @@
 
 ``dziugaite-roy`` runs `genbounds.experiments.reproduce_dziugaite_roy` (Dziugaite & Roy 2017),
 ``risk-certificate`` runs `genbounds.experiments.reproduce_risk_certificate` (Pérez-Ortiz et
-al. 2021); each writes ``OUT/results.json`` and ``OUT/summary.md``.
+al. 2021), ``heavy-tail`` runs `genbounds.experiments.reproduce_heavy_tail` (layer tail
+exponents against the load N/M, Martin & Mahoney); each writes ``OUT/results.json`` and ``OUT/summary.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import argparse
 from genbounds.experiments._common import console, lock, prepare_out
 
 RUNNERS = {"dziugaite-roy": "reproduce_dziugaite_roy",
-           "risk-certificate": "reproduce_risk_certificate"}
+           "risk-certificate": "reproduce_risk_certificate",
+           "heavy-tail": "reproduce_heavy_tail"}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

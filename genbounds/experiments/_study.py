@@ -198,6 +198,11 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
     for b in rep.bounds:
         out["bound:" + b.name] = {"value": _finite(b.value), "eq": "", "kind": "bound",
                                   "seconds": rep.seconds.get(b.name)}
+    # Martin & Mahoney's layer-averaged ESD metrics (genbounds.heavy_tail, default preset)
+    for m in rep.measures:
+        if m.name in ("ht_alpha", "ht_alpha_weighted", "ht_log_alpha_norm", "ht_stable_rank"):
+            out[m.name] = {"value": _finite(m.complexity), "eq": "", "kind": "measure",
+                           "seconds": rep.seconds.get(m.name)}
     if "spectral_complexity" not in out:
         sc = next((m for m in rep.measures if m.name == "spectral_complexity"), None)
         if sc is not None:

@@ -85,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", formatter_class=Formatter, help="reproduce a paper's experiment: dziugaite-roy, "
                                          "risk-certificate")
-    p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate"),
+    p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate", "heavy-tail"),
                    help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017); "
                         "risk-certificate: data-dependent prior + f_quad (Perez-Ortiz et al. "
-                        "2021)")
+                        "2021); heavy-tail: layer tail exponents against the load N/M, true "
+                        "and random labels (Martin & Mahoney)")
     p.add_argument("--dataset", default="digits", choices=("digits", "digits-binary",
                                                            "synthetic", "mnist1d", "mnist"),
                    help="digits (default; 10 classes for risk-certificate, binary for "
