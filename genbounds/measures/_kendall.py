@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from genbounds.core._checks import check_int, check_n
+
 
 def _vector(x: Any, name: str) -> np.ndarray:
     try:
@@ -154,7 +156,9 @@ def _key(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return tuple(_key(u) for u in v)
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return ("nan",)  # NaN == NaN here: every NaN value of an axis is one setting
     return v
 
 
@@ -224,7 +228,8 @@ def granulated_kendall(
       measure: the measure of each network, (n,).
       gap: the generalisation gap of each network, (n,).
       hparams: the hyperparameters of each network: a mapping ``axis -> values`` (n each), or a
-        list of n mappings with the same keys. Values are compared exactly.
+        list of n mappings with the same keys. Values are compared exactly (NaN values of an
+        axis count as one setting).
       axes: the axes to average over (default: every column).
       variant: ``"a"`` (Jiang et al.'s $\tau$) or ``"b"``; see `kendall_tau`.
 
@@ -278,12 +283,18 @@ def bootstrap_kendall(
     copy, so duplicates do not add artificial ties). Returns ``{"tau": (B,), "psi": (B,)}``.
     """
     x, y = _vector(measure, "measure"), _vector(gap, "gap")
+    if x.shape != y.shape:
+        raise ValueError(f"measure and gap must have the same length, got {len(x)} and {len(y)}")
     cols = _columns(hparams, len(x))
     axes = list(cols) if axes is None else list(axes)
-    rng = np.random.default_rng(seed)
+    missing = [a for a in axes if a not in cols]
+    if missing:
+        raise ValueError(f"axes {missing} are not columns of hparams ({sorted(cols)})")
+    num_resamples = check_n(num_resamples, "num_resamples")
+    rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
     n = len(x)
     taus, psis = [], []
-    for _ in range(int(num_resamples)):
+    for _ in range(num_resamples):
         c = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         taus.append(_tau(x, y, "a", c))
         psis.append(_granulated(x, y, cols, axes, "a", c).psi)

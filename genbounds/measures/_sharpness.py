@@ -93,6 +93,8 @@ def sharpness(
       Keskar, Mudigere, Nocedal, Smelyanskiy, Tang, On Large-Batch Training for Deep Learning:
       Generalization Gap and Sharp Minima, ICLR 2017, arXiv:1609.04836.
     """
+    if key is not None:
+        key = check_key(key)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     epsilon = check_positive(epsilon, "epsilon")
     step_size = check_positive(step_size, "step_size")
@@ -102,7 +104,7 @@ def sharpness(
     if key is None:
         z0 = jnp.zeros_like(x0)
     else:
-        z0 = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) * box
+        z0 = jax.random.uniform(check_key(key), x0.shape, x0.dtype, -1.0, 1.0) * box
     base, best, bad = _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y)
     check_finite_draws(bad, steps + 1, "points of the ascent (perturbed weights)", "sharpness")
     base, best = float(base), float(best)

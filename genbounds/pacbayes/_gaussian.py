@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from genbounds.core._checks import check_finite_tree, check_positive
+from genbounds.core._checks import check_finite_tree, check_key, check_positive
 from genbounds.losses._losses import check_same_tree
 
 
@@ -69,6 +69,7 @@ class DiagonalGaussian:
 
     def sample(self, key: jax.Array) -> Any:
         """One draw w ~ Q, a parameter tree."""
+        key = check_key(key)
         flat_m, unravel = ravel_pytree(self.mean)
         flat_s, _ = ravel_pytree(self.std)
         return unravel(flat_m + flat_s * jax.random.normal(key, flat_m.shape, flat_m.dtype))

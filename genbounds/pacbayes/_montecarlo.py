@@ -147,8 +147,8 @@ def stochastic_error(
         on CPU (a loop is faster there), 64 on an accelerator.
 
     Returns:
-      dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N)) and
-      ``num_samples``.
+      dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N); NaN
+      for N = 1, where one network gives no spread) and ``num_samples``.
 
     Raises:
       ValueError, TypeError: bad shapes, labels or posterior; a drawn network whose logits are
