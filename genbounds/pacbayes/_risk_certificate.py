@@ -33,7 +33,7 @@ from genbounds.core._checks import (
 )
 from genbounds.losses._losses import check_classifier, check_same_tree
 
-from ._gaussian import DiagonalGaussian, diag_gaussian_kl
+from ._gaussian import DiagonalGaussian, check_posterior, diag_gaussian_kl
 from ._kl import pac_bayes_kl_bound
 from ._montecarlo import mc_error, sample_convergence_bound
 from ._options import CERTIFICATE, Certificate, bundle_keywords, check_bundle
@@ -136,6 +136,7 @@ def risk_certificate(
     """
     cert = check_bundle(certificate, Certificate, "certificate")
     key = check_key(key)
+    check_posterior(posterior)  # names posterior.mean / .std, not the classifier's params
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
     X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
