@@ -473,7 +473,7 @@ def report(
             params, X=X, y=y, apply_fn=apply_fn, init_params=init_params, **opts
         )[0]
     if robustness is not None:
-        from genbounds.adversarial._certified import robustness_measure
+        from genbounds.adversarial._curve import robustness_measure
 
         rx, ry = (X_test, y_test) if X_test is not None else (X, y)
         entries["robustness"] = lambda: robustness_measure(params, apply_fn=apply_fn, X=rx,

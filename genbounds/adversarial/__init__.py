@@ -7,7 +7,7 @@ from ._attacks import fgsm as fgsm
 from ._attacks import pgd as pgd
 from ._attacks import robust_accuracy as robust_accuracy
 from ._certified import CertifiedRadii as CertifiedRadii
-from ._certified import RobustnessCurve as RobustnessCurve
 from ._certified import certified_accuracy as certified_accuracy
 from ._certified import certified_radius as certified_radius
-from ._certified import robustness as robustness
+from ._curve import RobustnessCurve as RobustnessCurve
+from ._curve import robustness as robustness

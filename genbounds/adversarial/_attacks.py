@@ -36,8 +36,9 @@ import numpy as np
 import optax
 
 from genbounds.core._checks import (
-    check_array,
     check_choice,
+    check_float_array,
+    check_key,
     check_labels,
     check_positive,
     check_same_length,
@@ -112,6 +113,10 @@ def _attack(apply_fn, params, X, y, eps, step_size, key, lo, hi, *, norm, steps,
     eps = eps.astype(X.dtype)
     step_size = step_size.astype(X.dtype)
 
+    def nonfinite(logits):  # per example: any NaN/inf logit (its margin would be no number)
+        lg = logits.reshape(logits.shape[0], -1)
+        return jnp.logical_not(jnp.all(jnp.isfinite(lg), axis=1)).astype(jnp.int32)
+
     def objective(x):
         logits = apply_fn(params, x)
         m = margins_core(logits, y)
@@ -123,17 +128,19 @@ def _attack(apply_fn, params, X, y, eps, step_size, key, lo, hi, *, norm, steps,
                 s = lg.reshape(-1)
                 lg = jnp.stack([jnp.zeros_like(s), s], axis=1)
             obj = optax.softmax_cross_entropy_with_integer_labels(lg, y)
-        return jnp.sum(obj), m
+        return jnp.sum(obj), (m, nonfinite(logits))
 
     grad = jax.grad(objective, has_aux=True)
-    clean = margins_core(apply_fn(params, X), y)
+    clean_logits = apply_fn(params, X)
+    clean = margins_core(clean_logits, y)
 
     def one_run(k):
         x = _project(_random_start(k, X, eps, norm), X, eps, norm, lo, hi) if random_start else X
 
         def step(carry, _):
-            x, best_x, best_m = carry
-            g, m = grad(x)
+            x, best_x, best_m, bad = carry
+            g, (m, b) = grad(x)
+            bad = bad + b
             better = m < best_m
             best_x = jnp.where(better.reshape((-1,) + (1,) * (X.ndim - 1)), x, best_x)
             best_m = jnp.minimum(m, best_m)
@@ -142,22 +149,27 @@ def _attack(apply_fn, params, X, y, eps, step_size, key, lo, hi, *, norm, steps,
             else:
                 move = g / jnp.maximum(_flat_norm(g), 1e-30)
             x = _project(x + step_size * move, X, eps, norm, lo, hi)
-            return (x, best_x, best_m), None
+            return (x, best_x, best_m, bad), None
 
-        init = (x, X, jnp.full(X.shape[0], jnp.inf, clean.dtype))
-        (x, best_x, best_m), _ = jax.lax.scan(step, init, None, length=steps)
-        m = margins_core(apply_fn(params, x), y)
+        init = (x, X, jnp.full(X.shape[0], jnp.inf, clean.dtype),
+                jnp.zeros(X.shape[0], jnp.int32))
+        (x, best_x, best_m, bad), _ = jax.lax.scan(step, init, None, length=steps)
+        logits = apply_fn(params, x)
+        m = margins_core(logits, y)
         better = m < best_m
         best_x = jnp.where(better.reshape((-1,) + (1,) * (X.ndim - 1)), x, best_x)
-        return best_x, jnp.minimum(m, best_m)
+        return best_x, jnp.minimum(m, best_m), bad + nonfinite(logits)
 
-    best_x, best_m = X, clean
+    best_x, best_m, bad = X, clean, nonfinite(clean_logits)
     for k in jax.random.split(key, restarts):
-        bx, bm = one_run(k)
+        bx, bm, bb = one_run(k)
         better = bm < best_m
         best_x = jnp.where(better.reshape((-1,) + (1,) * (X.ndim - 1)), bx, best_x)
         best_m = jnp.minimum(bm, best_m)
-    return best_x, best_m
+        bad = bad + bb
+    # Per example: the evaluated points (clean, every iterate of every run) with non-finite
+    # logits; the caller refuses any (a NaN margin is neither robust nor broken).
+    return best_x, best_m, bad
 
 
 def _check_box(box: Any) -> tuple[float, float] | None:
@@ -177,6 +189,41 @@ def _check_eps(eps: Any) -> np.ndarray:
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"eps must be a number or a 1-D sequence of numbers >= 0, got {eps!r}")
     return arr
+
+
+def _check_in_range(X: jax.Array, eps: float, alpha: float, box: Any) -> None:
+    """The attack's points must be numbers of X's dtype: |x| + eps (and a step) must stay below
+    the dtype's largest finite value (eps = 1e39 on float32 inputs would make them inf)."""
+    info = jnp.finfo(X.dtype)
+    big = float(np.max(np.abs(np.asarray(X, np.float64))))
+    reach = big + 2.0 * eps + 2.0 * alpha
+    if not reach < float(info.max) / 2:
+        raise ValueError(
+            f"eps must keep the perturbed inputs finite in X's dtype {X.dtype}: |X| up to "
+            f"{big:.4g} plus eps={eps:g} (and steps of {alpha:g}) overflows its largest value "
+            f"{float(info.max):.4g}" + ("" if box is None else
+                                         "; the points are clipped to the box only after the step"))
+
+
+def check_attack_outputs(apply_fn: Any, params: Any, X: jax.Array, y: np.ndarray,
+                         caller: str) -> int:
+    """``apply_fn(params, X)`` must give logits (n,), (n, 1) or (n, K) (checked by shape, no
+    computation) and every label must be a class of them; returns K (2 for one output)."""
+    n = int(X.shape[0])
+    try:
+        out = jax.eval_shape(apply_fn, params, X)
+    except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
+        raise TypeError(f"{caller}: apply_fn(params, X) failed on X of shape {tuple(X.shape)} "
+                        f"and dtype {X.dtype}: {e}") from e
+    shape = tuple(getattr(out, "shape", ()))
+    if not (len(shape) in (1, 2) and shape[0] == n):
+        raise ValueError(f"{caller}: apply_fn(params, X) must return logits of shape (n,), "
+                         f"(n, 1) or (n, K) with n = {n}, got shape {shape}")
+    k = 2 if len(shape) == 1 or shape[1] == 1 else shape[1]
+    if int(np.max(y)) >= k:
+        raise ValueError(f"y must hold labels in [0, {k}) for the {k} classes of apply_fn's "
+                         f"logits {shape}, got labels up to {int(np.max(y))}")
+    return k
 
 
 def _check_int(x: Any, name: str, minimum: int) -> int:
@@ -255,7 +302,7 @@ def pgd(
 
 
 def _run(apply_fn, params, X, y, eps, *, norm, steps, step_size, restarts, loss, box,
-         random_start, key, batch_size) -> AttackResult:
+         random_start, key, batch_size, caller="pgd") -> AttackResult:
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
     check_choice(norm, "norm", NORMS)
@@ -264,7 +311,7 @@ def _run(apply_fn, params, X, y, eps, *, norm, steps, step_size, restarts, loss,
     restarts = _check_int(restarts, "restarts", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     box_ = _check_box(box)
-    X = check_array(X, "X")
+    X = check_float_array(X, "X")
     y = check_labels(y, "y")
     n = check_same_length(X, y, "X", "y")
     if X.ndim < 2:
@@ -273,28 +320,38 @@ def _run(apply_fn, params, X, y, eps, *, norm, steps, step_size, restarts, loss,
         raise ValueError(f"X has values in [{np.min(X):.4g}, {np.max(X):.4g}], outside "
                          f"box={box_}; the box must hold the clean inputs")
     alpha = 2.5 * eps / steps if step_size is None else check_positive(step_size, "step_size")
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else check_key(key)
     Xj = jnp.asarray(X)
     if not jnp.issubdtype(Xj.dtype, jnp.floating):
         Xj = Xj.astype(jnp.float32)
     dtype = Xj.dtype
+    _check_in_range(Xj, eps, alpha, box_)
+    check_attack_outputs(apply_fn, params, Xj, y, caller)
     yj = jnp.asarray(y, jnp.int32)
     lo, hi = (0.0, 1.0) if box_ is None else box_
     size = min(batch_size, n)
-    xs, ms = [], []
+    xs, ms, bad = [], [], 0
     for i, start in enumerate(range(0, n, size)):
         xb, yb = Xj[start:start + size], yj[start:start + size]
         real = xb.shape[0]
         if real < size:  # pad with copies of the first example, dropped below
             xb = jnp.concatenate([xb, jnp.repeat(xb[:1], size - real, axis=0)])
             yb = jnp.concatenate([yb, jnp.repeat(yb[:1], size - real, axis=0)])
-        bx, bm = _attack(apply_fn, params, xb, yb, jnp.asarray(eps), jnp.asarray(alpha),
+        bx, bm, bb = _attack(apply_fn, params, xb, yb, jnp.asarray(eps), jnp.asarray(alpha),
                          jax.random.fold_in(key, i), jnp.asarray(lo, dtype),
                          jnp.asarray(hi, dtype), norm=norm, steps=steps, restarts=restarts,
                          loss=loss, random_start=bool(random_start) and eps > 0,
                          boxed=box_ is not None)
         xs.append(np.asarray(bx)[:real])
         ms.append(np.asarray(bm, np.float64)[:real])
+        bad += int(np.sum(np.asarray(bb, np.int64)[:real]))
+    if bad:
+        total = n * (1 + restarts * (steps + 1))
+        raise ValueError(
+            f"{caller}: apply_fn returned NaN or infinite logits at {bad} of the {total} points "
+            f"the attack evaluated (eps={eps:g}); a non-finite margin is neither robust nor "
+            "broken, so the robust accuracy would be wrong (check the network and its "
+            "numerical range at inputs this far from X)")
     m = np.concatenate(ms)
     return AttackResult(eps=eps, norm=norm, robust=m > 0.0, x_adv=np.concatenate(xs), margins=m)
 
@@ -326,7 +383,7 @@ def fgsm(
         raise ValueError(f"eps must be one number here (robust_accuracy takes a grid), got {eps!r}")
     return _run(apply_fn, params, X, y, float(e[0]), norm=norm, steps=1,
                 step_size=float(e[0]) if e[0] > 0 else None, restarts=1, loss="ce", box=box,
-                random_start=False, key=None, batch_size=batch_size)
+                random_start=False, key=None, batch_size=batch_size, caller="fgsm")
 
 
 def robust_accuracy(

@@ -47,21 +47,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genbounds.core._bound import Bound
 from genbounds.core._checks import (
-    check_array,
     check_choice,
     check_delta,
+    check_finite_output,
+    check_float_array,
+    check_key,
     check_labels,
     check_same_length,
 )
 from genbounds.losses._margins import margins_core
 from genbounds.network._lipschitz import lipschitz_log_bound
+from genbounds.network._merged import LOG_FLOAT64_MAX as _LOG_MAX
+from genbounds.network._merged import exp_or_inf as _exp
 from genbounds.network._merged import tight_bound as _tight_bound
 from genbounds.network._network import Network, as_network
 from genbounds.network._norms import spectral_norms
 
-from ._attacks import NORMS, _check_box, _check_eps, fgsm, pgd
+from ._attacks import NORMS, _check_eps
 
 METHODS = ("tight", "product")
 
@@ -104,18 +107,29 @@ def _logits(net: Network, X: Any, batch: int = 4096) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _pairwise_radius(logits: np.ndarray, y: np.ndarray, mat: np.ndarray, lip_h: float,
+def log_radius(m: np.ndarray, log_l: float) -> np.ndarray:
+    """``m / exp(log_l)`` where ``m > 0`` (0 elsewhere), in log space: a Lipschitz bound beyond
+    float64 (log_l > 709) gives the exact radius, or 0.0 where that underflows float64."""
+    m = np.asarray(m, np.float64)
+    if log_l == -math.inf:
+        return np.where(m > 0, np.inf, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.where(m > 0, np.exp(np.log(np.maximum(m, 0.0)) - log_l), 0.0)
+
+
+def _pairwise_radius(logits: np.ndarray, y: np.ndarray, mat: np.ndarray, log_h: float,
                      dual: str) -> np.ndarray:
-    """min_{j != y} (f_y - f_j) / (||a_y - a_j|| L_h) with a_j the columns of the last map."""
+    """min_{j != y} (f_y - f_j) / (||a_y - a_j|| L_h) with a_j the columns of the last map;
+    ``log_h`` = ln L_h (the division by L_h in log space)."""
     n, k = logits.shape if logits.ndim == 2 else (logits.shape[0], 1)
     ord_ = 1 if dual == "l1" else 2
     if k == 1:  # binary score s = a^T h + b: margin (2y-1) s, Lipschitz ||a|| L_h
         s = logits.reshape(-1)
         m = np.where(y == 1, s, -s)
-        a = float(np.linalg.norm(mat[:, 0], ord_)) * lip_h
-        return np.where(m > 0, m / a if a > 0 else np.inf, 0.0)
+        a = float(np.linalg.norm(mat[:, 0], ord_))
+        return log_radius(m / a, log_h) if a > 0 else np.where(m > 0, np.inf, 0.0)
     diff = mat[:, :, None] - mat[:, None, :]  # (d, k, k)
-    pair = np.linalg.norm(diff, ord=ord_, axis=0) * lip_h  # (k, k)
+    pair = np.linalg.norm(diff, ord=ord_, axis=0)  # (k, k); L_h applied below
     own = logits[np.arange(n), y]
     gaps = own[:, None] - logits  # (n, k)
     p = pair[y]  # (n, k)
@@ -123,8 +137,8 @@ def _pairwise_radius(logits: np.ndarray, y: np.ndarray, mat: np.ndarray, lip_h: 
         r = np.where(p > 0, gaps / p, np.where(gaps > 0, np.inf, -np.inf))
     r[np.arange(n), y] = np.inf
     r = np.min(r, axis=1)
-    return np.where(margins_core(jnp.asarray(logits), jnp.asarray(y)) > 0,
-                    np.maximum(r, 0.0), 0.0)
+    r = np.where(margins_core(jnp.asarray(logits), jnp.asarray(y)) > 0, np.maximum(r, 0.0), 0.0)
+    return np.where(np.isinf(r), r, log_radius(r, log_h))
 
 
 def certified_radius(
@@ -183,48 +197,61 @@ def certified_radius(
     if isinstance(max_entries, bool) or not isinstance(max_entries, (int, np.integer)) \
             or max_entries < 1:
         raise ValueError(f"max_entries must be an integer >= 1, got {max_entries!r}")
-    X = check_array(X, "X")
+    X = check_float_array(X, "X")
     y = check_labels(y, "y")
     n = check_same_length(X, y, "X", "y")
+    if key is not None:
+        key = check_key(key)
     net = as_network(params, apply_fn=apply_fn, X=X, caller="certified_radius")
     Xn = jnp.asarray(X)
     if net.flat_input and Xn.ndim > 2:
         Xn = Xn.reshape(n, -1)
     logits = _logits(net, Xn)
+    check_finite_output(logits, "the network's logits on X",
+                        hint="a certified radius needs a margin; check the network")
     if logits.ndim == 1:
         logits = logits[:, None]
     k = logits.shape[1]
+    if int(np.max(y)) >= max(k, 2):
+        raise ValueError(f"y must hold labels in [0, {max(k, 2)}) for the network's {k} "
+                         f"logit(s), got labels up to {int(np.max(y))}")
     m = np.asarray(margins_core(jnp.asarray(logits), jnp.asarray(y)), np.float64)
     norms = spectral_norms(net, key=key, failure_probability=failure_probability)
     log_l = lipschitz_log_bound(net, norms)
-    lip = math.exp(log_l) if log_l < 709 else math.inf
+    lip = _exp(log_l)
     c = math.sqrt(2.0) if k >= 2 else 1.0
     d = math.prod(tuple(X.shape[1:]))
-    r_prod = np.where(m > 0, m / (c * lip), 0.0) if lip > 0 else np.where(m > 0, np.inf, 0.0)
+    r_prod = log_radius(m / c, log_l)
     radius = r_prod.copy()
-    terms: dict[str, Any] = {"radius_product_l2": r_prod, "notes": list(net.notes)}
+    terms: dict[str, Any] = {"radius_product_l2": r_prod, "notes": list(net.notes),
+                             "log_lipschitz": log_l}
     lip_tight = None
     linear_only = False
     if method == "tight":
         t = _tight_bound(net, norms, max_entries)
-        lip_tight = math.exp(t["log_lipschitz"]) if t["log_lipschitz"] < 709 else math.inf
-        r_t = np.where(m > 0, m / (c * lip_tight), 0.0) if lip_tight > 0 else \
-            np.where(m > 0, np.inf, 0.0)
+        lip_tight = _exp(t["log_lipschitz"])
+        terms["log_lipschitz_tight"] = t["log_lipschitz"]
+        r_t = log_radius(m / c, t["log_lipschitz"])
         terms["radius_merged_l2"] = r_t
         terms["segments"] = t["segments"]
         radius = np.maximum(radius, r_t)
         if t["last"] is not None and t["last"][1] is not None:
             src, mat = t["last"]
-            lip_h = math.exp(t["logl"][src]) if src > 0 else 1.0
-            r_pair = _pairwise_radius(logits, y, mat, lip_h, "l2")
+            log_h = t["logl"][src] if src > 0 else 0.0
+            r_pair = _pairwise_radius(logits, y, mat, log_h, "l2")
             terms["radius_pairwise_l2"] = r_pair
             radius = np.maximum(radius, r_pair)
             linear_only = src == 0
             if linear_only and norm == "linf":
                 # The whole network is one affine map: the exact l_inf distance (Hoelder).
-                exact_inf = _pairwise_radius(logits, y, mat, 1.0, "l1")
+                exact_inf = _pairwise_radius(logits, y, mat, 0.0, "l1")
                 terms["radius_linear_linf"] = exact_inf
     terms["l2_radius"] = radius
+    if max(log_l, t["log_lipschitz"] if method == "tight" else log_l) >= _LOG_MAX:
+        terms["notes"].append(
+            "the Lipschitz bound exceeds float64 (lipschitz = inf; its logarithm is in "
+            "log_lipschitz): the radii were computed in log space, exact where representable "
+            "and 0.0 where they underflow float64")
     if norm == "linf":
         radius = radius / math.sqrt(d)
         if "radius_linear_linf" in terms:
@@ -251,176 +278,3 @@ def certified_accuracy(
     """
     r = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, **options)
     return r.accuracy(eps)
-
-
-@dataclasses.dataclass(frozen=True)
-class RobustnessCurve:
-    """Clean, attacked and certified accuracy against the radius.
-
-    Attributes:
-      eps: the radii.
-      norm: ``"l2"`` or ``"linf"``.
-      clean_accuracy: accuracy on the clean inputs.
-      pgd_accuracy: PGD robust accuracy at each radius (an upper bound on the robust accuracy).
-      fgsm_accuracy: FGSM robust accuracy at each radius (weaker; None if not run).
-      certified_accuracy: certified accuracy at each radius (a lower bound).
-      violations: examples certified at some radius that PGD broke there (must be 0).
-      radii: the `CertifiedRadii`.
-      settings: the attack settings.
-    """
-
-    eps: np.ndarray
-    norm: str
-    clean_accuracy: float
-    pgd_accuracy: np.ndarray
-    fgsm_accuracy: np.ndarray | None
-    certified_accuracy: np.ndarray
-    violations: int
-    radii: CertifiedRadii
-    settings: dict
-
-    def eps_at(self, level: float = 0.5) -> float:
-        """The smallest grid radius where PGD robust accuracy falls to ``level`` or below
-        (linearly interpolated between grid points; NaN if it never does)."""
-        a = self.pgd_accuracy
-        for i in range(len(a)):
-            if a[i] <= level:
-                if i == 0 or a[i - 1] == a[i]:
-                    return float(self.eps[i])
-                f = (a[i - 1] - level) / (a[i - 1] - a[i])
-                return float(self.eps[i - 1] + f * (self.eps[i] - self.eps[i - 1]))
-        return math.nan
-
-    def to_dict(self) -> dict:
-        """Plain Python values (for JSON)."""
-        return {
-            "norm": self.norm, "eps": self.eps.tolist(), "clean_accuracy": self.clean_accuracy,
-            "pgd_accuracy": self.pgd_accuracy.tolist(),
-            "fgsm_accuracy": None if self.fgsm_accuracy is None else self.fgsm_accuracy.tolist(),
-            "certified_accuracy": self.certified_accuracy.tolist(),
-            "violations": self.violations, "lipschitz": self.radii.lipschitz,
-            "lipschitz_tight": self.radii.lipschitz_tight,
-            "median_certified_radius": float(np.median(self.radii.radius)),
-            "failure_probability": self.radii.failure_probability, "settings": self.settings,
-        }
-
-    def to_markdown(self) -> str:
-        """A Markdown table: one row per radius."""
-        head = "| eps | PGD robust acc | FGSM robust acc | certified acc |"
-        lines = [f"{self.norm} attacks; clean accuracy {self.clean_accuracy:.4f}", "", head,
-                 "|---|---|---|---|"]
-        for i, e in enumerate(self.eps):
-            fg = "-" if self.fgsm_accuracy is None else f"{self.fgsm_accuracy[i]:.4f}"
-            lines.append(f"| {e:.4g} | {self.pgd_accuracy[i]:.4f} | {fg} | "
-                         f"{self.certified_accuracy[i]:.4f} |")
-        return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Any:
-        """Accuracy against the radius: clean, FGSM, PGD and certified."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6.5, 4))
-        ax.axhline(self.clean_accuracy, color="gray", ls=":", label="clean accuracy")
-        if self.fgsm_accuracy is not None:
-            ax.plot(self.eps, self.fgsm_accuracy, "o--", color="tab:orange", ms=3,
-                    label="FGSM robust accuracy")
-        ax.plot(self.eps, self.pgd_accuracy, "s-", color="tab:red", ms=3,
-                label="PGD robust accuracy (upper bound)")
-        ax.plot(self.eps, self.certified_accuracy, "^-", color="tab:blue", ms=3,
-                label="certified accuracy (lower bound)")
-        ax.fill_between(self.eps, self.certified_accuracy, self.pgd_accuracy, color="tab:purple",
-                        alpha=0.12, label="true robust accuracy lies here")
-        ax.set_xlabel(f"perturbation radius ({self.norm})")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
-        return ax
-
-
-def robustness(
-    params: Any,
-    *,
-    apply_fn: Callable[[Any, Any], Any],
-    X: Any,
-    y: Any,
-    eps: Sequence[float],
-    norm: str = "l2",
-    steps: int = 40,
-    restarts: int = 2,
-    box: tuple[float, float] | None = None,
-    fgsm_too: bool = True,
-    key: jax.Array | None = None,
-    method: str = "tight",
-    failure_probability: float = 1e-6,
-) -> RobustnessCurve:
-    r"""Clean accuracy, FGSM and PGD robust accuracy, and certified accuracy on a grid of radii.
-
-    For every $\varepsilon$: certified accuracy $\le$ true robust accuracy $\le$ PGD robust
-    accuracy (the first with probability at least $1-$ ``failure_probability``). The curve also
-    counts *violations*: examples certified at $\varepsilon$ that PGD broke at $\varepsilon$;
-    a sound certificate has none.
-
-    Args:
-      params, apply_fn: the network (``apply_fn(params, X) -> logits``; traced for the
-        certificate).
-      X, y: the examples (e.g. the test set).
-      eps: the grid of radii.
-      norm: ``"l2"`` or ``"linf"``.
-      steps, restarts: PGD settings (see `pgd`; step size $2.5\varepsilon$/steps, margin loss,
-        random starts).
-      box: ``(lo, hi)`` of the inputs (e.g. (0, 1)); attacks stay inside it.
-      fgsm_too: also run FGSM.
-      key: PRNG key of the attacks' random starts and of the norm certificates.
-      method, failure_probability: as in `certified_radius`.
-
-    Returns:
-      A `RobustnessCurve` (``.to_markdown()``, ``.plot()``, ``.to_dict()``).
-    """
-    grid = _check_eps(eps)
-    box = _check_box(box)
-    key = jax.random.key(0) if key is None else key
-    k_attack, k_norm = jax.random.split(key)
-    radii = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, method=method,
-                             key=k_norm, failure_probability=failure_probability)
-    pgd_acc, fg_acc, cert_acc = [], [], []
-    violations = 0
-    clean = None
-    for i, e in enumerate(grid):
-        r = pgd(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm, steps=steps, restarts=restarts,
-                box=box, key=jax.random.fold_in(k_attack, i))
-        certified = radii.radius > e
-        violations += int(np.sum(certified & ~r.robust))
-        pgd_acc.append(r.robust_accuracy)
-        cert_acc.append(float(np.mean(certified)))
-        if fgsm_too:
-            fg_acc.append(fgsm(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm,
-                               box=box).robust_accuracy)
-        if clean is None:
-            clean = float(np.mean(np.asarray(radii.margins) > 0))
-    settings = {"attack": "PGD", "steps": steps, "restarts": restarts,
-                "step_size": "2.5 eps / steps", "loss": "margin (Carlini-Wagner)",
-                "random_start": True, "box": None if box is None else list(box),
-                "certificate": method}
-    return RobustnessCurve(eps=grid, norm=norm, clean_accuracy=clean,
-                           pgd_accuracy=np.asarray(pgd_acc),
-                           fgsm_accuracy=np.asarray(fg_acc) if fgsm_too else None,
-                           certified_accuracy=np.asarray(cert_acc), violations=violations,
-                           radii=radii, settings=settings)
-
-
-def robustness_measure(params: Any, *, apply_fn: Callable, X: Any, y: Any,
-                       **options: Any) -> Bound:
-    """`robustness` as a `Bound` entry of a report (a measure: ``value=None``).
-
-    ``complexity`` is the median certified radius; ``terms`` hold the whole curve
-    (`RobustnessCurve.to_dict`).
-    """
-    curve = robustness(params, apply_fn=apply_fn, X=X, y=y, **options)
-    d = curve.to_dict()
-    notes = (f"{curve.norm} radii; certified accuracy <= PGD robust accuracy at every eps "
-             f"({curve.violations} violations)",)
-    return Bound(name="robustness", value=None, complexity=d["median_certified_radius"],
-                 terms=d, n=int(np.shape(X)[0]), estimated=False,
-                 reference="Tsuzuku, Sato & Sugiyama 2018 (arXiv:1802.04034), Madry et al. "
-                           "2018 (arXiv:1706.06083)", notes=notes)

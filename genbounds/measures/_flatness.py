@@ -26,6 +26,7 @@ from genbounds.linalg._host import on_cpu
 from genbounds.losses._losses import zero_one
 from genbounds.losses._margins import margins_core
 from genbounds.pacbayes._gaussian import kl_log_det_term
+from genbounds.pacbayes._montecarlo import check_finite_draws
 
 from ._perturbation import JIANG_REFERENCE, check_flat_args
 
@@ -41,12 +42,17 @@ def _chunk_counts(apply_fn, unravel, batched, x0, std, noise, Xc, yc, wc):
     ``batched``: all `num_samples` nets at once (vmapped: one wide product per layer, the
     faster form on an accelerator), else one after the other (``lax.map``: on CPU the vmapped
     form is about 1.4x slower, XLA's batched products being less efficient there).
-    ``wc`` is 1 for real examples, 0 for padding. Returns int32 counts of shape (num_samples,).
+    ``wc`` is 1 for real examples, 0 for padding. Returns int32 counts of shape (num_samples,)
+    and, per perturbed net, whether any of its logits on a real example was NaN or infinite
+    (such a net has no margin: ``NaN <= 0`` is False would count it correct).
     """
 
     def count(z):
-        err = zero_one(apply_fn(unravel(x0 + std * z), Xc), yc)
-        return jnp.sum(jnp.where(wc > 0, err, 0.0)).astype(jnp.int32)
+        logits = apply_fn(unravel(x0 + std * z), Xc)
+        err = zero_one(logits, yc)
+        finite = jnp.all(jnp.isfinite(logits.reshape(logits.shape[0], -1)), axis=1)
+        bad = jnp.any(jnp.logical_and(wc > 0, jnp.logical_not(finite)))
+        return jnp.sum(jnp.where(wc > 0, err, 0.0)).astype(jnp.int32), bad
 
     return jax.vmap(count)(noise) if batched else jax.lax.map(count, noise)
 
@@ -68,8 +74,9 @@ class _Evaluator:
     perturbed errors concentrate, so that "above target" steps stop early.
     """
 
-    def __init__(self, apply_fn, unravel, x0, noise, X, y, logits=None):
+    def __init__(self, apply_fn, unravel, x0, noise, X, y, logits=None, caller="flatness"):
         self.f, self.unravel, self.x0, self.noise = apply_fn, unravel, x0, noise
+        self.caller = caller
         self.batched = not on_cpu(x0)
         if logits is None:
             logits = apply_fn(unravel(x0), X)
@@ -111,8 +118,11 @@ class _Evaluator:
         total = np.zeros(self.S, np.int64)
         left = self.n
         for (Xc, yc, wc), k in zip(self.chunks, self.sizes, strict=True):
-            total += np.asarray(_chunk_counts(self.f, self.unravel, self.batched, self.x0, std,
-                                              self.noise, Xc, yc, wc), np.int64)
+            counts, bad = _chunk_counts(self.f, self.unravel, self.batched, self.x0, std,
+                                        self.noise, Xc, yc, wc)
+            check_finite_draws(bad, self.S, "perturbed networks of a search step",
+                               self.caller)
+            total += np.asarray(counts, np.int64)
             left -= k
             self.evaluations += k / self.n
             if bracket is not None and left > 0:
@@ -129,7 +139,7 @@ class _Evaluator:
 
 def _search(
     apply_fn, unravel, x0, std_of, noise, X, y, *, target, depth, scale_max, tol=None,
-    deviation_tol=None, logits=None
+    deviation_tol=None, logits=None, caller="flatness"
 ) -> dict[str, Any]:
     """Binary search for the largest scale whose mean error increase stays <= target.
 
@@ -145,7 +155,7 @@ def _search(
     scale is then the midpoint of the final bracket), or once ``hi - lo <= tol * hi`` when
     `tol` is given.
     """
-    ev = _Evaluator(apply_fn, unravel, x0, noise, X, y, logits)
+    ev = _Evaluator(apply_fn, unravel, x0, noise, X, y, logits, caller)
     t = ev.threshold(target)
     if deviation_tol is None:
         # Above <=> C > t <=> C >= floor(t) + 1 (C an integer); below <=> C <= t.
@@ -199,7 +209,7 @@ def _search(
 
 def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation, num_samples,
                   search_depth, scale_max, std_of, search_tol=None, deviation_tol=None,
-                  logits=None):
+                  logits=None, caller="flatness"):
     """The shared part of Jiang et al.'s sigma' and alpha' searches.
 
     Checks the arguments, draws the common random perturbation directions once, and bisects on
@@ -219,7 +229,7 @@ def _jiang_search(apply_fn, params, X, y, *, key, init_params, target_deviation,
     noise = jax.random.normal(check_key(key), (num_samples, x0.shape[0]), x0.dtype)
     res = _search(apply_fn, unravel, x0, std_of(x0), noise, X, y,
                   target=float(target_deviation), depth=depth, scale_max=scale_max,
-                  tol=search_tol, deviation_tol=deviation_tol, logits=logits)
+                  tol=search_tol, deviation_tol=deviation_tol, logits=logits, caller=caller)
     res["deviation_tol"] = deviation_tol
     return res.pop("scale"), res, x0, int(X.shape[0])
 
@@ -292,7 +302,8 @@ def pac_bayes_flatness(
       least scale_max), ``mu_48``/``mu_49`` and their adjusted forms.
 
     Raises:
-      ValueError, TypeError: bad shapes, labels, mismatched `init_params`, bad hyperparameters.
+      ValueError, TypeError: bad shapes, labels, mismatched `init_params`, bad hyperparameters;
+        a perturbed network whose logits are NaN or infinite (it would count as correct).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -327,7 +338,8 @@ def _sigma_prime(params, *, X, y, apply_fn, key, init_params=None, target_deviat
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
         scale_max=scale_max, std_of=lambda x0: (lambda s: jnp.asarray(s, x0.dtype)),
-        search_tol=search_tol, deviation_tol=deviation_tol, logits=logits)
+        search_tol=search_tol, deviation_tol=deviation_tol, logits=logits,
+        caller="pac_bayes_flatness")
     terms: dict[str, Any] = {"sigma_prime": s, **res}
     tail = math.log(m / s) + 10.0
     xw = np.asarray(x0, np.float64)
@@ -409,7 +421,7 @@ def magnitude_aware_flatness(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, num_samples=num_samples, search_depth=search_depth,
         scale_max=scale_max, std_of=std_of, search_tol=search_tol,
-        deviation_tol=deviation_tol)
+        deviation_tol=deviation_tol, caller="magnitude_aware_flatness")
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

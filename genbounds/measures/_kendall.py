@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from genbounds.core._checks import check_int, check_n
+
 
 def _vector(x: Any, name: str) -> np.ndarray:
     try:
@@ -28,7 +30,20 @@ def _vector(x: Any, name: str) -> np.ndarray:
 
 
 def _pair_signs(x: np.ndarray) -> np.ndarray:
-    return np.sign(x[:, None] - x[None, :])
+    """sign(x_i - x_j) by comparison, so that +-inf are ordered values (``inf - inf`` would be
+    NaN): +inf lies above every finite value, -inf below, and equal infinities tie."""
+    a, b = x[:, None], x[None, :]
+    return (a > b).astype(np.float64) - (a < b).astype(np.float64)
+
+
+def _inf_note(x: np.ndarray, y: np.ndarray) -> tuple[str, ...]:
+    """The note that says how infinite values were ranked, when there are any."""
+    parts = [f"{name} holds {int(np.sum(np.isposinf(v)))} +inf and {int(np.sum(np.isneginf(v)))} "
+             f"-inf" for name, v in (("measure", x), ("gap", y)) if np.any(np.isinf(v))]
+    if not parts:
+        return ()
+    return ("; ".join(parts) + ": ranked as ordered values (+inf above every finite value, -inf "
+            "below, equal infinities tied)",)
 
 
 def _tau(x: np.ndarray, y: np.ndarray, variant: str, weights: np.ndarray | None = None) -> float:
@@ -63,8 +78,12 @@ def kendall_tau(measure: Any, gap: Any, *, variant: str = "a") -> float:
     two agree when there are no ties. $\tau = 1$: the measure ranks the networks exactly as their
     gaps; $-1$: in reverse.
 
+    Infinite values (a bound or measure that overflowed, e.g. a product of norms) are ranked as
+    ordered values: $+\infty$ above every finite value, $-\infty$ below, two equal infinities
+    tied; `granulated_kendall` says so in its ``notes``. NaN has no rank and is refused.
+
     Args:
-      measure: the measure of each network, shape (n,), n >= 2, no NaN.
+      measure: the measure of each network, shape (n,), n >= 2, no NaN (+-inf allowed).
       gap: the generalisation gap (or any target) of each network, shape (n,).
       variant: ``"a"`` (Jiang et al.) or ``"b"``.
 
@@ -98,16 +117,18 @@ class GranulatedKendall(NamedTuple):
     """Jiang et al.'s granulated Kendall coefficient and its parts.
 
     ``psi`` = $\\Psi$, the mean of ``per_axis`` ($\\psi_i$ for each axis with at least one group);
-    ``num_groups`` the number of groups (settings of the other axes) averaged for each axis.
+    ``num_groups`` the number of groups (settings of the other axes) averaged for each axis;
+    ``notes``: how infinite values were ranked, and the groups left out with no $\\tau$.
     """
 
     psi: float
     per_axis: dict[str, float]
     num_groups: dict[str, int]
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"psi": self.psi, "per_axis": dict(self.per_axis),
-                "num_groups": dict(self.num_groups)}
+                "num_groups": dict(self.num_groups), "notes": list(self.notes)}
 
 
 def _columns(hparams: Any, n: int) -> dict[str, list]:
@@ -135,7 +156,9 @@ def _key(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return tuple(_key(u) for u in v)
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return ("nan",)  # NaN == NaN here: every NaN value of an axis is one setting
     return v
 
 
@@ -151,6 +174,7 @@ def _granulated(x, y, cols, axes, variant, weights=None) -> GranulatedKendall:
     n = len(x)
     per_axis: dict[str, float] = {}
     counts: dict[str, int] = {}
+    undefined = 0
     for axis in axes:
         taus = []
         for ix in _groups(cols, axis, n):
@@ -160,13 +184,19 @@ def _granulated(x, y, cols, axes, variant, weights=None) -> GranulatedKendall:
             if len({_key(cols[axis][i]) for i in ix}) < 2:
                 continue
             t = _tau(x[ix], y[ix], variant, w)
-            if not np.isnan(t):
+            if np.isnan(t):  # tau_b of a group where the measure or the gap is constant
+                undefined += 1
+            else:
                 taus.append(t)
         counts[axis] = len(taus)
         if taus:
             per_axis[axis] = float(np.mean(taus))
     psi = float(np.mean(list(per_axis.values()))) if per_axis else float("nan")
-    return GranulatedKendall(psi=psi, per_axis=per_axis, num_groups=counts)
+    notes = _inf_note(x, y)
+    if undefined:
+        notes += (f"{undefined} group(s) left out: tau_b is undefined where the measure or the "
+                  "gap is constant within the group",)
+    return GranulatedKendall(psi=psi, per_axis=per_axis, num_groups=counts, notes=notes)
 
 
 def granulated_kendall(
@@ -198,13 +228,17 @@ def granulated_kendall(
       measure: the measure of each network, (n,).
       gap: the generalisation gap of each network, (n,).
       hparams: the hyperparameters of each network: a mapping ``axis -> values`` (n each), or a
-        list of n mappings with the same keys. Values are compared exactly.
+        list of n mappings with the same keys. Values are compared exactly (NaN values of an
+        axis count as one setting).
       axes: the axes to average over (default: every column).
       variant: ``"a"`` (Jiang et al.'s $\tau$) or ``"b"``; see `kendall_tau`.
 
+    Infinite values are ranked as in `kendall_tau` (ordered, equal infinities tied), and a
+    group holding one enters its $\psi_i$ like any other; ``notes`` says so.
+
     Returns:
-      A `GranulatedKendall` (``psi``, ``per_axis``, ``num_groups``); ``psi`` is NaN when no axis
-      has a group.
+      A `GranulatedKendall` (``psi``, ``per_axis``, ``num_groups``, ``notes``); ``psi`` is NaN
+      when no axis has a group.
 
     Raises:
       ValueError, TypeError: lengths that differ, NaN, an axis not in `hparams`, bad variant.
@@ -249,12 +283,18 @@ def bootstrap_kendall(
     copy, so duplicates do not add artificial ties). Returns ``{"tau": (B,), "psi": (B,)}``.
     """
     x, y = _vector(measure, "measure"), _vector(gap, "gap")
+    if x.shape != y.shape:
+        raise ValueError(f"measure and gap must have the same length, got {len(x)} and {len(y)}")
     cols = _columns(hparams, len(x))
     axes = list(cols) if axes is None else list(axes)
-    rng = np.random.default_rng(seed)
+    missing = [a for a in axes if a not in cols]
+    if missing:
+        raise ValueError(f"axes {missing} are not columns of hparams ({sorted(cols)})")
+    num_resamples = check_n(num_resamples, "num_resamples")
+    rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
     n = len(x)
     taus, psis = [], []
-    for _ in range(int(num_resamples)):
+    for _ in range(num_resamples):
         c = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         taus.append(_tau(x, y, "a", c))
         psis.append(_granulated(x, y, cols, axes, "a", c).psi)

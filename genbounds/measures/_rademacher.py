@@ -378,7 +378,8 @@ def rademacher(
     Raises:
       TypeError: hypotheses not a hypothesis class, key not a PRNG key.
       ValueError: num_draws < 2, X not a finite 2-D array, unknown strategy, chunk_size < 1,
-        confidence outside (0, 1), a class parameter out of range.
+        confidence outside (0, 1), a class parameter out of range; a draw that is NaN or
+        infinite (the class's values overflow X's dtype).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -463,6 +464,14 @@ def rademacher(
         gathered = multihost_utils.process_allgather(np.asarray(values))
         values = jnp.asarray(np.asarray(gathered).reshape(-1))
     draws = values[:num_draws]
+    bad = int(np.sum(~np.isfinite(np.asarray(draws))))
+    if bad:
+        big = float(np.max(np.abs(np.asarray(X, np.float64))))
+        raise ValueError(
+            f"rademacher: {bad} of the {num_draws} draws of sup_h (1/n) sum_i sigma_i h(x_i) are "
+            f"NaN or infinite (X of dtype {X.dtype} with |X| up to {big:.4g}): the class's values "
+            "overflow that dtype; pass X (and the class) in float64 under jax_enable_x64, or "
+            "rescale X")
 
     value = jnp.mean(draws)
     stderr = jnp.std(draws, ddof=1) / math.sqrt(num_draws)

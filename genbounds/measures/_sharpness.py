@@ -27,6 +27,7 @@ from genbounds.core._bound import Bound
 from genbounds.core._checks import check_key, check_n, check_positive, checked_result
 from genbounds.losses._losses import check_classifier, cross_entropy, zero_one
 from genbounds.pacbayes._gaussian import kl_log_det_term
+from genbounds.pacbayes._montecarlo import check_finite_draws
 
 from ._perturbation import JIANG_REFERENCE, check_flat_args, mean_loss_flat
 
@@ -92,6 +93,8 @@ def sharpness(
       Keskar, Mudigere, Nocedal, Smelyanskiy, Tang, On Large-Batch Training for Deep Learning:
       Generalization Gap and Sharp Minima, ICLR 2017, arXiv:1609.04836.
     """
+    if key is not None:
+        key = check_key(key)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     epsilon = check_positive(epsilon, "epsilon")
     step_size = check_positive(step_size, "step_size")
@@ -101,8 +104,9 @@ def sharpness(
     if key is None:
         z0 = jnp.zeros_like(x0)
     else:
-        z0 = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) * box
-    base, best = _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y)
+        z0 = jax.random.uniform(check_key(key), x0.shape, x0.dtype, -1.0, 1.0) * box
+    base, best, bad = _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y)
+    check_finite_draws(bad, steps + 1, "points of the ascent (perturbed weights)", "sharpness")
     base, best = float(base), float(best)
     phi = (best - base) / (1.0 + base) * 100.0
     return Bound(
@@ -126,15 +130,20 @@ def _keskar(apply_fn, unravel, steps, x0, box, z0, step_size, X, y):
     vg = jax.value_and_grad(f)
 
     def body(carry, _):
-        z, best = carry
+        z, best, bad = carry
         val, g = vg(x0 + z)
         best = jnp.maximum(best, val)
+        bad = bad + jnp.logical_not(jnp.isfinite(val)).astype(jnp.int32)
         z = jnp.clip(z + step_size * box * jnp.sign(g), -box, box)
-        return (z, best), None
+        return (z, best, bad), None
 
     base = f(x0)
-    (z, best), _ = jax.lax.scan(body, (z0, base), None, length=steps)
-    return base, jnp.maximum(best, f(x0 + z))
+    (z, best, bad), _ = jax.lax.scan(body, (z0, base, jnp.zeros((), jnp.int32)), None,
+                                     length=steps)
+    last = f(x0 + z)
+    # The non-finite losses among the steps + 1 perturbed points, for the caller to refuse.
+    return base, jnp.maximum(best, last), bad + jnp.logical_not(jnp.isfinite(last)).astype(
+        jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,33 +157,41 @@ def _ascent_worst_error(apply_fn, unravel, steps, x0, box, starts, step_size, X,
 
     One ascent per row of ``starts`` (directions in [-1, 1]^omega, scaled by the box); the
     ascent climbs the mean cross-entropy (the 0-1 error has no gradient) and the largest 0-1
-    error over every iterate of every restart is returned.
+    error over every iterate of every restart is returned, with the number of iterates whose
+    logits were NaN or infinite (their 0-1 error would count them correct).
     """
 
     def ce(x):
         return cross_entropy(apply_fn(unravel(x), X), y).mean()
 
     def err(x):
-        return zero_one(apply_fn(unravel(x), X), y).mean()
+        logits = apply_fn(unravel(x), X)
+        return zero_one(logits, y).mean(), jnp.logical_not(
+            jnp.all(jnp.isfinite(logits))).astype(jnp.int32)
 
     grad = jax.grad(ce)
 
     def one(start):
         def body(carry, _):
-            z, worst = carry
-            worst = jnp.maximum(worst, err(x0 + z))
+            z, worst, bad = carry
+            e, b = err(x0 + z)
+            worst = jnp.maximum(worst, e)
             z = jnp.clip(z + step_size * box * jnp.sign(grad(x0 + z)), -box, box)
-            return (z, worst), None
+            return (z, worst, bad + b), None
 
         z0 = start * box
-        (z, worst), _ = jax.lax.scan(body, (z0, err(x0 + z0)), None, length=steps)
-        return jnp.maximum(worst, err(x0 + z))
+        e0, b0 = err(x0 + z0)
+        (z, worst, bad), _ = jax.lax.scan(body, (z0, e0, b0), None, length=steps)
+        e, b = err(x0 + z)
+        return jnp.maximum(worst, e), bad + b
 
-    return jnp.max(jax.lax.map(one, starts))
+    worst, bad = jax.lax.map(one, starts)
+    return jnp.max(worst), jnp.sum(bad)
 
 
 def _worst_case_search(apply_fn, params, X, y, *, key, init_params, target_deviation, steps,
-                       step_size, restarts, search_depth, scale_max, box_of):
+                       step_size, restarts, search_depth, scale_max, box_of,
+                       caller="worst_case_sharpness"):
     """Bisection for the largest scale whose worst-case (ascent) error increase <= target."""
     X, y, _, depth, scale_max = check_flat_args(
         apply_fn, params, X, y, init_params, target_deviation, 2, search_depth, scale_max)
@@ -189,8 +206,10 @@ def _worst_case_search(apply_fn, params, X, y, *, key, init_params, target_devia
     unit = box_of(x0)
 
     def deviation(s):
-        worst = _ascent_worst_error(apply_fn, unravel, steps, x0, unit(s), starts,
-                                    jnp.asarray(step_size, x0.dtype), X, y)
+        worst, bad = _ascent_worst_error(apply_fn, unravel, steps, x0, unit(s), starts,
+                                         jnp.asarray(step_size, x0.dtype), X, y)
+        check_finite_draws(bad, restarts * (steps + 2), "points of the ascents (perturbed "
+                           f"weights) at scale {s:g}", caller)
         return float(worst) - base
 
     target = float(target_deviation)
@@ -371,7 +390,8 @@ def magnitude_aware_sharpness(
     a, res, x0, m = _worst_case_search(
         apply_fn, params, X, y, key=key, init_params=init_params,
         target_deviation=target_deviation, steps=steps, step_size=step_size, restarts=restarts,
-        search_depth=search_depth, scale_max=scale_max, box_of=box_of)
+        search_depth=search_depth, scale_max=scale_max, box_of=box_of,
+        caller="magnitude_aware_sharpness")
     omega = int(x0.shape[0])
     xw = np.asarray(x0, np.float64)
     v_den = xw if init_params is None else xw - np.asarray(ravel_pytree(init_params)[0], np.float64)

@@ -368,6 +368,26 @@ def _reorder(found: list, layers: Sequence[str]) -> list:
     return [by_path[n] for n in names]
 
 
+def _check_real_leaves(tree: Any) -> None:
+    """Every leaf must be a real numeric array: an object, string or complex array (a kernel
+    loaded from a pickle, a misread file) is named by its path, not left to fail inside jax."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = np.asarray(leaf).dtype
+            except Exception:  # noqa: BLE001 - reported below as not an array
+                dtype = np.dtype(object)
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            bad = "a PRNG key array"
+        elif np.dtype(dtype).kind in "OUSVcMm":
+            bad = f"dtype {dtype}"
+        else:
+            continue
+        raise TypeError(f"params{jax.tree_util.keystr(path)} must be a real numeric array, got "
+                        f"{bad}")
+
+
 def read_layers(
     params: Any,
     *,
@@ -399,6 +419,7 @@ def read_layers(
     if tree is None or not jax.tree_util.tree_leaves(tree):
         raise ValueError("params must be a non-empty tree of arrays, got an empty tree")
     check_no_none_leaves(tree, "params")  # a None leaf would drop its layer silently
+    _check_real_leaves(tree)
     check_finite_tree(tree, "params")
 
     found: list = []

@@ -47,6 +47,14 @@ if TYPE_CHECKING:
 _LINEAR_OPS = ("linear", "reshape", "scale", "shift")
 
 
+LOG_FLOAT64_MAX = math.log(float(np.finfo(np.float64).max))
+
+
+def exp_or_inf(log_v: float) -> float:
+    """exp(log_v), inf beyond float64 (callers keep the logarithm beside it)."""
+    return math.exp(log_v) if log_v < LOG_FLOAT64_MAX else math.inf
+
+
 def _is_linear(node) -> bool:
     return node.op in _LINEAR_OPS or (node.op == "pool" and node.info.get("kind") in
                                       ("sum", "global_sum"))
@@ -189,7 +197,7 @@ def tight_bound(net: Network, norms: Any, max_entries: int = 2**21) -> dict:
                     return math.inf
                 merged = merged + coef[0] * mat_p
         head = float(np.linalg.norm(merged, 2)) if merged.size else 0.0
-        return _log(head + r * abs(coef[1]) * math.exp(log_a + log_b))
+        return _log(head + r * abs(coef[1]) * exp_or_inf(log_a + log_b))
 
     for i in range(1, last + 1):
         node = net.nodes[i]
@@ -214,8 +222,8 @@ def tight_bound(net: Network, norms: Any, max_entries: int = 2**21) -> dict:
                 if exact == 0 or math.log(exact) < log_norm:
                     log_norm, how = _log(exact), "exact norm of the merged map (SVD)"
             name = "+".join(net.nodes[j].layer.path for j in seg if net.nodes[j].op == "linear")
-            seg_norms[name] = {"norm": math.exp(log_norm), "how": how,
-                               "product": math.exp(prod)}
+            seg_norms[name] = {"norm": exp_or_inf(log_norm), "how": how,
+                               "product": exp_or_inf(prod)}
             run[i] = (src, log_norm, mat)
             logl[i] = logl[src] + log_norm
             hop = two_hop(i)
@@ -223,8 +231,8 @@ def tight_bound(net: Network, norms: Any, max_entries: int = 2**21) -> dict:
                 s, u, act = hop
                 cand = logl[s] + block_bound(s, u, act, i, None, (0.0, 1.0))
                 if cand < logl[i]:
-                    blocks[name] = {"bound": math.exp(cand - logl[s]),
-                                    "composition": math.exp(logl[i] - logl[s])}
+                    blocks[name] = {"bound": exp_or_inf(cand - logl[s]),
+                                    "composition": exp_or_inf(logl[i] - logl[s])}
                     logl[i] = cand
             if i == last:
                 last_matrix = (src, mat)
@@ -249,8 +257,8 @@ def tight_bound(net: Network, norms: Any, max_entries: int = 2**21) -> dict:
                 cand = logl[s] + block_bound(s, u, act, b_end, p_end, coef)
                 if cand < logl[i]:
                     blocks[node.scope or f"add {i}"] = {
-                        "bound": math.exp(cand - logl[s]),
-                        "composition": math.exp(logl[i] - logl[s])}
+                        "bound": exp_or_inf(cand - logl[s]),
+                        "composition": exp_or_inf(logl[i] - logl[s])}
                     logl[i] = cand
         elif node.op == "concat":
             logl[i] = 0.5 * float(np.logaddexp.reduce(2.0 * np.asarray(ins)))

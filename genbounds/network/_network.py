@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genbounds.core._checks import NotBoundable
+
 from ._activations import grid as _activation_grid
 from ._activations import identify
 from ._chain import Chain, chain_of, verify_chain
@@ -85,7 +87,11 @@ class Network:
           A `Network` whose records reproduce ``apply_fn(params, x)``.
 
         Raises:
-          TypeError: ``apply_fn`` is not callable, or returns something other than one array.
+          TypeError: ``apply_fn`` is not callable, returns something other than one array, or
+            fails on ``x`` (e.g. an input width other than the network's).
+          NotBoundable: ``apply_fn`` branches in Python on the values of ``params`` or ``x``
+            (``if z.sum() > 0``) or converts them to numpy: tracing sees no values, so it
+            cannot read the network (use ``jnp.where`` / ``jax.lax.cond``).
           ValueError: ``x`` has no batch axis or is not finite; the network holds an operation
             no bound covers (the message names the layer); the records do not reproduce
             ``apply_fn`` (a mismatch is never silently bounded).
@@ -113,6 +119,7 @@ class Network:
             x = x.astype(jnp.float32)
         if not bool(jnp.all(jnp.isfinite(x))):
             raise ValueError("x holds NaN or inf values; pass finite example inputs")
+        _check_traceable(call, tree, x)
         nodes, output, dtype = trace_records(call, tree, x)
         tol = default_tolerance(dtype)
         notes = ["read from apply_fn by tracing (jaxpr), verified against apply_fn on x"]
@@ -258,6 +265,27 @@ class Network:
                         allowed=allowed)
 
 
+def _check_traceable(call: Callable, tree: Any, x: jax.Array) -> None:
+    """``call(tree, x)`` evaluated abstractly (no computation): Python control flow over values
+    raises `NotBoundable` naming apply_fn, any other failure a `TypeError` naming x's shape."""
+    try:
+        jax.eval_shape(call, tree, x)
+    except _UNTRACEABLE as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise NotBoundable(
+            "Network.trace: apply_fn cannot be traced: it uses the values of params or x in "
+            "Python (an `if` or `bool()` on an array, a numpy call, an int() of an array), "
+            f"which tracing does not see ({type(e).__name__}: {first}); write the branch with "
+            "jnp.where or jax.lax.cond, or pass the parameters alone to read them by name"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
+        raise TypeError(
+            f"Network.trace: apply_fn(params, x) failed on x of shape {tuple(x.shape)} and dtype "
+            f"{x.dtype} (an input of another width or layout than the network's?): "
+            f"{str(e).strip().splitlines()[0][:300]}"
+        ) from e
+
+
 def _callable(apply_fn: Callable, params: Any) -> tuple[Callable, Any]:
     """(call, tree): call(tree, x) evaluates the network with its parameters as a pytree."""
     try:
@@ -299,7 +327,10 @@ def as_network(params: Any, *, apply_fn: Callable | None = None, X: Any = None,
         x = x[: min(int(x.shape[0]), 16)]
         try:
             return Network.trace(apply_fn, params, x)
-        except _UNTRACEABLE as e:
+        except (NotBoundable, *_UNTRACEABLE) as err:
+            e = err.__cause__ if isinstance(err, NotBoundable) else err
+            if not isinstance(e, _UNTRACEABLE):
+                raise
             # apply_fn is not a jax function (numpy inside): read the names, check the logits.
             net = Network.from_params(params)
             first = str(e).strip().splitlines()[0][:120]

@@ -37,6 +37,7 @@ from genbounds.core._checks import (
 )
 from genbounds.losses._losses import check_classifier, check_same_tree, cross_entropy, zero_one
 
+from ._diverged import check_progress, check_trained
 from ._gaussian import DiagonalGaussian, Unravel, check_posterior, flat_kl, flatten, isotropic_kl
 from ._kl import kl_inverse64
 from ._montecarlo import check_error, mc_error, sample_convergence_bound
@@ -182,9 +183,11 @@ def dziugaite_roy_certificate(
 
     Raises:
       ValueError, TypeError: bad data, mismatched trees, non-positive posterior variance, delta
-        outside (0, 1).
+        outside (0, 1); a network drawn from Q whose logits are NaN or infinite (it would be
+        neither correct nor wrong).
     """
     cert = check_bundle(certificate, Certificate, "certificate")
+    key = check_key(key)
     mean, std = check_posterior(posterior)
     check_same_tree(posterior.mean, init_params, "posterior.mean", "init_params")
     check_finite_tree(init_params, "init_params")
@@ -197,8 +200,8 @@ def dziugaite_roy_certificate(
     if m < 2:
         raise ValueError(f"X must hold at least 2 examples, got {m}")
 
-    mc = mc_error(apply_fn, posterior, X, y, check_key(key), N, cert.mc_subset, cert.mc_batch,
-                  names=("mc_subset", "mc_batch"))
+    mc = mc_error(apply_fn, posterior, X, y, key, N, cert.mc_subset, cert.mc_batch,
+                  names=("mc_subset", "mc_batch"), caller="dziugaite_roy_certificate")
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=delta_prime)
     w0 = np.asarray(ravel_pytree(init_params)[0], np.float64)
 
@@ -249,6 +252,29 @@ def dziugaite_roy_certificate(
 # ----------------------------------------------------------------------------------------------
 # The optimisation: D&R's surrogate in the shared posterior-training loop.
 # ----------------------------------------------------------------------------------------------
+
+
+def _check_dtype(dtype: Any) -> Any:
+    """The optimisation's dtype: float32, or float64 with jax_enable_x64. Half precision is
+    refused: the posterior's log-standard-deviations, the KL's sums over every parameter and
+    Adam's second moments leave its range (float16 overflows above 65504, and bfloat16 keeps 8
+    bits of mantissa), so the optimisation would diverge for want of precision, not because
+    of the network."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(
+            f"dtype must be float32 or float64, got {dt.name}: the optimisation of the "
+            "posterior (log-variances, a KL summed over every parameter, Adam's moments) needs "
+            "at least float32's range and precision; the certificate itself is computed in "
+            "float64 whatever this dtype"
+        )
+    if dt == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64 (jax would compute in float32); "
+                         "pass dtype=jnp.float32 or enable x64")
+    return dt
 
 
 def _surrogate(loop, theta, carry, eps, Xb, yb, w0, consts):
@@ -377,6 +403,7 @@ def dziugaite_roy(
     opt = check_bundle(training, DziugaiteRoyTraining, "training")
     cert = check_bundle(certificate, Certificate, "certificate")
     key = check_key(key)
+    _check_dtype(opt.dtype)
     params, apply_fn, init_params, fixed_note = trainable(params, apply_fn, init_params)
     X, y, _ = check_classifier(apply_fn, params, X, y)
     check_same_tree(params, init_params, "params", "init_params")
@@ -415,11 +442,15 @@ def dziugaite_roy(
     )
     k_opt, k_mc = jax.random.split(key)
     n_chunks = -(-steps // chunk)
+    settings = f"Adam with lr={lr:g}, dtype {np.dtype(dtype).name}, batch_size={batch_size}"
     t0 = time.perf_counter()
     hist = None
     for i in range(n_chunks):
         state, hist = run_posterior_loop(loop, state, w0, Xd, y, jax.random.fold_in(k_opt, i),
                                          consts)
+        check_progress(hist[0], caller="dziugaite_roy", what="surrogate objective",
+                       at=f"steps {i * chunk + 1}-{(i + 1) * chunk} of {n_chunks * chunk}",
+                       settings=settings)
         if verbose:
             obj, emp, kl, bre = (float(v) for v in hist)
             print(
@@ -430,6 +461,9 @@ def dziugaite_roy(
     theta = state[0]
     jax.block_until_ready(theta)
     t_opt = time.perf_counter() - t0
+    check_trained({"posterior mean": theta["mean"], "posterior std": jnp.exp(theta["rho"]),
+                   "log prior variance": theta["log_lam"]}, caller="dziugaite_roy",
+                  settings=settings, positive=("posterior std",))
 
     posterior = DiagonalGaussian(mean=unravel(theta["mean"]), std=unravel(jnp.exp(theta["rho"])))
     lam = math.exp(min(float(theta["log_lam"]), math.log(c) - 1.0 / b))

@@ -40,11 +40,15 @@ def mc_batch_size(batch: Any, X: Any, name: str) -> int:
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, key):
-    """Per-network 0-1 errors of `num_samples` draws from Q, `batch` networks at a time.
+    """Per-network 0-1 errors of `num_samples` draws from Q, `batch` networks at a time, and
+    per network whether any of its logits was NaN or infinite.
 
     With ``subset = k > 0`` each network is evaluated on its own k examples, drawn uniformly
     with replacement and independently of the network (a draw without replacement would cost a
     permutation of all m examples per network).
+
+    A NaN logit has no margin (``NaN <= 0`` is False: it would count as correct), so the
+    non-finite draws are returned as data (a bool per network) for the caller to refuse.
     """
     m = X.shape[0]
     keys = jax.random.split(key, num_samples)
@@ -57,9 +61,27 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, mean, std, X, y, ke
             Xs, ys = X[idx], y[idx]
         else:
             Xs, ys = X, y
-        return zero_one(apply_fn(unravel(w), Xs), ys).mean()
+        logits = apply_fn(unravel(w), Xs)
+        return zero_one(logits, ys).mean(), jnp.logical_not(jnp.all(jnp.isfinite(logits)))
 
     return jax.lax.map(one, keys, batch_size=min(batch, num_samples))
+
+
+def check_finite_draws(bad: Any, total: int, what: str, caller: str) -> None:
+    """The Monte-Carlo rule of genbounds: a draw whose logits (or loss) are NaN or infinite is
+    neither correct nor wrong, so any such draw makes the count meaningless and is an error.
+
+    `bad` counts (or flags) the non-finite draws among `total`; `what` says what was drawn
+    ("networks drawn from the posterior"), `caller` the public function.
+    """
+    k = int(np.sum(np.asarray(bad, np.int64)))
+    if k:
+        raise ValueError(
+            f"{caller}: apply_fn returned NaN or infinite logits for {k} of the {total} {what}; "
+            "a non-finite draw is neither correct nor wrong, so the Monte-Carlo count would be "
+            "wrong (check the network's numerical range: a posterior or perturbation this wide "
+            "may overflow it)"
+        )
 
 
 def mc_error(
@@ -74,12 +96,16 @@ def mc_error(
     *,
     dtype: Any = None,
     names: tuple[str, str] = ("subset", "batch"),
+    caller: str = "stochastic_error",
 ) -> dict[str, float]:
     """The Monte-Carlo 0-1 error of Q on checked data: mean, standard error, N.
 
     The networks are drawn in `dtype` (X cast to it when floating), or, when None, in the
     common dtype of the posterior's mean with X as given. `names` name the `subset` and
-    `batch` arguments in errors.
+    `batch` arguments in errors, `caller` the public function.
+
+    Raises:
+      ValueError: some drawn network gave NaN or infinite logits (`check_finite_draws`).
     """
     sub = 0 if subset is None else check_n(subset, names[0])
     bsz = mc_batch_size(batch, X, names[1])
@@ -87,11 +113,10 @@ def mc_error(
     flat_s = flatten(posterior.std, flat_m.dtype)
     if dtype is not None and jnp.issubdtype(X.dtype, jnp.floating):
         X = X.astype(dtype)
-    errs = np.asarray(
-        mc_errors(apply_fn, Unravel(posterior.mean, dtype), num_samples, bsz, sub, flat_m,
-                  flat_s, X, y, key),
-        np.float64,
-    )
+    errs, bad = mc_errors(apply_fn, Unravel(posterior.mean, dtype), num_samples, bsz, sub,
+                          flat_m, flat_s, X, y, key)
+    check_finite_draws(bad, num_samples, "networks drawn from the posterior", caller)
+    errs = np.asarray(errs, np.float64)
     n = num_samples
     se = float(errs.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {"error": float(errs.mean()), "stderr": se, "num_samples": n}
@@ -122,11 +147,12 @@ def stochastic_error(
         on CPU (a loop is faster there), 64 on an accelerator.
 
     Returns:
-      dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N)) and
-      ``num_samples``.
+      dict with ``error`` (mean over networks), ``stderr`` (sd over networks / sqrt(N); NaN
+      for N = 1, where one network gives no spread) and ``num_samples``.
 
     Raises:
-      ValueError, TypeError: bad shapes, labels or posterior.
+      ValueError, TypeError: bad shapes, labels or posterior; a drawn network whose logits are
+        NaN or infinite (such a draw is neither correct nor wrong: the count would be wrong).
     """
     key = check_key(key)
     check_posterior(posterior)

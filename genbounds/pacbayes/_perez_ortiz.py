@@ -48,12 +48,15 @@ from genbounds.core._bound import Bound
 from genbounds.core._checks import (
     check_choice,
     check_delta,
+    check_int,
+    check_key,
     check_n,
     check_positive,
     check_unit_interval,
 )
 from genbounds.losses._losses import check_classifier, cross_entropy, zero_one
 
+from ._diverged import check_prior_std, check_progress, check_trained, inverse_softplus
 from ._gaussian import DiagonalGaussian, Unravel, flatten
 from ._objectives import OBJECTIVE_INDEX, OBJECTIVES, pbb_after_step, pbb_objective
 from ._options import (
@@ -151,6 +154,7 @@ def learn_prior(
       networks, JMLR 22(227), 2021, arXiv:2007.12911.
     """
     opt = check_bundle(training, PriorTraining, "training")
+    key = check_key(key)
     objective = check_choice(opt.objective, "objective", ("erm",) + OBJECTIVES)
     X, y, _ = check_classifier(apply_fn, init_params, X, y)
     epochs = check_n(opt.epochs, "epochs")
@@ -168,11 +172,15 @@ def learn_prior(
     sgd = (check_positive(opt.lr, "lr"), float(opt.momentum))
     state = (w, optax.sgd(*sgd).init(w))
     Xf = _as_f32(X)
+    settings = f"ERM with lr={sgd[0]:g}, momentum={sgd[1]:g}, batch_size={batch_size}"
     for e in range(epochs):
         state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xf, y,
                                  jax.random.fold_in(key, e))
+        check_progress(loss, caller="learn_prior", what="mean cross-entropy",
+                       at=f"epoch {e + 1} of {epochs}", settings=settings)
         if callback is not None:
             callback(e, {"cross_entropy": float(loss)})
+    check_trained({"prior mean": state[0]}, caller="learn_prior", settings=settings)
     return unravel(state[0])
 
 
@@ -231,20 +239,21 @@ def train_posterior(
       networks, JMLR 22(227), 2021, arXiv:2007.12911, §3.
     """
     opt = check_bundle(training, PosteriorTraining, "training")
+    key = check_key(key)
     objective = check_choice(opt.objective, "objective", OBJECTIVES)
+    sp = check_prior_std(prior_std, "prior_std")
     X, y, _ = check_classifier(apply_fn, prior_mean, X, y)
     n = check_n(n_bound, "n_bound")
     if n < 2:
         raise ValueError(f"n_bound must be >= 2, got {n}")
-    sp = check_positive(prior_std, "prior_std")
     epochs = check_n(opt.epochs, "epochs")
     batch_size = min(check_n(opt.batch_size, "batch_size"), int(X.shape[0]))
     delta = check_delta(delta)
     p_min = check_unit_interval(opt.p_min, "p_min", closed=False)
     kl_penalty = check_positive(opt.kl_penalty, "kl_penalty")
     w_p, unravel = flatten(prior_mean, jnp.float32), Unravel(prior_mean, jnp.float32)
-    # softplus(rho) = sp  <=>  rho = ln(e^sp - 1).
-    rho0 = math.log(math.expm1(sp))
+    # softplus(rho) = sp  <=>  rho = ln(e^sp - 1), computed without overflow.
+    rho0 = inverse_softplus(sp)
     theta = {"mean": w_p, "rho": jnp.full_like(w_p, rho0)}
     loop = PosteriorLoop(
         apply_fn=apply_fn, unravel=unravel, objective=pbb_objective, after_step=pbb_after_step,
@@ -261,17 +270,22 @@ def train_posterior(
     )
     Xf = _as_f32(X)
     hist: dict[str, list[float]] = {k: [] for k in ("objective", "loss", "kl", "error", "lam")}
+    settings = (f"objective {objective!r}, lr={float(opt.lr):g}, momentum={float(opt.momentum):g}, "
+                f"prior_std={sp:g}")
     for e in range(epochs):
         state, h = run_posterior_loop(loop, state, w_p, Xf, y, jax.random.fold_in(key, e), consts)
         metrics = dict(zip(hist, (float(v) for v in h), strict=True))
+        check_progress(metrics["objective"], caller="train_posterior", what="objective",
+                       at=f"epoch {e + 1} of {epochs}", settings=settings)
         for k, v in metrics.items():
             hist[k].append(v)
         if callback is not None:
             callback(e, metrics)
     theta = state[0]
-    post = DiagonalGaussian(
-        mean=unravel(theta["mean"]), std=unravel(jax.nn.softplus(theta["rho"]))
-    )
+    std = jax.nn.softplus(theta["rho"])
+    check_trained({"posterior mean": theta["mean"], "posterior std": std},
+                  caller="train_posterior", settings=settings, positive=("posterior std",))
+    post = DiagonalGaussian(mean=unravel(theta["mean"]), std=unravel(std))
     return post, hist
 
 
@@ -405,11 +419,14 @@ def perez_ortiz(
     certificate = check_bundle(certificate, Certificate, "certificate")
     if test is not None:
         check_bundle(test, HeldOut, "test")
+    key = check_key(key)
+    check_int(prior.split_seed, "split_seed", minimum=0)
     X, y, _ = check_classifier(apply_fn, init_params, X, y)
     check_choice(posterior.objective, "objective", OBJECTIVES)
     check_choice(prior.objective, "prior_objective", ("erm",) + OBJECTIVES)
     check_choice(posterior_data, "posterior_data", ("all", "bound"))
-    stds = [check_positive(s, "prior_stds[i]") for s in np.atleast_1d(np.asarray(prior_stds))]
+    stds = [check_prior_std(s, f"prior_stds[{i}]")
+            for i, s in enumerate(np.atleast_1d(np.asarray(prior_stds)))]
     if not stds:
         raise ValueError("prior_stds must hold at least one scale, got an empty sequence")
     t_all = time.perf_counter()
@@ -469,7 +486,8 @@ def perez_ortiz(
                                      y_name="y_test")
         st = stochastic_error_f32(apply_fn, q, Xt, yt, k_test,
                                   check_n(test.num_mc_samples, "test_mc_samples"),
-                                  test.mc_subset, certificate.mc_batch)
+                                  test.mc_subset, certificate.mc_batch,
+                                  caller="perez_ortiz (stochastic test error)")
         terms.update(
             stochastic_test_error=st["error"],
             stochastic_test_error_stderr=st["stderr"],

@@ -15,6 +15,7 @@ $\\delta'/K$ (union bound).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -26,13 +27,15 @@ from genbounds.core._bound import Bound
 from genbounds.core._checks import (
     check_delta,
     check_finite_tree,
+    check_int,
+    check_key,
     check_n,
     check_positive,
     check_unit_interval,
 )
 from genbounds.losses._losses import check_classifier, check_same_tree
 
-from ._gaussian import DiagonalGaussian, diag_gaussian_kl
+from ._gaussian import DiagonalGaussian, check_posterior, diag_gaussian_kl
 from ._kl import pac_bayes_kl_bound
 from ._montecarlo import mc_error, sample_convergence_bound
 from ._options import CERTIFICATE, Certificate, bundle_keywords, check_bundle
@@ -47,10 +50,11 @@ NUM_MC_SAMPLES = 1000
 CERTIFICATE_KEYWORDS = {k: k for k in ("delta_prime", "num_mc_samples", "mc_subset", "mc_batch")}
 
 
-def stochastic_error_f32(apply_fn, q, X, y, key, N, subset, batch) -> dict[str, float]:
+def stochastic_error_f32(apply_fn, q, X, y, key, N, subset, batch,
+                         caller="risk_certificate") -> dict[str, float]:
     """`stochastic_error` (the same Monte Carlo) in float32, on checked data."""
     return mc_error(apply_fn, q, X, y, key, N, subset, batch, dtype=jnp.float32,
-                    names=("mc_subset", "mc_batch"))
+                    names=("mc_subset", "mc_batch"), caller=caller)
 
 
 def risk_certificate_from_terms(*, kl: float, error: float, n: int, delta: float) -> float:
@@ -129,9 +133,12 @@ def risk_certificate(
       ``rhs``, ``num_mc_samples``, ``num_params``.
 
     Raises:
-      ValueError, TypeError: mismatched trees, bad data, n < 8, parameters out of range.
+      ValueError, TypeError: mismatched trees, bad data, n < 8, parameters out of range; a
+        network drawn from Q whose logits are NaN or infinite (neither correct nor wrong).
     """
     cert = check_bundle(certificate, Certificate, "certificate")
+    key = check_key(key)
+    check_posterior(posterior)  # names posterior.mean / .std, not the classifier's params
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
     X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
@@ -140,13 +147,16 @@ def risk_certificate(
     if delta + delta_prime >= 1.0:
         raise ValueError(f"delta + delta_prime must be < 1, got {delta} + {delta_prime}")
     sp = check_positive(prior_std, "prior_std")
+    if not 0.0 < sp * sp < math.inf:
+        raise ValueError(f"prior_std must have a finite, non-zero square (the prior variance) in "
+                         f"float64, got {prior_std!r}")
     K = check_n(num_candidates, "num_candidates")
     num = NUM_MC_SAMPLES if cert.num_mc_samples is None else cert.num_mc_samples
     N = check_n(num, "num_mc_samples")
     n = int(X.shape[0])
     if n < 8:
         raise ValueError(f"X must hold at least 8 examples (Maurer's bound), got {n}")
-    kl = diag_gaussian_kl(posterior, prior_mean, sp**2)
+    kl = diag_gaussian_kl(posterior, prior_mean, sp * sp)
     mc = stochastic_error_f32(apply_fn, posterior, X, y, key, N, cert.mc_subset, cert.mc_batch)
     d_each, dp_each = delta / K, delta_prime / K
     e_up = sample_convergence_bound(mc["error"], num_samples=N, delta_prime=dp_each)
@@ -213,7 +223,8 @@ def split_data(X: Any, y: Any, *, prior_fraction: float, seed: int = 0) -> DataS
     prior set the bound set is an i.i.d. sample from the data distribution.
 
     Raises:
-      ValueError: prior_fraction outside [0, 1), mismatched lengths, fewer than 8 bound examples.
+      ValueError, TypeError: prior_fraction outside [0, 1), `seed` not an integer >= 0,
+        mismatched lengths, fewer than 8 bound examples.
 
     Examples:
       >>> import numpy as np
@@ -222,6 +233,7 @@ def split_data(X: Any, y: Any, *, prior_fraction: float, seed: int = 0) -> DataS
       (2, 8)
     """
     f = check_unit_interval(prior_fraction, "prior_fraction")
+    seed = check_int(seed, "seed", minimum=0)
     if f >= 1.0:
         raise ValueError(f"prior_fraction must lie in [0, 1), got {prior_fraction!r}")
     X, y = np.asarray(X), np.asarray(y)
