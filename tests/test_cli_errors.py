@@ -80,6 +80,9 @@ def user_files(tmp_path, monkeypatch):
     _save(tmp_path / "wide.msgpack", ns["wide"].init(key, X[:1]))
     _save(tmp_path / "bn_params_only.msgpack", {"params": ns["bn"].init(key, X[:1])["params"]})
     _save(tmp_path / "cnn.msgpack", ns["cnn"].init(key, images[:1]))
+    nan = ns["model"].init(key, X[:1])
+    nan["params"]["Dense_0"]["bias"] = np.full_like(nan["params"]["Dense_0"]["bias"], np.nan)
+    _save(tmp_path / "nan.msgpack", nan)
     return tmp_path
 
 
@@ -130,6 +133,9 @@ def _report(model, checkpoint, data):
     # a module that raises on import
     ("boom_err.py:model", "net.msgpack", "data.npz",
      ("--model boom_err.py:model", "RuntimeError: boom at import", "--debug")),
+    # a checkpoint holding NaN
+    ("nets_err.py:model", "nan.msgpack", "data.npz",
+     ("--checkpoint nan.msgpack", "must be finite", "Dense_0")),
     # missing files
     ("nets_err.py:model", "nothing.msgpack", "data.npz", ("--checkpoint", "nothing.msgpack")),
     ("nets_err.py:model", "net.msgpack", "nothing.npz", ("--data", "nothing.npz")),

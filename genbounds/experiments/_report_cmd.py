@@ -55,6 +55,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_user(args: argparse.Namespace) -> int:
     from genbounds import report
+    from genbounds.core._checks import check_finite_tree
     from genbounds.experiments._user_model import (
         check_data,
         check_fit,
@@ -77,6 +78,14 @@ def _report_user(args: argparse.Namespace) -> int:
             params, init_params, collections = split_state(load_checkpoint(args.checkpoint))
             if args.init_checkpoint is not None:
                 init_params, _, _ = split_state(load_checkpoint(args.init_checkpoint))
+            for name, path, tree in (("params", args.checkpoint, params),
+                                     ("init_params", args.init_checkpoint or args.checkpoint,
+                                      init_params)):
+                try:
+                    if tree is not None:
+                        check_finite_tree(tree, name)
+                except ValueError as e:
+                    raise UserError(f"--checkpoint {path}: {e}") from None
             apply_fn, what = make_apply_fn(obj, collections)
         with progress.phase(f"loading the data {args.data}"):
             if args.data.endswith(".npz"):
