@@ -55,7 +55,7 @@ def margins_core(logits: jax.Array, y: jax.Array) -> jax.Array:
         s = logits[:, 0]
         return jnp.where(y == 1, s, -s)
     own = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
-    is_own = jnp.arange(k)[None, :] == y[:, None]
+    is_own = jnp.arange(k, dtype=y.dtype)[None, :] == y[:, None]
     other = jnp.max(jnp.where(is_own, -jnp.inf, logits), axis=1)  # max_{j != y} f(x)_j
     return own - other
 
