@@ -13,4 +13,7 @@ os.environ.setdefault("GENBOUNDS_JAX_CACHE", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+# Implicit promotion between float32 and float64 arrays hides precision bugs (a float64 reference
+# silently computed from float32 intermediates); the library casts explicitly, so the tests run
+# with strict promotion and any implicit mix is an error.
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -64,3 +64,31 @@ def gaussian_kl_quad(mu_q, sd_q, mu_p, sd_p):
     return integrate.quad(
         integrand, mu_q - 12 * sd_q, mu_q + 12 * sd_q, epsabs=1e-13, epsrel=1e-12
     )[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# User code under strict dtype promotion.
+# ---------------------------------------------------------------------------------------------
+
+
+def promoting(fn):
+    """`fn` (a user's model: ``model.init``, ``model.apply``, a module's ``__call__`` under
+    ``@nn.compact``, an optax update) run under jax's standard dtype promotion.
+
+    The suite runs with ``jax_numpy_dtype_promotion="strict"`` (conftest.py), which is about the
+    library's own arithmetic. A Flax layer with float32 parameters applied to float64 data (the
+    default under ``jax_enable_x64``), Flax's ``avg_pool`` (divides by a numpy integer) and
+    optax's Adam (a Python float to an int32 power) rely on implicit promotion inside user code;
+    wrapping it keeps the numbers those of the standard mode while the library around it stays
+    strict.
+    """
+    import functools
+
+    import jax
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.numpy_dtype_promotion("standard"):
+            return fn(*args, **kwargs)
+
+    return wrapped

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import promoting
 
 import genbounds
 from genbounds.internal import attack_kernel as _attack
@@ -82,6 +83,7 @@ def test_fgsm_is_exact_for_two_linear_classes_in_linf():
 
 class _MLP(nn.Module):
     @nn.compact
+    @promoting  # float32 parameters on float64 data
     def __call__(self, x):
         return nn.Dense(4)(nn.relu(nn.Dense(16)(x)))
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import promoting
 from scipy.stats import multivariate_normal
 from sklearn.datasets import load_digits
 
@@ -133,7 +134,7 @@ def trained_relu():
     def run(q):
         def step(c, _):
             q, s = c
-            u, s = tx.update(jax.grad(cost)(q), s, q)
+            u, s = promoting(tx.update)(jax.grad(cost)(q), s, q)  # Adam: float ** int32
             return (optax.apply_updates(q, u), s), None
 
         return jax.lax.scan(step, (q, tx.init(q)), None, length=3000)[0][0]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import promoting
 from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 
@@ -214,7 +215,7 @@ def _train(model, X, y, seed, steps=1500):
 
         def step(c, _):
             q, s = c
-            u, s = tx.update(jax.grad(loss)(q), s, q)
+            u, s = promoting(tx.update)(jax.grad(loss)(q), s, q)  # Adam: float ** int32
             return (optax.apply_updates(q, u), s), None
 
         return jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0][0]

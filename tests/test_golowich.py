@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import promoting
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -259,9 +260,11 @@ def test_margin_bound_with_apply_fn_and_linen_model():
     model = MLP()
     X = np.random.default_rng(0).standard_normal((40, 5))
     y = np.arange(40) % 3
-    variables = model.init(jax.random.key(0), X)
-    b1 = golowich(variables, X=X, y=y, apply_fn=model.apply, margin=0.1)
-    b2 = golowich(variables, X=X, y=y, logits=np.asarray(model.apply(variables, X)), margin=0.1)
+    # float32 parameters applied to float64 data: the model promotes, the library is strict
+    variables = promoting(model.init)(jax.random.key(0), X)
+    apply_fn = promoting(model.apply)
+    b1 = golowich(variables, X=X, y=y, apply_fn=apply_fn, margin=0.1)
+    b2 = golowich(variables, X=X, y=y, logits=np.asarray(apply_fn(variables, X)), margin=0.1)
     np.testing.assert_allclose(b1.value, b2.value, rtol=RTOL)
     p = variables["params"]
     Ws = [np.asarray(p[f"Dense_{j}"]["kernel"], np.float64).T for j in range(2)]
@@ -402,7 +405,7 @@ def test_sound_on_a_small_trained_network():
     def step(p, s):
         loss, g = jax.value_and_grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(
             apply_fn(q, X_train), y_train).mean())(p)
-        upd, s = opt.update(g, s)
+        upd, s = promoting(opt.update)(g, s)  # optax's Adam: a float to an int32 power
         return optax.apply_updates(p, upd), s, loss
 
     for _ in range(200):

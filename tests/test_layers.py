@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import promoting  # the float32 models below are applied to float64 data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ class DeepMLP(nn.Module):
     widths: tuple
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         for i, w in enumerate(self.widths):
             x = nn.Dense(w)(x)
@@ -148,6 +151,7 @@ def test_bad_trees(tree, err, match):
 
 class BNNet(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x, train=False):
         x = nn.Dense(6)(x)
         x = nn.BatchNorm(use_running_average=not train)(x)
@@ -158,7 +162,8 @@ class BNNet(nn.Module):
 
 def _apply_layers(layers, x):
     for i, layer in enumerate(layers):
-        x = x @ layer.kernel + (0 if layer.bias is None else layer.bias)
+        # float64 x, float32 or (folded with float64 statistics) float64 weights
+        x = x @ layer.kernel.astype(x.dtype) + (0 if layer.bias is None else layer.bias.astype(x.dtype))
         if i < len(layers) - 1:
             x = jax.nn.relu(x)
     return x
@@ -193,6 +198,7 @@ def test_batchnorm_folding_leaves_function_unchanged():
 def test_conv_layers_and_geometry():
     class CNN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.relu(nn.Conv(4, (3, 3))(x))
             x = nn.relu(nn.Conv(5, (3, 3), strides=2)(x))

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import promoting  # the float32 models below are applied to float64 data
 
 import genbounds
 from genbounds import Network, NotBoundable
@@ -25,6 +26,7 @@ KEY = jax.random.key(0)
 
 class CNN(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         x = nn.Conv(4, (3, 3), strides=2, padding="SAME", name="stem")(x)
         x = nn.relu(x)
@@ -38,6 +40,7 @@ class CNN(nn.Module):
 
 class Residual(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         h = nn.Dense(16, name="embed")(x)
         h = h + nn.Dense(16, name="mix")(nn.relu(nn.Dense(16, name="hidden")(h)))
@@ -46,6 +49,7 @@ class Residual(nn.Module):
 
 class ResCNN(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         h = nn.relu(nn.Conv(3, (3, 3), name="c0")(x))
         h = h + nn.Conv(3, (3, 3), name="c1")(nn.relu(nn.Conv(3, (3, 3), name="c2")(h)))
@@ -54,6 +58,7 @@ class ResCNN(nn.Module):
 
 class Nested(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         x = nn.relu(nn.Dense(8, name="body")(x))
         x = nn.relu(nn.Dense(8, name="alpha")(x))
@@ -62,6 +67,7 @@ class Nested(nn.Module):
 
 class Encoder(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         return Nested(name="encoder")(nn.Dense(8, name="zeta")(x))
 
@@ -137,6 +143,7 @@ def test_pooling_lipschitz_constants_hold():
     # overlapping 3x3 max pool with stride 1: coverage 9, Lipschitz <= 3; check on random pairs
     class Pool(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.Conv(2, (1, 1), use_bias=False)(x)
             x = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
@@ -191,6 +198,7 @@ def test_unambiguous_sorted_names_still_read():
 def test_batchnorm_folded_and_dropout_ignored():
     class BN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.Conv(3, (3, 3))(x)
             x = nn.BatchNorm(use_running_average=True)(x)
@@ -199,7 +207,8 @@ def test_batchnorm_folded_and_dropout_ignored():
 
     x = _x((2, 5, 5, 2))
     v = _init(BN(), x)
-    stats = jax.tree.map(lambda a: a + jax.random.uniform(KEY, a.shape, minval=0.2, maxval=2.0),
+    stats = jax.tree.map(lambda a: a.astype(jnp.float64)
+                         + jax.random.uniform(KEY, a.shape, minval=0.2, maxval=2.0),
                          v["batch_stats"])
     v = {"params": v["params"], "batch_stats": stats}
     net = Network.trace(BN().apply, v, x)
@@ -214,6 +223,7 @@ def test_refusals_name_the_layer():
 
     class LN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.LayerNorm(name="norm")(nn.Dense(4)(x)))
 
@@ -225,6 +235,7 @@ def test_refusals_name_the_layer():
 
     class BNTrain(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.BatchNorm(use_running_average=False)(nn.Dense(4)(x)))
 
@@ -234,6 +245,7 @@ def test_refusals_name_the_layer():
 
     class Gate(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.Dense(4)(x) * nn.Dense(4)(x))
 
@@ -246,6 +258,7 @@ def test_refusals_name_the_layer():
 
     class DropTrain(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.Dropout(0.5, deterministic=False)(nn.Dense(4)(x)))
 
@@ -270,6 +283,7 @@ def test_what_a_network_says_about_its_reading():
 def test_verification_catches_a_mismatch():
     class MLP(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.relu(nn.Dense(4)(x)))
 
@@ -296,10 +310,10 @@ def test_nnx_module():
     m = M(nnx.Rngs(0))
     m.eval()
     x = _x((4, 6))
-    net = Network.trace(lambda mod, z: mod(z), m, x)
+    net = Network.trace(promoting(lambda mod, z: mod(z)), m, x)
     assert [layer.path for layer in net.layers] == ["first", "second"]
     assert net.layers[0].folded
-    np.testing.assert_allclose(net.evaluate(x), m(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.evaluate(x), promoting(m)(x), rtol=1e-5, atol=1e-5)
     act = next(n for n in net.nodes if n.op == "activation").activation
     assert act.name in ("gelu", "gelu_tanh")
 
@@ -367,6 +381,7 @@ def test_report_on_linen_cnn():
 
     class Small(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.relu(nn.Conv(3, (3, 3), strides=2, name="conv")(x))
             return nn.Dense(5, name="fc")(x.reshape((x.shape[0], -1)))
@@ -398,6 +413,7 @@ def test_bft_conv_augmentation_is_an_upper_bound():
 
     class C(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.relu(nn.Conv(3, (3, 3), strides=2)(x))
             return nn.Dense(2)(x.reshape((x.shape[0], -1)))
@@ -448,6 +464,7 @@ def test_traced_path_norm_is_float64_without_x64():
     # truncation to float32, no warning): it equals the float64 names-read chain.
     class MLP(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(3)(nn.relu(nn.Dense(6)(nn.relu(nn.Dense(5)(x)))))
 
@@ -468,6 +485,7 @@ def test_traced_path_norm_is_float64_without_x64():
 def test_path_norm_traced_equals_chain_and_counts_skip_paths():
     class MLP(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(3)(nn.relu(nn.Dense(6)(nn.relu(nn.Dense(5)(x)))))
 

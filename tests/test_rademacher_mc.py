@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import promoting  # the float32 models below are fitted to float64 data
 
 from genbounds.internal import project_to_ball as _project
 from genbounds.internal import rademacher_batched as _batched
@@ -388,6 +389,8 @@ class _WideMLP(nn.Module):
     width: int = 256
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         return nn.Dense(1)(nn.relu(nn.Dense(self.width)(x)))
 
@@ -558,6 +561,7 @@ def test_bad_class_parameters(make, exc, match):
 def test_network_with_vector_output_is_rejected():
     class TwoOut(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(x)
 

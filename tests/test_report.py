@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import promoting  # the float32 model below is applied to float64 data
 
 import genbounds
 from genbounds.data import load
@@ -79,6 +80,7 @@ def test_report_lists_what_does_not_apply():
 
     class CNN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             x = nn.relu(nn.Conv(3, (3, 3))(x))
             return nn.Dense(2)(x.reshape(x.shape[0], -1))

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import promoting
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,7 +98,7 @@ class Nnx(nnx.Module):
 
 
 def test_linen_and_nnx_give_identical_results():
-    params = Linen().init(jax.random.key(0), jnp.ones((1, 5)))["params"]
+    params = Linen().init(jax.random.key(0), jnp.ones((1, 5), jnp.float32))["params"]
     model = Nnx(nnx.Rngs(1))
     for i, layer in enumerate([model.l0, model.l1, model.l2]):
         layer.kernel.set_value(params[f"Dense_{i}"]["kernel"])
@@ -158,7 +159,7 @@ def test_cnn_spectral():
             x = nn.relu(nn.Conv(4, (3, 3))(x))
             return nn.Dense(2)(x.reshape(x.shape[0], -1))
 
-    params = CNN().init(jax.random.key(0), jnp.ones((1, 6, 6, 1)))["params"]
+    params = CNN().init(jax.random.key(0), jnp.ones((1, 6, 6, 1), jnp.float32))["params"]
     conv = {"Conv_0": ConvSpec(input_shape=(6, 6))}
     b = genbounds.spectral(params, conv=conv)
     # reference: explicit conv operator matrix through jacfwd, positions x channel norms
@@ -262,12 +263,12 @@ def test_cnn_spectral_measures_the_conv_operator_once(monkeypatch):
             return nn.Dense(2)(x.reshape(x.shape[0], -1))
 
     model = CNN()
-    params = model.init(jax.random.key(0), jnp.ones((1, 6, 6, 1)))["params"]
+    params = model.init(jax.random.key(0), jnp.ones((1, 6, 6, 1), jnp.float32))["params"]
     X = np.asarray(jax.random.normal(jax.random.key(1), (40, 6, 6, 1)))
-    y = np.argmax(np.asarray(model.apply({"params": params}, X)), axis=1)
+    apply_fn = promoting(lambda p, x: model.apply({"params": p}, x))  # float32 net, float64 X
+    y = np.argmax(np.asarray(apply_fn(params, X)), axis=1)
     calls = _count_norms(monkeypatch)
-    b = genbounds.spectral(params, X=X, y=y,
-                           apply_fn=lambda p, x: model.apply({"params": p}, x))
+    b = genbounds.spectral(params, X=X, y=y, apply_fn=apply_fn)
     convs = [c for c in calls if c[0] == "conv"]
     assert len(convs) == len(set(convs)) == 1
     assert len(calls) == len(set(calls))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import promoting
 
 from genbounds.data import Dataset, load
 from genbounds.internal import CHECKPOINT_MAGIC as MAGIC
@@ -400,7 +401,7 @@ def test_adam_step_matches_optax_reference():
     p0 = _to64(res.init_params)
     tx = optax.adam(0.01)
     g = jax.jit(jax.grad(lambda p: _ce64(res.model, p, ds.X_train, ds.y_train)))(p0)
-    upd, _ = tx.update(g, tx.init(p0), p0)
+    upd, _ = promoting(tx.update)(g, tx.init(p0), p0)  # optax's Adam: a float ** int32
     ref = optax.apply_updates(p0, upd)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res.params), strict=True):
         np.testing.assert_allclose(np.asarray(b, np.float64), a, rtol=0, atol=1e-5)

@@ -244,7 +244,7 @@ def test_vc_from_flax_linen_params():
             x = nn.relu(nn.Dense(6)(x))
             return nn.Dense(3)(x)
 
-    variables = MLP().init(jax.random.PRNGKey(0), jnp.ones((1, 5)))
+    variables = MLP().init(jax.random.PRNGKey(0), jnp.ones((1, 5), jnp.float32))
     assert vc(variables, n=1000).complexity == vc_dimension_bound((5, 6, 6, 3))
 
 

@@ -150,7 +150,7 @@ def train_mlp(
 
     def loss(p, xb, yb):
         z = apply_fn(p, xb)
-        return jax.nn.softplus(-(2.0 * yb - 1.0) * z).mean()
+        return jax.nn.softplus(-(2.0 * yb.astype(z.dtype) - 1.0) * z).mean()
 
     @jax.jit
     def epoch(carry, k):

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genbounds.core._dtypes import promoted_dtype
+
 
 def _is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
@@ -26,7 +28,7 @@ def _compute_dtype(dtype: Any) -> Any:
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError("W must be a real matrix, got a complex dtype " + str(dtype))
     if jnp.issubdtype(dtype, jnp.floating):
-        return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
+        return jax.dtypes.canonicalize_dtype(promoted_dtype(dtype, jnp.float32))
     return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from genbounds.core._dtypes import promote
+
 from ._conv_geometry import _conv_map
 
 # Frequencies are processed in chunks of about this many complex matrix entries.
@@ -59,7 +61,8 @@ def _alias_matrices(kernel: jax.Array, u: jax.Array, grid: tuple[int, ...], stri
     re = jnp.matmul(jnp.cos(angle), kt, precision=hi)
     im = -jnp.matmul(jnp.sin(angle), kt, precision=hi)
     m = lax.complex(re, im).reshape(u.shape[0], n_alias * c_in, c_out)
-    return m / np.sqrt(n_alias)
+    m, scale = promote(m, np.sqrt(n_alias))  # explicitly as before: np.float64 is not weak
+    return m / scale
 
 
 def _top_singular(m: jax.Array) -> jax.Array:

@@ -54,18 +54,37 @@ def zero_one(logits: jax.Array, y: jax.Array) -> jax.Array:
     return (margins_core(logits, y) <= 0).astype(logits.dtype)
 
 
+def _probe(a: Any, dtype: Any) -> Any:
+    """`a` as the shape-and-dtype stand-in of the array the caller will compute with: floating
+    arrays in `dtype` (when given), others as they are."""
+    a = a if hasattr(a, "dtype") else np.asarray(a)
+    cast = dtype is not None and jnp.issubdtype(a.dtype, jnp.floating)
+    return jax.ShapeDtypeStruct(np.shape(a), dtype if cast else a.dtype)
+
+
+def _cast(a: Any, dtype: Any) -> jax.Array:
+    a = jnp.asarray(a)
+    return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+
 def check_classifier(
-    apply_fn: Any, params: Any, X: Any, y: Any, *, x_name: str = "X", y_name: str = "y"
+    apply_fn: Any, params: Any, X: Any, y: Any, *, x_name: str = "X", y_name: str = "y",
+    dtype: Any = None,
 ) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
     """Validates (apply_fn, params, X, y) of a classifier; returns X, y as arrays and the logits'
-    shape (checked with `jax.eval_shape`, no computation)."""
+    shape (checked with `jax.eval_shape`, no computation).
+
+    `dtype`: the dtype the caller evaluates `apply_fn` in (it casts the floating parameters and
+    X to it), so the check calls `apply_fn` with the dtypes of the real calls; None: as given.
+    """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable as apply_fn(params, X), got {apply_fn!r}")
     check_finite_tree(params, "params")
     X = check_array(X, x_name, ndim=(2, 3, 4, 5))
     n = check_same_length(X, np.asarray(y) if not hasattr(y, "shape") else y, x_name, y_name)
     try:
-        out = jax.eval_shape(apply_fn, params, jnp.asarray(X))
+        out = jax.eval_shape(apply_fn, jax.tree.map(lambda a: _probe(a, dtype), params),
+                             _probe(X, dtype))
     except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
         raise TypeError(
             f"apply_fn(params, {x_name}) failed on {x_name} of shape {tuple(np.shape(X))}: {e}"
@@ -79,7 +98,11 @@ def check_classifier(
     num_classes = 2 if is_binary_output(shape) else shape[1]
     y = check_labels(y, y_name, num_classes=num_classes)
     # One forward pass: NaN/inf logits would otherwise come back as a NaN measure.
-    check_finite_output(apply_fn(params, jnp.asarray(X)), f"apply_fn(params, {x_name})",
+    if dtype is None:
+        probe_params, probe_X = params, jnp.asarray(X)
+    else:
+        probe_params, probe_X = jax.tree.map(lambda a: _cast(a, dtype), (params, X))
+    check_finite_output(apply_fn(probe_params, probe_X), f"apply_fn(params, {x_name})",
                         hint="the measure would be NaN; check the network and its parameters")
     return jnp.asarray(X), jnp.asarray(y), shape
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import check_choice, check_n, check_positive
+from genbounds.core._dtypes import standard_promotion
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -465,7 +466,8 @@ class NetworkClass(HypothesisClass):
         def step(carry, _):
             p, opt_state, best = carry
             (_, c), g = jax.value_and_grad(loss, has_aux=True)(p)
-            updates, opt_state = tx.update(g, opt_state, p)
+            with standard_promotion():  # optax's Adam bias correction: float ** int32
+                updates, opt_state = tx.update(g, opt_state, p)
             p = jax.tree.map(lambda a, u: (a + u).astype(a.dtype), p, updates)
             p = _project(p, self.norm_constraint, self.constraint_norm)
             return (p, opt_state, jnp.maximum(best, c)), None

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import check_finite_tree, check_no_none_leaves
+from genbounds.core._dtypes import promote
 
 _KERNEL_NAMES = ("kernel", "w", "weight", "W")
 _BIAS_NAMES = ("bias", "b")
@@ -303,11 +304,15 @@ def _fold_batchnorm(layer: Layer, bn: dict, bn_path: str, eps_default: float) ->
             "read with its Lipschitz constant max|scale|/sqrt(eps)); if it is a BatchNorm, "
             "pass the full variables with 'batch_stats'")
     eps = float(bn.get("__epsilon__", eps_default))
-    scale = jnp.asarray(bn["scale"])
-    factor = scale / jnp.sqrt(jnp.asarray(bn["var"]) + eps)
+    # Statistics and weights may differ in dtype (float32 weights, float64 statistics): each
+    # operation promotes its two operands explicitly, as standard promotion would.
+    scale, var = promote(bn["scale"], bn["var"])
+    factor = scale / jnp.sqrt(var + eps)
     bias = jnp.zeros(layer.fan_out, factor.dtype) if layer.bias is None else layer.bias
-    new_bias = (bias - jnp.asarray(bn["mean"])) * factor + jnp.asarray(bn["bias"])
-    return dataclasses.replace(layer, kernel=layer.kernel * factor, bias=new_bias, folded=True)
+    new_bias = jnp.subtract(*promote(bias, bn["mean"]))
+    new_bias = jnp.add(*promote(jnp.multiply(*promote(new_bias, factor)), bn["bias"]))
+    kernel = jnp.multiply(*promote(layer.kernel, factor))
+    return dataclasses.replace(layer, kernel=kernel, bias=new_bias, folded=True)
 
 
 def _conv_spec(path: str, conv: Any) -> ConvSpec:

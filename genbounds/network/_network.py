@@ -102,7 +102,7 @@ class Network:
           ...     @nn.compact
           ...     def __call__(self, x):
           ...         return nn.Dense(3)(nn.relu(nn.Dense(8)(x)))
-          >>> x = jnp.ones((2, 4))
+          >>> x = jnp.ones((2, 4), jnp.float32)  # the dtype of the parameters
           >>> v = MLP().init(jax.random.key(0), x)
           >>> net = Network.trace(MLP().apply, v, x)
           >>> [layer.path for layer in net.layers], net.structure  # Dense(3) is created first

@@ -28,6 +28,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from genbounds.core._checks import check_finite_tree, check_key, check_positive
+from genbounds.core._dtypes import promoted_dtype
 from genbounds.losses._losses import check_same_tree
 
 
@@ -234,7 +235,7 @@ def flatten(tree: Any, dtype: Any = None) -> jax.Array:
     `ravel_pytree`), cast to `dtype` (default: the leaves' common dtype)."""
     leaves = jax.tree.leaves(tree)
     if dtype is None:
-        dtype = jnp.result_type(*leaves)
+        dtype = promoted_dtype(*leaves)
     return jnp.concatenate([jnp.ravel(a).astype(dtype) for a in leaves])
 
 

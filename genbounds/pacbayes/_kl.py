@@ -29,6 +29,7 @@ from genbounds.core._checks import (
     check_scalar,
     check_unit_interval,
 )
+from genbounds.core._dtypes import promoted_dtype
 
 _MAURER_REF = (
     "Maurer, A note on the PAC Bayesian theorem, 2004, arXiv:cs/0411099 (Theorem 5); "
@@ -42,7 +43,7 @@ _MAURER_REF = (
 
 
 def _float_dtype(*xs: Any) -> Any:
-    dtype = jnp.result_type(*(jnp.asarray(x) for x in xs), 1.0)
+    dtype = promoted_dtype(*(jnp.asarray(x) for x in xs), 1.0)
     if not jnp.issubdtype(dtype, jnp.floating):  # pragma: no cover - result_type with 1.0 floats
         dtype = jnp.result_type(float)
     return dtype

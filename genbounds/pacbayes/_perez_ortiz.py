@@ -156,7 +156,7 @@ def learn_prior(
     opt = check_bundle(training, PriorTraining, "training")
     key = check_key(key)
     objective = check_choice(opt.objective, "objective", ("erm",) + OBJECTIVES)
-    X, y, _ = check_classifier(apply_fn, init_params, X, y)
+    X, y, _ = check_classifier(apply_fn, init_params, X, y, dtype=jnp.float32)
     epochs = check_n(opt.epochs, "epochs")
     batch_size = min(check_n(opt.batch_size, "batch_size"), int(X.shape[0]))
     if objective != "erm":
@@ -242,7 +242,7 @@ def train_posterior(
     key = check_key(key)
     objective = check_choice(opt.objective, "objective", OBJECTIVES)
     sp = check_prior_std(prior_std, "prior_std")
-    X, y, _ = check_classifier(apply_fn, prior_mean, X, y)
+    X, y, _ = check_classifier(apply_fn, prior_mean, X, y, dtype=jnp.float32)
     n = check_n(n_bound, "n_bound")
     if n < 2:
         raise ValueError(f"n_bound must be >= 2, got {n}")
@@ -421,7 +421,7 @@ def perez_ortiz(
         check_bundle(test, HeldOut, "test")
     key = check_key(key)
     check_int(prior.split_seed, "split_seed", minimum=0)
-    X, y, _ = check_classifier(apply_fn, init_params, X, y)
+    X, y, _ = check_classifier(apply_fn, init_params, X, y, dtype=jnp.float32)
     check_choice(posterior.objective, "objective", OBJECTIVES)
     check_choice(prior.objective, "prior_objective", ("erm",) + OBJECTIVES)
     check_choice(posterior_data, "posterior_data", ("all", "bound"))
@@ -483,7 +483,7 @@ def perez_ortiz(
     )
     if test is not None:
         Xt, yt, _ = check_classifier(apply_fn, init_params, test.X, test.y, x_name="X_test",
-                                     y_name="y_test")
+                                     y_name="y_test", dtype=jnp.float32)
         st = stochastic_error_f32(apply_fn, q, Xt, yt, k_test,
                                   check_n(test.num_mc_samples, "test_mc_samples"),
                                   test.mc_subset, certificate.mc_batch,

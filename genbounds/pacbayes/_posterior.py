@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genbounds.core._dtypes import standard_promotion
+
 from ._gaussian import Unravel
 
 
@@ -111,7 +113,8 @@ def run_posterior_loop(loop: PosteriorLoop, state, prior_mean, X, y, key, consts
         k, idx = draw(inp)
         eps = jax.random.normal(k, prior_mean.shape, prior_mean.dtype)
         (f, aux), g = grad_fn(theta, carry, eps, X[idx], y[idx], prior_mean, consts)
-        updates, opt_state = tx.update(g, opt_state, theta)
+        with standard_promotion():  # optax's Adam bias correction: float ** int32
+            updates, opt_state = tx.update(g, opt_state, theta)
         theta = optax.apply_updates(theta, updates)
         carry, record = loop.after_step(loop, carry, f, aux, consts)
         return (theta, opt_state, carry), record

@@ -141,7 +141,7 @@ def risk_certificate(
     check_posterior(posterior)  # names posterior.mean / .std, not the classifier's params
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
-    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y)
+    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y, dtype=jnp.float32)
     delta = check_delta(delta)
     delta_prime = check_delta(cert.delta_prime, "delta_prime")
     if delta + delta_prime >= 1.0:

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genbounds.core._dtypes import promote, standard_promotion
+
 from ._lipschitz_margin import power_start, power_step
 
 
@@ -75,7 +77,7 @@ def set_sums(apply: Callable, params: Any, X: jax.Array, y: jax.Array, chunk: in
         fresh = start + jnp.arange(size) >= i * size
         logits = apply(params, xb)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), yb)
-        correct = jnp.argmax(logits, axis=-1) == yb
+        correct = jnp.equal(*promote(jnp.argmax(logits, axis=-1), yb))
         return (
             acc[0] + jnp.sum(jnp.where(fresh, ce, 0.0)),
             acc[1] + jnp.sum(fresh & correct, dtype=jnp.int32),
@@ -163,7 +165,8 @@ def epoch_functions(
             params, opt_state, us = carry
             ib, wb, kb = inputs
             (loss, us), grads = grad_fn(params, X[ib], y[ib], wb, kb, us)
-            updates, opt_state = tx.update(grads, opt_state, params)
+            with standard_promotion():  # optax's Adam bias correction: float ** int32
+                updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, us), loss
 
         (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, us0),

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import flax.linen.dtypes
 import jax
 
 from genbounds.core._checks import check_choice
+from genbounds.core._dtypes import standard_promotion
 
 MODEL_KINDS = ("mlp", "cnn")
 
@@ -31,6 +33,14 @@ def _check_rate(x: Any, name: str) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real) or not 0.0 <= float(x) < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {x!r}")
     return float(x)
+
+
+def _promote(*args: Any, dtype: Any = None, inexact: bool = True) -> list[Any]:
+    """Flax's ``promote_dtype`` (inputs, kernel and bias to one dtype) by jax's standard
+    promotion, explicitly: float32 parameters on float64 data compute in float64, as they do by
+    default, also when the caller runs with ``jax_numpy_dtype_promotion="strict"``."""
+    with standard_promotion():
+        return flax.linen.dtypes.promote_dtype(*args, dtype=dtype, inexact=inexact)
 
 
 class MLP(nn.Module):
@@ -68,10 +78,10 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
         for width in self.features:
-            x = nn.relu(nn.Dense(width, use_bias=self.use_bias)(x))
+            x = nn.relu(nn.Dense(width, use_bias=self.use_bias, promote_dtype=_promote)(x))
             if self.dropout > 0.0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, use_bias=self.use_bias)(x)
+        return nn.Dense(self.num_classes, use_bias=self.use_bias, promote_dtype=_promote)(x)
 
 
 class CNN(nn.Module):
@@ -154,12 +164,12 @@ class CNN(nn.Module):
             )
         for channels in self.features:
             x = nn.Conv(channels, window, strides=strides, padding="SAME",
-                        use_bias=self.use_bias)(x)
+                        use_bias=self.use_bias, promote_dtype=_promote)(x)
             x = nn.relu(x)
             if self.dropout > 0.0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = x.reshape((x.shape[0], -1))
-        return nn.Dense(self.num_classes, use_bias=self.use_bias)(x)
+        return nn.Dense(self.num_classes, use_bias=self.use_bias, promote_dtype=_promote)(x)
 
 
 def make_model(

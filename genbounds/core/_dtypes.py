@@ -1,0 +1,40 @@
+"""Explicit dtype promotion, the same under ``jax_numpy_dtype_promotion="standard"`` and
+``"strict"``.
+
+Under strict promotion jax refuses to mix float32 and float64 (or int32 and int64) arrays
+implicitly. genbounds accepts such mixes from its callers (float32 weights with float64 data under
+``jax_enable_x64``) and casts at its boundary to the dtype jax's standard promotion lattice would
+have produced, so no number depends on the promotion mode the caller runs with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def promoted_dtype(*args: Any) -> np.dtype:
+    """The dtype jax's standard promotion gives `args` (arrays, dtypes or Python scalars).
+
+    Computed under ``jax.numpy_dtype_promotion("standard")`` whatever mode is set: this is the
+    explicit form of the promotion an arithmetic operation on `args` would do implicitly.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*args)
+
+
+def promote(*arrays: Any) -> tuple[jax.Array, ...]:
+    """`arrays` as jax arrays of their common `promoted_dtype` (a no-op when they share one)."""
+    dtype = promoted_dtype(*arrays)
+    return tuple(jnp.asarray(a, dtype=dtype) for a in arrays)
+
+
+def standard_promotion() -> Any:
+    """A context in which jax promotes by its standard lattice, for third-party code that relies
+    on implicit promotion: optax's Adam bias correction raises a Python float to an int32 step
+    count, which strict promotion refuses. Wrapping the call keeps it (and its numbers) working
+    when the caller runs under ``jax_numpy_dtype_promotion="strict"``."""
+    return jax.numpy_dtype_promotion("standard")
