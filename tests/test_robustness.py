@@ -65,9 +65,12 @@ def test_product_radius_of_a_relu_chain():
     r = genbounds.certified_radius(params, X=X, y=y, method="product")
     assert r.lipschitz == pytest.approx(L, rel=1e-10)
     np.testing.assert_allclose(r.radius, np.maximum(m, 0) / (math.sqrt(2) * L), rtol=1e-9)
-    # pairwise last layer: min_j gap_j / (||w_t - w_j|| L_h), L_h the first two norms
+    # pairwise last layer: min_j gap_j / (||w_t - w_j|| L_h), L_h the bound of the first two
+    # layers: the smaller of the product of norms and the block bound around the ReLU,
+    # ||W0 W1||/2 + ||W0|| ||W1||/2 (slopes in [1/2 - 1/2, 1/2 + 1/2])
     t = genbounds.certified_radius(params, X=X, y=y)
-    lh = np.linalg.norm(Ws[0], 2) * np.linalg.norm(Ws[1], 2)
+    n0, n1 = np.linalg.norm(Ws[0], 2), np.linalg.norm(Ws[1], 2)
+    lh = min(n0 * n1, 0.5 * np.linalg.norm(Ws[0] @ Ws[1], 2) + 0.5 * n0 * n1)
     want = np.maximum(_pair_radius(logits, y, Ws[-1], 2) / lh, r.radius)
     np.testing.assert_allclose(t.radius, want, rtol=1e-9)
     np.testing.assert_array_equal(t.accuracy([0.0, 0.01]),
@@ -85,8 +88,11 @@ def test_merged_linear_maps_use_the_norm_of_the_product():
     X = rng.normal(size=(25, 4))
     y = rng.integers(0, 3, size=25)
     r = genbounds.certified_radius(params, X=X, y=y, apply_fn=apply)
-    merged = np.linalg.norm(W1 @ W2, 2) * np.linalg.norm(W3, 2)
-    assert r.lipschitz_tight == pytest.approx(merged, rel=1e-9)
+    A, n3 = W1 @ W2, np.linalg.norm(W3, 2)
+    merged = np.linalg.norm(A, 2) * n3
+    # and the block around the ReLU: ||A W3||/2 + ||A|| ||W3||/2 where that is smaller
+    block = 0.5 * np.linalg.norm(A @ W3, 2) + 0.5 * np.linalg.norm(A, 2) * n3
+    assert r.lipschitz_tight == pytest.approx(min(merged, block), rel=1e-9)
     assert r.lipschitz == pytest.approx(np.prod([np.linalg.norm(w, 2) for w in (W1, W2, W3)]),
                                         rel=1e-9)
     assert r.lipschitz_tight < r.lipschitz
