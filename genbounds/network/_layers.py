@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import check_finite_tree, check_no_none_leaves
-from genbounds.core._dtypes import promote
+from genbounds.core._dtypes import promoted
 
 _KERNEL_NAMES = ("kernel", "w", "weight", "W")
 _BIAS_NAMES = ("bias", "b")
@@ -304,15 +304,11 @@ def _fold_batchnorm(layer: Layer, bn: dict, bn_path: str, eps_default: float) ->
             "read with its Lipschitz constant max|scale|/sqrt(eps)); if it is a BatchNorm, "
             "pass the full variables with 'batch_stats'")
     eps = float(bn.get("__epsilon__", eps_default))
-    # Statistics and weights may differ in dtype (float32 weights, float64 statistics): each
-    # operation promotes its two operands explicitly, as standard promotion would.
-    scale, var = promote(bn["scale"], bn["var"])
-    factor = scale / jnp.sqrt(var + eps)
+    factor = promoted(jnp.divide, bn["scale"], jnp.sqrt(jnp.asarray(bn["var"]) + eps))
     bias = jnp.zeros(layer.fan_out, factor.dtype) if layer.bias is None else layer.bias
-    new_bias = jnp.subtract(*promote(bias, bn["mean"]))
-    new_bias = jnp.add(*promote(jnp.multiply(*promote(new_bias, factor)), bn["bias"]))
-    kernel = jnp.multiply(*promote(layer.kernel, factor))
-    return dataclasses.replace(layer, kernel=kernel, bias=new_bias, folded=True)
+    shift = promoted(jnp.multiply, promoted(jnp.subtract, bias, bn["mean"]), factor)
+    return dataclasses.replace(layer, kernel=promoted(jnp.multiply, layer.kernel, factor),
+                               bias=promoted(jnp.add, shift, bn["bias"]), folded=True)
 
 
 def _conv_spec(path: str, conv: Any) -> ConvSpec:
