@@ -373,20 +373,18 @@ def _check_real_leaves(tree: Any) -> None:
     """Every leaf must be a real numeric array: an object, string or complex array (a kernel
     loaded from a pickle, a misread file) is named by its path, not left to fail inside jax."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None:
-            try:
-                dtype = np.asarray(leaf).dtype
-            except Exception:  # noqa: BLE001 - reported below as not an array
-                dtype = np.dtype(object)
+        try:  # a leaf without a dtype is read as an array (an object array if it is none)
+            dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        except Exception:  # noqa: BLE001 - reported below as not an array
+            dtype = np.dtype(object)
         if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
             bad = "a PRNG key array"
         elif np.dtype(dtype).kind in "OUSVcMm":
             bad = f"dtype {dtype}"
         else:
             continue
-        raise TypeError(f"params{jax.tree_util.keystr(path)} must be a real numeric array, got "
-                        f"{bad}")
+        raise TypeError(f"params{jax.tree_util.keystr(path)} must be a real numeric array (params "
+                        f"a tree of arrays), got {bad}")
 
 
 def read_layers(
