@@ -56,10 +56,10 @@ from genbounds.core._checks import (
     check_labels,
     check_same_length,
 )
+from genbounds.core._logspace import LOG_FLOAT64_MAX as _LOG_MAX
+from genbounds.core._logspace import exp_or_inf as _exp
 from genbounds.losses._margins import margins_core
 from genbounds.network._lipschitz import lipschitz_log_bound
-from genbounds.network._merged import LOG_FLOAT64_MAX as _LOG_MAX
-from genbounds.network._merged import exp_or_inf as _exp
 from genbounds.network._merged import tight_bound as _tight_bound
 from genbounds.network._network import Network, as_network
 from genbounds.network._norms import spectral_norms

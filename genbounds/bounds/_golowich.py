@@ -22,6 +22,7 @@ from genbounds.core._checks import (
     refuse_margin_inputs_without_y,
 )
 from genbounds.core._grid import grid_ratio, union_grid
+from genbounds.core._logspace import exp_or_inf
 from genbounds.losses._margins import ramp_loss, training_margins
 from genbounds.network._chain import verify_chain
 from genbounds.network._layers import augment_biases, has_biases
@@ -39,10 +40,6 @@ MOHRI_REFERENCE = (
 _NORMS = ("frobenius", "l1inf")
 _THEOREM = {"frobenius": "Theorem 1", "l1inf": "Theorem 2"}
 
-
-def _exp(log_x: float) -> float:
-    """exp that returns inf instead of raising on overflow."""
-    return math.exp(log_x) if log_x < 709.0 else math.inf
 
 
 def _check_norms(norms: Any, name: str = "norms") -> list[float]:
@@ -97,7 +94,7 @@ def golowich_frobenius(norms: Sequence[float], *, x_norm: float, n: int) -> floa
     n = check_n(n)
     if x_norm == 0.0:
         return 0.0
-    return _exp(_log_frobenius(vals, x_norm, n))
+    return exp_or_inf(_log_frobenius(vals, x_norm, n))
 
 
 def _log_frobenius(vals: Sequence[float], x_norm: float, n: int) -> float:
@@ -154,7 +151,7 @@ def golowich_l1inf(
     input_dim = check_n(input_dim, "input_dim")
     if x_col_norm == 0.0:
         return 0.0
-    return _exp(_log_l1inf(vals, x_col_norm, n, input_dim))
+    return exp_or_inf(_log_l1inf(vals, x_col_norm, n, input_dim))
 
 
 def _log_l1inf(vals: Sequence[float], x_col_norm: float, n: int, input_dim: int) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, check_positive, checked_result
 from genbounds.core._grid import grid_ratio, union_grid
+from genbounds.core._logspace import exp_or_inf
 from genbounds.linalg._method import OPTIONS as NORM_OPTIONS
 from genbounds.linalg._method import NormMethod, as_norm_method
 from genbounds.losses._margins import ramp_loss, training_margins
@@ -130,7 +131,7 @@ def spectral_complexity(
                   if bi > 0.0]
     log_sum = log_sum_exp(log_ratios) if log_ratios else -math.inf
     log_complexity = log_product + 1.5 * log_sum
-    complexity = math.exp(log_complexity) if log_complexity < 709.0 else math.inf
+    complexity = exp_or_inf(log_complexity)
 
     notes = [f"spectral norms: {how.name}" + (" (estimates)" if norms.estimated else ""),
              "reference M_i = " + ("given parameters" if reference is not None else "0"),
@@ -144,7 +145,7 @@ def spectral_complexity(
         "norms_21": {layer.path: v for layer, v in zip(read, b, strict=True)},
         "lipschitz": list(rho),
         "log_product": log_product,
-        "product": math.exp(log_product) if log_product < 709.0 else math.inf,
+        "product": exp_or_inf(log_product),
         "sum_term": math.exp(log_sum),
         "log_complexity": log_complexity,
         "failure_probability": norms.failure_probability,

@@ -10,6 +10,7 @@ import jax
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_delta, checked_result
+from genbounds.core._logspace import exp_or_inf
 from genbounds.linalg._method import NormMethod
 from genbounds.network._lipschitz import lipschitz_log_bound
 from genbounds.network._merged import tight_bound
@@ -80,7 +81,7 @@ def lipschitz(
     log_comp = lipschitz_log_bound(net, norms)
     tight = tight_bound(net, norms)
     log_l = min(log_comp, tight["log_lipschitz"])
-    value = math.exp(log_l) if log_l < 709.0 else math.inf
+    value = exp_or_inf(log_l)
     notes = [f"by composition over the {net.structure} network, with merged linear maps and "
              "blocks where smaller", *net.notes]
     if any(n.op == "norm" for n in net.nodes):

@@ -34,6 +34,7 @@ from genbounds.core._checks import (
     check_positive,
     checked_result,
 )
+from genbounds.core._logspace import exp_or_inf
 from genbounds.linalg._conv import reshaped_kernel_norm
 from genbounds.linalg._method import NormMethod, as_norm_method
 from genbounds.network._bound_inputs import reference_layers
@@ -41,7 +42,7 @@ from genbounds.network._layers import ConvSpec, Layer
 from genbounds.network._network import as_network
 from genbounds.network._norms import layer_frobenius, measure_layers, spectral_norms
 
-from ._path_norm import _exp, path_norm
+from ._path_norm import path_norm
 from ._references import JIANG_REFERENCE
 
 # ----------------------------------------------------------------------------------------------
@@ -332,8 +333,8 @@ def norm_measures(
     put("log_sum_fro", math.log(d) + sum(log_f2) / d, per_f)
     put("sum_fro", sum(f), per_f)
     put("sum_spec", sum(s), per_s)
-    put("prod_fro", _exp(0.5 * sum(log_f2)), {"log": 0.5 * sum(log_f2), **per_f})
-    put("prod_spec", _exp(0.5 * sum(log_s2)), {"log": 0.5 * sum(log_s2), **per_s})
+    put("prod_fro", exp_or_inf(0.5 * sum(log_f2)), {"log": 0.5 * sum(log_f2), **per_f})
+    put("prod_spec", exp_or_inf(0.5 * sum(log_s2)), {"log": 0.5 * sum(log_s2), **per_s})
     try:
         pn = path_norm(net, p=2.0, power=True, biases=True)
         mu44, pn_terms, pn_notes = float(pn.complexity), dict(pn.terms), pn.notes

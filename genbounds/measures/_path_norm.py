@@ -19,15 +19,12 @@ import numpy as np
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import check_choice, check_positive, checked_result
+from genbounds.core._logspace import exp_or_inf
 from genbounds.network._layers import ConvSpec, Layer
 from genbounds.network._network import as_network
 from genbounds.network._path_lifting import CONVENTIONS, lifted_path_sum
 
 from ._references import JIANG_REFERENCE, NEYSHABUR_2015_REFERENCE
-
-
-def _exp(log_x: float) -> float:
-    return math.exp(log_x) if log_x < 709.0 else math.inf
 
 
 def _conv_forward(kernel: jax.Array, x: jax.Array, spec: ConvSpec) -> jax.Array:
@@ -226,7 +223,7 @@ def path_norm(
     elif math.isfinite(total):
         value = math.sqrt(total) if p == 2.0 else total ** (1.0 / p)
     else:
-        value = _exp(log_sum / p)
+        value = exp_or_inf(log_sum / p)
     name = f"l{p:g}_path_norm" + ("_power" if power else "")
     name += "_gonon" if convention == "gonon" else ""
     notes = ["biases included as paths from a constant input (Jiang et al.'s code)" if biases

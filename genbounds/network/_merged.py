@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genbounds.core._logspace import exp_or_inf
+
 from ._graph import eval_node as _eval_node
 from ._opaque import check_no_opaque
 
@@ -46,13 +48,6 @@ if TYPE_CHECKING:
 
 _LINEAR_OPS = ("linear", "reshape", "scale", "shift")
 
-
-LOG_FLOAT64_MAX = math.log(float(np.finfo(np.float64).max))
-
-
-def exp_or_inf(log_v: float) -> float:
-    """exp(log_v), inf beyond float64 (callers keep the logarithm beside it)."""
-    return math.exp(log_v) if log_v < LOG_FLOAT64_MAX else math.inf
 
 
 def _is_linear(node) -> bool:
