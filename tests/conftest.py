@@ -13,3 +13,4 @@ os.environ.setdefault("GENBOUNDS_JAX_CACHE", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")

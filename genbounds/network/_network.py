@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._activations import grid as _activation_grid
-from ._activations import identify
 from ._chain import Chain, chain_of, verify_chain
+from ._elementwise import relu as _relu
 from ._graph import Node, eval_node
 from ._layers import Layer, read_layers
 from ._trace import default_tolerance, trace_records
@@ -154,7 +153,7 @@ class Network:
         """
         read = read_layers(params, layers=layers, conv=conv)
         nodes = [Node("input", (), (read[0].fan_in,) if read[0].kind == "dense" else (), "")]
-        relu = identify(np.maximum(_activation_grid(), 0.0), tol=1e-9)
+        relu = _relu()
         for i, layer in enumerate(read):
             if i:
                 nodes.append(Node("activation", (len(nodes) - 1,), (), "", 1.0, activation=relu))
