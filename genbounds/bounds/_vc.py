@@ -375,9 +375,13 @@ def vc(
         net = as_network(params, layers=layers, caller="vc")
         chain = net.chain("vc (VC-dimension bound for piecewise-linear networks)",
                           dense_only=True)
+        # the linear pieces of each activation, read from its program (exact for
+        # piecewise-linear programs, None otherwise)
+        pieces_of = {n.activation.name: n.activation.pieces for n in net.nodes
+                     if n.op == "activation"}
         for names in chain.between:
             for name in names:
-                need = _PIECES.get(name.split("(")[0])
+                need = pieces_of[name] if name in pieces_of else _PIECES.get(name.split("(")[0])
                 if need is None:
                     raise NotBoundable(
                         f"vc: the activation {name!r} is not piecewise linear; the VC-dimension "

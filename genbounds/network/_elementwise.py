@@ -33,6 +33,7 @@ computes in real arithmetic (its float version is a step function at the scale o
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -417,6 +418,7 @@ def analyse(core: Expr) -> Activation:
         zs = select_thresholds(core, rows)
         m = max(16.0, 2.0 * max((abs(z) for z in zs), default=0.0) + 1.0)
         upper, lower = sup_abs_derivative(core, m, zs)
+        upper = _round_up(upper)
         try:
             zero = all(exact(core, Fraction(0), row, {}) == 0 for row in rows)
         except Inexact:
@@ -431,6 +433,20 @@ def analyse(core: Expr) -> Activation:
     except Unbounded as err:
         raise NotBoundable(f"the element-wise function g(t) = {text} cannot be bounded: "
                            f"{err}") from None
+
+
+def _round_up(x: float, digits: int = 7) -> float:
+    """x rounded up to ``digits`` significant digits (so that every spelling of a function,
+    whose bounds differ in the last bits, gets the same constant); exact floats of fewer digits
+    (1.0, 0.25) are kept."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    d = Decimal(x)
+    q = Decimal(1).scaleb(d.adjusted() - digits + 1)
+    r = float(d.quantize(q, rounding=ROUND_CEILING))
+    while r < x:
+        r = float(np.nextafter(r, math.inf))
+    return r
 
 
 def relu() -> Activation:

@@ -11,7 +11,10 @@ bounds $\sup_t |g'(t)|$ from above by rules per operation, never by sampling:
   with the exact ranges of each primitive's derivative on an interval (monotone or even
   functions are evaluated at the interval's end points or at $\min|u|$, $\max|u|$). Every
   computed end point is rounded outwards by $2^{-46}$ relative plus one ulp, far more than the
-  error of float64 arithmetic and of the libm/scipy functions used;
+  error of float64 arithmetic and of the libm/scipy functions used, except where the result is
+  exact: sums and products whose rounding error is 0 (TwoSum, Dekker's TwoProduct), and
+  $e^0 = 1$, $\tanh 0 = 0$, $\sigma(0) = 1/2$, $\operatorname{sech}^2 0 = 1$, $\sigma'(0) = 1/4$,
+  ... (so ELU gets exactly $\max(1, \alpha)$ and tanh exactly 1);
 * **branch and bound on $[-M, M]$.** The derivative bound over each piece of a partition is
   refined by bisection where it exceeds the largest derivative enclosed at a point; the result is
   the largest bound over all pieces (an upper bound whatever the refinement);
@@ -72,18 +75,37 @@ def _add(alo, ahi, blo, bhi):
             np.where(_exact_sum(ahi, bhi, hi), hi, _up(hi)))
 
 
-def _mul(alo, ahi, blo, bhi):
+def _exact_prod(a, b, p):
+    """Whether the float product p = a * b is exact (Dekker's TwoProduct error is 0)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        p = np.stack(np.broadcast_arrays(alo * blo, alo * bhi, ahi * blo, ahi * bhi))
-    p = np.where(np.isnan(p), 0.0, p)  # 0 * inf: an exact 0 times a finite value
-    return _dn(p.min(0)), _up(p.max(0))
+        ca, cb = 134217729.0 * a, 134217729.0 * b
+        ah, bh = ca - (ca - a), cb - (cb - b)
+        al, bl = a - ah, b - bh
+        err = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return (err == 0) & np.isfinite(p) & (np.abs(p) < 1e300)
+
+
+def _mul(alo, ahi, blo, bhi):
+    los, his = [], []
+    for a, b in ((alo, blo), (alo, bhi), (ahi, blo), (ahi, bhi)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            p = a * b
+        p = np.where(np.isnan(p), 0.0, p)  # 0 * inf: an exact 0 times a finite value
+        ok = _exact_prod(a, b, p) | (a == 0) | (b == 0)
+        los.append(np.where(ok, p, _dn(p)))
+        his.append(np.where(ok, p, _up(p)))
+    return np.minimum.reduce(np.broadcast_arrays(*los)), np.maximum.reduce(
+        np.broadcast_arrays(*his))
 
 
 def _recip(lo, hi):
     if np.any((lo <= 0) & (hi >= 0)):
         raise Unbounded("a division by a value that can be 0")
-    with np.errstate(divide="ignore"):
-        return _dn(1.0 / hi), _up(1.0 / lo)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rlo, rhi = 1.0 / hi, 1.0 / lo
+        ok_lo = _exact_prod(rlo, hi, rlo * hi) & (rlo * hi == 1.0)  # 1/x exact (x = 2^k)
+        ok_hi = _exact_prod(rhi, lo, rhi * lo) & (rhi * lo == 1.0)
+    return np.where(ok_lo, rlo, _dn(rlo)), np.where(ok_hi, rhi, _up(rhi))
 
 
 def _hull(a, b):
@@ -95,11 +117,15 @@ def _absrange(lo, hi):
     return amin, np.maximum(np.abs(lo), np.abs(hi))
 
 
-def _even_dec(f, lo, hi):
-    """Range of an even function decreasing in |u| over [lo, hi]."""
+def _even_dec(f, lo, hi, f0=None):
+    """Range of an even function decreasing in |u| over [lo, hi] (``f0``: its exact value at 0,
+    where it has one)."""
     amin, amax = _absrange(lo, hi)
     with np.errstate(over="ignore", under="ignore"):
-        return _dn(f(amax)), _up(f(amin))
+        top = _up(f(amin))
+        if f0 is not None:
+            top = np.where(amin == 0, f0, top)
+        return _dn(f(amax)), top
 
 
 def _ipow(lo, hi, n):
@@ -140,11 +166,17 @@ def _phi0(x):
 
 
 # name -> (value range on [lo, hi], derivative range on [lo, hi], domain check)
-def _mono(f, inc=True):
+def _mono(f, inc=True, exact=None):
+    """Range of a monotone function; ``exact``: (x, f(x)) where f(x) is an exact float."""
     def rng(lo, hi):
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             a, b = f(lo), f(hi)
-        return (_dn(a), _up(b)) if inc else (_dn(b), _up(a))
+        a, b = (_dn(a), _up(b)) if inc else (_dn(b), _up(a))
+        if exact is not None:
+            x, y = exact
+            lo_at, hi_at = (lo, hi) if inc else (hi, lo)
+            a, b = np.where(lo_at == x, y, a), np.where(hi_at == x, y, b)
+        return a, b
     return rng
 
 
@@ -153,21 +185,23 @@ def _dec_pos(f):  # decreasing on the (positive) domain
 
 
 UNARY = {
-    "exp": (_mono(np.exp), _mono(np.exp), None),
-    "expm1": (_mono(np.expm1), _mono(np.exp), None),
-    "log": (_mono(np.log), _dec_pos(lambda x: 1.0 / x), (0.0, "log of a value that can be <= 0")),
-    "log1p": (_mono(np.log1p), _dec_pos(lambda x: 1.0 / (1.0 + x)),
+    "exp": (_mono(np.exp, exact=(0.0, 1.0)), _mono(np.exp, exact=(0.0, 1.0)), None),
+    "expm1": (_mono(np.expm1, exact=(0.0, 0.0)), _mono(np.exp, exact=(0.0, 1.0)), None),
+    "log": (_mono(np.log, exact=(1.0, 0.0)), _dec_pos(lambda x: 1.0 / x),
+            (0.0, "log of a value that can be <= 0")),
+    "log1p": (_mono(np.log1p, exact=(0.0, 0.0)), _dec_pos(lambda x: 1.0 / (1.0 + x)),
               (-1.0, "log1p of a value that can be <= -1")),
-    "tanh": (_mono(np.tanh), lambda lo, hi: _even_dec(lambda x: 1.0 / np.cosh(x) ** 2, lo, hi),
-             None),
-    "logistic": (_mono(special.expit),
-                 lambda lo, hi: _even_dec(lambda x: special.expit(x) * special.expit(-x), lo, hi),
+    "tanh": (_mono(np.tanh, exact=(0.0, 0.0)),
+             lambda lo, hi: _even_dec(lambda x: 1.0 / np.cosh(x) ** 2, lo, hi, 1.0), None),
+    "logistic": (_mono(special.expit, exact=(0.0, 0.5)),
+                 lambda lo, hi: _even_dec(lambda x: special.expit(x) * special.expit(-x), lo, hi,
+                                          0.25),
                  None),
-    "erf": (_mono(special.erf), lambda lo, hi: _even_dec(_phi0, lo, hi), None),
-    "erfc": (_mono(special.erfc, inc=False),
+    "erf": (_mono(special.erf, exact=(0.0, 0.0)), lambda lo, hi: _even_dec(_phi0, lo, hi), None),
+    "erfc": (_mono(special.erfc, inc=False, exact=(0.0, 1.0)),
              lambda lo, hi: tuple(-v for v in reversed(_even_dec(_phi0, lo, hi))), None),
-    "atan": (_mono(np.arctan), lambda lo, hi: _even_dec(lambda x: 1.0 / (1.0 + x * x), lo, hi),
-             None),
+    "atan": (_mono(np.arctan, exact=(0.0, 0.0)),
+             lambda lo, hi: _even_dec(lambda x: 1.0 / (1.0 + x * x), lo, hi, 1.0), None),
     "sin": (_sin, _cos, None),
     "cos": (_cos, lambda lo, hi: tuple(-v for v in reversed(_sin(lo, hi))), None),
     "sqrt": (_mono(np.sqrt), _dec_pos(lambda x: 0.5 / np.sqrt(x)),

@@ -168,7 +168,8 @@ class _Tail:
         if op == "div":
             u, v = self.run(e.args[0]), self.run(e.args[1])
             r = self._recip(v)
-            return _T(b, None, None, _emul(self.env(u), self.env(r)),
+            lu, uu = self._mul_aff(u, r)
+            return _T(b, lu, uu, _emul(self.env(u), self.env(r)),
                       _eadd(_emul(self.denv(u), self.env(r)), _emul(self.env(u), self.denv(r))))
         if op in ("max", "min"):
             u, v = self.run(e.args[0]), self.run(e.args[1])
@@ -364,4 +365,4 @@ def sup_abs_derivative(expr, m: float, breaks=(), *, rtol: float = 1e-7,
         lo, hi = np.concatenate([lo, mid]), np.concatenate([mid, hi])
     if not math.isfinite(settled):
         raise Unbounded("its derivative is unbounded")
-    return float(_up(settled)), lower
+    return float(settled), lower
