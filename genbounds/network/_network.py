@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genbounds.core._checks import NotBoundable
+
 from ._chain import Chain, chain_of, verify_chain
 from ._elementwise import relu as _relu
 from ._graph import Node, eval_node
@@ -312,4 +314,26 @@ def as_network(params: Any, *, apply_fn: Callable | None = None, X: Any = None,
 
 _UNTRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
                 jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+def require_function(net: Network, caller: str) -> None:
+    """Refuses a network whose structure was assumed, not read from its function.
+
+    A Lipschitz constant, and anything certified from one, depends on the activation
+    functions, which parameters alone do not show: a chain read from parameter names assumes
+    ReLU, and a number for a function that was not read is not certified.
+
+    Raises:
+      NotBoundable: ``net`` was read from parameter names (no ``apply_fn``, or an ``apply_fn``
+        jax could not trace).
+    """
+    if not net.structure_assumed:
+        return
+    why = [n for n in net.notes if "could not be traced" in n]
+    raise NotBoundable(
+        f"{caller} needs the network's function: pass apply_fn=... (e.g. model.apply) with X, "
+        "or a Network from genbounds.Network.trace. The constant depends on the activation "
+        "functions, which parameters alone do not show (read from parameter names, the network "
+        "would be assumed to be a ReLU chain, and a number for an assumed function is not "
+        "certified)" + (f"; {why[0]}" if why else ""))
 
