@@ -408,6 +408,10 @@ def vc(
             f"h = {int(h)}: {kind} of the {len(sizes) - 1}-layer network {sizes} with "
             f"{pieces}-piece activations (docs/bounds/vc.md)"
         )
+        if net.structure_assumed:
+            notes.append("read from parameter names: piecewise-linear (ReLU-like) activations "
+                         "are assumed, not read; pass a Network from Network.trace to have "
+                         "them read from the function")
         reference = _VAPNIK + "; " + _VCDIM
     else:
         raise ValueError("vc needs params (a network) or vc_dim (a VC dimension); got neither")
