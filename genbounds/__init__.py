@@ -29,7 +29,6 @@ home. Importing genbounds turns on JAX's persistent compilation cache (opt out w
 ``GENBOUNDS_JAX_CACHE=0``).
 """
 
-from __future__ import annotations
 
 import importlib as _importlib
 from typing import Any as _Any

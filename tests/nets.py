@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from helpers import promoting
+from helpers import promoting  # the Flax models below mix float32 and float64 in places
 
 
 @dataclasses.dataclass
@@ -70,12 +70,14 @@ def _linen(name: str, model: nn.Module, shape: tuple, *, dtype=jnp.float64, n: i
 
 class MLP(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         return nn.Dense(3)(nn.relu(nn.Dense(16)(x)))
 
 
 class CNN(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         x = nn.relu(nn.Conv(4, (3, 3))(x))
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -87,6 +89,8 @@ class ResBlock(nn.Module):
     strides: int = 1
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         bn = lambda: nn.BatchNorm(use_running_average=True)  # noqa: E731
         h = nn.relu(bn()(nn.Conv(self.features, (3, 3), strides=self.strides,
@@ -102,6 +106,8 @@ class ResNet(nn.Module):
     global average pooling and a dense classifier."""
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         x = nn.relu(nn.BatchNorm(use_running_average=True)(
             nn.Conv(4, (3, 3), use_bias=False)(x)))
@@ -117,6 +123,8 @@ class MixerBlock(nn.Module):
     layer_norm: bool
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         norm = nn.LayerNorm if self.layer_norm else (lambda: (lambda z: z))
         h = norm()(x)
@@ -137,6 +145,8 @@ class Mixer(nn.Module):
     channels: int = 8
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         x = nn.Conv(self.channels, (self.patch, self.patch), strides=self.patch,
                     padding="VALID")(x)
@@ -154,6 +164,8 @@ class Transformer(nn.Module):
     dim: int = 8
 
     @nn.compact
+
+    @promoting
     def __call__(self, x):
         x = nn.Dense(self.dim)(x)
         pos = self.param("pos", nn.initializers.normal(0.1), x.shape[1:], x.dtype)

@@ -190,6 +190,10 @@ def test_random_bad_arguments_give_one_line_and_exit_code_2(never_written, data)
             code = main(argv)
         except SystemExit as e:  # argparse's own exit
             code = e.code
+        except UserError:  # --debug re-raises a refused value: the traceback it asks for
+            assert "--debug" in argv, argv
+            assert not never_written.exists(), argv
+            return
     text = err.getvalue()
     assert code == 2, (argv, text)
     assert text.count("\n") == 1 and text.endswith("\n"), (argv, text)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import promoting  # the Flax models below mix float32 and float64 in places
 
 import genbounds
 from genbounds import Network
@@ -34,6 +35,7 @@ def _operator(net, node):
 
 class TokenDense(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):  # x: (batch, tokens, features)
         h = nn.Dense(5, use_bias=False, name="per_token")(x)
         h = jnp.swapaxes(h, 1, 2)
@@ -70,6 +72,7 @@ def _ln_ref(x, eps, rms=False):
 def test_layernorm_and_rmsnorm_are_read_with_lipschitz_one_over_sqrt_eps(module, rms):
     class M(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(3)(module()(nn.Dense(6)(x)))
 
@@ -102,6 +105,7 @@ def test_layernorm_and_rmsnorm_are_read_with_lipschitz_one_over_sqrt_eps(module,
 
 class Res(nn.Module):
     @nn.compact
+    @promoting
     def __call__(self, x):
         h = nn.Dense(6, use_bias=False, name="w1")(x)
         h = nn.Dense(6, use_bias=False, name="w2")(nn.relu(h))
@@ -142,6 +146,7 @@ def test_sorted_keys_with_one_chaining_order_are_accepted():
 def test_layernorm_named_with_parameters_alone():
     class LN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             return nn.Dense(2)(nn.LayerNorm()(nn.Dense(4)(x)))
 
@@ -153,6 +158,7 @@ def test_layernorm_named_with_parameters_alone():
 def test_dziugaite_roy_perturbs_only_params_with_batch_stats():
     class BN(nn.Module):
         @nn.compact
+        @promoting
         def __call__(self, x):
             h = nn.BatchNorm(use_running_average=True)(nn.Dense(6)(x))
             return nn.Dense(2)(nn.relu(h))

@@ -19,6 +19,7 @@ from genbounds.core._checks import (
     check_positive,
     check_unit_interval,
     checked_result,
+    refuse_margin_inputs_without_y,
 )
 from genbounds.core._grid import grid_ratio, union_grid
 from genbounds.losses._margins import ramp_loss, training_margins
@@ -426,11 +427,8 @@ def golowich(
     reference = GOLOWICH_REFERENCE + f", {theorem}"
 
     if y is None:
-        for name, v in (("apply_fn", apply_fn), ("logits", logits), ("margin", margin),
-                        ("margin_quantile", margin_quantile)):
-            if v is not None:
-                raise ValueError(f"golowich: {name} was given without y; the margin bound "
-                                 "needs the training labels y")
+        refuse_margin_inputs_without_y("golowich", apply_fn=apply_fn, logits=logits,
+                                       margin=margin, margin_quantile=margin_quantile)
         return Bound(name="golowich", value=None, complexity=complexity, terms=terms, n=n,
                      reference=reference, notes=tuple(notes))
 

@@ -19,6 +19,7 @@ from genbounds.core._checks import (
     check_positive,
     check_unit_interval,
     checked_result,
+    refuse_margin_inputs_without_y,
 )
 from genbounds.core._grid import grid_ratio, union_grid
 from genbounds.losses._margins import ramp_loss, training_margins
@@ -250,11 +251,8 @@ def gonon(
              f"window K = {st.kernel}",
              "sigma = max(1, largest |x| of the training inputs)"]
     if y is None:
-        for name, v in (("apply_fn", apply_fn), ("logits", logits), ("margin", margin),
-                        ("margin_quantile", margin_quantile)):
-            if v is not None:
-                raise ValueError(f"gonon: {name} was given without y; the margin bound needs "
-                                 "the training labels y")
+        refuse_margin_inputs_without_y("gonon", apply_fn=apply_fn, logits=logits,
+                                       margin=margin, margin_quantile=margin_quantile)
         return Bound(name="gonon", value=None, complexity=rad, terms=terms, n=n,
                      reference=GONON_REFERENCE, notes=tuple(notes))
 

@@ -383,3 +383,13 @@ class NotBoundable(ValueError):
     structure or an operation (a chain bound on a residual net, LayerNorm, a fully connected
     theorem on a CNN). A `ValueError`, so callers that catch those keep working; `report` lists
     these as skipped, and raises every other error (a caller's mistake is never hidden)."""
+
+
+def refuse_margin_inputs_without_y(caller: str, **given: Any) -> None:
+    """A margin bound's inputs (``apply_fn``, ``logits``, ``margin``, ``margin_quantile``) given
+    without the labels ``y``: an error naming the first, rather than a complexity that silently
+    ignores them."""
+    for name, v in given.items():
+        if v is not None:
+            raise ValueError(f"{caller}: {name} was given without y; the margin bound needs the "
+                             "training labels y")

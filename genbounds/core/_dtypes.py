@@ -38,3 +38,10 @@ def standard_promotion() -> Any:
     count, which strict promotion refuses. Wrapping the call keeps it (and its numbers) working
     when the caller runs under ``jax_numpy_dtype_promotion="strict"``."""
     return jax.numpy_dtype_promotion("standard")
+
+
+def promoted(op: Any, a: Any, b: Any) -> jax.Array:
+    """``op(a, b)`` with `a` and `b` first cast to their `promoted_dtype`: the one binary
+    operation standard promotion would do implicitly, stated (float32 weights may meet float64
+    statistics or data)."""
+    return op(*promote(a, b))

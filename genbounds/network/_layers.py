@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import check_finite_tree, check_no_none_leaves
-from genbounds.core._dtypes import promote
+from genbounds.core._dtypes import promoted
 
 _KERNEL_NAMES = ("kernel", "w", "weight", "W")
 _BIAS_NAMES = ("bias", "b")
@@ -304,15 +304,11 @@ def _fold_batchnorm(layer: Layer, bn: dict, bn_path: str, eps_default: float) ->
             "read with its Lipschitz constant max|scale|/sqrt(eps)); if it is a BatchNorm, "
             "pass the full variables with 'batch_stats'")
     eps = float(bn.get("__epsilon__", eps_default))
-    # Statistics and weights may differ in dtype (float32 weights, float64 statistics): each
-    # operation promotes its two operands explicitly, as standard promotion would.
-    scale, var = promote(bn["scale"], bn["var"])
-    factor = scale / jnp.sqrt(var + eps)
+    factor = promoted(jnp.divide, bn["scale"], jnp.sqrt(jnp.asarray(bn["var"]) + eps))
     bias = jnp.zeros(layer.fan_out, factor.dtype) if layer.bias is None else layer.bias
-    new_bias = jnp.subtract(*promote(bias, bn["mean"]))
-    new_bias = jnp.add(*promote(jnp.multiply(*promote(new_bias, factor)), bn["bias"]))
-    kernel = jnp.multiply(*promote(layer.kernel, factor))
-    return dataclasses.replace(layer, kernel=kernel, bias=new_bias, folded=True)
+    shift = promoted(jnp.multiply, promoted(jnp.subtract, bias, bn["mean"]), factor)
+    return dataclasses.replace(layer, kernel=promoted(jnp.multiply, layer.kernel, factor),
+                               bias=promoted(jnp.add, shift, bn["bias"]), folded=True)
 
 
 def _conv_spec(path: str, conv: Any) -> ConvSpec:
@@ -377,20 +373,18 @@ def _check_real_leaves(tree: Any) -> None:
     """Every leaf must be a real numeric array: an object, string or complex array (a kernel
     loaded from a pickle, a misread file) is named by its path, not left to fail inside jax."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None:
-            try:
-                dtype = np.asarray(leaf).dtype
-            except Exception:  # noqa: BLE001 - reported below as not an array
-                dtype = np.dtype(object)
+        try:  # a leaf without a dtype is read as an array (an object array if it is none)
+            dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        except Exception:  # noqa: BLE001 - reported below as not an array
+            dtype = np.dtype(object)
         if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
             bad = "a PRNG key array"
         elif np.dtype(dtype).kind in "OUSVcMm":
             bad = f"dtype {dtype}"
         else:
             continue
-        raise TypeError(f"params{jax.tree_util.keystr(path)} must be a real numeric array, got "
-                        f"{bad}")
+        raise TypeError(f"params{jax.tree_util.keystr(path)} must be a real numeric array (params "
+                        f"a tree of arrays), got {bad}")
 
 
 def read_layers(

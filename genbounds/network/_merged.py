@@ -14,7 +14,7 @@ improvements, each used only where it is smaller:
   $x, x'$ the mean-value theorem along the segment gives
   $t(x) - t(x') = (c_P P + c_B B D A)(s(x) - s(x'))$ with $D$ diagonal, entries in
   $[m - r, m + r]$, so writing $D = mI + (D - mI)$, $\|D - mI\| \le r$:
-  $$\mathrm{Lip}(s \mapsto t) \le \|c_P P + m\, c_B B A\| + r\,|c_B|\,\|B\|\,\|A\|,$$
+  $\mathrm{Lip}(s \mapsto t) \le \|c_P P + m\, c_B B A\| + r\,\lvert c_B\rvert\,\|B\|\,\|A\|$,
   never more than $|c_P|\|P\| + |c_B|\|B\|\,\max(|m-r|,|m+r|)\,\|A\|$ (the composition). For ReLU
   ($m = r = 1/2$) a residual block $x + W_2\,\mathrm{relu}(W_1 x)$ gets
   $\|I + \tfrac12 W_2W_1\| + \tfrac12\|W_2\|\|W_1\|$ in place of $1 + \|W_2\|\|W_1\|$; the

@@ -21,8 +21,10 @@ re-evaluation of the records against ``apply_fn`` (`Network.trace`) checks the r
 layer acts on each token or position independently, so the same constant holds for the whole
 example). Let $d$ be the number of normalised entries, $P = I - \frac1d \mathbf 1\mathbf 1^\top$
 the centring projection and $u = Px$, so $\sigma^2 = \|u\|^2/d$ and
+
 $$N(x) = \frac{u}{\sqrt{\|u\|^2/d + \varepsilon}} = \sqrt d\, h(u), \qquad
 h(u) = \frac{u}{\sqrt{\|u\|^2 + c}},\ c = d\varepsilon .$$
+
 The Jacobian of $h$ is $s^{-1}(I - uu^\top/s^2)$ with $s = \sqrt{\|u\|^2 + c}$: its eigenvalues
 are $1/s$ (on $u^\perp$) and $c/s^3$ (along $u$), both at most $1/\sqrt c$, with equality at
 $u = 0$. Since $\|P\| = 1$ and the domain is convex, $\mathrm{Lip}(N) \le \sqrt d/\sqrt{d
