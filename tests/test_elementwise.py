@@ -108,7 +108,7 @@ def test_piecewise_linear_facts_are_exact():
 
 SPELLINGS = {
     "relu": [nn.relu, lambda x: jnp.maximum(x, 0.0), lambda x: jnp.where(x > 0, x, 0.0),
-             lambda x: x * (x > 0), lambda x: jnp.clip(x, 0.0, None),
+             lambda x: x * (x > 0).astype(x.dtype), lambda x: jnp.clip(x, 0.0, None),
              lambda x: 0.5 * jnp.abs(x) + 0.5 * x],
     "leaky_relu": [lambda x: nn.leaky_relu(x, 0.1), lambda x: jnp.where(x >= 0, x, 0.1 * x),
                    lambda x: jnp.maximum(x, 0.1 * x)],
@@ -148,15 +148,15 @@ def test_prelu_gets_max_of_one_and_max_abs_slope(a, want):
         def __call__(self, x):
             return nn.Dense(3)(nn.PReLU(negative_slope_init=-1.75)(nn.Dense(4)(x)))
 
-    x = jnp.ones((2, 3))
+    x = jnp.ones((2, 3), jnp.float32)
     v = PReLUNet().init(jax.random.key(0), x)
     net = Network.trace(PReLUNet().apply, v, x)
     assert [n.lipschitz for n in net.nodes if n.op == "activation"] == [1.75]
 
 
 FOOLING = {  # each is refused (the reason named) or gets a constant >= its true sup|g'|
-    "thresholded_relu": (lambda h: h * (h > 0.05), "discontinuous at t = 0.05"),
-    "hard_shrink": (lambda h: h * (jnp.abs(h) > 0.05), "discontinuous"),
+    "thresholded_relu": (lambda h: h * (h > 0.05).astype(h.dtype), "discontinuous at t = 0.05"),
+    "hard_shrink": (lambda h: h * (jnp.abs(h) > 0.05).astype(h.dtype), "discontinuous"),
     "relu_with_jump": (lambda h: jnp.where(h > 0, h, 1e-9), "discontinuous at t = 0"),
     "rounded_relu": (lambda h: jnp.round(nn.relu(h) * 1000.0) / 1000.0, "'round'"),
     "sign": (lambda h: jnp.sign(h) * h, "'sign'"),
