@@ -94,11 +94,7 @@ def test_transformer_is_recorded_and_refused_only_where_a_lipschitz_constant_is_
     net = nets.make_transformer()
     traced = Network.trace(net.apply_fn, net.params, net.X)
     ops = [n.op for n in traced.nodes]
-    # LayerNorm_1 and LayerNorm_2 are read as norms; LayerNorm_0, whose input is the first Dense
-    # with its bias still pending as an element-wise program, is recorded opaque (sound: every
-    # Lipschitz quantity refuses it; the reading of a norm over a pending affine map is a known
-    # gap of the element-wise analysis, docs/networks.md)
-    assert ops.count("norm") >= 2 and "opaque" in ops
+    assert ops.count("norm") == 3 and "opaque" in ops
     # the query, key, value and output projections are dense maps over (tokens, features)
     assert sum(1 for n in traced.nodes if n.op == "linear") >= 8
     with pytest.raises(NotBoundable, match="attention"):

@@ -74,9 +74,14 @@ class StructuredValues:
                 and 0 not in tuple(eqn.params["axes"]):
             x = ins[0]
             expr = _norm.X
-            if x.expr is not None and x.expr is not VAR and _norm.is_square_fn(
-                    lambda t, e=x.expr: evaluate(e, t), x.dtype):
-                node = x.node
+            sq = x.expr
+            while sq is not None and sq.op == "id":  # dtype conversions
+                sq = sq.args[0]
+            if sq is not None and sq.op == "ipow" and sq.info.get("n") == 2:
+                # a sum of squares (a variance or RMS): the square of the pending program's
+                # argument, which is materialised as the record the norm reads
+                inner = self.Act(x.node, x.shape, x.dtype, expr=sq.args[0], scope=x.scope)
+                node = self.materialise(inner, consumer="reduction")
                 expr = ("p", jax.lax.square_p, {}, _norm.X)
             else:
                 node = self.materialise(x, consumer="reduction")

@@ -154,6 +154,7 @@ class _Interpreter(StructuredValues):
 
     def __init__(self, leaf_paths: Sequence[str], batch: int, tol: float):
         self.nodes: list[Node] = []
+        self._materialised: dict[tuple[int, int], tuple[Expr, int]] = {}
         self.leaf_paths = list(leaf_paths)
         self.batch = batch
         self.tol = tol
@@ -170,6 +171,10 @@ class _Interpreter(StructuredValues):
         if v.expr is None or v.expr is VAR:
             return v.node
         if v._done is not None:
+            return v._done
+        same = self._materialised.get((v.node, id(v.expr)))
+        if same is not None:  # the same pending program reached by another value
+            v._done = same[1]
             return v._done
         if np.dtype(v.dtype) == bool:
             raise _refuse(v.scope, "a comparison of activations is used by a non-element-wise "
@@ -195,6 +200,7 @@ class _Interpreter(StructuredValues):
                 node = self.add_node(Node(kind, (node,), shape, v.scope, lip,
                                           info={"c": np.asarray(val, np.float64)}))
         v._done = node
+        self._materialised[(v.node, id(v.expr))] = (v.expr, node)  # the expr kept alive with its id
         return node
 
     def act_out(self, node: int, aval, scope: str) -> _Act:
