@@ -148,7 +148,7 @@ def test_bft_matches_reference(problem):
                             method="exact")
     np.testing.assert_allclose(b2.value, b.value, rtol=1e-12)
     # a numpy apply_fn cannot be read by jax: nothing is certified from it
-    with pytest.raises(genbounds.NotBoundable, match="could not be traced"):
+    with pytest.raises(genbounds.NotBoundable, match="spectral: apply_fn could not be traced by jax"):
         genbounds.spectral(tree, X=X, y=y, apply_fn=_forward, margin=gamma, method="exact")
 
 

@@ -78,6 +78,8 @@ def _val(n, row):
         v = np.asarray(n.const).reshape(-1)[0]
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
+    if not np.isfinite(v):  # e.g. the -inf that starts a max: not an exact rational piece
+        raise NotPWL
     return Fraction(float(v))
 
 
@@ -235,7 +237,10 @@ def exact(e, t, row, memo):
     if op == "var":
         r = t
     elif op == "const":
-        r = _val(e, row)
+        try:
+            r = _val(e, row)
+        except NotPWL:  # an infinite constant: no exact rational value
+            raise Inexact from None
     elif op == "refuse":
         raise Unbounded(e.info["reason"])
     elif op == "select":

@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import NotBoundable
+from genbounds.core._dtypes import default_tolerance
 
 from ._chain import Chain, chain_of
 from ._elementwise import relu as _relu
 from ._graph import Node, eval_node
 from ._layers import Layer, read_layers
-from ._trace import default_tolerance, trace_records
+from ._trace import trace_records
 
 
 class Network:
@@ -140,8 +141,10 @@ class Network:
         want = np.asarray(call(tree, x), np.float64)
         if not np.all(np.isfinite(want)):
             small = np.dtype(dtype).itemsize < 8
+            nan, inf = int(np.isnan(want).sum()), int(np.isinf(want).sum())
             raise ValueError(
-                f"apply_fn(params, {what}) is not finite on finite inputs: "
+                f"apply_fn(params, {what}) is not finite on finite inputs ({nan} NaN and {inf} "
+                f"infinite entries): "
                 + (f"the network's outputs overflowed {np.dtype(dtype).name} (a deep or "
                    "large-weight net); evaluate it in float64 (jax_enable_x64 and float64 "
                    "params and x)" if small else "it returned NaN or inf"))
@@ -307,10 +310,11 @@ def _check_traceable(call: Callable, tree: Any, x: jax.Array) -> None:
     except _UNTRACEABLE as e:
         first = str(e).strip().splitlines()[0][:160]
         raise NotBoundable(
-            "Network.trace: apply_fn cannot be traced: it uses the values of params or x in "
-            "Python (an `if` or `bool()` on an array, a numpy call, an int() of an array), "
-            f"which tracing does not see ({type(e).__name__}: {first}); write the branch with "
-            "jnp.where or jax.lax.cond, or pass the parameters alone to read them by name"
+            "Network.trace: apply_fn could not be traced by jax: it uses the values of params "
+            "or x in Python (an `if` or `bool()` on an array, a numpy call, an int() of an "
+            f"array), which tracing does not see ({type(e).__name__}: {first}); write it with "
+            "jax.numpy (jnp.where or jax.lax.cond for branches). A number for a function that "
+            "was not read is not certified"
         ) from e
     except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
         raise TypeError(
@@ -363,13 +367,8 @@ def as_network(params: Any, *, apply_fn: Callable | None = None, X: Any = None,
         x = X[: min(int(X.shape[0]), 16)]  # the jaxpr is the same for every batch size
         try:
             net = Network.trace(apply_fn, params, x)
-        except _UNTRACEABLE as e:
-            first = str(e).strip().splitlines()[0][:160]
-            raise NotBoundable(
-                f"{caller}: apply_fn could not be traced by jax ({type(e).__name__}: {first}); "
-                "a number for a function that was not read is not certified. Write apply_fn "
-                "with jax.numpy (no numpy conversions or Python control flow on values), or "
-                "pass a Network from genbounds.Network.trace") from None
+        except NotBoundable as e:  # named for the function the user called
+            raise NotBoundable(f"{caller}: {str(e).removeprefix('Network.trace: ')}") from None
         net.verify(X)  # the records, on every example a bound will use
         return net
     return Network.from_params(params, layers=layers, conv=conv)

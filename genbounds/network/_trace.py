@@ -44,11 +44,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
 from genbounds.core._checks import NotBoundable
+from genbounds.core._dtypes import analysis_dtype, default_tolerance
 
 from ._elementwise import VAR, Expr, apply, constant, decompose
 from ._graph import Node, simplify
@@ -372,7 +372,7 @@ class _Interpreter(StructuredValues):
         contract = tuple(a - 1 for a in lc)
         positions = int(np.prod([s for i, s in enumerate(x.shape[1:]) if i not in contract]))
         path = self.const_prov_path(w, kernel.shape, scope)
-        layer = Layer(path=path, kind="dense", kernel=_analysis_dtype(kernel))
+        layer = Layer(path=path, kind="dense", kernel=analysis_dtype(kernel))
         info = {"dtype": aval.dtype}
         if len(x.shape) != 2 or len(out_dims) != 1:
             info.update(contract=contract, out_dims=out_dims, positions=positions)
@@ -424,7 +424,7 @@ class _Interpreter(StructuredValues):
         strides = tuple(int(s) for s in p["window_strides"])
         spec = ConvSpec(strides=strides, padding=padding, input_shape=spatial)
         path = self.const_prov_path(w, k.shape, scope)
-        layer = Layer(path=path, kind="conv", kernel=_analysis_dtype(k), conv=spec)
+        layer = Layer(path=path, kind="conv", kernel=analysis_dtype(k), conv=spec)
         info = {"in_perm": in_perm, "out_perm": tuple(out_perm), "channel_axis": out[1] - 1,
                 "dtype": aval.dtype}
         n = self.add_node(Node("linear", (node,), tuple(aval.shape[1:]), scope, layer=layer,
@@ -541,27 +541,6 @@ class _Interpreter(StructuredValues):
         lip = 1.0 + math.sqrt(k) if fname == "log_softmax" else 1.0
         n = self.add_node(Node(fname, (node,), tuple(aval.shape[1:]), scope, lip))
         return self.act_out(n, aval, scope)
-
-
-
-def _analysis_dtype(kernel: Any) -> jax.Array:
-    """A kernel as the bounds analyse it: half-precision (float16, bfloat16) kernels in float32
-    (exactly: every half-precision value is a float32 value), so that norms are not computed in
-    the network's low precision; the records still evaluate in the network's dtype."""
-    k = jnp.asarray(kernel)
-    if jnp.issubdtype(k.dtype, jnp.floating) and k.dtype.itemsize < 4:
-        k = k.astype(jnp.float32)
-    return k
-
-
-def default_tolerance(dtype: Any) -> float:
-    """The tolerance of the records' verification for outputs of this dtype (relative to the
-    largest output magnitude): 1e-9 in float64, 1e-4 in float32, 8 units in the last place in
-    float16 (7.8e-3) and bfloat16 (3.1e-2), whose own rounding is that coarse."""
-    dt = jnp.dtype(dtype)
-    if dt.itemsize < 4 and jnp.issubdtype(dt, jnp.floating):
-        return 8.0 * float(jnp.finfo(dt).eps)
-    return 1e-4 if dt.itemsize <= 4 else 1e-9
 
 
 def trace_records(call: Callable[[Any, Any], Any], tree: Any,
