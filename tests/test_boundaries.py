@@ -238,7 +238,7 @@ def test_trace_names_python_control_flow_and_wrong_width():
         z = f(p, x)
         return z if z.sum() > 0 else -z
 
-    with pytest.raises(NotBoundable, match=r"apply_fn cannot be traced: .*jnp.where"):
+    with pytest.raises(NotBoundable, match=r"apply_fn could not be traced by jax: .*jnp.where"):
         Network.trace(branchy, W, X)
     with pytest.raises(TypeError, match=r"apply_fn\(params, x\) failed on x of shape \(40, 3\)"):
         Network.trace(f, W, X[:, :3])
