@@ -30,11 +30,11 @@ from genbounds.losses._losses import zero_one as zero_one
 
 # --- network ---
 from genbounds.network import _norms as network_norms_module  # its kernel entry, counted in tests
-from genbounds.network._activations import _FIXED as KNOWN_ACTIVATIONS
-from genbounds.network._activations import _GRID as ACTIVATION_GRID
 from genbounds.network._graph import eval_node as eval_node
-from genbounds.network._activations import identify as identify
 from genbounds.network._path_lifting import lifting_structure as lifting_structure
+from genbounds.network._elementwise import VAR as ELEMENTWISE_VAR
+from genbounds.network._elementwise import analyse as analyse_elementwise
+from genbounds.network._elementwise import relu as relu_activation
 
 # --- bounds ---
 from genbounds.bounds._spectral import _augmented as spectral_augmented

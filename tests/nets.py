@@ -58,13 +58,13 @@ def _linen(name: str, model: nn.Module, shape: tuple, *, dtype=jnp.float64, n: i
            seed: int = 0) -> Net:
     key = jax.random.key(seed)
     X = jax.random.normal(jax.random.fold_in(key, 1), (n,) + shape, dtype)
-    params = _randomise_stats(model.init(jax.random.fold_in(key, 2), X),
+    params = _randomise_stats(promoting(model.init)(jax.random.fold_in(key, 2), X),
                               jax.random.fold_in(key, 4))
-    init = _randomise_stats(model.init(jax.random.fold_in(key, 3), X),
+    init = _randomise_stats(promoting(model.init)(jax.random.fold_in(key, 3), X),
                             jax.random.fold_in(key, 4))
     params = jax.tree.map(lambda a: a.astype(dtype), params)
     init = jax.tree.map(lambda a: a.astype(dtype), init)
-    apply_fn = model.apply
+    apply_fn = promoting(model.apply)
     return Net(name, apply_fn, params, init, X, _labels(apply_fn, params, X))
 
 

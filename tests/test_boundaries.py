@@ -85,10 +85,16 @@ def test_seeds_checked_before_any_work():
 def test_certified_label_out_of_range_and_nan_logits():
     dense = {"Dense_0": {"kernel": np.asarray(W["w"])}}
     with pytest.raises(ValueError, match=r"y must hold labels in \[0, 3\) .* up to 7"):
-        adversarial.certified_radius(dense, X=X, y=np.where(Y == 0, 7, Y))
+        adversarial.certified_radius(dense, X=X, y=np.where(Y == 0, 7, Y), apply_fn=linear)
     huge = {"Dense_0": {"kernel": np.full((4, 4), 1e200)}, "Dense_1": {"kernel": np.eye(4, 3)}}
-    with pytest.raises(ValueError, match=r"logits on X is not finite \(\d+ NaN and \d+ inf"):
-        adversarial.certified_radius(huge, X=np.abs(X) * 1e200, y=Y)
+    with pytest.raises(ValueError, match=r"apply_fn\(params, x\) is not finite on finite inputs "
+                                         r"\(\d+ NaN and \d+ infinite"):
+        adversarial.certified_radius(huge, X=np.abs(X) * 1e200, y=Y, apply_fn=chain)
+
+
+def linear(p, x):
+    """The one-layer network of a {"Dense_0": {"kernel": W}} dict."""
+    return x @ p["Dense_0"]["kernel"]
 
 
 def overflowing_net(pairs=2, big=1e155):
@@ -115,7 +121,7 @@ def chain(p, x):
 def test_certified_radius_in_log_space_beyond_float64(method):
     Xp = np.abs(RNG.normal(size=(6, 2))) + 0.5
     y = np.zeros(6, int)
-    r = adversarial.certified_radius(overflowing_net(), X=Xp, y=y, method=method)
+    r = adversarial.certified_radius(overflowing_net(), X=Xp, y=y, apply_fn=chain, method=method)
     log_l = r.terms["log_lipschitz"]
     assert r.lipschitz == math.inf and log_l > 709
     np.testing.assert_allclose(log_l, 2 * math.log(1e155) + 0.5 * math.log(2.0), rtol=1e-9)
@@ -232,7 +238,7 @@ def test_trace_names_python_control_flow_and_wrong_width():
         z = f(p, x)
         return z if z.sum() > 0 else -z
 
-    with pytest.raises(NotBoundable, match=r"apply_fn cannot be traced: .*jnp.where"):
+    with pytest.raises(NotBoundable, match=r"apply_fn could not be traced by jax: .*jnp.where"):
         Network.trace(branchy, W, X)
     with pytest.raises(TypeError, match=r"apply_fn\(params, x\) failed on x of shape \(40, 3\)"):
         Network.trace(f, W, X[:, :3])

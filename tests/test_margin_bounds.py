@@ -7,6 +7,7 @@ rounding and prior), and checked for the properties a bound must have.
 
 import math
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -32,6 +33,16 @@ def _forward(tree, X):
         h = h @ tree[k]["kernel"] + tree[k].get("bias", 0.0)
         if j < len(keys) - 1:
             h = np.maximum(h, 0.0)
+    return h
+
+
+def _forward_jax(tree, X):
+    h = X
+    keys = list(tree)
+    for j, k in enumerate(keys):
+        h = h @ tree[k]["kernel"] + tree[k].get("bias", 0.0)
+        if j < len(keys) - 1:
+            h = jax.nn.relu(h)
     return h
 
 
@@ -132,9 +143,13 @@ def test_bft_matches_reference(problem):
                            method="exact")
     np.testing.assert_allclose(b.value, bft_reference(tree, X, y, gamma, 0.05), rtol=1e-10)
     assert b.n == 200 and b.delta == 0.05 and b.vacuous
-    # apply_fn path gives the same number
-    b2 = genbounds.spectral(tree, X=X, y=y, apply_fn=_forward, margin=gamma, method="exact")
+    # apply_fn path gives the same number (the network is traced from a jax function)
+    b2 = genbounds.spectral(tree, X=X, y=y, apply_fn=_forward_jax, margin=gamma,
+                            method="exact")
     np.testing.assert_allclose(b2.value, b.value, rtol=1e-12)
+    # a numpy apply_fn cannot be read by jax: nothing is certified from it
+    with pytest.raises(genbounds.NotBoundable, match="spectral: apply_fn could not be traced by jax"):
+        genbounds.spectral(tree, X=X, y=y, apply_fn=_forward, margin=gamma, method="exact")
 
 
 def test_bft_certified_is_not_below_exact(problem):

@@ -104,7 +104,7 @@ def test_certified_radius_below_pgd_distance_and_attacks_stay_in_ball_and_box(no
     X = rng.uniform(-1.0, 1.0, size=(8, 3)).astype(np.float32)
     y = rng.integers(0, 3, 8)
     params = {"Dense_0": {"kernel": W}}
-    r = adversarial.certified_radius(params, X=X, y=y, norm=norm)
+    r = adversarial.certified_radius(params, X=X, y=y, apply_fn=linear, norm=norm)
     box = (-1.0, 1.0)
     for attack in ("pgd", "fgsm"):
         kw = {"steps": 10, "key": jax.random.key(seed)} if attack == "pgd" else {}

@@ -6,11 +6,13 @@ import json
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import genbounds
+from genbounds import NotBoundable
 from genbounds.data import load
 from genbounds.internal import lmt_power_start as _power_start
 from genbounds.internal import lmt_power_step as _power_step
@@ -27,6 +29,18 @@ def _pair_radius(logits, y, W, dual):
     return np.asarray(out)
 
 
+def _dense_chain(depth):
+    """apply_fn of a ReLU chain of dense layers Dense_0 .. Dense_{depth-1}."""
+    def apply(p, x):
+        for i in range(depth):
+            lay = p[f"Dense_{i}"]
+            x = x @ lay["kernel"] + (lay["bias"] if "bias" in lay else 0.0)
+            if i < depth - 1:
+                x = jax.nn.relu(x)
+        return x
+    return apply
+
+
 def test_linear_classifier_gets_its_exact_distance():
     rng = np.random.default_rng(0)
     W, b = rng.normal(size=(5, 4)), rng.normal(size=4)
@@ -34,19 +48,20 @@ def test_linear_classifier_gets_its_exact_distance():
     y = rng.integers(0, 4, size=40)
     params = {"Dense_0": {"kernel": W, "bias": b}}
     logits = X @ W + b
-    r2 = genbounds.certified_radius(params, X=X, y=y)
+    f = _dense_chain(1)
+    r2 = genbounds.certified_radius(params, X=X, y=y, apply_fn=f)
     np.testing.assert_allclose(r2.radius, _pair_radius(logits, y, W, 2), rtol=1e-10)
-    rinf = genbounds.certified_radius(params, X=X, y=y, norm="linf")
+    rinf = genbounds.certified_radius(params, X=X, y=y, norm="linf", apply_fn=f)
     np.testing.assert_allclose(rinf.radius, _pair_radius(logits, y, W, 1), rtol=1e-10)
     # the theorem's radius margin / (sqrt(2) ||W||) is never larger
     m = np.asarray(genbounds.margins(logits, y))
-    prod = genbounds.certified_radius(params, X=X, y=y, method="product")
+    prod = genbounds.certified_radius(params, X=X, y=y, method="product", apply_fn=f)
     np.testing.assert_allclose(prod.radius,
                                np.maximum(m, 0) / (math.sqrt(2) * np.linalg.norm(W, 2)),
                                rtol=1e-10)
     assert np.all(prod.radius <= r2.radius + 1e-12)
     np.testing.assert_allclose(genbounds.certified_radius(params, X=X, y=y, norm="linf",
-                                                          method="product").radius,
+                                                          method="product", apply_fn=f).radius,
                                prod.radius / math.sqrt(5), rtol=1e-10)
 
 
@@ -62,13 +77,14 @@ def test_product_radius_of_a_relu_chain():
     logits = h @ Ws[-1]
     m = np.asarray(genbounds.margins(logits, y))
     L = np.prod([np.linalg.norm(w, 2) for w in Ws])
-    r = genbounds.certified_radius(params, X=X, y=y, method="product")
+    f = _dense_chain(3)
+    r = genbounds.certified_radius(params, X=X, y=y, method="product", apply_fn=f)
     assert r.lipschitz == pytest.approx(L, rel=1e-10)
     np.testing.assert_allclose(r.radius, np.maximum(m, 0) / (math.sqrt(2) * L), rtol=1e-9)
     # pairwise last layer: min_j gap_j / (||w_t - w_j|| L_h), L_h the bound of the first two
     # layers: the smaller of the product of norms and the block bound around the ReLU,
     # ||W0 W1||/2 + ||W0|| ||W1||/2 (slopes in [1/2 - 1/2, 1/2 + 1/2])
-    t = genbounds.certified_radius(params, X=X, y=y)
+    t = genbounds.certified_radius(params, X=X, y=y, apply_fn=f)
     n0, n1 = np.linalg.norm(Ws[0], 2), np.linalg.norm(Ws[1], 2)
     lh = min(n0 * n1, 0.5 * np.linalg.norm(Ws[0] @ Ws[1], 2) + 0.5 * n0 * n1)
     want = np.maximum(_pair_radius(logits, y, Ws[-1], 2) / lh, r.radius)
@@ -225,4 +241,9 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="max_entries"):
         genbounds.certified_radius(params, X=X, y=y, max_entries=0)
     with pytest.raises(ValueError, match="eps"):
-        genbounds.certified_radius(params, X=X, y=y).accuracy([-1.0])
+        genbounds.certified_radius(params, X=X, y=y, apply_fn=_dense_chain(1)).accuracy([-1.0])
+    # parameters alone do not show the activations: nothing is certified from them
+    with pytest.raises(NotBoundable, match="certified_radius needs the network's function"):
+        genbounds.certified_radius(params, X=X, y=y)
+    with pytest.raises(NotBoundable, match="lipschitz needs the network's function"):
+        genbounds.lipschitz(params)

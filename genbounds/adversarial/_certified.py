@@ -61,7 +61,7 @@ from genbounds.core._logspace import exp_or_inf as _exp
 from genbounds.losses._margins import margins_core
 from genbounds.network._lipschitz import lipschitz_log_bound
 from genbounds.network._merged import tight_bound as _tight_bound
-from genbounds.network._network import Network, as_network
+from genbounds.network._network import Network, as_network, require_function
 from genbounds.network._norms import spectral_norms
 
 from ._attacks import NORMS, _check_eps
@@ -161,7 +161,8 @@ def certified_radius(
     ``method="tight"``); $r_\infty = r_2 / \sqrt d$.
 
     Args:
-      params: a `Network`, or parameters with ``apply_fn`` (traced on ``X``).
+      params: a traced `Network`, or parameters with ``apply_fn`` (traced on ``X``); parameters
+        alone are refused (the radius depends on the activations and on the model's margins).
       X: inputs (n, ...); y: integer labels (n,).
       apply_fn: ``apply_fn(params, X) -> logits``.
       norm: ``"l2"`` or ``"linf"``.
@@ -177,13 +178,13 @@ def certified_radius(
 
     Raises:
       ValueError, TypeError: bad arguments; `NotBoundable` for a network with operations
-        no Lipschitz bound covers.
+        no Lipschitz bound covers, or without ``apply_fn`` (or with one jax cannot trace).
 
     Examples:
       >>> import numpy as np
       >>> W = np.array([[1.0, -1.0], [0.0, 0.0]])
       >>> X = np.array([[0.5, 0.0], [-2.0, 1.0]]); y = np.array([0, 1])
-      >>> r = certified_radius({"Dense_0": {"kernel": W}}, X=X, y=y)
+      >>> r = certified_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"])
       >>> np.round(r.radius, 6).tolist()  # the exact distances |x_0| to the boundary x_0 = 0
       [0.5, 2.0]
 
@@ -203,6 +204,7 @@ def certified_radius(
     if key is not None:
         key = check_key(key)
     net = as_network(params, apply_fn=apply_fn, X=X, caller="certified_radius")
+    require_function(net, "certified_radius")
     Xn = jnp.asarray(X)
     if net.flat_input and Xn.ndim > 2:
         Xn = Xn.reshape(n, -1)

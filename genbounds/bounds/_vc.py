@@ -375,9 +375,13 @@ def vc(
         net = as_network(params, layers=layers, caller="vc")
         chain = net.chain("vc (VC-dimension bound for piecewise-linear networks)",
                           dense_only=True)
+        # the linear pieces of each activation, read from its program (exact for
+        # piecewise-linear programs, None otherwise)
+        pieces_of = {n.activation.name: n.activation.pieces for n in net.nodes
+                     if n.op == "activation"}
         for names in chain.between:
             for name in names:
-                need = _PIECES.get(name.split("(")[0])
+                need = pieces_of[name] if name in pieces_of else _PIECES.get(name.split("(")[0])
                 if need is None:
                     raise NotBoundable(
                         f"vc: the activation {name!r} is not piecewise linear; the VC-dimension "
@@ -404,6 +408,10 @@ def vc(
             f"h = {int(h)}: {kind} of the {len(sizes) - 1}-layer network {sizes} with "
             f"{pieces}-piece activations (docs/bounds/vc.md)"
         )
+        if net.structure_assumed:
+            notes.append("read from parameter names: piecewise-linear (ReLU-like) activations "
+                         "are assumed, not read; pass a Network from Network.trace to have "
+                         "them read from the function")
         reference = _VAPNIK + "; " + _VCDIM
     else:
         raise ValueError("vc needs params (a network) or vc_dim (a VC dimension); got neither")

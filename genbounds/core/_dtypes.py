@@ -45,3 +45,23 @@ def promoted(op: Any, a: Any, b: Any) -> jax.Array:
     operation standard promotion would do implicitly, stated (float32 weights may meet float64
     statistics or data)."""
     return op(*promote(a, b))
+
+
+def analysis_dtype(kernel: Any) -> jax.Array:
+    """A kernel as the bounds analyse it: half-precision (float16, bfloat16) kernels in float32
+    (exactly: every half-precision value is a float32 value), so that norms are not computed in
+    the network's low precision; the records still evaluate in the network's dtype."""
+    k = jnp.asarray(kernel)
+    if jnp.issubdtype(k.dtype, jnp.floating) and k.dtype.itemsize < 4:
+        k = k.astype(jnp.float32)
+    return k
+
+
+def default_tolerance(dtype: Any) -> float:
+    """The tolerance of the records' verification for outputs of this dtype (relative to the
+    largest output magnitude): 1e-9 in float64, 1e-4 in float32, 8 units in the last place in
+    float16 (7.8e-3) and bfloat16 (3.1e-2), whose own rounding is that coarse."""
+    dt = jnp.dtype(dtype)
+    if dt.itemsize < 4 and jnp.issubdtype(dt, jnp.floating):
+        return 8.0 * float(jnp.finfo(dt).eps)
+    return 1e-4 if dt.itemsize <= 4 else 1e-9

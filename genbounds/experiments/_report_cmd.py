@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import jax.numpy as jnp
 
 from genbounds.experiments._common import (
     PARAMS_MAGIC,
@@ -166,7 +166,7 @@ def _report_run(args: argparse.Namespace) -> int:
             model = make_model(num_classes=dataset.num_classes, **run["model"])
 
         def apply_fn(params, X):
-            return model.apply({"params": params}, np.asarray(X, np.float32))
+            return model.apply({"params": params}, jnp.asarray(X, jnp.float32))
 
         args.width, args.depth, args.seed = (run["model"]["width"], run["model"]["depth"],
                                              run["seed"])

@@ -14,7 +14,7 @@ from genbounds.core._logspace import exp_or_inf
 from genbounds.linalg._method import NormMethod
 from genbounds.network._lipschitz import lipschitz_log_bound
 from genbounds.network._merged import tight_bound
-from genbounds.network._network import as_network
+from genbounds.network._network import as_network, require_function
 from genbounds.network._norms import spectral_norms
 
 
@@ -54,19 +54,25 @@ def lipschitz(
     networks neither overflow nor underflow.
 
     Args:
-      params: a `Network`, or parameters with ``apply_fn`` and ``X`` (traced), or parameters
-        of a plain chain (read by names; ReLU assumed).
-      apply_fn, X: the network's function and example inputs.
+      params: a traced `Network`, or parameters with ``apply_fn`` and ``X`` (traced).
+      apply_fn, X: the network's function and example inputs (required unless ``params`` is a
+        traced `Network`: the constant depends on the activations, which parameters alone do
+        not show).
       method, key, failure_probability, options: as in `spectral_norms`.
 
     Returns:
       A `Bound` (a measure: ``value=None``) with ``complexity`` the Lipschitz bound, terms
       ``log_lipschitz``, ``spectral_norms``, ``structure``, ``failure_probability``.
 
+    Raises:
+      NotBoundable: no ``apply_fn`` (parameters alone), an ``apply_fn`` jax cannot trace, or an
+        operation no Lipschitz bound covers (named).
+
     Examples:
-      >>> import numpy as np
-      >>> b = lipschitz({"Dense_0": {"kernel": 2 * np.eye(3)}, "Dense_1": {"kernel": np.eye(3)}})
-      >>> round(b.complexity, 9)
+      >>> import numpy as np, jax.numpy as jnp
+      >>> p = {"W1": 2 * np.eye(3), "W2": np.eye(3)}
+      >>> f = lambda p, x: jnp.tanh(x @ p["W1"]) @ p["W2"]
+      >>> round(lipschitz(p, apply_fn=f, X=np.ones((2, 3))).complexity, 9)  # 2 * 1 * 1
       2.0
 
     References:
@@ -76,6 +82,7 @@ def lipschitz(
     """
     check_delta(failure_probability, "failure_probability")
     net = as_network(params, apply_fn=apply_fn, X=X, caller="lipschitz")
+    require_function(net, "lipschitz")
     norms = spectral_norms(net, method=method, key=key, failure_probability=failure_probability,
                            **options)
     log_comp = lipschitz_log_bound(net, norms)

@@ -230,7 +230,8 @@ def path_norm(
              else "biases excluded",
              "paths of the traced graph (skip connections, pooling and reshapes included)"
              if not net.structure_assumed
-             else "assumes a plain feed-forward stack of the layers read"]
+             else "assumes a plain feed-forward stack of the layers read, with ReLU "
+                  "(positively homogeneous) activations: parameters alone do not show them"]
     return Bound(name=name, value=None, complexity=value,
                  terms={"log_path_sum": log_sum, "p": p, "power": bool(power),
                         "biases": bool(biases), "convention": convention},

@@ -3,7 +3,11 @@
 
 Owns, from the bottom up (each file imports only the ones above it):
 
-- ``_activations``: the element-wise functions and their Lipschitz constants;
+- ``_activations``: the record of an element-wise function (`Activation`);
+- ``_intervals``, ``_tails``, ``_exact``: the analysis of element-wise programs (interval
+  arithmetic with derivative enclosures, tail envelopes, exact rational arithmetic);
+- ``_elementwise``: element-wise programs read from the jaxpr, split into affine records and an
+  analysed `Activation`;
 - ``_layers``: the name-based reader of parameter trees (`read_layers`, `Layer`, `ConvSpec`);
 - ``_graph``: the records of a network (`Node`), their evaluation and rewriting (folding a bias
   or BatchNorm into the linear map before it);

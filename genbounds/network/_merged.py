@@ -20,18 +20,16 @@ improvements, each used only where it is smaller:
   $\|I + \tfrac12 W_2W_1\| + \tfrac12\|W_2\|\|W_1\|$ in place of $1 + \|W_2\|\|W_1\|$; the
   merged matrix $c_P P + m\,c_B BA$ is materialised (float64, exact SVD) when small enough.
 
-The slopes of an activation: $[0, 1]$ for ReLU, $[\min(1, a), \max(1, a)]$ for leaky ReLU with
-slope $a$, $[-0.128905, 1.128905]$ for GELU (its derivative $\Phi(t) + t\varphi(t)$ is
-extreme at $t = \mp\sqrt2$), $[-0.129, 1.129]$ for its tanh form, $[-0.09984, 1.09984]$ for
-SiLU, and $[-L, L]$ (no gain, the composition bound) for any other activation with
-Lipschitz constant $L$.
+The slopes of an activation come from the analysis of its program, never from its name: the
+exact slope range of a piecewise-linear program ($[0, 1]$ for ReLU, $[\min(1, a), \max(1, a)]$
+for leaky ReLU with slope $a$), and $[-L, L]$ (no gain, the composition bound) for any other
+program, whose Lipschitz bound $L$ is all that is proved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -113,26 +111,17 @@ def _segment_matrix(net: Network, seg: list[int], max_entries: int) -> np.ndarra
 
 
 def slopes(activation: Any, lipschitz: float) -> tuple[float, float]:
-    """(m, r): the activation's derivative lies in [m - r, m + r] wherever it exists."""
-    name = getattr(activation, "name", "")
-    if name == "relu":
-        return 0.5, 0.5
-    match = re.fullmatch(r"leaky_relu\(([-+0-9.e]+)\)", name)
-    if match:
-        a = float(match.group(1))
-        lo, hi = min(1.0, a), max(1.0, a)
-        return 0.5 * (lo + hi), 0.5 * (hi - lo)
-    if name in _SLOPES:
-        lo, hi = _SLOPES[name]
+    """(m, r): the activation's derivative lies in [m - r, m + r] wherever it exists.
+
+    The range comes from the analysis of the activation's program, never from its name: the
+    exact slope range of a piecewise-linear program (ReLU: [0, 1], leaky ReLU with slope a:
+    [min(1, a), max(1, a)]); for any other program only its Lipschitz bound L is proved, so
+    [-L, L] (the block rule then equals the plain composition)."""
+    rng = getattr(activation, "slope_range", None)
+    if rng is not None:
+        lo, hi = float(rng[0]), float(rng[1])
         return 0.5 * (lo + hi), 0.5 * (hi - lo)
     return 0.0, float(lipschitz)
-
-
-# Derivative ranges, rounded outward: GELU's derivative Phi(t) + t phi(t) ranges over
-# [-0.128904, 1.128904] (extremes at t = -+sqrt(2)); its tanh form over [-0.12900, 1.12900];
-# SiLU's sigma(t)(1 + t(1 - sigma(t))) over [-0.099840, 1.099840] (at t = -+2.3994).
-_SLOPES = {"gelu": (-0.128905, 1.128905), "gelu_tanh": (-0.129, 1.129),
-           "silu": (-0.09984, 1.09984)}
 
 
 def _log(v: float) -> float:

@@ -5,8 +5,9 @@ A `Network` is read from the network's function by `Network.trace` (the jaxpr in
 `_trace.py` in this package) or from a parameter tree alone by `Network.from_params` (the
 name-based reader of `_layers.py`, for plain chains whose order the names tell).
 
-**Verification.** `Network.trace` re-evaluates the records (canonical layouts, recognised
-activations, folded kernels) on ``x`` and compares with ``apply_fn(params, x)``; a mismatch
+**Verification.** `Network.trace` re-evaluates the records (canonical layouts, the analysed
+element-wise programs, folded kernels) on ``x`` and compares with ``apply_fn(params, x)``, and
+`as_network` does so on every example of the ``X`` a bound uses (`Network.verify`); a mismatch
 beyond float tolerance is an error, so a network is never bounded as something it is not. A
 network read from parameter names only *assumes* its structure (a chain with ReLU between the
 layers: `Network.structure_assumed`); a bound with data checks it against the logits
@@ -23,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from genbounds.core._checks import NotBoundable
+from genbounds.core._dtypes import default_tolerance
 
-from ._activations import grid as _activation_grid
-from ._activations import identify
-from ._chain import Chain, chain_of, verify_chain
+from ._chain import Chain, chain_of
+from ._elementwise import relu as _relu
 from ._graph import Node, eval_node
 from ._layers import Layer, read_layers
-from ._trace import default_tolerance, trace_records
+from ._trace import trace_records
 
 
 class Network:
@@ -61,6 +62,8 @@ class Network:
         self.params = params
         self.apply_fn = apply_fn
         self.max_error = max_error
+        self.output_dtype: Any = None
+        self.rtol = 0.0
         self.example: jax.Array | None = None
         # spectral norms already computed for this network, by their options (`spectral_norms`)
         self.norm_cache: dict = {}
@@ -126,29 +129,63 @@ class Network:
         net = cls(nodes, output, source="trace", input_shape=tuple(x.shape[1:]), notes=notes,
                   params=params, apply_fn=apply_fn)
         net.example = x
+        net.output_dtype = dtype
+        net.rtol = rtol if rtol is not None else tol
         if check:
-            want = np.asarray(call(tree, x), np.float64)
-            if not np.all(np.isfinite(want)):
-                small = np.dtype(dtype).itemsize < 8
-                raise ValueError(
-                    "apply_fn(params, x) is not finite on finite inputs: "
-                    + (f"the network's outputs overflowed {np.dtype(dtype).name} (a deep or "
-                       "large-weight net); evaluate it in float64 (jax_enable_x64 and float64 "
-                       "params and x)" if small else "it returned NaN or inf"))
-            got = np.asarray(net.evaluate(x), np.float64)
-            if want.shape != got.shape:
-                raise ValueError(f"the traced network's records give outputs of shape "
-                                 f"{got.shape}, apply_fn gives {want.shape}")
-            scale = max(1.0, float(np.max(np.abs(want))))
-            err = float(np.max(np.abs(want - got))) / scale
-            limit = rtol if rtol is not None else tol
-            if not err <= limit:
-                raise ValueError(
-                    f"the traced network does not reproduce apply_fn(params, x): relative "
-                    f"error {err:.3g} > {limit:g}; it is not bounded as something it is not. "
-                    f"Records: {net.describe()}")
-            net.max_error = err
+            net.max_error = net._error(call, tree, x, "x")
         return net
+
+    def _error(self, call: Callable, tree: Any, x: Any, what: str) -> float:
+        """The relative error of the records against ``call(tree, x)``, or an error."""
+        dtype = self.output_dtype
+        want = np.asarray(call(tree, x), np.float64)
+        if not np.all(np.isfinite(want)):
+            small = np.dtype(dtype).itemsize < 8
+            nan, inf = int(np.isnan(want).sum()), int(np.isinf(want).sum())
+            raise ValueError(
+                f"apply_fn(params, {what}) is not finite on finite inputs ({nan} NaN and {inf} "
+                f"infinite entries): "
+                + (f"the network's outputs overflowed {np.dtype(dtype).name} (a deep or "
+                   "large-weight net); evaluate it in float64 (jax_enable_x64 and float64 "
+                   "params and x)" if small else "it returned NaN or inf"))
+        got = np.asarray(self.evaluate(x), np.float64)
+        if want.shape != got.shape:
+            raise ValueError(f"the traced network's records give outputs of shape "
+                             f"{got.shape}, apply_fn gives {want.shape}")
+        scale = max(1.0, float(np.max(np.abs(want))))
+        err = float(np.max(np.abs(want - got))) / scale
+        if not err <= self.rtol:
+            raise ValueError(
+                f"the traced network does not reproduce apply_fn(params, {what}): relative "
+                f"error {err:.3g} > {self.rtol:g}; it is not bounded as something it is not. "
+                f"Records: {self.describe()}")
+        return err
+
+    def verify(self, X: Any, *, batch: int = 1024) -> float:
+        """Checks the records against ``apply_fn`` on every example of ``X``, in batches.
+
+        Returns:
+          The largest relative error (also kept in ``max_error``).
+
+        Raises:
+          ValueError: the records do not reproduce ``apply_fn`` on some batch (named), or the
+            network was not traced.
+        """
+        if self.apply_fn is None:
+            raise ValueError("verify needs a network read from its function (Network.trace)")
+        call, tree = _callable(self.apply_fn, self.params)
+        X = jnp.asarray(X)
+        if not jnp.issubdtype(X.dtype, jnp.floating):
+            X = X.astype(jnp.float32)
+        worst = 0.0
+        for s in range(0, int(X.shape[0]), batch):
+            e = min(int(X.shape[0]), s + batch)
+            worst = max(worst, self._error(call, tree, X[s:e], f"X[{s}:{e}]"))
+        self.max_error = max(worst, self.max_error or 0.0)
+        self.notes = tuple(n.replace("verified against apply_fn on x", "verified against "
+                                     f"apply_fn on all {int(X.shape[0])} examples of X")
+                           for n in self.notes)
+        return worst
 
     @classmethod
     def from_params(cls, params: Any, *, layers: Sequence[str] | None = None,
@@ -161,7 +198,7 @@ class Network:
         """
         read = read_layers(params, layers=layers, conv=conv)
         nodes = [Node("input", (), (read[0].fan_in,) if read[0].kind == "dense" else (), "")]
-        relu = identify(np.maximum(_activation_grid(), 0.0), tol=1e-9)
+        relu = _relu()
         for i, layer in enumerate(read):
             if i:
                 nodes.append(Node("activation", (len(nodes) - 1,), (), "", 1.0, activation=relu))
@@ -273,10 +310,11 @@ def _check_traceable(call: Callable, tree: Any, x: jax.Array) -> None:
     except _UNTRACEABLE as e:
         first = str(e).strip().splitlines()[0][:160]
         raise NotBoundable(
-            "Network.trace: apply_fn cannot be traced: it uses the values of params or x in "
-            "Python (an `if` or `bool()` on an array, a numpy call, an int() of an array), "
-            f"which tracing does not see ({type(e).__name__}: {first}); write the branch with "
-            "jnp.where or jax.lax.cond, or pass the parameters alone to read them by name"
+            "Network.trace: apply_fn could not be traced by jax: it uses the values of params "
+            "or x in Python (an `if` or `bool()` on an array, a numpy call, an int() of an "
+            f"array), which tracing does not see ({type(e).__name__}: {first}); write it with "
+            "jax.numpy (jnp.where or jax.lax.cond for branches). A number for a function that "
+            "was not read is not certified"
         ) from e
     except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
         raise TypeError(
@@ -310,8 +348,10 @@ def as_network(params: Any, *, apply_fn: Callable | None = None, X: Any = None,
                caller: str = "genbounds") -> Network:
     """The one place where public functions turn their input into a `Network`.
 
-    A `Network` is returned as it is; ``apply_fn`` with ``X`` traces one (verified on a few
-    examples of ``X``); parameters alone are read by their names (`Network.from_params`).
+    A `Network` is returned as it is; ``apply_fn`` with ``X`` traces one (on the first 16
+    examples: the jaxpr does not depend on the batch size) and verifies its records on every
+    example of ``X``, in batches (`Network.verify`); an ``apply_fn`` jax cannot trace is refused
+    (`NotBoundable`); parameters alone are read by their names (`Network.from_params`).
     """
     if isinstance(params, Network):
         if layers is not None or conv is not None:
@@ -323,25 +363,38 @@ def as_network(params: Any, *, apply_fn: Callable | None = None, X: Any = None,
             raise ValueError(f"{caller}: layers= and conv= order and describe a parameter tree "
                              "read by names; with apply_fn the network is traced, which gives "
                              "both. Pass one or the other")
-        x = jnp.asarray(X)
-        x = x[: min(int(x.shape[0]), 16)]
+        X = jnp.asarray(X)
+        x = X[: min(int(X.shape[0]), 16)]  # the jaxpr is the same for every batch size
         try:
-            return Network.trace(apply_fn, params, x)
-        except (NotBoundable, *_UNTRACEABLE) as err:
-            e = err.__cause__ if isinstance(err, NotBoundable) else err
-            if not isinstance(e, _UNTRACEABLE):
-                raise
-            # apply_fn is not a jax function (numpy inside): read the names, check the logits.
-            net = Network.from_params(params)
-            first = str(e).strip().splitlines()[0][:120]
-            net.notes += (f"apply_fn could not be traced by jax ({type(e).__name__}: {first}); "
-                          "read from parameter names and verified against apply_fn's outputs",)
-            x2 = np.asarray(x, np.float64).reshape(x.shape[0], -1)
-            verify_chain(net, x2, apply_fn(params, x), caller)
-            return net
+            net = Network.trace(apply_fn, params, x)
+        except NotBoundable as e:  # named for the function the user called
+            raise NotBoundable(f"{caller}: {str(e).removeprefix('Network.trace: ')}") from None
+        net.verify(X)  # the records, on every example a bound will use
+        return net
     return Network.from_params(params, layers=layers, conv=conv)
 
 
 _UNTRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
                 jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+def require_function(net: Network, caller: str) -> None:
+    """Refuses a network whose structure was assumed, not read from its function.
+
+    A Lipschitz constant, and anything certified from one, depends on the activation
+    functions, which parameters alone do not show: a chain read from parameter names assumes
+    ReLU, and a number for a function that was not read is not certified.
+
+    Raises:
+      NotBoundable: ``net`` was read from parameter names (no ``apply_fn``, or an ``apply_fn``
+        jax could not trace).
+    """
+    if not net.structure_assumed:
+        return
+    raise NotBoundable(
+        f"{caller} needs the network's function: pass apply_fn=... (e.g. model.apply) with X, "
+        "or a Network from genbounds.Network.trace. The constant depends on the activation "
+        "functions, which parameters alone do not show (read from parameter names, the network "
+        "would be assumed to be a ReLU chain, and a number for an assumed function is not "
+        "certified)")
 

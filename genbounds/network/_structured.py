@@ -18,6 +18,7 @@ import numpy as np
 from genbounds.core._checks import NotBoundable
 
 from . import _normalisation as _norm
+from ._elementwise import VAR, evaluate
 from ._graph import Node
 from ._opaque import Opaque, chunked, per_example
 
@@ -54,7 +55,7 @@ class StructuredValues:
             src = syms[0].src
             ok = name in _norm.SYMBOLIC_PRIMS and all(
                 isinstance(v, self.Const) or (isinstance(v, _norm.Sym) and v.src == src)
-                or (isinstance(v, self.Act) and v.node == src and v.g is None) for v in ins)
+                or (isinstance(v, self.Act) and self.source_node(v) == src) for v in ins)
             if ok and name == "reduce_sum" and 0 in tuple(eqn.params["axes"]):
                 ok = False
             if ok:
@@ -73,8 +74,14 @@ class StructuredValues:
                 and 0 not in tuple(eqn.params["axes"]):
             x = ins[0]
             expr = _norm.X
-            if x.g is not None and _norm.is_square_fn(x.g, x.dtype):
-                node = x.node
+            sq = x.expr
+            while sq is not None and sq.op == "id":  # dtype conversions
+                sq = sq.args[0]
+            if sq is not None and sq.op == "ipow" and sq.info.get("n") == 2:
+                # a sum of squares (a variance or RMS): the square of the pending program's
+                # argument, which is materialised as the record the norm reads
+                inner = self.Act(x.node, x.shape, x.dtype, expr=sq.args[0], scope=x.scope)
+                node = self.materialise(inner, consumer="reduction")
                 expr = ("p", jax.lax.square_p, {}, _norm.X)
             else:
                 node = self.materialise(x, consumer="reduction")
@@ -82,12 +89,20 @@ class StructuredValues:
             return [_norm.Sym(node, sym, aval.shape, aval.dtype, scope)], ins
         if name in ("add", "sub") and len(ins) == 2 and isinstance(ins[0], self.Act) \
                 and isinstance(ins[1], self.Const) and np.all(np.asarray(ins[1].val) == 0) \
-                and tuple(aval.shape) == tuple(ins[0].shape) and ins[0].g is None:
+                and tuple(aval.shape) == tuple(ins[0].shape) and (ins[0].expr is None or ins[0].expr is VAR):
             return [ins[0]], ins  # x - 0, x + 0 (Flax's RMSNorm subtracts a zero mean)
         if name in self.elementwise_prims:
             ins = [self.Const(self.batch_free(v.val), v.prov) if isinstance(v, self.Const)
                    else v for v in ins]
         return None, ins
+
+    @staticmethod
+    def source_node(v) -> int | None:
+        """The record an activation value stands for: its node, or the record its pending
+        element-wise program was already materialised into (None if not yet)."""
+        if v.expr is None or v.expr is VAR:
+            return v.node
+        return v._done
 
     def batch_free(self, val: Any) -> Any:
         """A constant with a leading batch axis along which it does not vary, as one row."""
@@ -150,8 +165,8 @@ class StructuredValues:
             val = v.val
             return (), lambda env: val
         if isinstance(v, self.Act):
-            node, g = v.node, v.g
-            return (node,), (lambda env: g(env[node])) if g is not None else \
+            node, e = v.node, v.expr
+            return (node,), (lambda env: evaluate(e, env[node])) if e is not None and e is not VAR else \
                 (lambda env: env[node])
         if isinstance(v, _norm.Sym):
             src, expr = v.src, v.expr

@@ -8,9 +8,10 @@ interpreted once (`trace_records`) into a graph of *records* (`Node`), in applic
   the parameters alone: a `Layer` with the kernel in Flax layout ((in, out) for dense,
   (*window, in, out) for conv, dilation and feature groups materialised into a full kernel), the
   real strides, explicit padding and input shape, its bias, and the ``params`` path of its kernel;
-* ``activation``: an element-wise function identified by its values (ReLU, leaky ReLU, ELU,
-  tanh, sigmoid, GELU, SiLU, softplus, ...), with its Lipschitz constant (derivations in
-  docs/networks.md);
+* ``activation``: an element-wise function, read as a program and analysed by rules per
+  primitive (`_elementwise.py`): its Lipschitz constant is a theorem about the program, and
+  what cannot be bounded (a discontinuous select, ``round``, ``sign``, ...) is refused by name
+  (docs/networks.md);
 * ``pool``: max or sum pooling (``reduce_window``; average pooling is a sum pool times a scalar),
   global max/sum reductions; Lipschitz constants from the window overlap (below);
 * ``reshape``: reshape/transpose of the features (a permutation: Lipschitz 1);
@@ -43,14 +44,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
 from genbounds.core._checks import NotBoundable
+from genbounds.core._dtypes import analysis_dtype, default_tolerance
 
-from ._activations import grid as _activation_grid
-from ._activations import identify
+from ._elementwise import VAR, Expr, apply, constant, decompose
 from ._graph import Node, simplify
 from ._layers import _KERNEL_NAMES, ConvSpec, Layer
 from ._structured import StructuredValues
@@ -112,13 +112,13 @@ class _Const:
 
 class _Act:
     """A value that depends on the input: node output, possibly under a pending element-wise
-    function ``g`` of that output (not yet identified)."""
+    program ``expr`` of that output (analysed when a non-element-wise operation reads it)."""
 
-    __slots__ = ("node", "g", "shape", "dtype", "scope", "_done")
+    __slots__ = ("node", "expr", "shape", "dtype", "scope", "_done")
 
-    def __init__(self, node: int, shape, dtype, g: Callable | None = None, scope: str = ""):
+    def __init__(self, node: int, shape, dtype, expr: Expr | None = None, scope: str = ""):
         self.node = node
-        self.g = g
+        self.expr = expr
         self.shape = tuple(shape)
         self.dtype = dtype
         self.scope = scope
@@ -154,10 +154,12 @@ class _Interpreter(StructuredValues):
 
     def __init__(self, leaf_paths: Sequence[str], batch: int, tol: float):
         self.nodes: list[Node] = []
+        self._materialised: dict[tuple[int, int], tuple[Expr, int]] = {}
         self.leaf_paths = list(leaf_paths)
         self.batch = batch
         self.tol = tol
         self.used_paths: dict[str, int] = {}
+        self.labels: list[str] = []  # names of the jax functions being interpreted (relu, elu)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -166,43 +168,66 @@ class _Interpreter(StructuredValues):
         return len(self.nodes) - 1
 
     def materialise(self, v: _Act, consumer: str = "") -> int:
-        if v.g is None:
+        if v.expr is None or v.expr is VAR:
             return v.node
         if v._done is not None:
             return v._done
-        src = self.nodes[v.node]
-        t = _activation_grid()
-        dt = np.dtype(v.dtype) if np.issubdtype(np.dtype(v.dtype), np.floating) else np.float32
-        with jax.ensure_compile_time_eval():
-            vals = np.asarray(v.g(jnp.asarray(t, dt)), dtype=np.float64)
-        ident = identify(vals, tol=self.tol)
-        if ident is None:
+        same = self._materialised.get((v.node, id(v.expr)))
+        if same is not None:  # the same pending program reached by another value
+            v._done = same[1]
+            return v._done
+        if np.dtype(v.dtype) == bool:
+            raise _refuse(v.scope, "a comparison of activations is used by a non-element-wise "
+                                   "operation")
+        shape = tuple(v.shape[1:])
+        try:
+            records = decompose(v.expr, shape)
+        except NotBoundable as e:
             if consumer == "reduction":
                 raise _refuse(v.scope, "a reduction of a non-linear function of the activations: "
                                        "a data-dependent normalisation (a variance or norm of "
                                        "the layer's own input, as in LayerNorm, RMSNorm, "
-                                       "GroupNorm) is not Lipschitz-bounded by its weights")
-            raise _refuse(v.scope, "an element-wise function that is not a recognised activation "
-                                   f"(values at -1, 0, 1: {vals[70]:.4g}, {vals[80]:.4g}, "
-                                   f"{vals[90]:.4g})")
+                                       f"GroupNorm) is not Lipschitz-bounded by its weights; {e}"
+                              ) from None
+            raise _refuse(v.scope, str(e)) from None
         node = v.node
-        if isinstance(ident, tuple):
-            a, c = ident
-            if a != 1.0:
-                node = self.add_node(Node("scale", (node,), src.shape if node == v.node else
-                                          self.nodes[node].shape, v.scope, abs(a),
-                                          info={"c": np.asarray(a, np.float64)}))
-            if c != 0.0:
-                node = self.add_node(Node("shift", (node,), self.nodes[node].shape, v.scope,
-                                          info={"c": np.asarray(c, np.float64)}))
-        else:
-            node = self.add_node(Node("activation", (node,), self.nodes[v.node].shape, v.scope,
-                                      ident.lipschitz, activation=ident))
+        for kind, val in records:
+            if kind == "activation":
+                node = self.add_node(Node("activation", (node,), shape, v.scope, val.lipschitz,
+                                          activation=val))
+            else:
+                lip = float(np.max(np.abs(val))) if kind == "scale" else 1.0
+                node = self.add_node(Node(kind, (node,), shape, v.scope, lip,
+                                          info={"c": np.asarray(val, np.float64)}))
         v._done = node
+        self._materialised[(v.node, id(v.expr))] = (v.expr, node)  # the expr kept alive with its id
         return node
 
     def act_out(self, node: int, aval, scope: str) -> _Act:
         return _Act(node, aval.shape, aval.dtype, scope=scope)
+
+    def per_example(self, val: Any, act_shape: tuple, scope: str) -> np.ndarray:
+        arr = np.asarray(val)
+        if arr.ndim == len(act_shape):
+            if arr.shape[0] != 1:
+                raise _refuse(scope, "a constant with a batch axis is combined with activations")
+            arr = arr[0]
+        try:
+            return np.broadcast_to(arr, act_shape[1:]).astype(np.float64)
+        except ValueError:
+            raise _refuse(scope, f"a constant of shape {arr.shape} does not broadcast to the "
+                                 f"activations {act_shape[1:]}") from None
+
+    def shift(self, node: int, c: np.ndarray, aval, scope: str) -> _Act:
+        n = self.add_node(Node("shift", (node,), tuple(aval.shape[1:]), scope,
+                               info={"c": np.asarray(c, np.float64)}))
+        return self.act_out(n, aval, scope)
+
+    def scale(self, node: int, c: np.ndarray, aval, scope: str) -> _Act:
+        lip = float(np.max(np.abs(c))) if np.size(c) else 0.0
+        n = self.add_node(Node("scale", (node,), tuple(aval.shape[1:]), scope, lip,
+                               info={"c": np.asarray(c, np.float64)}))
+        return self.act_out(n, aval, scope)
 
     def const_prov_path(self, c: _Const, shape, scope: str) -> str:
         paths = sorted(c.prov)
@@ -250,7 +275,14 @@ class _Interpreter(StructuredValues):
                 if fname in ("log_softmax", "softmax") and len(ins) == 1 \
                         and isinstance(ins[0], _Act):
                     return [self.output_softmax(fname, eqn, ins, scope)]
-                return self.run(sub, ins, scope)
+                generic = not fname or fname.startswith("_") or "lambda" in fname
+                if not generic:
+                    self.labels.append(fname)
+                try:
+                    return self.run(sub, ins, scope)
+                finally:
+                    if not generic:
+                        self.labels.pop()
         if all(isinstance(v, _Const) for v in ins):
             if name in _RANDOM_PRIMS:
                 prov = frozenset({"__random__"})
@@ -283,36 +315,21 @@ class _Interpreter(StructuredValues):
         if any("__random__" in c.prov for c in consts):
             raise _refuse(scope, "a random mask multiplies the activations")
         origins = {a.node for a in acts}
-        scalar_consts = all(np.size(c.val) == 1 for c in consts)
-        if len(origins) == 1 and scalar_consts:
-            # One element-wise function of one node's output: keep it pending.
-            prim, params = eqn.primitive, eqn.params
-            gs = [(a.g or (lambda t: t)) if isinstance(a, _Act) else None for a in ins]
-            vals = [None if isinstance(a, _Act) else jnp.asarray(np.reshape(a.val, ()))
-                    for a in ins]
-
-            def g(t, gs=gs, vals=vals, prim=prim, params=params):
-                args = [gi(t) if gi is not None else vi for gi, vi in zip(gs, vals, strict=True)]
-                return prim.bind(*args, **params)
-
-            return _Act(acts[0].node, aval.shape, aval.dtype, g=g, scope=scope)
-        if len(acts) == 1 and len(ins) == 2 and name in ("add", "sub", "mul", "div"):
-            a = acts[0]
-            c = consts[0]
-            node = self.materialise(a)
-            per = self.per_example(c.val, a.shape, scope)
-            if name == "add":
-                return self.shift(node, per, aval, scope)
-            if name == "sub":
-                if isinstance(ins[0], _Act):
-                    return self.shift(node, -per, aval, scope)
-                neg = self.scale(node, -np.ones_like(per), aval, scope)
-                return self.shift(neg.node, per, aval, scope)
-            if name == "mul":
-                return self.scale(node, per, aval, scope)
-            if isinstance(ins[0], _Act):  # x / c
-                return self.scale(node, 1.0 / per, aval, scope)
-        if len(acts) == 2 and len(ins) == 2 and name in ("add", "sub") and len(origins) == 2:
+        if len(origins) == 1:
+            # One element-wise program of one node's output: keep it pending.
+            args = []
+            for v in ins:
+                if isinstance(v, _Act):
+                    args.append(v.expr if v.expr is not None else VAR)
+                else:
+                    try:
+                        args.append(constant(v.val, acts[0].shape))
+                    except NotBoundable as e:
+                        raise _refuse(scope, str(e)) from None
+            label = self.labels[-1] if self.labels else None
+            expr = apply(eqn.primitive, eqn.params, args, aval.dtype, label)
+            return _Act(acts[0].node, aval.shape, aval.dtype, expr=expr, scope=scope)
+        if len(acts) == 2 and len(ins) == 2 and name in ("add", "sub"):
             n0, n1 = (self.materialise(a) for a in acts)
             s0, s1 = (tuple(a.shape[1:]) for a in acts)
             if s0 != s1:
@@ -321,33 +338,8 @@ class _Interpreter(StructuredValues):
             node = self.add_node(Node("add", (n0, n1), tuple(aval.shape[1:]), scope,
                                       info={"coef": coef}))
             return self.act_out(node, aval, scope)
-        if len(origins) >= 2:
-            raise _refuse(scope, f"{name!r} combines two different activations (a product or "
-                                 "comparison of activations is not Lipschitz-bounded by weights)")
-        raise _refuse(scope, f"{name!r} of activations with a constant that varies per element "
-                             "is not an affine map the bounds can read")
-
-    def per_example(self, val: Any, act_shape: tuple, scope: str) -> np.ndarray:
-        arr = np.asarray(val)
-        if arr.ndim == len(act_shape):
-            if arr.shape[0] != 1:
-                raise _refuse(scope, "a constant with a batch axis is combined with activations")
-            arr = arr[0]
-        try:
-            return np.broadcast_to(arr, act_shape[1:]).astype(np.float64)
-        except ValueError:
-            raise _refuse(scope, f"a constant of shape {arr.shape} does not broadcast to the "
-                                 f"activations {act_shape[1:]}") from None
-
-    def shift(self, node: int, c: np.ndarray, aval, scope: str) -> _Act:
-        n = self.add_node(Node("shift", (node,), tuple(aval.shape[1:]), scope, info={"c": c}))
-        return self.act_out(n, aval, scope)
-
-    def scale(self, node: int, c: np.ndarray, aval, scope: str) -> _Act:
-        lip = float(np.max(np.abs(c))) if np.size(c) else 0.0
-        n = self.add_node(Node("scale", (node,), tuple(aval.shape[1:]), scope, lip,
-                               info={"c": c}))
-        return self.act_out(n, aval, scope)
+        raise _refuse(scope, f"{name!r} combines two different activations (a product or "
+                             "comparison of activations is not Lipschitz-bounded by weights)")
 
     # -- linear maps ----------------------------------------------------------------------
 
@@ -380,7 +372,7 @@ class _Interpreter(StructuredValues):
         contract = tuple(a - 1 for a in lc)
         positions = int(np.prod([s for i, s in enumerate(x.shape[1:]) if i not in contract]))
         path = self.const_prov_path(w, kernel.shape, scope)
-        layer = Layer(path=path, kind="dense", kernel=jnp.asarray(kernel))
+        layer = Layer(path=path, kind="dense", kernel=analysis_dtype(kernel))
         info = {"dtype": aval.dtype}
         if len(x.shape) != 2 or len(out_dims) != 1:
             info.update(contract=contract, out_dims=out_dims, positions=positions)
@@ -432,7 +424,7 @@ class _Interpreter(StructuredValues):
         strides = tuple(int(s) for s in p["window_strides"])
         spec = ConvSpec(strides=strides, padding=padding, input_shape=spatial)
         path = self.const_prov_path(w, k.shape, scope)
-        layer = Layer(path=path, kind="conv", kernel=jnp.asarray(k), conv=spec)
+        layer = Layer(path=path, kind="conv", kernel=analysis_dtype(k), conv=spec)
         info = {"in_perm": in_perm, "out_perm": tuple(out_perm), "channel_axis": out[1] - 1,
                 "dtype": aval.dtype}
         n = self.add_node(Node("linear", (node,), tuple(aval.shape[1:]), scope, layer=layer,
@@ -549,13 +541,6 @@ class _Interpreter(StructuredValues):
         lip = 1.0 + math.sqrt(k) if fname == "log_softmax" else 1.0
         n = self.add_node(Node(fname, (node,), tuple(aval.shape[1:]), scope, lip))
         return self.act_out(n, aval, scope)
-
-
-
-def default_tolerance(dtype: Any) -> float:
-    """The tolerance of the records' verification for outputs of this dtype (relative to the
-    largest output magnitude)."""
-    return 1e-4 if np.dtype(dtype).itemsize <= 4 else 1e-9
 
 
 def trace_records(call: Callable[[Any, Any], Any], tree: Any,
