@@ -27,7 +27,7 @@ def mi_reference(v, u):
     out = 0.0
     for a in set(v):
         for b in set(u):
-            pab = sum(1 for x, y in zip(v, u) if x == a and y == b) / K
+            pab = sum(1 for x, y in zip(v, u, strict=True) if x == a and y == b) / K
             if pab == 0:
                 continue
             pa = sum(1 for x in v if x == a) / K
@@ -156,7 +156,7 @@ def test_interpolating_bound_is_an_equality_for_a_symmetric_learner():
 
 
 def test_several_supersamples_average_and_bootstrap_spread():
-    xs, preds, masks, ys = [], [], [], []
+    preds, masks, ys = [], [], []
     for s in range(3):
         x, y = supersample_1d(10 + s, 6, 0.2)
         p, m = knn_predictions(x, y, 3)

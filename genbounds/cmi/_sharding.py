@@ -10,10 +10,18 @@ device of every process once `jax.distributed.initialize` has run) with a
 * ``chunk=c``: `jax.lax.map` over groups of ``c`` rows, each group one `jax.vmap` (memory
   bounded by c runs).
 
+The runs are independent: `jax.shard_map` runs with ``check_vma=False``. With JAX's
+varying-manual-axes checks on, the gradient of a value that every device holds alike (a
+zero-initialised bias, or initial parameters shared by all runs) is summed over the devices in
+the backward pass, the semantics of replicated parameters: each run would then train on the sum
+of the gradients of the runs beside it (the test on 1 and 4 devices caught it).
+
 K is padded (with copies of row 0, dropped afterwards) to a multiple of the number of devices,
 times ``chunk`` when given. With a ``chunk``, every device evaluates the same vmapped program on
-groups of the same size, whatever the number of devices: the results on 1 and on 4 devices are
-the same bits (tests/test_cmi_sharding.py runs both in subprocesses with
+groups of the same size, whatever the number of devices. Run k's result does not depend on the
+number of devices: the trained networks' predictions on 1 and on 4 devices are identical, and
+float outputs agree to rounding (XLA may compile a loop of one group differently from a loop of
+several; tests/test_cmi_population.py runs both in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``).
 
 Several processes: start each with `jax.distributed.initialize(...)` before any other JAX call
@@ -98,7 +106,7 @@ def run_population(
         return jax.lax.map(fn, tree, batch_size=chunk)
 
     mapped = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=tuple(P(AXIS) for _ in arrays),
-                                   out_specs=P(AXIS)))
+                                   out_specs=P(AXIS), check_vma=False))
     out = mapped(*arrays)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
