@@ -36,6 +36,7 @@ import numpy as np
 from genbounds.cmi._bounds import cmi_bounds
 from genbounds.cmi._sharding import run_population
 from genbounds.core._checks import check_array, check_int, check_key
+from genbounds.core._dtypes import standard_promotion
 from genbounds.files import read_checked, write_checked
 from genbounds.losses._losses import cross_entropy, is_binary_output
 
@@ -103,6 +104,12 @@ def _one_run(apply_fn: Callable, init: Any, optimizer: Any, ss: Supersample, *, 
         return jnp.mean(cross_entropy(apply_fn(params, xb), yb))
 
     def run(args):
+        # The user's model and optimiser under standard promotion (optax's Adam raises a float
+        # to an int32 power), as `genbounds.train` runs them.
+        with standard_promotion():
+            return _run(args)
+
+    def _run(args):
         mask, kdata = args
         rkey = jax.random.wrap_key_data(kdata)
         k_init, k_order = jax.random.split(rkey)
