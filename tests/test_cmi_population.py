@@ -158,3 +158,51 @@ def test_one_and_four_cpu_devices_give_identical_results():
     # Floats agree to rounding: XLA may compile a loop of one group (4 devices) differently
     # from a loop of three (1 device).
     np.testing.assert_allclose(out["four-float"], out["one-float"], rtol=1e-6)
+
+
+MULTI = textwrap.dedent(r"""
+    import json, sys
+    import jax
+    nproc, pid, port = (int(a) for a in sys.argv[1:4])
+    if nproc > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
+                                   num_processes=nproc, process_id=pid)
+    import numpy as np, optax, flax.linen as nn
+    from genbounds import cmi
+    assert jax.process_count() == nproc and len(jax.devices()) == nproc
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(nn.relu(nn.Dense(8)(x)))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * X[:, 1] > 0).astype(np.int32)
+    model = Tiny()
+    e = cmi.supersample_experiment(model.apply, lambda k: model.init(k, X[:1]),
+        optax.adam(1e-2), X, y, n=12, key=jax.random.key(0), epochs=2, batch_size=4,
+        num_masks=6, method="map", chunk=2)
+    print(json.dumps(e.predictions.tolist()))
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_result():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "GENBOUNDS_JAX_CACHE": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.pop("XLA_FLAGS", None)
+    runs = [subprocess.Popen([sys.executable, "-c", MULTI, str(nproc), str(pid), str(port)],
+                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+            for nproc, pid in ((1, 0), (2, 0), (2, 1))]
+    outs = []
+    for p in runs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs[1] == outs[0] and outs[2] == outs[0]

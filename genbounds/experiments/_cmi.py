@@ -60,6 +60,7 @@ def _plot(rows: list[dict[str, Any]], path: os.PathLike, title: str) -> None:
     ax.set_ylabel("expected generalisation gap (0-1)")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
 
