@@ -33,11 +33,11 @@ from genbounds.pacbayes._kl import kl_inverse
 
 REFERENCES = {
     "fcmi": "Harutyunyan, Raginsky, Ver Steeg, Galstyan. Information-theoretic generalization "
-            "bounds for black-box learning algorithms. NeurIPS 2021, arXiv:2110.01584, Thm. 2",
+            "bounds for black-box learning algorithms. NeurIPS 2021, arXiv:2110.01584 (sample-wise f-CMI bound)",
     "ecmi": "Hellström, Durisi. A new family of generalization bounds using samplewise evaluated "
             "CMI. NeurIPS 2022, arXiv:2210.06422 (square-root e-CMI bound)",
     "ldcmi": "Wang, Mao. Tighter information-theoretic generalization bounds from supersamples. "
-             "ICML 2023, arXiv:2302.02432 (loss-difference CMI, Thm. 3.1)",
+             "ICML 2023, arXiv:2302.02432 (loss-difference CMI bound)",
     "interpolating": "Wang, Mao. Tighter information-theoretic generalization bounds from "
                      "supersamples. ICML 2023, arXiv:2302.02432 (interpolating regime)",
     "binary_kl": "Hellström, Durisi. A new family of generalization bounds using samplewise "
@@ -152,7 +152,7 @@ def _sqrt_gap(mi: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 def fcmi_bound(predictions: Any, labels: Any, masks: Any, *, num_bootstrap: int = 200,
                seed: int = 0) -> Bound:
-    """The f-CMI bound (Harutyunyan et al. 2021, Theorem 2) on the expected 0-1 gap.
+    """The sample-wise f-CMI bound (Harutyunyan et al. 2021) on the expected 0-1 gap.
 
     $$\\big|E[L_\\mathcal{D}(W) - L_S(W)]\\big| \\le \\frac1n \\sum_{i=1}^n
       E_{\\tilde Z} \\sqrt{2\\, I^{\\tilde Z}(F_i; U_i)},$$
@@ -188,7 +188,8 @@ def fcmi_bound(predictions: Any, labels: Any, masks: Any, *, num_bootstrap: int 
 
     References:
       Harutyunyan, Raginsky, Ver Steeg & Galstyan, Information-theoretic generalization bounds
-      for black-box learning algorithms, NeurIPS 2021, arXiv:2110.01584, Theorem 2; Steinke &
+      for black-box learning algorithms, NeurIPS 2021, arXiv:2110.01584 (the sample-wise f-CMI
+      bound); Steinke &
       Zakynthinou, Reasoning about generalization via conditional mutual information, COLT 2020,
       arXiv:2001.09122.
     """
@@ -233,7 +234,7 @@ def ecmi_bound(losses: Any, masks: Any, *, num_bootstrap: int = 200, seed: int =
 
 
 def ldcmi_bound(losses: Any, masks: Any, *, num_bootstrap: int = 200, seed: int = 0) -> Bound:
-    """The loss-difference CMI bound (Wang & Mao 2023, Theorem 3.1) on the expected gap.
+    """The loss-difference CMI bound (Wang & Mao 2023) on the expected gap.
 
     $$\\big|E[L_\\mathcal{D}(W) - L_S(W)]\\big| \\le \\frac1n \\sum_{i=1}^n
       E_{\\tilde Z} \\sqrt{2\\, I^{\\tilde Z}(\\Delta_i; U_i)}, \\qquad
@@ -247,7 +248,7 @@ def ldcmi_bound(losses: Any, masks: Any, *, num_bootstrap: int = 200, seed: int 
 
     References:
       Wang & Mao, Tighter information-theoretic generalization bounds from supersamples, ICML
-      2023, arXiv:2302.02432, Theorem 3.1.
+      2023, arXiv:2302.02432 (the ld-CMI bound).
     """
     L, m = _check_losses(losses, masks)
     sym, k = symbols(L[..., 1] - L[..., 0], axis_pairs=False)
