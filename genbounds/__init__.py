@@ -14,6 +14,8 @@ Everything else lives in a sub-namespace that says what it is:
 - `genbounds.pacbayes`: kl, Neyshabur et al., Dziugaite-Roy, Pérez-Ortiz risk certificates;
 - `genbounds.measures`: measures that are not bounds (norms, sharpness, flatness, Hessian,
   evidence, Monte-Carlo Rademacher, Kendall's tau);
+- `genbounds.cmi`: evaluated conditional-mutual-information bounds on the expected gap of a
+  training algorithm, from populations of runs on a supersample;
 - `genbounds.adversarial`: attacks, certified radii, robustness curves;
 - `genbounds.spectra`: heavy-tailed self-regularisation metrics of the weight spectra
   (`heavy_tail`, Martin & Mahoney; WeightWatcher's metrics with a compatible preset);
@@ -35,6 +37,7 @@ from typing import Any as _Any
 
 from . import adversarial as adversarial
 from . import bounds as bounds
+from . import cmi as cmi
 from . import core as core
 from . import linalg as linalg
 from . import losses as losses

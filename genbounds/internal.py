@@ -10,6 +10,9 @@ from private modules, so that moving code between files does not touch the tests
 from genbounds.core._checks import check_key as check_key
 from genbounds.core._checks import check_result as check_result
 
+# --- cmi ---
+from genbounds.cmi import _supersample as cmi_supersample
+
 # --- linalg ---
 from genbounds.linalg._certificate import _certificate_failure, _certificate_plan, _log_chebyshev
 from genbounds.linalg._conv import circular_conv_singular_values

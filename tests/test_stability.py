@@ -128,6 +128,17 @@ def test_empirical_stability_within_hrs(data):
         assert per_run[0, j] == pytest.approx(d.max(), rel=1e-10, abs=1e-14)
 
 
+def test_empirical_stability_as_a_sharded_population_matches(data):
+    X, y, Xt, yt = data
+    kw = dict(X=X, y=y, X_test=Xt, y_test=yt, key=jax.random.key(0), num_replacements=6,
+              num_seeds=2, batch=4)
+    plain = empirical_stability(train_fn, loss_fn, **kw)
+    sharded = empirical_stability(train_fn, loss_fn, devices=jax.devices(), **kw)
+    np.testing.assert_allclose(sharded.terms["max_change_per_run"],
+                               plain.terms["max_change_per_run"], rtol=1e-10, atol=1e-14)
+    assert sharded.complexity == pytest.approx(plain.complexity, rel=1e-10)
+
+
 def test_bad_input(data):
     X, y, Xt, yt = data
     key = jax.random.key(0)

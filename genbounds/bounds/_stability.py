@@ -10,7 +10,7 @@ $\\epsilon$.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -181,6 +181,7 @@ def empirical_stability(
     X_replace: Any = None,
     y_replace: Any = None,
     batch: int | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> Bound:
     """Empirical uniform stability: retrain with one example replaced, measure the loss change.
 
@@ -204,6 +205,9 @@ def empirical_stability(
       num_seeds: K training seeds.
       X_replace, y_replace: pool of replacement examples (default: X_test, y_test).
       batch: retrainings vmapped together (default: all R).
+      devices: when given, the R retrainings of each seed are one population sharded over
+        these devices (and over processes after `jax.distributed.initialize`), by
+        `genbounds.cmi.run_population` with groups of ``batch``; default: one device.
 
     Returns:
       A measure: ``complexity`` = $\\hat\\epsilon$; ``terms``: ``epsilon``, ``max_abs_change``
@@ -267,6 +271,16 @@ def empirical_stability(
             return base - loss_fn(train_fn(Xr, yr, k), X_test, y_test)
 
         return jax.lax.map(lambda a: retrain(*a), (Xs, ys), batch_size=batch)  # (R, n_test)
+
+    if devices is not None:
+        from genbounds.cmi._sharding import run_population
+
+        def one_seed(k):  # noqa: F811 - the sharded population replaces the jitted map
+            base = jax.jit(lambda: loss_fn(train_fn(X, y, k), X_test, y_test))()
+            changed = run_population(lambda a: loss_fn(train_fn(a[0], a[1], k), X_test, y_test),
+                                     (np.asarray(Xs), np.asarray(ys)), devices=devices,
+                                     chunk=batch)
+            return np.asarray(base)[None] - changed
 
     deltas = np.stack(
         [np.asarray(one_seed(jax.random.fold_in(k_seed, s)), np.float64) for s in range(K)]

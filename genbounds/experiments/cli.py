@@ -8,6 +8,7 @@
     genbounds study [--quick] [--out DIR]  Jiang et al. (2020): which measure ranks the nets
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
     genbounds reproduce risk-certificate [--dataset digits|digits-binary|mnist1d|synthetic|mnist]
+    genbounds reproduce cmi [--dataset digits-binary|mnist1d|synthetic] [--n 75,150,300,600]
     genbounds robustness [--out DIR]     PGD / FGSM beside certified accuracy (docs/robustness.md)
 
 This module is the parser and the dispatch; each command lives in its own module (`_sweep`:
@@ -22,7 +23,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from genbounds.experiments._common import Formatter, release_locks
+from genbounds.experiments._common import Formatter, number_list, release_locks
 from genbounds.experiments._report_cmd import cmd_report
 from genbounds.experiments._reproduce import cmd_reproduce
 from genbounds.experiments._robustness import add_parser as add_robustness
@@ -85,16 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", formatter_class=Formatter, help="reproduce a paper's experiment: dziugaite-roy, "
                                          "risk-certificate")
-    p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate", "heavy-tail"),
+    p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate", "heavy-tail",
+                                          "cmi"),
                    help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017); "
                         "risk-certificate: data-dependent prior + f_quad (Perez-Ortiz et al. "
                         "2021); heavy-tail: layer tail exponents against the load N/M, true "
-                        "and random labels (Martin & Mahoney)")
-    p.add_argument("--dataset", default="digits", choices=("digits", "digits-binary",
-                                                           "synthetic", "mnist1d", "mnist"),
-                   help="digits (default; 10 classes for risk-certificate, binary for "
-                        "dziugaite-roy), digits-binary, synthetic, mnist1d, or mnist (needs "
-                        "the MNIST files)")
+                        "and random labels (Martin & Mahoney); cmi: evaluated CMI bounds on "
+                        "the expected gap against n (Harutyunyan et al. 2021, Wang & Mao 2023)")
+    p.add_argument("--dataset", default=None, choices=("digits", "digits-binary",
+                                                         "synthetic", "mnist1d", "mnist"),
+                   help="digits (the default; 10 classes for risk-certificate, binary for "
+                        "dziugaite-roy and cmi), digits-binary, synthetic, mnist1d, or mnist "
+                        "(needs the MNIST files; not for cmi)")
+    p.add_argument("--n", dest="cmi_sizes", default=None,
+                   type=lambda t: [int(v) for v in number_list(
+                       t, flag="--n", what="(training set sizes, whole numbers >= 2)",
+                       valid=lambda v: v >= 2 and float(v).is_integer())],
+                   help="cmi: comma-separated training set sizes (default 75,150,300,600)")
+    p.add_argument("--masks", type=int, default=30, help="cmi: masks K per supersample")
+    p.add_argument("--supersamples", type=int, default=3,
+                   help="cmi: supersamples S per training set size")
     p.add_argument("--out", default=None,
                    help="output directory; None means genbounds-EXPERIMENT")
     p.add_argument("--seed", type=int, default=0, help="random seed")
