@@ -25,7 +25,9 @@ Two rules, the same scan:
   the interval.
 
 The scan is vectorised: candidates in blocks of rows, each row only over its own tail, so memory
-stays below a few MB whatever $n$ is.
+stays below a few MB whatever $n$ is; both rules prune it by branch and bound (lower bounds of
+D from 64 points per tail, exact D only where it can be the minimum; `ks_scan_pruned` and
+`_ks_scan.py`), with the same minimum and the same $x_{\min}$ as the full scan.
 """
 
 from __future__ import annotations
