@@ -11,12 +11,14 @@ option bundles (`Certificate`, `DziugaiteRoyTraining`, `PriorTraining`, `Posteri
 from ._dziugaite_roy import dziugaite_roy as dziugaite_roy
 from ._dziugaite_roy import dziugaite_roy_certificate as dziugaite_roy_certificate
 from ._dziugaite_roy import dziugaite_roy_from_terms as dziugaite_roy_from_terms
+from ._first_order import majority_vote_first_order as majority_vote_first_order
 from ._gaussian import DiagonalGaussian as DiagonalGaussian
 from ._gaussian import diag_gaussian_kl as diag_gaussian_kl
 from ._kl import kl_bernoulli as kl_bernoulli
 from ._kl import kl_inverse as kl_inverse
 from ._kl import mcallester_bound as mcallester_bound
 from ._kl import pac_bayes_kl_bound as pac_bayes_kl_bound
+from ._montecarlo import majority_vote_error as majority_vote_error
 from ._montecarlo import sample_convergence_bound as sample_convergence_bound
 from ._montecarlo import stochastic_error as stochastic_error
 from ._neyshabur import pac_bayes as pac_bayes
@@ -36,3 +38,4 @@ from ._risk_certificate import DataSplit as DataSplit
 from ._risk_certificate import risk_certificate as risk_certificate
 from ._risk_certificate import risk_certificate_from_terms as risk_certificate_from_terms
 from ._risk_certificate import split_data as split_data
+from ._tandem import majority_vote_tandem as majority_vote_tandem

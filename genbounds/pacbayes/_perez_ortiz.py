@@ -113,6 +113,12 @@ def _erm_epoch(apply_fn, unravel, sgd, batch, state, X, y, key):
     return (w, opt), losses.mean()
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _heldout(apply_fn, unravel, w, X, y):
+    logits = apply_fn(unravel(w), X)
+    return zero_one(logits, y).mean(), cross_entropy(logits, y).mean()
+
+
 @bundle_keywords(training={k: k for k in _TRAINING_KEYWORDS})
 def learn_prior(
     init_params: Any,
@@ -128,23 +134,29 @@ def learn_prior(
     """Learns the prior mean $w_P$ on the prior set only (Pérez-Ortiz et al. 2021, §4).
 
     ``training.objective="erm"``: SGD with momentum on the (unbounded) cross-entropy from
-    `init_params`. Any other objective of `OBJECTIVES`: train a Gaussian posterior on the prior
-    set by that PAC-Bayes objective against the data-free prior
-    $N(\\text{init\\_params}, \\sigma_P^2 I)$ (n = the prior-set size) and return its mean. Either
-    way the result depends on the prior set, the initialisation and `key` only.
+    `init_params`, **to a stated criterion**: a random ``training.holdout`` share of X is held
+    out, the rest is fitted for at most ``training.epochs`` epochs, the held-out 0-1 error (ties
+    broken by the held-out cross-entropy) is measured after every epoch, training stops after
+    ``training.patience`` epochs without improvement and the parameters of the best epoch are
+    returned (early stopping). Any other objective of `OBJECTIVES`: train a Gaussian posterior
+    on the prior set by that PAC-Bayes objective against the data-free prior
+    $N(\text{init\_params}, \sigma_P^2 I)$ (n = the prior-set size) for ``training.epochs``
+    epochs and return its mean. Either way the result depends on the prior set, the
+    initialisation and `key` only.
 
     Args:
       init_params: the initial parameter tree.
       X, y: the prior set (it must not overlap the bound set).
       apply_fn: ``apply_fn(params, X) -> logits``.
-      key: PRNG key.
-      training: a `PriorTraining`; its fields ``objective`` (``"erm"``), ``epochs`` (20),
-        ``lr`` (0.01), ``momentum`` (0.95), ``batch_size`` (128) and ``p_min`` (1e-5) are used
-        here (``fraction`` and ``split_seed`` tell `perez_ortiz` which examples form X). The
-        keywords ``epochs``, ``batch_size``, ``lr``, ``momentum``, ``objective`` and ``p_min``
-        are accepted too and set these fields.
-      prior_std: $\\sigma_P$ of the data-free prior of a PAC-Bayes objective.
-      callback: ``callback(epoch, metrics)`` after each epoch.
+      key: PRNG key (the held-out split, the minibatches).
+      training: a `PriorTraining`; its fields ``objective`` (``"erm"``), ``epochs`` (300, the
+        most), ``lr`` (0.03), ``momentum`` (0.9), ``batch_size`` (64), ``p_min`` (1e-5),
+        ``holdout`` (0.2), ``patience`` (30) are used here (``fraction`` and ``split_seed``
+        tell `perez_ortiz` which examples form X). The keywords ``epochs``, ``batch_size``,
+        ``lr``, ``momentum``, ``objective`` and ``p_min`` are accepted too and set these fields.
+      prior_std: $\sigma_P$ of the data-free prior of a PAC-Bayes objective.
+      callback: ``callback(epoch, metrics)`` after each epoch (``cross_entropy`` and, with a
+        held-out part, ``heldout_error``, ``heldout_cross_entropy``).
 
     Returns:
       The prior mean, a tree like `init_params` (float32).
@@ -153,35 +165,76 @@ def learn_prior(
       Pérez-Ortiz, Rivasplata, Shawe-Taylor & Szepesvári, Tighter risk certificates for neural
       networks, JMLR 22(227), 2021, arXiv:2007.12911.
     """
+    return fit_prior(init_params, X=X, y=y, apply_fn=apply_fn, key=key, training=training,
+                     prior_std=prior_std, callback=callback)[0]
+
+
+def fit_prior(init_params, *, X, y, apply_fn, key, training=PRIOR_TRAINING, prior_std=0.03,
+              callback=None) -> tuple[Any, dict[str, Any]]:
+    """`learn_prior` and what its training did: ``(prior_mean, info)`` with ``info`` holding
+    ``epochs_run``, ``best_epoch``, ``n_fit``, ``n_heldout``, ``heldout_error`` (None without a
+    held-out part), ``fit_error`` (the prior net's 0-1 error on the part it was fitted on) and
+    ``stopped_early``."""
     opt = check_bundle(training, PriorTraining, "training")
     key = check_key(key)
     objective = check_choice(opt.objective, "objective", ("erm",) + OBJECTIVES)
     X, y, _ = check_classifier(apply_fn, init_params, X, y, dtype=jnp.float32)
     epochs = check_n(opt.epochs, "epochs")
-    batch_size = min(check_n(opt.batch_size, "batch_size"), int(X.shape[0]))
+    holdout = check_unit_interval(opt.holdout, "holdout")
+    if holdout >= 1.0:
+        raise ValueError(f"holdout must lie in [0, 1), got {opt.holdout!r}")
+    patience = check_n(opt.patience, "patience")
+    m = int(X.shape[0])
     if objective != "erm":
+        batch_size = min(check_n(opt.batch_size, "batch_size"), m)
         q, _ = train_posterior(
-            init_params, X=X, y=y, apply_fn=apply_fn, n_bound=int(X.shape[0]),
+            init_params, X=X, y=y, apply_fn=apply_fn, n_bound=m,
             prior_std=prior_std, key=key, callback=callback,
             training=PosteriorTraining(objective=objective, epochs=epochs, lr=opt.lr,
                                        momentum=opt.momentum, batch_size=batch_size,
                                        p_min=opt.p_min),
         )
-        return q.mean
+        fit_err = _error(apply_fn, q.mean, X, y)
+        return q.mean, {"epochs_run": epochs, "best_epoch": epochs, "n_fit": m, "n_heldout": 0,
+                        "heldout_error": None, "fit_error": fit_err, "stopped_early": False}
+    k_split, k_train = jax.random.split(key)
+    n_held = int(round(holdout * m))
+    if holdout > 0 and not 1 <= n_held <= m - 1:
+        raise ValueError(f"holdout={holdout:g} of the {m} prior examples leaves no held-out or no "
+                         "fitting example; use more prior data or holdout=0")
+    perm = np.asarray(jax.random.permutation(k_split, m))
+    Xf, yf = _as_f32(X), jnp.asarray(y)
+    Xh, yh = Xf[perm[:n_held]], yf[perm[:n_held]]
+    Xt, yt = Xf[perm[n_held:]], yf[perm[n_held:]]
+    batch_size = min(check_n(opt.batch_size, "batch_size"), int(Xt.shape[0]))
     w, unravel = flatten(init_params, jnp.float32), Unravel(init_params, jnp.float32)
     sgd = (check_positive(opt.lr, "lr"), float(opt.momentum))
     state = (w, optax.sgd(*sgd).init(w))
-    Xf = _as_f32(X)
     settings = f"ERM with lr={sgd[0]:g}, momentum={sgd[1]:g}, batch_size={batch_size}"
+    best, best_w, best_e, e = (math.inf, math.inf), state[0], 0, 0
     for e in range(epochs):
-        state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xf, y,
-                                 jax.random.fold_in(key, e))
-        check_progress(loss, caller="learn_prior", what="mean cross-entropy",
+        state, loss = _erm_epoch(apply_fn, unravel, sgd, batch_size, state, Xt, yt,
+                                 jax.random.fold_in(k_train, e))
+        metrics = {"cross_entropy": float(loss)}
+        check_progress(metrics["cross_entropy"], caller="learn_prior", what="mean cross-entropy",
                        at=f"epoch {e + 1} of {epochs}", settings=settings)
+        if n_held:
+            err, ce = (float(v) for v in _heldout(apply_fn, unravel, state[0], Xh, yh))
+            metrics.update(heldout_error=err, heldout_cross_entropy=ce)
+            if (err, ce) < best:
+                best, best_w, best_e = (err, ce), state[0], e + 1
         if callback is not None:
-            callback(e, {"cross_entropy": float(loss)})
-    check_trained({"prior mean": state[0]}, caller="learn_prior", settings=settings)
-    return unravel(state[0])
+            callback(e, metrics)
+        if n_held and e + 1 - best_e >= patience:
+            break
+    w_out = best_w if n_held else state[0]
+    check_trained({"prior mean": w_out}, caller="learn_prior", settings=settings)
+    fit_err = float(_heldout(apply_fn, unravel, w_out, Xt, yt)[0])
+    info = {"epochs_run": e + 1, "best_epoch": best_e if n_held else e + 1,
+            "n_fit": int(Xt.shape[0]), "n_heldout": n_held,
+            "heldout_error": best[0] if n_held else None, "fit_error": fit_err,
+            "stopped_early": bool(n_held) and e + 1 < epochs}
+    return unravel(w_out), info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,6 +345,22 @@ def train_posterior(
 # ----------------------------------------------------------------------------------------------
 # The whole protocol.
 # ----------------------------------------------------------------------------------------------
+
+
+def _weak_prior_note(prior: PriorTraining, info: dict[str, Any]) -> tuple[str, ...]:
+    """A note when the prior net is weak: its held-out error (fit error without a held-out
+    part) above ``prior.weak_error``."""
+    if not info:
+        return ()
+    err = info["heldout_error"] if info["heldout_error"] is not None else info["fit_error"]
+    where = ("held-out part of the prior set" if info["heldout_error"] is not None
+             else "prior set it was fitted on")
+    if err <= float(prior.weak_error):
+        return ()
+    return (f"WEAK PRIOR: the prior network errs on {err:.3f} of the {where} (threshold "
+            f"weak_error={float(prior.weak_error):g}) after {info['epochs_run']} epochs; the "
+            "certificate is rarely much below the prior's error: train the prior longer or "
+            "with another learning rate (PriorTraining)",)
 
 
 def _error(apply_fn, params, X, y) -> float:
@@ -436,8 +505,9 @@ def perez_ortiz(
     n_prior, n = len(split.X_prior), len(split.X_bound)
 
     t0 = time.perf_counter()
+    prior_info: dict[str, Any] = {}
     if n_prior > 0:
-        prior_mean = learn_prior(
+        prior_mean, prior_info = fit_prior(
             init_params, X=split.X_prior, y=split.y_prior, apply_fn=apply_fn, key=k_prior,
             training=prior, prior_std=stds[0],
             callback=None if callback is None else partial(callback, "prior"),
@@ -481,24 +551,32 @@ def perez_ortiz(
         seconds_prior=t_prior,
         seconds_posterior_and_certificate=t_post,
     )
+    terms.update({f"prior_{k}": v for k, v in prior_info.items()})
     if test is not None:
         Xt, yt, _ = check_classifier(apply_fn, init_params, test.X, test.y, x_name="X_test",
                                      y_name="y_test", dtype=jnp.float32)
         st = stochastic_error_f32(apply_fn, q, Xt, yt, k_test,
                                   check_n(test.num_mc_samples, "test_mc_samples"),
                                   test.mc_subset, certificate.mc_batch,
-                                  caller="perez_ortiz (stochastic test error)")
+                                  caller="perez_ortiz (stochastic test error)",
+                                  votes=test.mc_subset is None)
         terms.update(
             stochastic_test_error=st["error"],
             stochastic_test_error_stderr=st["stderr"],
             mean_net_test_error=_error(apply_fn, q.mean, Xt, yt),
             prior_net_test_error=_error(apply_fn, prior_mean, Xt, yt),
         )
+        if "majority_vote_error" in st:
+            terms["majority_vote_test_error"] = st["majority_vote_error"]
+            terms["majority_vote_test_networks"] = st["num_samples"]
     terms["seconds_total"] = time.perf_counter() - t_all
     notes = bound.notes + (
         f"prior mean learnt on {n_prior} examples (prior set) by {terms['prior_objective']}; "
         f"posterior trained on {terms['n_train_posterior']} examples ({posterior_data}); "
         f"certificate on the other {n} (bound set)",
-        "test errors in terms are measurements on held-out data, not part of the bound",
-    )
+        "test errors in terms are measurements on held-out data, not part of the bound; "
+        "mean_net_test_error (the network at the posterior's mean weights) is covered by no "
+        "certificate here, majority_vote_test_error (the vote of the test networks) is the "
+        "measured counterpart of majority_vote_certificate",
+    ) + _weak_prior_note(prior, prior_info)
     return dataclasses.replace(bound, terms=terms, notes=notes), q
