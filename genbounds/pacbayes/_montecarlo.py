@@ -58,7 +58,7 @@ def _votes(logits: jax.Array, num_classes: int) -> jax.Array:
     top = jnp.argmax(logits, axis=1)
     best = jnp.max(logits, axis=1)
     strict = jnp.sum(logits == best[:, None], axis=1) == 1
-    return (jax.nn.one_hot(top, num_classes, dtype=jnp.int32) * strict[:, None]).astype(jnp.int32)
+    return jax.nn.one_hot(top, num_classes, dtype=jnp.int32) * strict[:, None].astype(jnp.int32)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
@@ -106,7 +106,8 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, votes, mean, std, X
             return err.mean(), bad, cnt, vv
 
         errs, bad, cnt, vv = jax.lax.map(one, xs, batch_size=min(batch, size))
-        acc = (acc[0] if subset else acc[0] + cnt.sum(0), acc[1] + vv.sum(0) if votes else acc[1])
+        acc = (acc[0] if subset else acc[0] + cnt.sum(0, dtype=jnp.int32),
+               acc[1] + vv.sum(0, dtype=jnp.int32) if votes else acc[1])
         return acc, (errs, bad)
 
     acc = (jnp.zeros((0 if subset else m,), jnp.int32),
@@ -122,10 +123,10 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, votes, mean, std, X
 
 
 def tandem_error(counts: Any, num_samples: int) -> float:
-    """The unbiased (U-statistic) estimate of the tandem error $E_{Q^2}[\hat L_S(h, h')]$ from
+    """The unbiased (U-statistic) estimate of the tandem error $E_{Q^2}[\\hat L_S(h, h')]$ from
     per-example error counts: with $c_x$ the number of the N networks that err on example x,
 
-    $$\hat T = \frac{1}{m}\sum_x \frac{c_x (c_x - 1)}{N (N - 1)},$$
+    $$\\hat T = \\frac{1}{m}\\sum_x \\frac{c_x (c_x - 1)}{N (N - 1)},$$
 
     the mean over all ordered pairs of distinct networks of the fraction of examples on which
     both err (Masegosa et al. 2020's tandem loss). Needs N >= 2; float64.

@@ -140,7 +140,7 @@ def learn_prior(
     ``training.patience`` epochs without improvement and the parameters of the best epoch are
     returned (early stopping). Any other objective of `OBJECTIVES`: train a Gaussian posterior
     on the prior set by that PAC-Bayes objective against the data-free prior
-    $N(\text{init\_params}, \sigma_P^2 I)$ (n = the prior-set size) for ``training.epochs``
+    $N(\\text{init\\_params}, \\sigma_P^2 I)$ (n = the prior-set size) for ``training.epochs``
     epochs and return its mean. Either way the result depends on the prior set, the
     initialisation and `key` only.
 
@@ -154,7 +154,7 @@ def learn_prior(
         ``holdout`` (0.2), ``patience`` (30) are used here (``fraction`` and ``split_seed``
         tell `perez_ortiz` which examples form X). The keywords ``epochs``, ``batch_size``,
         ``lr``, ``momentum``, ``objective`` and ``p_min`` are accepted too and set these fields.
-      prior_std: $\sigma_P$ of the data-free prior of a PAC-Bayes objective.
+      prior_std: $\\sigma_P$ of the data-free prior of a PAC-Bayes objective.
       callback: ``callback(epoch, metrics)`` after each epoch (``cross_entropy`` and, with a
         held-out part, ``heldout_error``, ``heldout_cross_entropy``).
 

@@ -110,8 +110,9 @@ def majority_vote_tandem(
       kl: KL(Q || P) >= 0 in nats (the bound uses 2 KL, the divergence of the pairs).
       n: the number of examples, >= 8 (Maurer 2004, Theorem 5).
       num_samples: N >= 2 networks behind $\\hat T_N$ (floor(N/2) independent trials), or None.
-      delta: failure probability of the PAC-Bayes-kl step, in (0, 1); default 0.025 as the
-        risk certificates.
+      delta: failure probability of the PAC-Bayes-kl step, in (0, 1); default delta = 0.025
+        as the risk certificates of Pérez-Ortiz et al. 2021 (their experiments), not the
+        library-wide 0.05.
       delta_prime: failure probability of the Monte-Carlo step; default 0.01.
 
     Returns:
