@@ -75,8 +75,10 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, votes, mean, std, X
     * ``vote_counts`` (m, K) int32 with ``votes=True``: per example and class, how many networks
       predict that class strictly (else shape (0, 0)): the majority vote of the N networks.
 
-    The noise of up to `draws_per_key` networks is drawn by one PRNG call (a chunk); the chunks
-    are a `lax.scan` and the last, shorter one runs after it, so exactly N networks are computed.
+    The noise of up to `draws_per_key` networks is drawn by one PRNG call (a chunk; the chunks
+    as even as possible); the chunks are one `lax.scan`, and the few draws of the last chunk
+    beyond N (fewer than the number of chunks) are computed but counted nowhere: every
+    returned number is about exactly N networks.
     With ``subset = k > 0`` each network is evaluated on its own k examples, drawn uniformly with
     replacement and independently of the network (a draw without replacement would cost a
     permutation of all m examples per network).
@@ -84,15 +86,20 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, votes, mean, std, X
     m = X.shape[0]
     d = mean.shape[0]
     chunk = draws_per_key(num_samples, d)
-    full, rem = divmod(num_samples, chunk)
-    keys = jax.random.split(key, full + (1 if rem else 0))
+    n_chunks = -(-num_samples // chunk)
+    chunk = -(-num_samples // n_chunks)  # as even as possible: fewer than n_chunks padded draws
+    keys = jax.random.split(key, n_chunks)
     out_shape = jax.eval_shape(lambda w, Xs: apply_fn(unravel(w), Xs), mean, X[:1]).shape
     num_classes = 2 if len(out_shape) == 1 or out_shape[1] == 1 else out_shape[1]
 
-    def run_chunk(acc, k, size):
+    def run_chunk(acc, inp):
+        k, start = inp
         kn, ks = jax.random.split(k)
-        eps = jax.random.normal(kn, (size, d), mean.dtype)
-        xs = (eps, jax.random.randint(ks, (size, subset), 0, m)) if subset else eps
+        eps = jax.random.normal(kn, (chunk, d), mean.dtype)
+        xs = (eps, jax.random.randint(ks, (chunk, subset), 0, m)) if subset else eps
+        # the last chunk's draws beyond N are computed (one program for every chunk) but
+        # count nowhere: not in the errors, the counts, the votes nor the non-finite flags
+        keep = (start + jnp.arange(chunk, dtype=jnp.int32)) < num_samples
 
         def one(args):
             e, i = args if subset else (args, None)
@@ -105,21 +112,19 @@ def mc_errors(apply_fn, unravel, num_samples, batch, subset, votes, mean, std, X
             vv = _votes(logits, num_classes) if votes else None
             return err.mean(), bad, cnt, vv
 
-        errs, bad, cnt, vv = jax.lax.map(one, xs, batch_size=min(batch, size))
-        acc = (acc[0] if subset else acc[0] + cnt.sum(0, dtype=jnp.int32),
-               acc[1] + vv.sum(0, dtype=jnp.int32) if votes else acc[1])
-        return acc, (errs, bad)
+        errs, bad, cnt, vv = jax.lax.map(one, xs, batch_size=min(batch, chunk))
+        k32 = keep.astype(jnp.int32)
+        acc = (acc[0] if subset else acc[0] + jnp.einsum("c,cm->m", k32, cnt,
+                                                          preferred_element_type=jnp.int32),
+               acc[1] + jnp.einsum("c,cmk->mk", k32, vv, preferred_element_type=jnp.int32)
+               if votes else acc[1])
+        return acc, (errs, bad & keep)
 
     acc = (jnp.zeros((0 if subset else m,), jnp.int32),
            jnp.zeros((m, num_classes) if votes else (0, 0), jnp.int32))
-    errs, bad = jnp.zeros((0,), mean.dtype), jnp.zeros((0,), bool)
-    if full:
-        acc, (errs, bad) = jax.lax.scan(lambda a, k: run_chunk(a, k, chunk), acc, keys[:full])
-        errs, bad = errs.reshape(-1), bad.reshape(-1)
-    if rem:
-        acc, (e2, b2) = run_chunk(acc, keys[full], rem)
-        errs, bad = jnp.concatenate([errs, e2]), jnp.concatenate([bad, b2])
-    return errs, bad, acc[0], acc[1]
+    starts = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
+    acc, (errs, bad) = jax.lax.scan(run_chunk, acc, (keys, starts))
+    return errs.reshape(-1)[:num_samples], bad.reshape(-1)[:num_samples], acc[0], acc[1]
 
 
 def tandem_error(counts: Any, num_samples: int) -> float:
