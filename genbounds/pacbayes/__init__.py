@@ -1,5 +1,7 @@
 """PAC-Bayes: the Bernoulli kl and its inversion, Neyshabur et al.'s margin bound (2018),
-Dziugaite & Roy's optimised posterior (2017) and the risk certificates of Pérez-Ortiz et al. (2021).
+Dziugaite & Roy's optimised posterior (2017) and the risk certificates of Pérez-Ortiz et al. (2021),
+with the certificates of the posterior's majority vote (the factor-2 bound, `_first_order.py`, and
+Masegosa et al.'s 2020 tandem bound, `_tandem.py`).
 
 One diagonal Gaussian and its KL (`_gaussian.py`), one float64 kl inversion (`_kl.py`), one
 Monte-Carlo error of the stochastic net (`_montecarlo.py`) and one jitted posterior-training loop
@@ -31,9 +33,9 @@ from ._options import DziugaiteRoyTraining as DziugaiteRoyTraining
 from ._options import HeldOut as HeldOut
 from ._options import PosteriorTraining as PosteriorTraining
 from ._options import PriorTraining as PriorTraining
-from ._perez_ortiz import learn_prior as learn_prior
+from ._pbb_training import learn_prior as learn_prior
+from ._pbb_training import train_posterior as train_posterior
 from ._perez_ortiz import perez_ortiz as perez_ortiz
-from ._perez_ortiz import train_posterior as train_posterior
 from ._risk_certificate import DataSplit as DataSplit
 from ._risk_certificate import risk_certificate as risk_certificate
 from ._risk_certificate import risk_certificate_from_terms as risk_certificate_from_terms
