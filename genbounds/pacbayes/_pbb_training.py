@@ -137,8 +137,8 @@ def fit_prior(init_params, *, X, y, apply_fn, key, training=PRIOR_TRAINING, prio
               callback=None) -> tuple[Any, dict[str, Any]]:
     """`learn_prior` and what its training did: ``(prior_mean, info)`` with ``info`` holding
     ``epochs_run``, ``best_epoch``, ``n_fit``, ``n_heldout``, ``heldout_error`` (None without a
-    held-out part), ``fit_error`` (the prior net's 0-1 error on the part it was fitted on) and
-    ``stopped_early``."""
+    held-out part), ``fit_error`` (the prior net's 0-1 error on the part it was fitted on;
+    measured only without a held-out part, else None) and ``stopped_early``."""
     opt = check_bundle(training, PriorTraining, "training")
     key = check_key(key)
     objective = check_choice(opt.objective, "objective", ("erm",) + OBJECTIVES)
@@ -166,10 +166,13 @@ def fit_prior(init_params, *, X, y, apply_fn, key, training=PRIOR_TRAINING, prio
     if holdout > 0 and not 1 <= n_held <= m - 1:
         raise ValueError(f"holdout={holdout:g} of the {m} prior examples leaves no held-out or no "
                          "fitting example; use more prior data or holdout=0")
-    perm = np.asarray(jax.random.permutation(k_split, m))
-    Xf, yf = _as_f32(X), jnp.asarray(y)
-    Xh, yh = Xf[perm[:n_held]], yf[perm[:n_held]]
-    Xt, yt = Xf[perm[n_held:]], yf[perm[n_held:]]
+    # the held-out split on the host (numpy, seeded from the key): no device op to compile
+    seed = np.asarray(jax.random.key_data(k_split), np.uint32).ravel().tolist()
+    perm = np.random.default_rng(seed).permutation(m)
+    Xn = np.asarray(X, np.float32) if jnp.issubdtype(X.dtype, jnp.floating) else np.asarray(X)
+    yn = np.asarray(y)
+    Xh, yh = jnp.asarray(Xn[perm[:n_held]]), jnp.asarray(yn[perm[:n_held]])
+    Xt, yt = jnp.asarray(Xn[perm[n_held:]]), jnp.asarray(yn[perm[n_held:]])
     batch_size = min(check_n(opt.batch_size, "batch_size"), int(Xt.shape[0]))
     w, unravel = flatten(init_params, jnp.float32), Unravel(init_params, jnp.float32)
     sgd = (check_positive(opt.lr, "lr"), float(opt.momentum))
@@ -193,7 +196,8 @@ def fit_prior(init_params, *, X, y, apply_fn, key, training=PRIOR_TRAINING, prio
             break
     w_out = best_w if n_held else state[0]
     check_trained({"prior mean": w_out}, caller="learn_prior", settings=settings)
-    fit_err = float(_heldout(apply_fn, unravel, w_out, Xt, yt)[0])
+    # the fit error is what the weak-prior note reads when nothing was held out
+    fit_err = None if n_held else float(_heldout(apply_fn, unravel, w_out, Xt, yt)[0])
     info = {"epochs_run": e + 1, "best_epoch": best_e if n_held else e + 1,
             "n_fit": int(Xt.shape[0]), "n_heldout": n_held,
             "heldout_error": best[0] if n_held else None, "fit_error": fit_err,
