@@ -127,7 +127,7 @@ def majority_vote_tandem(
     Examples:
       >>> b = majority_vote_tandem(0.005, 2.0, n=10_000, num_samples=None, delta=0.05)
       >>> round(b.value, 4)
-      0.0485
+      0.0374
 
     References:
       Masegosa, Lorenzen, Igel & Seldin, Second order PAC-Bayesian bounds for the weighted
