@@ -48,6 +48,7 @@ from genbounds.pacbayes._gaussian import isotropic_kl
 from genbounds.pacbayes._gaussian import clamp_kl as clamp_kl
 from genbounds.pacbayes._kl import kl_inverse64, kl_inverse_core
 from genbounds.pacbayes._montecarlo import mc_batch_size, mc_errors
+from genbounds.pacbayes._montecarlo import tandem_error as tandem_error
 from genbounds.pacbayes._posterior import run_posterior_loop
 
 # --- measures ---

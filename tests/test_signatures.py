@@ -20,6 +20,7 @@ POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR
 # with the names they take positionally (the object the call is about).
 POSITIONAL_EXCEPTIONS = {
     "stochastic_error": ("posterior",),
+    "majority_vote_error": ("posterior",),
     "dziugaite_roy_certificate": ("posterior",),
     "risk_certificate": ("posterior",),
     "perez_ortiz": ("init_params",),  # trains prior and posterior from the initialisation
@@ -46,6 +47,7 @@ DELTA_EXCEPTIONS = {
     "train_posterior": (0.025, "Pérez-Ortiz et al. 2021"),
     "pac_bayes_objective": (0.025, "Pérez-Ortiz et al. 2021"),
     "optimal_lambda": (0.025, "Pérez-Ortiz et al. 2021"),
+    "majority_vote_tandem": (0.025, "Pérez-Ortiz et al. 2021"),
 }
 
 DATA_NAMES = ("X", "y", "apply_fn", "X_test", "y_test", "init_params")

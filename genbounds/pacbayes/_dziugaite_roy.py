@@ -50,6 +50,8 @@ from ._options import (
     check_bundle,
 )
 from ._posterior import PosteriorLoop, init_state, run_posterior_loop
+from ._risk_certificate import MAJORITY_VOTE_NOTE, majority_vote_terms
+from ._tandem import tandem_from_rhs, tandem_upper
 from ._trainable import trainable
 
 _REFERENCE = (
@@ -230,6 +232,15 @@ def dziugaite_roy_certificate(
         "bound_ceil_j": per_j[candidates[-1]][0]["bound"],
         "num_params": int(mean.size),
     }
+
+    def tandem(t_hat):  # the same union bound over j, with KL(Q^2 || P_j^2) = 2 KL(Q || P_j)
+        t_up = tandem_upper(t_hat, N, delta_prime)
+        rhs = (2.0 * kl + 2.0 * math.log(j_best) + math.log(math.pi**2 * m / (6.0 * delta))) / (m - 1)
+        return t_up, rhs, tandem_from_rhs(t_up, rhs)
+
+    terms.update(majority_vote_terms(res["bound"], mc, kl, n=m, delta=delta,
+                                     delta_prime=delta_prime, total_delta=delta + delta_prime,
+                                     tandem=tandem))
     return Bound(
         name="dziugaite_roy",
         value=res["bound"],
@@ -245,6 +256,7 @@ def dziugaite_roy_certificate(
             f"Monte-Carlo training error bounded by the sample-convergence bound at "
             f"delta'={delta_prime:g} over N={N} networks",
             "prior mean = init_params, which must not depend on the training data",
+            MAJORITY_VOTE_NOTE,
         ),
     )
 

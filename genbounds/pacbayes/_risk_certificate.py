@@ -39,6 +39,7 @@ from ._gaussian import DiagonalGaussian, check_posterior, diag_gaussian_kl
 from ._kl import pac_bayes_kl_bound
 from ._montecarlo import mc_error, sample_convergence_bound
 from ._options import CERTIFICATE, Certificate, bundle_keywords, check_bundle
+from ._tandem import majority_vote_tandem
 
 REFERENCE = (
     "Pérez-Ortiz, Rivasplata, Shawe-Taylor, Szepesvári. Tighter risk certificates for neural "
@@ -51,10 +52,10 @@ CERTIFICATE_KEYWORDS = {k: k for k in ("delta_prime", "num_mc_samples", "mc_subs
 
 
 def stochastic_error_f32(apply_fn, q, X, y, key, N, subset, batch,
-                         caller="risk_certificate") -> dict[str, float]:
+                         caller="risk_certificate", votes=False) -> dict[str, Any]:
     """`stochastic_error` (the same Monte Carlo) in float32, on checked data."""
     return mc_error(apply_fn, q, X, y, key, N, subset, batch, dtype=jnp.float32,
-                    names=("mc_subset", "mc_batch"), caller=caller)
+                    names=("mc_subset", "mc_batch"), caller=caller, votes=votes)
 
 
 def risk_certificate_from_terms(*, kl: float, error: float, n: int, delta: float) -> float:
@@ -178,6 +179,8 @@ def risk_certificate(
         "mc_subset": 0 if cert.mc_subset is None else int(cert.mc_subset),
         "num_params": int(ravel_pytree(posterior.mean)[0].size),
     }
+    terms.update(majority_vote_terms(value, mc, kl, n=n, delta=d_each, delta_prime=dp_each,
+                                     total_delta=delta + delta_prime))
     return Bound(
         name="risk_certificate",
         value=value,
@@ -193,8 +196,45 @@ def risk_certificate(
             f"PAC-Bayes-kl (Maurer) at delta/K = {d_each:g} on the n = {n} bound-set examples; "
             f"sample-convergence bound at delta'/K = {dp_each:g} over N = {N} networks; K = {K}",
             "holds conditionally on the prior set: the prior mean must not depend on the bound set",
+            MAJORITY_VOTE_NOTE,
         ),
     )
+
+
+MAJORITY_VOTE_NOTE = (
+    "majority_vote_* terms bound the error of the posterior's majority vote MV_Q (the "
+    "deterministic classifier argmax_c Q{h(x) = c}): first_order = 2 x the certificate (same "
+    "event), tandem = Masegosa et al. 2020 from the same networks' pairs (its own event at the "
+    "same delta, delta'); majority_vote_certificate, the smaller, holds w.p. >= 1 - "
+    "majority_vote_delta; the network at the posterior's mean weights is covered by neither"
+)
+
+
+def majority_vote_terms(gibbs: float, mc: dict[str, Any], kl: float, *, n: int, delta: float,
+                        delta_prime: float, total_delta: float,
+                        tandem: Any = None) -> dict[str, Any]:
+    """The majority-vote certificates beside a stochastic certificate `gibbs` (the same N
+    networks, `mc`; each of the two at `delta`, `delta_prime`): the factor-2 bound, the tandem
+    bound when the counter gave a tandem error (every network on the whole set), their minimum
+    and its failure probability 2 x `total_delta`. `tandem(t_upper)` overrides the tandem's
+    PAC-Bayes step (Dziugaite & Roy's form)."""
+    out: dict[str, Any] = {"majority_vote_first_order": 2.0 * gibbs}
+    if "tandem_error" in mc:
+        if tandem is None:
+            tb = majority_vote_tandem(mc["tandem_error"], kl, n=n, num_samples=mc["num_samples"],
+                                      delta=delta, delta_prime=delta_prime)
+            t_up, rhs, value = tb.terms["tandem_error_upper"], tb.terms["rhs"], tb.value
+        else:
+            t_up, rhs, value = tandem(mc["tandem_error"])
+        out.update(majority_vote_tandem=value, tandem_error_mc=mc["tandem_error"],
+                   tandem_error_upper=t_up, tandem_num_pairs=mc["num_pairs"], tandem_rhs=rhs)
+    else:
+        out["majority_vote_tandem"] = None  # needs every network on the whole set
+    cands = [v for v in (out["majority_vote_first_order"], out["majority_vote_tandem"])
+             if v is not None]
+    out["majority_vote_certificate"] = min(cands)
+    out["majority_vote_delta"] = 2.0 * total_delta if len(cands) > 1 else total_delta
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
