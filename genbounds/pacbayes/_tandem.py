@@ -5,22 +5,22 @@ The **tandem loss** of a pair of networks on an example is 1 when *both* err:
 $\\ell((h, h'), (x, y)) = 1\\{h(x) \\ne y\\}\\,1\\{h'(x) \\ne y\\}$, with $L(h, h')$ its expectation over
 the data and $\\hat L_S(h, h')$ its mean over the n examples of S. Two steps:
 
-1. **Second-order oracle bound** (their Theorem 2, any number of classes). If the Q-weighted
-   majority vote $MV_Q$ errs on (x, y), then $Z = E_{h\\sim Q}[1\\{h(x) \\ne y\\}] \\ge 1/2$, so
-   $Z^2 \\ge 1/4$; Markov's inequality on $Z^2$, and $E[Z^2] = E_{Q^2}[L(h, h')]$ (h, h' drawn
-   independently from Q), give
+Step 1. **Second-order oracle bound** (their second-order oracle bound; any number of classes). If the Q-weighted
+majority vote $MV_Q$ errs on (x, y), then $Z = E_{h\\sim Q}[1\\{h(x) \\ne y\\}] \\ge 1/2$, so
+$Z^2 \\ge 1/4$; Markov's inequality on $Z^2$, and $E[Z^2] = E_{Q^2}[L(h, h')]$ (h, h' drawn
+independently from Q), give
 
-   $$L(MV_Q) \\le 4\\, E_{(h,h')\\sim Q^2}[L(h, h')].$$
+$$L(MV_Q) \\le 4\\, E_{(h,h')\\sim Q^2}[L(h, h')].$$
 
-2. **PAC-Bayes-kl for the tandem loss.** The tandem loss is a 0-1 loss of the *pair* (h, h'):
-   Maurer's (2004, Theorem 5) PAC-Bayes-kl bound over the space of pairs, with prior $P^2$
-   (independent of S) and posterior $Q^2$, $KL(Q^2 \\| P^2) = 2\\,KL(Q \\| P)$, gives with probability
-   $\\ge 1 - \\delta$ over S, for all Q (n >= 8):
+Step 2. **PAC-Bayes-kl for the tandem loss.** The tandem loss is a 0-1 loss of the *pair* (h, h'):
+Maurer's (2004, Theorem 5) PAC-Bayes-kl bound over the space of pairs, with prior $P^2$
+(independent of S) and posterior $Q^2$, $KL(Q^2 \\| P^2) = 2\\,KL(Q \\| P)$, gives with probability
+$\\ge 1 - \\delta$ over S, for all Q (n >= 8):
 
-   $$kl\\big(E_{Q^2}[\\hat L_S(h, h')] \\,\\|\\, E_{Q^2}[L(h, h')]\\big) \\le
-   \\frac{2\\,KL(Q\\|P) + \\ln(2\\sqrt n/\\delta)}{n}.$$
+$$kl\\big(E_{Q^2}[\\hat L_S(h, h')] \\,\\|\\, E_{Q^2}[L(h, h')]\\big) \\le
+\\frac{2\\,KL(Q\\|P) + \\ln(2\\sqrt n/\\delta)}{n}.$$
 
-   This is the paper's PAC-Bayes-kl tandem ("TND") bound.
+This is the paper's PAC-Bayes-kl tandem ("TND") bound.
 
 **Monte Carlo.** $E_{Q^2}[\\hat L_S(h, h')]$ is estimated from the same N networks as the Gibbs
 error: $\\hat T_N$ is the U-statistic over all N(N-1) ordered pairs of distinct networks
