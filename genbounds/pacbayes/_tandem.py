@@ -5,7 +5,7 @@ The **tandem loss** of a pair of networks on an example is 1 when *both* err:
 $\\ell((h, h'), (x, y)) = 1\\{h(x) \\ne y\\}\\,1\\{h'(x) \\ne y\\}$, with $L(h, h')$ its expectation over
 the data and $\\hat L_S(h, h')$ its mean over the n examples of S. Two steps:
 
-Step 1. **Second-order oracle bound** (their second-order oracle bound; any number of classes). If the Q-weighted
+Step 1. **Second-order oracle bound** (Masegosa et al., Section 3; any number of classes). If the Q-weighted
 majority vote $MV_Q$ errs on (x, y), then $Z = E_{h\\sim Q}[1\\{h(x) \\ne y\\}] \\ge 1/2$, so
 $Z^2 \\ge 1/4$; Markov's inequality on $Z^2$, and $E[Z^2] = E_{Q^2}[L(h, h')]$ (h, h' drawn
 independently from Q), give
