@@ -47,6 +47,9 @@ from genbounds.pacbayes._kl import kl_inverse64, kl_inverse_core
 from genbounds.pacbayes._montecarlo import mc_batch_size, mc_errors
 from genbounds.pacbayes._posterior import run_posterior_loop
 
+# --- compression ---
+from genbounds.compression._bound import CATONI_GRID as compression_catoni_grid
+
 # --- measures ---
 from genbounds.measures import _flatness as flatness_module  # its `_search`, swapped by a benchmark
 from genbounds.measures._flatness import _chunk_counts as flatness_chunk_counts

@@ -112,7 +112,8 @@ def compression_bound(
     num_candidates: int = 1,
     training: CompressionTraining = CompressionTraining(),
     callback: Callable | None = None,
-) -> Bound:
+    return_params: bool = False,
+) -> Bound | tuple[Bound, Any]:
     """The compression bound of Lotfi et al. (2022) on the deterministic quantised network.
 
     Trains $z \\in \\mathbb{R}^d$ in $\\theta = \\theta_0 + P z$ (P drawn from `key`), quantises z
@@ -150,6 +151,8 @@ def compression_bound(
       training: a `CompressionTraining`.
       callback: ``callback(stage, epoch, loss)`` after each epoch, stage in ``"prior"``,
         ``"subspace"``, ``"finetune"``.
+      return_params: also return the parameter tree of the quantised network (float32), the
+        network the bound is about, to deploy it.
 
     Returns:
       A `Bound` named ``"compression"``: ``value`` the kl-form bound on the quantised network's
@@ -160,7 +163,8 @@ def compression_bound(
       network on the bound set, the error bounded), ``train_error_all``, ``test_error`` (NaN
       without a test set), ``subspace_train_error`` / ``subspace_test_error`` (before
       quantisation), ``origin_test_error``, ``dim``, ``levels_used``, ``num_params``,
-      ``n_prior``, ``n_bound``, ``seconds_*``.
+      ``n_prior``, ``n_bound``, ``centroids`` (the codebook as decoded), ``seconds_*``. With
+      ``return_params=True``, ``(bound, params)``.
 
     Raises:
       ValueError, TypeError: delta outside (0, 1), levels < 2, dim < 1 or above the number of
@@ -280,6 +284,7 @@ def compression_bound(
         "levels": levels,
         "levels_used": int(len(centroids)),
         "codebook_bits": int(codebook_bits),
+        "centroids": [float(v) for v in centroids],
         "num_candidates": K,
         "num_params": D,
         "projector": P.kind,
@@ -300,5 +305,6 @@ def compression_bound(
          f"n = {n} examples only") if n_prior else
         "data-independent: the origin is the given params (must not depend on the data)",
     )
-    return Bound(name="compression", value=occam.value, complexity=code.total, terms=terms,
-                 n=n, delta=delta, estimated=False, reference=REFERENCE, notes=notes)
+    bound = Bound(name="compression", value=occam.value, complexity=code.total, terms=terms,
+                  n=n, delta=delta, estimated=False, reference=REFERENCE, notes=notes)
+    return (bound, unravel(theta_q)) if return_params else bound

@@ -24,6 +24,7 @@ _HOMES = {
     "UserError": "_common",
     "reproduce_heavy_tail": "_heavy_tail_load",
     "run_load_sweep": "_heavy_tail_load",
+    "reproduce_compression": "_compression",
 }
 
 __all__ = sorted(_HOMES)
