@@ -286,3 +286,45 @@ def test_kmeans_against_numpy_lloyd():
     np.testing.assert_allclose(np.sort(np.asarray(c)),
                                [z[:50].mean(), z[50:80].mean(), z[80:].mean()], rtol=1e-10)
     assert np.bincount(np.asarray(s)).tolist() == [50, 30, 20]
+
+
+# --- the reproduce target ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reproduce_compression_writes_results_and_plot(tmp_path):
+    from genbounds.experiments import reproduce_compression
+
+    rec = reproduce_compression("digits", tmp_path / "c", seed=0, verbose=False, dims=(16,),
+                                dims_dependent=(8,), epochs=2, finetune_epochs=1,
+                                prior_epochs=2)
+    saved = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert (tmp_path / "c" / "bound_vs_dim.png").stat().st_size > 0
+    assert [r["kind"] for r in saved["runs"]] == ["data-independent", "data-dependent"]
+    for r in saved["runs"]:
+        assert r["bound"] >= r["quantised_test_error"] and r["bound"] >= r["quantised_train_error"]
+        assert r["bits"] == pytest.approx(sum(r["code_length_parts"].values()))
+        assert r["seconds"] > 0
+    assert saved["runs"][0]["n_bound"] == rec["m"] and saved["runs"][1]["n_bound"] < rec["m"]
+
+
+def test_reproduce_compression_is_wired(monkeypatch, tmp_path, capsys):
+    import genbounds.experiments as ex
+    from genbounds.experiments import main
+
+    seen = {}
+
+    def fake(dataset, out, *, seed, download):
+        seen.update(dataset=dataset, seed=seed)
+        (out / "results.json").write_text("{}")
+        (out / "summary.md").write_text("")
+        return {}
+
+    monkeypatch.setattr(ex, "reproduce_compression", fake)
+    assert main(["reproduce", "compression", "--dataset", "mnist1d", "--out",
+                 str(tmp_path / "c")]) == 0
+    assert seen == {"dataset": "mnist1d", "seed": 0}
+    # a data set the target does not have is refused, named
+    assert main(["reproduce", "compression", "--dataset", "mnist", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "digits, mnist1d or synthetic" in capsys.readouterr().err

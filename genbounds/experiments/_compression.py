@@ -40,8 +40,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         prior_epochs=60, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
     ),
     "mnist1d": dict(
-        model="cnn1d", hidden=(32, 32, 32), dims=(250, 500, 1000), dims_dependent=(50, 100),
-        levels=7, epochs=8, lr=0.05, batch_size=128, finetune_epochs=2, finetune_lr=0.005,
+        model="cnn1d", hidden=(32, 32, 32), dims=(500, 1000), dims_dependent=(100,),
+        levels=7, epochs=20, lr=0.05, batch_size=128, finetune_epochs=2, finetune_lr=0.005,
         prior_epochs=12, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
     ),
     "synthetic": dict(
