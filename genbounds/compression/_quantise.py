@@ -38,7 +38,7 @@ def kmeans_1d(z: jax.Array, levels: int, iterations: int = 100) -> tuple[jax.Arr
     Examples:
       >>> c, s = kmeans_1d(jnp.array([0.0, 0.1, 5.0, 5.2]), 2)
       >>> [round(float(v), 2) for v in c], s.tolist()
-      [0.05, 5.1, [0, 0, 1, 1]]
+      ([0.05, 5.1], [0, 0, 1, 1])
     """
     q = (jnp.arange(levels, dtype=z.dtype) + 0.5) / levels
     c0 = jnp.quantile(z, q)
