@@ -49,6 +49,7 @@ from genbounds.pacbayes._posterior import run_posterior_loop
 
 # --- compression ---
 from genbounds.compression._bound import CATONI_GRID as compression_catoni_grid
+from genbounds.compression._subspace import optimiser as compression_optimiser
 
 # --- measures ---
 from genbounds.measures import _flatness as flatness_module  # its `_search`, swapped by a benchmark

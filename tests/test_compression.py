@@ -249,6 +249,7 @@ def test_data_dependent_bound_uses_the_rest_only():
     (dict(codebook_bits=8), "codebook_bits"), (dict(training="fast"), "training"),
     (dict(training=gc.CompressionTraining(lr=float("nan"))), "training.lr"),
     (dict(training=gc.CompressionTraining(projector="fft")), "training.projector"),
+    (dict(training=gc.CompressionTraining(schedule="linear")), "training.schedule"),
 ])
 def test_compression_bound_refuses(kw, match):
     X, y = _task(50, 0)
@@ -277,6 +278,26 @@ def test_sparse_projector_norm_and_determinism():
                                atol=1e-6)
     # E||P z||^2 = ||z||^2: columns of unit norm on average
     assert np.mean((dense ** 2).sum(0)) == pytest.approx(1.0, rel=0.05)
+
+
+def test_cosine_schedule_against_adam_by_hand():
+    # Adam (Kingma & Ba 2015) written out in float64 with the learning rate
+    # lr (1 + cos(pi t / S)) / 2 at step t (Loshchilov & Hutter 2017), 0 from step S on
+    lr, S, b1, b2, eps = 0.1, 5, 0.9, 0.999, 1e-8
+    tx = internal.compression_optimiser(("adam", lr, S))
+    g = np.array([0.3, -1.0, 2.0])
+    x = jnp.zeros(3, jnp.float32)
+    state = tx.init(x)
+    m = v = np.zeros(3)
+    ref = np.zeros(3)
+    for t in range(S + 2):
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: float ** int
+            u, state = tx.update(jnp.asarray(g, jnp.float32), state, x)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        step = lr * (1 + math.cos(math.pi * min(t, S) / S)) / 2
+        ref = -step * (m / (1 - b1 ** (t + 1))) / (np.sqrt(v / (1 - b2 ** (t + 1))) + eps)
+        np.testing.assert_allclose(np.asarray(u, np.float64), ref, rtol=1e-5, atol=1e-9)
+    assert np.all(ref == 0.0)  # past S steps the learning rate is 0
 
 
 def test_kmeans_against_numpy_lloyd():

@@ -59,6 +59,8 @@ class CompressionTraining:
       projector: ``"auto"``, ``"dense"`` or ``"sparse"`` (`make_projector`).
       nnz: non-zeros per row of the sparse projector.
       kmeans_iterations: Lloyd iterations of the initial centroids.
+      schedule: ``"cosine"`` (each stage's learning rate decays from its value to 0 along a
+        cosine over the stage's steps; Loshchilov & Hutter 2017) or ``"constant"``.
     """
 
     epochs: int = 30
@@ -71,6 +73,7 @@ class CompressionTraining:
     projector: str = "auto"
     nnz: int = 8
     kmeans_iterations: int = 100
+    schedule: str = "cosine"
 
 
 def _check_training(t: CompressionTraining) -> CompressionTraining:
@@ -83,10 +86,21 @@ def _check_training(t: CompressionTraining) -> CompressionTraining:
         v = check_positive(getattr(t, f), f"training.{f}")
         if not math.isfinite(v):
             raise ValueError(f"training.{f} must be finite, got {v}")
+    if t.schedule not in SCHEDULES:
+        raise ValueError(f"training.schedule must be one of {SCHEDULES}, got {t.schedule!r}")
     if t.projector not in KINDS or t.projector == "identity":
         raise ValueError(f"training.projector must be 'auto', 'dense' or 'sparse', got "
                          f"{t.projector!r}")
     return t
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def _adam(t: CompressionTraining, lr: float, epochs: int, m: int) -> tuple:
+    """The optimiser spec of a stage of `epochs` epochs over m examples (`SubspaceLoop`)."""
+    steps = epochs * (m // min(int(t.batch_size), m)) if t.schedule == "cosine" else 0
+    return ("adam", float(lr), int(steps))
 
 
 def _check_finite(x: jax.Array, what: str, hint: str) -> None:
@@ -224,7 +238,8 @@ def compression_bound(
     if f > 0.0:
         split = split_data(np.asarray(X), np.asarray(y), prior_fraction=f, seed=split_seed)
         X_bound, y_bound = jnp.asarray(split.X_bound), jnp.asarray(split.y_bound)
-        full = SubspaceLoop(apply_fn, unravel, identity, ("adam", float(t.prior_lr)),
+        full = SubspaceLoop(apply_fn, unravel, identity,
+                            _adam(t, t.prior_lr, t.prior_epochs, len(split.X_prior)),
                             int(t.batch_size))
         z_full, _ = train(full, jnp.zeros(D, jnp.float32), make_projector(D, D, kind="identity"),
                           theta_init, split.X_prior, split.y_prior, epochs=t.prior_epochs,
@@ -243,7 +258,8 @@ def compression_bound(
     t0 = time.perf_counter()
     seed = int(jax.random.randint(k_proj, (), 0, np.iinfo(np.int32).max))
     P = make_projector(D, dim, seed=seed, kind=t.projector, nnz=t.nnz)
-    loop = SubspaceLoop(apply_fn, unravel, identity, ("adam", float(t.lr)), int(t.batch_size))
+    loop = SubspaceLoop(apply_fn, unravel, identity, _adam(t, t.lr, t.epochs, int(X.shape[0])),
+                        int(t.batch_size))
     z, _ = train(loop, jnp.zeros(dim, jnp.float32), P, origin, X, y, epochs=t.epochs, key=k_sub,
                  callback=report("subspace"))
     _check_finite(z, "z", "lower training.lr")
@@ -252,7 +268,8 @@ def compression_bound(
     # --- quantisation: k-means, then the straight-through fine-tune ---------------------------
     t0 = time.perf_counter()
     c, _ = kmeans_1d(z, levels, t.kmeans_iterations)
-    fine = SubspaceLoop(apply_fn, unravel, straight_through, ("adam", float(t.finetune_lr)),
+    fine = SubspaceLoop(apply_fn, unravel, straight_through,
+                        _adam(t, t.finetune_lr, t.finetune_epochs, int(X.shape[0])),
                         int(t.batch_size))
     (z_q, c), _ = train(fine, (z, c), P, origin, X, y, epochs=t.finetune_epochs, key=k_fine,
                         callback=report("finetune"))

@@ -116,7 +116,9 @@ class SubspaceLoop:
       apply_fn: ``apply_fn(params, X) -> logits``.
       unravel: flat vector -> parameter tree (hashable, `Unravel`).
       decode: trainable state -> z (a module-level function: stable identity).
-      optimiser: ``("adam", lr)`` or ``("sgd", lr, momentum)``.
+      optimiser: ``("adam", lr)``, ``("adam", lr, steps)`` (the learning rate decays from lr to
+        0 along a cosine over `steps` steps; Loshchilov & Hutter 2017) or
+        ``("sgd", lr, momentum)``.
       batch_size: examples per step.
     """
 
@@ -133,8 +135,11 @@ def identity(state: Any) -> Any:
 
 
 def optimiser(spec: tuple) -> optax.GradientTransformation:
-    """The optax optimiser named by ``("adam", lr)`` or ``("sgd", lr, momentum)``."""
+    """The optax optimiser named by ``("adam", lr)``, ``("adam", lr, steps)`` (cosine decay to 0
+    over `steps` steps) or ``("sgd", lr, momentum)``."""
     if spec[0] == "adam":
+        if len(spec) > 2 and spec[2] > 0:
+            return optax.adam(optax.cosine_decay_schedule(spec[1], int(spec[2])))
         return optax.adam(spec[1])
     return optax.sgd(spec[1], momentum=spec[2])
 
