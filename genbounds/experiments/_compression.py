@@ -44,10 +44,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     ),
     "mnist1d": dict(
         model="cnn1d", hidden=(32, 32, 32), dims=(1000,), dims_dependent=(100,),
-        levels=7, settings_searched=8, epochs=12, lr=0.05, batch_size=128, finetune_epochs=6,
+        levels=11, settings_searched=8, epochs=12, lr=0.05, batch_size=128, finetune_epochs=4,
         finetune_lr=0.02,
         prior_epochs=30, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
-        epochs_dependent=5, finetune_epochs_dependent=2, finetune_lr_dependent=0.005,
+        levels_dependent=7, epochs_dependent=5, finetune_epochs_dependent=2,
+        finetune_lr_dependent=0.005,
     ),
     "synthetic": dict(
         model="mlp", hidden=(256,), dims=(250, 500, 1000), dims_dependent=(50, 100),
@@ -119,7 +120,7 @@ def reproduce_compression(
       download: unused (the data sets are embedded or generated); kept for the CLI.
       **overrides: replace entries of ``SETTINGS[dataset]`` (``dims=()`` skips the
         data-independent sweep, ``dims_dependent=()`` the data-dependent one); an entry
-        ``NAME_dependent`` (``epochs_dependent``, ...) replaces ``NAME`` in the data-dependent
+        ``NAME_dependent`` (``levels_dependent``, ``epochs_dependent``, ...) replaces ``NAME`` in the data-dependent
         sweep, whose subspace starts from a trained origin.
 
     Returns:
@@ -150,7 +151,8 @@ def reproduce_compression(
         for i, dim in enumerate(dims):
             b = compression_bound(
                 params, apply_fn=model.apply, X=ds.X_train, y=ds.y_train,
-                key=jax.random.fold_in(k_run, i), dim=dim, levels=cfg["levels"],
+                key=jax.random.fold_in(k_run, i), dim=dim,
+                levels=cfg.get("levels_dependent", cfg["levels"]) if fraction else cfg["levels"],
                 delta=cfg["delta"], X_test=ds.X_test, y_test=ds.y_test, prior_fraction=fraction,
                 split_seed=seed, num_candidates=len(dims) * int(cfg["settings_searched"]),
                 training=dependent if fraction > 0 else training)
