@@ -50,6 +50,9 @@ from genbounds.pacbayes._posterior import run_posterior_loop
 # --- compression ---
 from genbounds.compression._bound import CATONI_GRID as compression_catoni_grid
 from genbounds.compression._subspace import optimiser as compression_optimiser
+from genbounds.compression._subspace import fisher_z as compression_fisher_z
+from genbounds.pacbayes._gaussian import Unravel as Unravel
+from genbounds.pacbayes._gaussian import flatten as flatten_params
 
 # --- measures ---
 from genbounds.measures import _flatness as flatness_module  # its `_search`, swapped by a benchmark

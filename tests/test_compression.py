@@ -349,3 +349,55 @@ def test_reproduce_compression_is_wired(monkeypatch, tmp_path, capsys):
     assert main(["reproduce", "compression", "--dataset", "mnist", "--out",
                  str(tmp_path / "x")]) == 2
     assert "digits, mnist1d or synthetic" in capsys.readouterr().err
+
+
+# --- error-compensating rounding --------------------------------------------------------------
+
+
+def test_compensate_two_coordinates_closed_form():
+    # H's larger diagonal entry (coordinate 1) is rounded first; coordinate 0 then moves to the
+    # minimiser of the quadratic model given q_1: z_0 + (z_1 - q_1) H_01 / H_00
+    H = np.array([[2.0, 0.8], [0.8, 3.0]])
+    c = np.array([-1.0, 0.0, 1.0])
+    for z, expected in (([0.3, 0.45], [0.0, 0.0]),   # 0.3 + 0.45 * 0.4 = 0.48 -> 0
+                        ([0.4, 0.45], [1.0, 0.0]),   # 0.4 + 0.18 = 0.58 -> 1 (nearest: 0)
+                        ([0.6, 0.7], [0.0, 1.0]),    # 0.6 - 0.3 * 0.4 = 0.48 -> 0 (nearest: 1)
+                        ([-0.55, -0.2], [-1.0, 0.0])):  # -0.55 - 0.08 -> -1
+        z0 = z[0] + (z[1] - expected[1]) * 0.8 / 2.0
+        assert expected[0] == c[np.argmin(np.abs(c - z0))]
+        assert gc.compensate(np.array(z), c, H, damping=1e-12).tolist() == expected
+
+
+def test_compensate_diagonal_is_nearest_and_not_worse_on_the_quadratic():
+    rng = np.random.default_rng(0)
+    c = np.array([-1.0, -0.3, 0.2, 1.1])
+    z = rng.normal(size=40)
+    nearest = c[np.argmin(np.abs(z[:, None] - c[None]), axis=1)]
+    assert np.array_equal(gc.compensate(z, c, np.diag(rng.uniform(1, 2, 40))), nearest)
+    A = rng.normal(size=(40, 40))
+    H = A @ A.T / 40 + 0.05 * np.eye(40)
+    out = gc.compensate(z, c, H, damping=1e-9)
+    assert np.all(np.isin(out, c))
+    quad = lambda w: (w - z) @ H @ (w - z)  # noqa: E731
+    assert quad(out) <= quad(nearest)
+    with pytest.raises(ValueError, match="H must be"):
+        gc.compensate(z, c, H[:3, :3])
+
+
+def test_fisher_z_against_per_example_gradients_by_hand():
+    X, y = _task(20, 0)
+    params = _params()
+    unravel = internal.Unravel(params, jnp.float32)
+    theta = internal.flatten_params(params, jnp.float32)
+    P = gc.make_projector(int(theta.size), 5, seed=2, kind="dense")
+    z = jnp.asarray(np.random.default_rng(1).normal(size=5), jnp.float32)
+    H = internal.compression_fisher_z(_apply, unravel, P, theta, z, X, y, chunk=7)
+    Pm = np.asarray(P.matrix, np.float64)
+    G = []
+    for i in range(20):
+        def loss(t, i=i):
+            logits = _apply(unravel(t), jnp.asarray(X[i:i + 1]))
+            return -jax.nn.log_softmax(logits)[0, y[i]]
+        G.append(Pm.T @ np.asarray(jax.grad(loss)(theta + P(z)), np.float64))
+    G = np.array(G)
+    np.testing.assert_allclose(H, G.T @ G / 20, rtol=2e-4, atol=1e-7)

@@ -38,8 +38,16 @@ from genbounds.pacbayes._risk_certificate import split_data
 
 from ._bound import REFERENCE, occam_bound
 from ._code import code_length
-from ._quantise import compact, kmeans_1d, nearest, round_codebook, straight_through
-from ._subspace import KINDS, SubspaceLoop, error_rate, identity, make_projector, train
+from ._quantise import compact, compensate, kmeans_1d, nearest, round_codebook, straight_through
+from ._subspace import (
+    KINDS,
+    SubspaceLoop,
+    error_rate,
+    fisher_z,
+    identity,
+    make_projector,
+    train,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,13 @@ class CompressionTraining:
       projector: ``"auto"``, ``"dense"`` or ``"sparse"`` (`make_projector`).
       nnz: non-zeros per row of the sparse projector.
       kmeans_iterations: Lloyd iterations of the initial centroids.
+      compensate: ``"auto"`` (on while d <= `COMPENSATE_MAX_DIM`), ``True`` or ``False``: start
+        the fine-tune from error-compensating rounding of z (`_quantise.py`: GPTQ's
+        optimal-brain-surgeon updates under the empirical Fisher matrix of the loss in z)
+        instead of rounding each coordinate to its nearest centroid. Its d x d float64 matrix
+        costs 8 d^2 bytes.
+      fisher_examples: training examples (a random subset) of that Fisher matrix.
+      fisher_damping: its damping, a fraction of the mean diagonal added to the diagonal.
       schedule: ``"cosine"`` (each stage's learning rate decays from its value to 0 along a
         cosine over the stage's steps; Loshchilov & Hutter 2017) or ``"constant"``.
     """
@@ -74,18 +89,30 @@ class CompressionTraining:
     nnz: int = 8
     kmeans_iterations: int = 100
     schedule: str = "cosine"
+    compensate: bool | str = "auto"
+    fisher_examples: int = 2048
+    fisher_damping: float = 0.01
+
+
+COMPENSATE_MAX_DIM = 4096
 
 
 def _check_training(t: CompressionTraining) -> CompressionTraining:
     t = check_bundle(t, CompressionTraining, "training")
     for f in ("epochs", "finetune_epochs", "prior_epochs"):
         check_int(getattr(t, f), f"training.{f}", minimum=0)
-    for f in ("batch_size", "nnz", "kmeans_iterations"):
+    for f in ("batch_size", "nnz", "kmeans_iterations", "fisher_examples"):
         check_int(getattr(t, f), f"training.{f}", minimum=1)
     for f in ("lr", "finetune_lr", "prior_lr"):
         v = check_positive(getattr(t, f), f"training.{f}")
         if not math.isfinite(v):
             raise ValueError(f"training.{f} must be finite, got {v}")
+    if t.compensate not in ("auto", True, False):
+        raise ValueError(f"training.compensate must be 'auto', True or False, got "
+                         f"{t.compensate!r}")
+    if not (math.isfinite(t.fisher_damping) and t.fisher_damping > 0):
+        raise ValueError(f"training.fisher_damping must be positive and finite, got "
+                         f"{t.fisher_damping!r}")
     if t.schedule not in SCHEDULES:
         raise ValueError(f"training.schedule must be one of {SCHEDULES}, got {t.schedule!r}")
     if t.projector not in KINDS or t.projector == "identity":
@@ -268,6 +295,12 @@ def compression_bound(
     # --- quantisation: k-means, then the straight-through fine-tune ---------------------------
     t0 = time.perf_counter()
     c, _ = kmeans_1d(z, levels, t.kmeans_iterations)
+    compensated = t.compensate is True or (t.compensate == "auto" and dim <= COMPENSATE_MAX_DIM)
+    if compensated:  # error-compensating rounding under the empirical Fisher matrix in z
+        m = int(X.shape[0])
+        idx = jax.random.permutation(jax.random.fold_in(k_fine, 1), m)[:min(t.fisher_examples, m)]
+        H = fisher_z(apply_fn, unravel, P, origin, z, X[idx], y[idx])
+        z = jnp.asarray(compensate(z, c, H, damping=t.fisher_damping), jnp.float32)
     fine = SubspaceLoop(apply_fn, unravel, straight_through,
                         _adam(t, t.finetune_lr, t.finetune_epochs, int(X.shape[0])),
                         int(t.batch_size))
@@ -301,6 +334,7 @@ def compression_bound(
         "levels": levels,
         "levels_used": int(len(centroids)),
         "codebook_bits": int(codebook_bits),
+        "compensated": bool(compensated),
         "centroids": [float(v) for v in centroids],
         "num_candidates": K,
         "num_params": D,
@@ -317,7 +351,9 @@ def compression_bound(
         *occam.notes,
         f"theta = theta_0 + P z, d = {dim} of D = {D} parameters, {P.kind} projector from seed "
         f"{seed}; z quantised to {len(centroids)} of {levels} levels ({codebook_bits}-bit "
-        "codebook)",
+        "codebook), " + ("error-compensating rounding under the empirical Fisher matrix"
+                         if compensated else "nearest-centroid rounding")
+        + f", then {t.finetune_epochs} straight-through fine-tune epochs",
         ("data-dependent: origin learnt on the prior set, the bound on the other "
          f"n = {n} examples only") if n_prior else
         "data-independent: the origin is the given params (must not depend on the data)",

@@ -7,6 +7,13 @@ $q(z)_i = c_{s_i}$, $s_i = \\arg\\min_k |z_i - c_k|$: the loss reaches $c$ exact
 reaches $z$ by the straight-through estimator (Bengio et al. 2013), i.e. the forward pass uses
 $q(z)$ and the backward pass treats $q$ as the identity in $z$.
 
+Before that fine-tune, `compensate` can replace plain rounding to the nearest centroid by
+error-compensating rounding (the optimal-brain-surgeon update of Hassibi & Stork 1993 in the
+column-by-column form of GPTQ, Frantar et al., ICLR 2023): with a curvature matrix H of the loss
+in z (`fisher_z` of `_subspace.py`), the coordinates are rounded one at a time, in decreasing
+order of $H_{ii}$, and after each the still-unrounded coordinates move to minimise the quadratic
+model $(z' - z)^\\top H (z' - z)$ given the rounded ones.
+
 The network that is coded and bounded is $\\theta_0 + P\\,c_{s}$ with the centroids rounded to the
 codebook's float format (`round_codebook`), evaluated exactly as coded.
 """
@@ -87,3 +94,43 @@ def compact(centroids: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.
     s = np.asarray(symbols)
     used, inverse = np.unique(c[s], return_inverse=True)
     return used.astype(c.dtype), inverse.reshape(s.shape).astype(np.int32)
+
+
+def compensate(z, centroids, H, *, damping: float = 0.01) -> np.ndarray:
+    r"""Error-compensating rounding of z to the centroids (GPTQ, Frantar et al. 2023, Algorithm 1
+    with one column per block; the OBS update of Hassibi & Stork 1993).
+
+    With $H \leftarrow H + \lambda\,\overline{H_{ii}}\,I$ ($\lambda$ = `damping`) and the
+    coordinates in decreasing order of $H_{ii}$, coordinate i is rounded to its nearest centroid
+    $q_i$ and every later coordinate j moves by $-(z_i - q_i)\,U_{ij}/U_{ii}$, U the upper
+    Cholesky factor of $H^{-1}$ restricted to the coordinates not yet rounded; for two coordinates
+    this is $z_1 \leftarrow z_1 + (z_0 - q_0) H_{10}/H_{11}$, the minimiser of the quadratic
+    model given $q_0$. Float64 numpy.
+
+    Returns:
+      (d,) float64, every entry one of the centroids.
+
+    Raises:
+      ValueError: H not (d, d), not finite, or not positive definite after damping.
+    """
+    w = np.asarray(z, np.float64).copy()
+    c = np.asarray(centroids, np.float64)
+    H = np.asarray(H, np.float64)
+    d = w.shape[0]
+    if H.shape != (d, d) or not np.all(np.isfinite(H)):
+        raise ValueError(f"H must be a finite ({d}, {d}) matrix, got shape {H.shape}")
+    H = (H + H.T) / 2 + float(damping) * max(float(np.mean(np.diag(H))), 1e-12) * np.eye(d)
+    order = np.argsort(-np.diag(H), kind="stable")
+    try:
+        U = np.linalg.cholesky(np.linalg.inv(H[np.ix_(order, order)])).T
+    except np.linalg.LinAlgError as e:
+        raise ValueError("H is not positive definite after damping; raise the damping") from e
+    w = w[order]
+    for i in range(d):
+        q = c[np.argmin(np.abs(c - w[i]))]
+        err = (w[i] - q) / U[i, i]
+        w[i] = q
+        w[i + 1:] -= err * U[i, i + 1:]
+    out = np.empty(d)
+    out[order] = w
+    return out

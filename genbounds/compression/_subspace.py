@@ -214,3 +214,26 @@ def train(loop: SubspaceLoop, state: Any, projector: Projector, origin: jax.Arra
         if callback is not None:
             callback(e, history[-1])
     return state, history
+
+
+def fisher_z(apply_fn: Callable, unravel: Callable, projector: Projector, origin: jax.Array,
+             z: jax.Array, X: Any, y: Any, *, chunk: int = 256) -> np.ndarray:
+    r"""The empirical Fisher matrix of the cross-entropy in z on (X, y),
+    $\frac1m\sum_i g_i g_i^\top$ with $g_i = \nabla_z \ell(\theta_0 + P z; x_i, y_i)$
+    (per-example gradients, `chunk` examples at a time); (d, d) float64 numpy."""
+    def loss1(zz, xi, yi):
+        logits = apply_fn(unravel(origin + projector(zz)), xi[None])
+        return jnp.mean(cross_entropy(logits, yi[None]))
+
+    grads = _per_example(loss1)
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    m, d = int(X.shape[0]), int(z.shape[0])
+    H = np.zeros((d, d))
+    for a in range(0, m, chunk):
+        G = np.asarray(grads(z, X[a:a + chunk], y[a:a + chunk]), np.float64)
+        H += G.T @ G
+    return H / m
+
+
+def _per_example(loss1: Callable) -> Callable:
+    return jax.jit(jax.vmap(jax.grad(loss1), in_axes=(None, 0, 0)))
