@@ -4,6 +4,7 @@ pipeline's bound on a synthetic task against the quantised network's errors reco
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -250,6 +251,9 @@ def test_data_dependent_bound_uses_the_rest_only():
     (dict(training=gc.CompressionTraining(lr=float("nan"))), "training.lr"),
     (dict(training=gc.CompressionTraining(projector="fft")), "training.projector"),
     (dict(training=gc.CompressionTraining(schedule="linear")), "training.schedule"),
+    (dict(training=gc.CompressionTraining(compensate="yes")), "training.compensate"),
+    (dict(training=gc.CompressionTraining(fisher_damping=0.0)), "training.fisher_damping"),
+    (dict(training=gc.CompressionTraining(fisher_examples=0)), "training.fisher_examples"),
 ])
 def test_compression_bound_refuses(kw, match):
     X, y = _task(50, 0)
@@ -401,3 +405,17 @@ def test_fisher_z_against_per_example_gradients_by_hand():
         G.append(Pm.T @ np.asarray(jax.grad(loss)(theta + P(z)), np.float64))
     G = np.array(G)
     np.testing.assert_allclose(H, G.T @ G / 20, rtol=2e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("compensate", [True, False])
+def test_compensated_or_not_the_bound_is_on_the_returned_network(compensate):
+    X, y = _task(400, 0)
+    Xt, yt = _task(2000, 1)
+    training = dataclasses.replace(FAST, finetune_epochs=0, compensate=compensate)
+    b, q = genbounds.compression_bound(_params(), apply_fn=_apply, X=X, y=y,
+                                       key=jax.random.key(5), dim=10, levels=3, X_test=Xt,
+                                       y_test=yt, training=training, return_params=True)
+    assert b.terms["compensated"] is compensate
+    assert any(("error-compensating" if compensate else "nearest-centroid") in n for n in b.notes)
+    assert b.terms["train_error"] == pytest.approx(_errors_numpy(q, X, y), abs=1.5 / 400)
+    assert b.value >= b.terms["test_error"]

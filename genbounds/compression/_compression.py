@@ -300,11 +300,13 @@ def compression_bound(
         m = int(X.shape[0])
         idx = jax.random.permutation(jax.random.fold_in(k_fine, 1), m)[:min(t.fisher_examples, m)]
         H = fisher_z(apply_fn, unravel, P, origin, z, X[idx], y[idx])
-        z = jnp.asarray(compensate(z, c, H, damping=t.fisher_damping), jnp.float32)
+        z_start = jnp.asarray(compensate(z, c, H, damping=t.fisher_damping), jnp.float32)
+    else:
+        z_start = z
     fine = SubspaceLoop(apply_fn, unravel, straight_through,
                         _adam(t, t.finetune_lr, t.finetune_epochs, int(X.shape[0])),
                         int(t.batch_size))
-    (z_q, c), _ = train(fine, (z, c), P, origin, X, y, epochs=t.finetune_epochs, key=k_fine,
+    (z_q, c), _ = train(fine, (z_start, c), P, origin, X, y, epochs=t.finetune_epochs, key=k_fine,
                         callback=report("finetune"))
     _check_finite(c, "the centroids", "lower training.finetune_lr")
     symbols = nearest(z_q, c)
