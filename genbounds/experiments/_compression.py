@@ -44,7 +44,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     ),
     "mnist1d": dict(
         model="cnn1d", hidden=(32, 32, 32), dims=(1000,), dims_dependent=(100,),
-        levels=11, settings_searched=24, epochs=24, lr=0.05, batch_size=128, finetune_epochs=4,
+        levels=11, settings_searched=24, epochs=36, lr=0.05, batch_size=128, finetune_epochs=6,
         finetune_lr=0.003,
         prior_epochs=30, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
         levels_dependent=7, epochs_dependent=5, finetune_epochs_dependent=2,
