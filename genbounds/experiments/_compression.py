@@ -39,13 +39,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "digits": dict(
         model="mlp", hidden=(100,), dims=(100, 200, 400), dims_dependent=(10, 25, 50),
         levels=5, settings_searched=8, epochs=60, lr=0.05, batch_size=64, finetune_epochs=20,
-        finetune_lr=0.005,
+        finetune_lr=0.005, compensate=False,
         prior_epochs=60, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
     ),
     "mnist1d": dict(
         model="cnn1d", hidden=(32, 32, 32), dims=(1000,), dims_dependent=(100,),
         levels=11, settings_searched=24, epochs=36, lr=0.05, batch_size=128, finetune_epochs=6,
-        finetune_lr=0.003,
+        finetune_lr=0.003, compensate=True,
         prior_epochs=30, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
         levels_dependent=7, epochs_dependent=5, finetune_epochs_dependent=2,
         finetune_lr_dependent=0.005,
@@ -53,7 +53,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "synthetic": dict(
         model="mlp", hidden=(256,), dims=(250, 500, 1000), dims_dependent=(50, 100),
         levels=7, settings_searched=1, epochs=15, lr=0.05, batch_size=128, finetune_epochs=3,
-        finetune_lr=0.005,
+        finetune_lr=0.005, compensate=False,
         prior_epochs=15, prior_lr=0.003, prior_fraction=0.5, delta=0.05,
     ),
 }
@@ -140,7 +140,7 @@ def reproduce_compression(
     k_init, k_run = jax.random.split(jax.random.key(seed))
     params = model.init(k_init, jnp.zeros((1,) + ds.X_train.shape[1:], jnp.float32))
     fields = ("epochs", "lr", "batch_size", "finetune_epochs", "finetune_lr", "prior_epochs",
-              "prior_lr")
+              "prior_lr", "compensate")
     training = CompressionTraining(**{k: cfg[k] for k in fields})
     # the data-dependent sweep starts from a trained origin: optional shorter subspace stages
     dependent = CompressionTraining(**{k: cfg.get(f"{k}_dependent", cfg[k]) for k in fields})
