@@ -12,6 +12,8 @@ Everything else lives in a sub-namespace that says what it is:
 - `genbounds.bounds`: every bound from norms and data (VC, spectral, Golowich, Rademacher,
   stability) with its parts;
 - `genbounds.pacbayes`: kl, Neyshabur et al., Dziugaite-Roy, Pérez-Ortiz risk certificates;
+- `genbounds.compression`: compression (Occam) bounds on the deterministic quantised network
+  (Lotfi et al. 2022): subspace training, quantisation, code length;
 - `genbounds.measures`: measures that are not bounds (norms, sharpness, flatness, Hessian,
   evidence, Monte-Carlo Rademacher, Kendall's tau);
 - `genbounds.cmi`: evaluated conditional-mutual-information bounds on the expected gap of a
@@ -38,6 +40,7 @@ from typing import Any as _Any
 from . import adversarial as adversarial
 from . import bounds as bounds
 from . import cmi as cmi
+from . import compression as compression
 from . import core as core
 from . import linalg as linalg
 from . import losses as losses
@@ -54,6 +57,7 @@ from .bounds import rademacher_bound as rademacher_bound
 from .bounds import spectral as spectral
 from .bounds import spectral_complexity as spectral_complexity
 from .bounds import vc as vc
+from .compression import compression_bound as compression_bound
 from .core import Bound as Bound
 from .core import NotBoundable as NotBoundable
 from .losses import margins as margins

@@ -51,6 +51,13 @@ from genbounds.pacbayes._montecarlo import mc_batch_size, mc_errors
 from genbounds.pacbayes._montecarlo import tandem_error as tandem_error
 from genbounds.pacbayes._posterior import run_posterior_loop
 
+# --- compression ---
+from genbounds.compression._bound import CATONI_GRID as compression_catoni_grid
+from genbounds.compression._subspace import optimiser as compression_optimiser
+from genbounds.compression._subspace import fisher_z as compression_fisher_z
+from genbounds.pacbayes._gaussian import Unravel as Unravel
+from genbounds.pacbayes._gaussian import flatten as flatten_params
+
 # --- measures ---
 from genbounds.measures import _flatness as flatness_module  # its `_search`, swapped by a benchmark
 from genbounds.measures._flatness import _chunk_counts as flatness_chunk_counts

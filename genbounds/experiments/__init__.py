@@ -25,6 +25,7 @@ _HOMES = {
     "reproduce_heavy_tail": "_heavy_tail_load",
     "run_load_sweep": "_heavy_tail_load",
     "reproduce_cmi": "_cmi",
+    "reproduce_compression": "_compression",
 }
 
 __all__ = sorted(_HOMES)

@@ -5,7 +5,9 @@
 al. 2021), ``heavy-tail`` runs `genbounds.experiments.reproduce_heavy_tail` (layer tail
 exponents against the load N/M, Martin & Mahoney), ``cmi`` runs
 `genbounds.experiments.reproduce_cmi` (evaluated CMI bounds on the expected gap against n,
-Harutyunyan et al. 2021, Wang & Mao 2023; also ``OUT/cmi.png``); each writes ``OUT/results.json`` and ``OUT/summary.md``.
+Harutyunyan et al. 2021, Wang & Mao 2023; also ``OUT/cmi.png``), ``compression`` runs
+`genbounds.experiments.reproduce_compression` (Lotfi et al. 2022, plus ``bound_vs_dim.png``);
+each writes ``OUT/results.json`` and ``OUT/summary.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from genbounds.experiments._common import UserError, console, lock, prepare_out
 RUNNERS = {"dziugaite-roy": "reproduce_dziugaite_roy",
            "risk-certificate": "reproduce_risk_certificate",
            "heavy-tail": "reproduce_heavy_tail",
-           "cmi": "reproduce_cmi"}
+           "cmi": "reproduce_cmi",
+           "compression": "reproduce_compression"}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -32,6 +35,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     args.dataset = args.dataset or "digits"
     if args.experiment == "dziugaite-roy" and args.dataset == "digits-binary":
         args.dataset = "digits"  # D&R's digits are already binary
+    if args.experiment == "compression" and args.dataset not in ("digits", "mnist1d",
+                                                                  "synthetic"):
+        raise UserError(f"--dataset must be digits, mnist1d or synthetic for compression, "
+                        f"got {args.dataset}")
     out = prepare_out(args.out or f"genbounds-{args.experiment}")
     lock(out)
     run(args.dataset, out, seed=args.seed, download=args.download)

@@ -9,6 +9,7 @@
     genbounds reproduce dziugaite-roy [--dataset digits|synthetic|mnist1d|mnist]
     genbounds reproduce risk-certificate [--dataset digits|digits-binary|mnist1d|synthetic|mnist]
     genbounds reproduce cmi [--dataset digits-binary|mnist1d|synthetic] [--n 75,150,300,600]
+    genbounds reproduce compression [--dataset digits|mnist1d|synthetic]
     genbounds robustness [--out DIR]     PGD / FGSM beside certified accuracy (docs/robustness.md)
 
 This module is the parser and the dispatch; each command lives in its own module (`_sweep`:
@@ -87,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", formatter_class=Formatter, help="reproduce a paper's experiment: dziugaite-roy, "
                                          "risk-certificate")
     p.add_argument("experiment", choices=("dziugaite-roy", "risk-certificate", "heavy-tail",
-                                          "cmi"),
+                                          "cmi", "compression"),
                    help="dziugaite-roy: non-vacuous PAC-Bayes bound (Dziugaite & Roy 2017); "
                         "risk-certificate: data-dependent prior + f_quad (Perez-Ortiz et al. "
                         "2021); heavy-tail: layer tail exponents against the load N/M, true "
                         "and random labels (Martin & Mahoney); cmi: evaluated CMI bounds on "
-                        "the expected gap against n (Harutyunyan et al. 2021, Wang & Mao 2023)")
+                        "the expected gap against n (Harutyunyan et al. 2021, Wang & Mao "
+                        "2023); compression: Occam bound on the deterministic quantised net "
+                        "(Lotfi et al. 2022)")
     p.add_argument("--dataset", default=None, choices=("digits", "digits-binary",
                                                          "synthetic", "mnist1d", "mnist"),
                    help="digits (the default; 10 classes for risk-certificate, binary for "
