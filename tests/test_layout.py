@@ -24,7 +24,7 @@ PACKAGE = Path(genbounds.__file__).resolve().parent
 ROOT = PACKAGE.parent
 HARNESS = ("data", "train", "experiments")
 CORE_PACKAGES = ("core", "files", "losses", "linalg", "network", "bounds", "pacbayes", "measures",
-                 "adversarial", "spectra", "cmi")
+                 "adversarial", "spectra", "cmi", "verify")
 FORBIDDEN = ("sklearn", "mnist1d", "rich", "matplotlib", "genbounds.data", "genbounds.train",
              "genbounds.experiments")
 MAX_LINES = 600

@@ -3,3 +3,4 @@ relaxation (CROWN) and optimised slopes (α-CROWN) over $\\ell_2$ and $\\ell_\\i
 the certified radii they give."""
 
 from ._propagate import Propagator as Propagator
+from ._radius import crown_radius as crown_radius

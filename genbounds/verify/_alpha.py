@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ._crown import adaptive_alpha, lower_bound
 from ._ops import Op
@@ -45,16 +44,21 @@ def alpha_crown(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
     best = value(init)
     if steps <= 0 or not acts:
         return best
-    opt = optax.adam(lr)
-    state = opt.init(init)
+    zeros = jax.tree.map(jnp.zeros_like, init)
+    b1, b2 = 0.9, 0.999  # Adam (Kingma & Ba 2015), then the projection onto [0, 1]
 
-    def step(carry, _):
-        alphas, state, best = carry
-        grads = jax.grad(loss)(alphas)
-        upd, state = opt.update(grads, state, alphas)
-        alphas = jax.tree.map(lambda p, u: jnp.clip(p + u, 0.0, 1.0), alphas, upd)
+    def step(carry, t):
+        alphas, m, v, best = carry
+        g = jax.grad(loss)(alphas)
+        m = jax.tree.map(lambda m_, g_: b1 * m_ + (1 - b1) * g_, m, g)
+        v = jax.tree.map(lambda v_, g_: b2 * v_ + (1 - b2) * g_ * g_, v, g)
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        alphas = jax.tree.map(
+            lambda p, m_, v_: jnp.clip(p - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + 1e-12), 0, 1),
+            alphas, m, v)
         best = jnp.maximum(best, value(alphas))
-        return (alphas, state, best), None
+        return (alphas, m, v, best), None
 
-    (_, _, best), _ = jax.lax.scan(step, (init, state, best), None, length=steps)
+    ts = jnp.arange(1, steps + 1).astype(spec.dtype)
+    (_, _, _, best), _ = jax.lax.scan(step, (init, zeros, zeros, best), ts)
     return best

@@ -42,7 +42,7 @@ _MONOTONE_POOLS = ("max", "min", "global_max", "global_min")
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    """One record, as bound propagation reads it.
+    r"""One record, as bound propagation reads it.
 
     Attributes:
       kind: ``"input"``, ``"affine"``, ``"act"`` or ``"monotone"`` (max/min pooling).

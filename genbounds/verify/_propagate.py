@@ -5,7 +5,8 @@ over the inputs (see `_ibp.py`, `_crown.py`, `_alpha.py` in this package for the
 The margin specification of an example with label $y$ is $c_j = e_y - e_j$ for every logit $j$
 (row $y$ is zero and is ignored): the lower bound of $c_j^\top f$ over the ball is a lower
 bound on $\min_{x \in B} f_y(x) - f_j(x)$, and when it is positive for every $j \ne y$ no point
-of the ball is classified otherwise.
+of the ball is classified otherwise. With CROWN and α-CROWN the bound returned is the larger
+of theirs and that of the interval of the logits (both are sound).
 """
 
 from __future__ import annotations
@@ -16,13 +17,24 @@ import jax.numpy as jnp
 from genbounds.network._network import Network
 
 from ._alpha import alpha_crown
-from ._ball import check_norm
+from ._ball import box, check_norm
 from ._crown import layer_bounds, lower_bound
-from ._ibp import ibp
+from ._ibp import ibp, ibp_step
 from ._ops import logit_node, read_ops
 
 METHODS = ("ibp", "crown", "alpha-crown")
 INTERMEDIATE = ("crown", "ibp")
+
+
+def _interval_spec(interval, spec):
+    """The lower bound of ``spec`` · h over the box ``interval`` of h (B, K)."""
+    lo, hi = interval
+    lo, hi = lo.reshape(lo.shape[0], -1), hi.reshape(hi.shape[0], -1)
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    s = spec.reshape(spec.shape[:2] + (-1,))
+    hp = jax.lax.Precision.HIGHEST
+    return (jnp.einsum("bkn,bn->bk", s, mid, precision=hp)
+            - jnp.einsum("bkn,bn->bk", jnp.abs(s), rad, precision=hp))
 
 
 class Propagator:
@@ -73,16 +85,17 @@ class Propagator:
     def _spec_bound(self, x0, eps, spec):
         t = self.logits
         if self.method == "ibp":
-            lo, hi = ibp(self.ops[:t + 1], x0, eps)[t]
-            lo, hi = lo.reshape(lo.shape[0], -1), hi.reshape(hi.shape[0], -1)
-            mid, rad = (lo + hi) / 2, (hi - lo) / 2
-            s = spec.reshape(spec.shape[:2] + (-1,))
-            return jnp.einsum("bkn,bn->bk", s, mid) - jnp.einsum("bkn,bn->bk", jnp.abs(s), rad)
-        bounds = self._intervals(x0, eps, t - 1) if t > 0 else []
+            return _interval_spec(ibp(self.ops[:t + 1], x0, eps)[t], spec)
+        bounds = self._intervals(x0, eps, t - 1) if t > 0 else [box(x0, eps)]
+        # the better of CROWN and the interval of the logits (both sound)
+        by_interval = _interval_spec(ibp_step(self.ops[t], bounds) if t > 0 else bounds[0],
+                                     spec)
         if self.method == "alpha-crown":
-            return alpha_crown(self.ops, t, spec, x0, eps, self.norm, bounds, steps=self.steps,
-                               lr=self.lr)
-        return lower_bound(self.ops, t, spec, x0, eps, self.norm, bounds)
+            lb = alpha_crown(self.ops, t, spec, x0, eps, self.norm, bounds, steps=self.steps,
+                             lr=self.lr)
+        else:
+            lb = lower_bound(self.ops, t, spec, x0, eps, self.norm, bounds)
+        return jnp.maximum(lb, by_interval)
 
     def _prepare(self, x0, eps):
         x0 = jnp.asarray(x0).astype(self.dtype).reshape((-1,) + self.input_shape)
