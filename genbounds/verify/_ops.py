@@ -66,7 +66,7 @@ class Op:
     name: str = ""
 
 
-def _with_dtype(node: Node, dtype) -> Node:
+def with_dtype(node: Node, dtype) -> Node:
     return dataclasses.replace(node, info={**node.info, "dtype": dtype})
 
 
@@ -146,7 +146,7 @@ def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
         if node.op == "input":
             ops.append(Op("input", (), tuple(node.shape), name="input"))
             continue
-        n = _with_dtype(node, dtype)
+        n = with_dtype(node, dtype)
         if node.op in AFFINE or (node.op == "pool" and node.info["kind"] in _SUM_POOLS):
             ln = _linear_node(n)
             lin = _identity if ln is None else _fn(ln)

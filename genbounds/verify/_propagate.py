@@ -14,13 +14,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from genbounds.network._graph import eval_node
 from genbounds.network._network import Network
 
 from ._alpha import alpha_crown
 from ._ball import box, check_norm
 from ._crown import layer_bounds, lower_bound
 from ._ibp import ibp, ibp_step
-from ._ops import logit_node, read_ops
+from ._ops import logit_node, read_ops, with_dtype
 
 METHODS = ("ibp", "crown", "alpha-crown")
 INTERMEDIATE = ("crown", "ibp")
@@ -73,8 +74,16 @@ class Propagator:
         for s in self.ops[self.logits].shape:
             self.k *= s
         self.steps, self.lr = steps, lr
+        self.records = [with_dtype(node, dtype) for node in net.nodes[:self.logits + 1]]
         self.bounds = jax.jit(self._bounds)
         self.margins = jax.jit(self._margins)
+
+    def logit_values(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The logits the records compute, in the dtype of the propagation (B, K)."""
+        vals = [x.astype(self.dtype).reshape((-1,) + self.input_shape)]
+        for node in self.records[1:]:
+            vals.append(eval_node(node, [vals[j] for j in node.inputs]))
+        return vals[-1].reshape(x.shape[0], -1)
 
     def _intervals(self, x0, eps, upto):
         mode = "ibp" if self.method == "ibp" else self.intermediate
@@ -121,4 +130,4 @@ class Propagator:
         spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
         spec = spec.reshape((x0.shape[0], self.k) + shape)
         lb = self._spec_bound(x0, eps, spec)
-        return jnp.where(jnp.arange(self.k)[None, :] == y[:, None], jnp.inf, lb)
+        return jnp.where(jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)

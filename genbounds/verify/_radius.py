@@ -47,7 +47,7 @@ def _first_order(net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarray, norm: str) -
     """Margin over the dual norm of its gradient: the distance to the linearised boundary."""
     def margin(x, t):
         f = net_fn(x[None])[0].reshape(-1)
-        other = jnp.max(jnp.where(jnp.arange(f.shape[0]) == t, -jnp.inf, f))
+        other = jnp.max(jnp.where(jnp.arange(f.shape[0], dtype=t.dtype) == t, -jnp.inf, f))
         return f[t] - other
 
     m, g = jax.vmap(jax.value_and_grad(margin))(x0, y)
@@ -150,14 +150,8 @@ def crown_radius(
         raise ValueError(f"y must hold labels in [0, {prop.k}) for the network's {prop.k} "
                          f"logits, got labels up to {int(np.max(y))}")
     Xn = jnp.asarray(X).astype(prop.dtype).reshape((n,) + prop.input_shape)
-    t = prop.logits
 
-    def net_fn(x):
-        from genbounds.network._graph import eval_node
-        vals = [x]
-        for node in net.nodes[1:t + 1]:
-            vals.append(eval_node(node, [vals[j] for j in node.inputs]))
-        return vals[t].reshape(x.shape[0], -1)
+    net_fn = prop.logit_values
 
     radius, upper, margins = [], [], []
     for s in range(0, n, batch):
