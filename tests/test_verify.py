@@ -231,3 +231,27 @@ def test_refusals_name_what_cannot_be_relaxed():
         crown_radius({"W": W}, X=X, y=np.zeros(12, int), apply_fn=maxpool)
     r = crown_radius({"W": W}, X=X, y=np.zeros(12, int), apply_fn=maxpool, method="ibp")
     assert r.radius.shape == (12,)
+
+
+def test_robustness_curve_shows_crown_beside_pgd_and_lipschitz():
+    apply_fn, params, X, y = _net("residual", seed=2)
+    curve = genbounds.robustness(params, apply_fn=apply_fn, X=X, y=y, eps=[0.0, 0.1, 0.3],
+                                 norm="l2", steps=30, restarts=1, fgsm_too=False)
+    assert curve.propagated is not None and curve.propagated.method == "crown"
+    assert curve.propagated_violations == 0
+    assert np.all(curve.propagated_accuracy <= curve.pgd_accuracy)
+    # CROWN certifies at least as much as the Lipschitz radius on this net, and more
+    assert np.sum(curve.propagated_accuracy) > np.sum(curve.certified_accuracy)
+    assert "crown certified acc" in curve.to_markdown()
+    same = genbounds.certified_radius(params, X=X, y=y, apply_fn=apply_fn, method="crown")
+    np.testing.assert_array_equal(same.radius, curve.propagated.radius)
+
+
+def test_a_float32_network_is_bounded_in_float64():
+    apply_fn, params, X, y = _net("chain", seed=4)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    X32 = X.astype(jnp.float32)
+    r = crown_radius(p32, X=X32, y=y, apply_fn=apply_fn, norm="linf")
+    r64 = crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="linf")
+    assert np.all(r.radius > 0)
+    np.testing.assert_allclose(r.radius, r64.radius, rtol=1e-3)

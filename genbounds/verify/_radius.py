@@ -87,7 +87,7 @@ def crown_radius(
     method: str = "crown",
     intermediate: str = "crown",
     steps: int = 20,
-    search_steps: int = 24,
+    search_steps: int = 16,
     batch: int = 64,
 ) -> CertifiedRadii:
     r"""Certified radii by bound propagation: the largest $\varepsilon$ found for which the
