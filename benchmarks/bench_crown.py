@@ -7,7 +7,8 @@ For each network: test accuracy; the median over test examples of (a) the smalle
 which PGD (l2, 40 steps, 2 restarts, inputs kept in [0, 1]) finds an adversarial example, on a
 geometric grid of radii (0 if misclassified; an upper bound on the minimal adversarial
 distance), (b) the CROWN-certified radius (`genbounds.verify.crown_radius`, a lower bound),
-(c) the alpha-CROWN radius, (d) the Lipschitz-certified radius (`genbounds.certified_radius`,
+(c) the same with cheaper pre-activation intervals (forward linear bounds, interval
+propagation) and alpha-CROWN, (d) the Lipschitz-certified radius (`genbounds.certified_radius`,
 the baseline); the ratios (b)/(a) (target >= 1/5) and (b)/(d); the wall time of each, measured
 in the same run (bounds in float64, x64 on); and the soundness check that no example has a certified radius above its PGD
 distance.
@@ -142,10 +143,13 @@ def evaluate(name, params, apply_fn, X, y):
         ("lipschitz", lambda: genbounds.certified_radius(params, X=X, y=y, apply_fn=apply_fn,
                                                          norm="l2")),
         ("crown", lambda: crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="l2")),
+        ("crown (forward intermediates)", lambda: crown_radius(
+            params, X=X, y=y, apply_fn=apply_fn, norm="l2", intermediate="forward")),
         ("crown (ibp intermediates)", lambda: crown_radius(
             params, X=X, y=y, apply_fn=apply_fn, norm="l2", intermediate="ibp")),
-        ("alpha-crown", lambda: crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="l2",
-                                             method="alpha-crown", steps=20)),
+        ("alpha-crown (forward)", lambda: crown_radius(
+            params, X=X, y=y, apply_fn=apply_fn, norm="l2", method="alpha-crown",
+            intermediate="forward", steps=20)),
     ):
         t0 = time.perf_counter()
         r = fn()

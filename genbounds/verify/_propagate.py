@@ -20,11 +20,12 @@ from genbounds.network._network import Network
 from ._alpha import alpha_crown
 from ._ball import box, check_norm
 from ._crown import layer_bounds, lower_bound
+from ._forward import forward_bounds
 from ._ibp import ibp, ibp_step
 from ._ops import logit_node, read_ops, with_dtype
 
 METHODS = ("ibp", "crown", "alpha-crown")
-INTERMEDIATE = ("crown", "ibp")
+INTERMEDIATE = ("crown", "forward", "ibp")
 
 
 def _interval_spec(interval, spec):
@@ -47,7 +48,9 @@ class Propagator:
       norm: ``"l2"`` or ``"linf"``.
       method: ``"ibp"``, ``"crown"`` or ``"alpha-crown"``.
       intermediate: how the pre-activation intervals are obtained for CROWN: ``"crown"``
-        (layer by layer, intersected with interval propagation) or ``"ibp"`` (cheaper, looser).
+        (a backward pass per layer, intersected with interval propagation: the tightest),
+        ``"forward"`` (forward linear bounds, one pass: cheaper on wide layers with small
+        inputs) or ``"ibp"`` (cheapest, loosest).
       steps, lr: α-CROWN's projected Adam steps and step size.
       dtype: the dtype of the computation (default float64 when x64 is on, else float32).
     """
@@ -89,6 +92,8 @@ class Propagator:
         mode = "ibp" if self.method == "ibp" else self.intermediate
         if mode == "ibp":
             return ibp(self.ops[:upto + 1], x0, eps)
+        if mode == "forward":
+            return forward_bounds(self.ops, x0, eps, self.norm, upto)
         return layer_bounds(self.ops, x0, eps, self.norm, mode, upto)
 
     def _spec_bound(self, x0, eps, spec):

@@ -105,7 +105,8 @@ def crown_radius(
       apply_fn: ``apply_fn(params, X) -> logits``.
       norm: ``"l2"`` or ``"linf"``.
       method: ``"crown"`` (default), ``"alpha-crown"`` or ``"ibp"``.
-      intermediate: pre-activation intervals by ``"crown"`` (default) or ``"ibp"``.
+      intermediate: pre-activation intervals by ``"crown"`` (default: a backward pass per
+        layer), ``"forward"`` (forward linear bounds, cheaper, looser) or ``"ibp"``.
       steps: α-CROWN's gradient steps per bound.
       search_steps: bound evaluations of the radius search per example.
       batch: examples bounded together.
@@ -156,15 +157,20 @@ def crown_radius(
     radius, upper, margins = [], [], []
     for s in range(0, n, batch):
         x0 = Xn[s:s + batch]
-        yy = jnp.asarray(y[s:s + batch])
+        yy = np.asarray(y[s:s + batch])
+        size = x0.shape[0]
+        if size < min(batch, n):  # pad the last batch: one compiled shape for every batch
+            pad = min(batch, n) - size
+            x0 = jnp.concatenate([x0, jnp.repeat(x0[:1], pad, axis=0)])
+            yy = np.concatenate([yy, np.repeat(yy[:1], pad)])
         f = np.asarray(net_fn(x0), np.float64)
-        own = f[np.arange(f.shape[0]), np.asarray(yy)]
-        rest = np.where(np.arange(f.shape[1])[None] == np.asarray(yy)[:, None], -np.inf, f)
+        own = f[np.arange(f.shape[0]), yy]
+        rest = np.where(np.arange(f.shape[1])[None] == yy[:, None], -np.inf, f)
         m = own - rest.max(1)
-        lo, hi = search(prop, net_fn, x0, yy, m, search_steps)
-        radius.append(lo)
-        upper.append(hi)
-        margins.append(m)
+        lo, hi = search(prop, net_fn, x0, jnp.asarray(yy), m, search_steps)
+        radius.append(lo[:size])
+        upper.append(hi[:size])
+        margins.append(m[:size])
     notes = list(net.notes) + prop.notes + [
         f"{method} bounds on the margins over {norm} balls, pre-activation intervals by "
         f"{'interval propagation' if method == 'ibp' else intermediate}; radius by a search "
