@@ -167,7 +167,8 @@ def test_radius_of_a_linear_classifier_is_the_distance_to_its_boundary():
     gaps = X @ W[:, 0] - X @ W[:, 1]
     for norm, q in (("l2", 2), ("linf", 1)):
         exact = np.abs(gaps) / np.linalg.norm(W[:, 0] - W[:, 1], q)
-        r = crown_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"], norm=norm)
+        r = crown_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"], norm=norm,
+                         search_steps=40)
         assert np.all(r.radius <= exact)
         np.testing.assert_allclose(r.radius, exact, rtol=1e-6)
 

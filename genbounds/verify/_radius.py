@@ -124,7 +124,8 @@ def crown_radius(
       >>> W = np.array([[1.0, -1.0], [0.0, 0.0]])
       >>> X = np.array([[0.5, 0.0], [-2.0, 1.0]]); y = np.array([0, 1])
       >>> r = crown_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"])
-      >>> np.round(r.radius, 4).tolist()  # the exact distances |x_0| to the boundary x_0 = 0
+      >>> np.round(r.radius, 2).tolist()  # the distances |x_0| to the boundary x_0 = 0, less
+      ...                                 # the rounding margin and the search's precision
       [0.5, 2.0]
     """
     check_choice(norm, "norm", NORMS)
