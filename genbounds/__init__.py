@@ -19,6 +19,8 @@ Everything else lives in a sub-namespace that says what it is:
 - `genbounds.cmi`: evaluated conditional-mutual-information bounds on the expected gap of a
   training algorithm, from populations of runs on a supersample;
 - `genbounds.adversarial`: attacks, certified radii, robustness curves;
+- `genbounds.verify`: bound propagation (IBP, CROWN, α-CROWN) on the traced network and the
+  certified radii it gives;
 - `genbounds.spectra`: heavy-tailed self-regularisation metrics of the weight spectra
   (`heavy_tail`, Martin & Mahoney; WeightWatcher's metrics with a compatible preset);
 - `genbounds.network`: reading a network (trace or parameters) and its layer norms;
@@ -48,6 +50,7 @@ from . import measures as measures
 from . import network as network
 from . import pacbayes as pacbayes
 from . import spectra as spectra
+from . import verify as verify
 from ._report import Report as Report
 from ._report import ReportOptions as ReportOptions
 from ._report import report as report

@@ -25,7 +25,7 @@ ROOT = PACKAGE.parent
 HARNESS = ("data", "train", "experiments")
 CORE_PACKAGES = ("core", "files", "losses", "linalg", "network", "bounds", "pacbayes", "measures",
                  "adversarial", "spectra", "cmi",
-                 "compression")
+                 "compression", "verify")
 FORBIDDEN = ("sklearn", "mnist1d", "rich", "matplotlib", "genbounds.data", "genbounds.train",
              "genbounds.experiments")
 MAX_LINES = 600

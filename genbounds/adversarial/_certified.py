@@ -67,6 +67,7 @@ from genbounds.network._norms import spectral_norms
 from ._attacks import NORMS, _check_eps
 
 METHODS = ("tight", "product")
+PROPAGATION = ("crown", "alpha-crown", "ibp")  # bound propagation (genbounds.verify)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +169,9 @@ def certified_radius(
       norm: ``"l2"`` or ``"linf"``.
       method: ``"tight"`` (default: the largest of the radii from the product bound, merged
         linear maps and the pairwise last layer) or ``"product"`` (the theorem with $L$ the
-        composition bound of `genbounds.lipschitz` only).
+        composition bound of `genbounds.lipschitz` only); or bound propagation over the ball,
+        ``"crown"``, ``"alpha-crown"`` or ``"ibp"`` (`genbounds.verify.crown_radius`, with its
+        defaults; ``key``, ``failure_probability`` and ``max_entries`` do not apply).
       key, failure_probability: for the certified layer norms (`spectral_norms`).
       max_entries: largest merged matrix (in_dim × out_dim entries) materialised for its
         exact norm.
@@ -193,7 +196,11 @@ def certified_radius(
       Perturbation Invariance for Deep Neural Networks", NeurIPS 2018, arXiv:1802.04034.
     """
     check_choice(norm, "norm", NORMS)
-    check_choice(method, "method", METHODS)
+    check_choice(method, "method", METHODS + PROPAGATION)
+    if method in PROPAGATION:  # the bound-propagation radius (genbounds.verify.crown_radius)
+        from genbounds.verify._radius import crown_radius
+
+        return crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, method=method)
     check_delta(failure_probability, "failure_probability")
     if isinstance(max_entries, bool) or not isinstance(max_entries, (int, np.integer)) \
             or max_entries < 1:

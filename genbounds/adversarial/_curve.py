@@ -37,6 +37,11 @@ class RobustnessCurve:
       violations: examples certified at some radius that PGD broke there (must be 0).
       radii: the `CertifiedRadii`.
       settings: the attack settings.
+      propagated_accuracy: accuracy certified by bound propagation (CROWN by default,
+        `genbounds.verify.crown_radius`) at each radius; None where not computed or refused
+        (the reason is in ``settings["propagation_note"]``).
+      propagated: its `CertifiedRadii` (None likewise).
+      propagated_violations: examples certified by it at some radius that PGD broke there.
     """
 
     eps: np.ndarray
@@ -48,6 +53,9 @@ class RobustnessCurve:
     violations: int
     radii: CertifiedRadii
     settings: dict
+    propagated_accuracy: np.ndarray | None = None
+    propagated: CertifiedRadii | None = None
+    propagated_violations: int = 0
 
     def eps_at(self, level: float = 0.5) -> float:
         """The smallest grid radius where PGD robust accuracy falls to ``level`` or below
@@ -72,17 +80,25 @@ class RobustnessCurve:
             "lipschitz_tight": self.radii.lipschitz_tight,
             "median_certified_radius": float(np.median(self.radii.radius)),
             "failure_probability": self.radii.failure_probability, "settings": self.settings,
+            "propagated_accuracy": None if self.propagated_accuracy is None
+            else self.propagated_accuracy.tolist(),
+            "median_propagated_radius": None if self.propagated is None
+            else float(np.median(self.propagated.radius)),
+            "propagated_violations": self.propagated_violations,
         }
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per radius."""
-        head = "| eps | PGD robust acc | FGSM robust acc | certified acc |"
+        prop = self.propagated_accuracy
+        name = "" if prop is None else f" {self.propagated.method} certified acc |"
+        head = "| eps | PGD robust acc | FGSM robust acc | certified acc |" + name
         lines = [f"{self.norm} attacks; clean accuracy {self.clean_accuracy:.4f}", "", head,
-                 "|---|---|---|---|"]
+                 "|---|---|---|---|" + ("" if prop is None else "---|")]
         for i, e in enumerate(self.eps):
             fg = "-" if self.fgsm_accuracy is None else f"{self.fgsm_accuracy[i]:.4f}"
+            extra = "" if prop is None else f" {prop[i]:.4f} |"
             lines.append(f"| {e:.4g} | {self.pgd_accuracy[i]:.4f} | {fg} | "
-                         f"{self.certified_accuracy[i]:.4f} |")
+                         f"{self.certified_accuracy[i]:.4f} |" + extra)
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Any:
@@ -98,8 +114,13 @@ class RobustnessCurve:
         ax.plot(self.eps, self.pgd_accuracy, "s-", color="tab:red", ms=3,
                 label="PGD robust accuracy (upper bound)")
         ax.plot(self.eps, self.certified_accuracy, "^-", color="tab:blue", ms=3,
-                label="certified accuracy (lower bound)")
-        ax.fill_between(self.eps, self.certified_accuracy, self.pgd_accuracy, color="tab:purple",
+                label="Lipschitz-certified accuracy (lower bound)")
+        low = self.certified_accuracy
+        if self.propagated_accuracy is not None:
+            ax.plot(self.eps, self.propagated_accuracy, "v-", color="tab:green", ms=3,
+                    label=f"{self.propagated.method}-certified accuracy (lower bound)")
+            low = np.maximum(low, self.propagated_accuracy)
+        ax.fill_between(self.eps, low, self.pgd_accuracy, color="tab:purple",
                         alpha=0.12, label="true robust accuracy lies here")
         ax.set_xlabel(f"perturbation radius ({self.norm})")
         ax.set_ylabel("accuracy")
@@ -123,6 +144,7 @@ def robustness(
     key: jax.Array | None = None,
     method: str = "tight",
     failure_probability: float = 1e-6,
+    propagation: str | None = "crown",
 ) -> RobustnessCurve:
     r"""Clean accuracy, FGSM and PGD robust accuracy, and certified accuracy on a grid of radii.
 
@@ -142,7 +164,11 @@ def robustness(
       box: ``(lo, hi)`` of the inputs (e.g. (0, 1)); attacks stay inside it.
       fgsm_too: also run FGSM.
       key: PRNG key of the attacks' random starts and of the norm certificates.
-      method, failure_probability: as in `certified_radius`.
+      method, failure_probability: as in `certified_radius` (the Lipschitz certificate).
+      propagation: ``"crown"`` (default), ``"alpha-crown"`` or ``"ibp"``: also the accuracy
+        certified by bound propagation (`genbounds.verify.crown_radius`), in
+        ``propagated_accuracy``; None skips it. A network it cannot relax (GELU, LayerNorm,
+        attention) gets None there and the reason in ``settings["propagation_note"]``.
 
     Returns:
       A `RobustnessCurve` (``.to_markdown()``, ``.plot()``, ``.to_dict()``).
@@ -153,8 +179,19 @@ def robustness(
     k_attack, k_norm = jax.random.split(key)
     radii = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, method=method,
                              key=k_norm, failure_probability=failure_probability)
-    pgd_acc, fg_acc, cert_acc = [], [], []
-    violations = 0
+    prop, note = None, None
+    if propagation is not None:
+        from genbounds.core._checks import NotBoundable, check_choice
+        from genbounds.verify._radius import crown_radius
+
+        check_choice(propagation, "propagation", ("crown", "alpha-crown", "ibp"))
+        try:
+            prop = crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm,
+                                method=propagation)
+        except NotBoundable as err:
+            note = f"bound propagation skipped: {err}"
+    pgd_acc, fg_acc, cert_acc, prop_acc = [], [], [], []
+    violations = prop_violations = 0
     clean = None
     for i, e in enumerate(grid):
         r = pgd(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm, steps=steps, restarts=restarts,
@@ -163,6 +200,10 @@ def robustness(
         violations += int(np.sum(certified & ~r.robust))
         pgd_acc.append(r.robust_accuracy)
         cert_acc.append(float(np.mean(certified)))
+        if prop is not None:
+            by_prop = prop.radius > e
+            prop_violations += int(np.sum(by_prop & ~r.robust))
+            prop_acc.append(float(np.mean(by_prop)))
         if fgsm_too:
             fg_acc.append(fgsm(params, X=X, y=y, apply_fn=apply_fn, eps=float(e), norm=norm,
                                box=box).robust_accuracy)
@@ -171,26 +212,41 @@ def robustness(
     settings = {"attack": "PGD", "steps": steps, "restarts": restarts,
                 "step_size": "2.5 eps / steps", "loss": "margin (Carlini-Wagner)",
                 "random_start": True, "box": None if box is None else list(box),
-                "certificate": method}
+                "certificate": method, "propagation": propagation if prop is not None else None,
+                "propagation_note": note}
     return RobustnessCurve(eps=grid, norm=norm, clean_accuracy=clean,
                            pgd_accuracy=np.asarray(pgd_acc),
                            fgsm_accuracy=np.asarray(fg_acc) if fgsm_too else None,
                            certified_accuracy=np.asarray(cert_acc), violations=violations,
-                           radii=radii, settings=settings)
+                           radii=radii, settings=settings,
+                           propagated_accuracy=None if prop is None else np.asarray(prop_acc),
+                           propagated=prop, propagated_violations=prop_violations)
 
 
 def robustness_measure(params: Any, *, apply_fn: Callable, X: Any, y: Any,
                        **options: Any) -> Bound:
     """`robustness` as a `Bound` entry of a report (a measure: ``value=None``).
 
-    ``complexity`` is the median certified radius; ``terms`` hold the whole curve
-    (`RobustnessCurve.to_dict`).
+    ``complexity`` is the median certified radius (with bound propagation, the median of the
+    larger of the two sound radii of each example, the notes saying which won how often);
+    ``terms`` hold the whole curve (`RobustnessCurve.to_dict`).
     """
     curve = robustness(params, apply_fn=apply_fn, X=X, y=y, **options)
     d = curve.to_dict()
     notes = (f"{curve.norm} radii; certified accuracy <= PGD robust accuracy at every eps "
              f"({curve.violations} violations)",)
-    return Bound(name="robustness", value=None, complexity=d["median_certified_radius"],
+    radius = d["median_certified_radius"]
+    if curve.propagated is not None:
+        # both certificates are sound: each example keeps the larger of its two radii
+        best = np.maximum(curve.radii.radius, curve.propagated.radius)
+        won = float(np.mean(curve.propagated.radius > curve.radii.radius))
+        radius = float(np.median(best))
+        d["median_best_radius"] = radius
+        notes += (f"{curve.propagated.method}-certified accuracy beside it "
+                  f"({curve.propagated_violations} violations); complexity is the median of "
+                  f"the larger radius per example ({curve.propagated.method} larger on "
+                  f"{won:.0%} of them, the Lipschitz radius on the rest)",)
+    return Bound(name="robustness", value=None, complexity=radius,
                  terms=d, n=int(np.shape(X)[0]), estimated=False,
                  reference="Tsuzuku, Sato & Sugiyama 2018 (arXiv:1802.04034), Madry et al. "
                            "2018 (arXiv:1706.06083)", notes=notes)

@@ -1,0 +1,152 @@
+r"""Backward linear bound propagation (CROWN) over the records of a traced network.
+
+**Theorem** (Zhang et al. 2018, "Efficient Neural Network Robustness Certification with
+General Activation Functions", NeurIPS, arXiv:1811.00866, Theorem 3.2; the graph form is
+Xu et al. 2020, "Automatic Perturbation Analysis for Scalable Certified Robustness and
+Beyond", NeurIPS, arXiv:2002.12920, §3). Let every element-wise function $\sigma$ of the network
+satisfy, on its pre-activation interval $[l, u]$, $\underline a\,t + \underline b \le
+\sigma(t) \le \overline a\,t + \overline b$. For a specification $c^\top h_T$ of a record $T$,
+propagate coefficients backwards from $\Lambda_T = c$: through an affine record
+$h = L(h_1, \dots, h_m) + b$, $\Lambda_{j} \mathrel{+}= L_j^\top \Lambda$ and the constant
+gains $\Lambda^\top b$; through an element-wise $\sigma$, each coefficient picks the lower line
+where it is $\ge 0$ and the upper line where it is $< 0$ (and the constant gains
+$\Lambda^{-}\,\overline b$). At the input, $c^\top h_T(x) \ge \Lambda_0^\top x + \beta$ for
+every $x$ with all pre-activations in their intervals, and the minimum over the ball is
+$\Lambda_0^\top x_0 - \varepsilon\|\Lambda_0\|_q + \beta$ (Hölder, `_ball.py`). Records read
+by several others (residual connections) sum their coefficients (the chain rule of the
+linear bound).
+
+**ReLU relaxation** (Zhang et al. 2018, §3.2). On $l < 0 < u$: upper line through
+$(l, 0)$ and $(u, u)$, slope $u/(u - l)$, intercept $-ul/(u - l)$; lower line $\alpha t$ for any
+$\alpha \in [0, 1]$; CROWN's choice $\alpha = 1$ if $u \ge -l$ else $0$ (the smaller area).
+Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). An activation
+$g(t) = a t + d\,\mathrm{relu}(t)$ (leaky ReLU, PReLU) is relaxed through its ReLU part: with
+$P = \Lambda d$ the coefficient of $\mathrm{relu}(t)$ and $\Lambda a$ passed through exactly.
+
+**Intermediate bounds.** The interval of every pre-activation comes, layer by layer, from the
+same backward pass with specification $\pm e_i$ for each of its neurons (``"crown"``),
+intersected with interval propagation, or from interval propagation alone (``"ibp"``, cheaper
+and looser; with CROWN on the last layer this is CROWN-IBP, Zhang et al. 2020).
+
+**Rounding.** Everything is computed in the dtype of the input (float64 where
+``jax_enable_x64`` is on); the float rounding of these computations, and the difference
+between the network evaluated in float32 and its real-arithmetic records, are not enclosed:
+certificates are accepted only with a margin above $\sqrt{u}$ relative (`_radius.py`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from genbounds.core._checks import NotBoundable
+
+from ._ball import concretise
+from ._ibp import ibp_step
+from ._ops import Op
+
+
+def relu_lines(lo: jnp.ndarray, hi: jnp.ndarray, alpha: jnp.ndarray | None):
+    """Slopes of the lower line (intercept 0) and slope and intercept of the upper line of
+    $\\mathrm{relu}$ on $[l, u]$ (element-wise); ``alpha`` None: CROWN's adaptive choice."""
+    active = lo >= 0
+    unstable = (lo < 0) & (hi > 0)
+    width = jnp.where(unstable, hi - lo, 1)
+    s = jnp.where(unstable, hi / width, jnp.where(active, 1, 0)).astype(lo.dtype)
+    icpt = jnp.where(unstable, -s * lo, 0)
+    if alpha is None:
+        alpha = (hi >= -lo).astype(lo.dtype)
+    low = jnp.where(unstable, alpha, jnp.where(active, 1, 0)).astype(lo.dtype)
+    return low, s, icpt
+
+
+def adaptive_alpha(lo: jnp.ndarray, hi: jnp.ndarray) -> jnp.ndarray:
+    """CROWN's lower slope: 1 where $u \\ge -l$, else 0."""
+    return (hi >= -lo).astype(lo.dtype)
+
+
+def _sum_shape(a: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum(a, axis=tuple(range(2, a.ndim)))
+
+
+def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
+             alphas: dict | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Coefficients $\\Lambda_0$ (B, K, *input) and constant (B, K) with
+    ``spec`` · record ``target`` $\\ge \\Lambda_0^\\top x + \\beta$ wherever the
+    pre-activations lie in ``bounds``.
+
+    ``alphas`` maps an activation record's index to lower slopes in [0, 1] broadcastable to
+    (B, K, *shape) (missing: CROWN's adaptive choice).
+    """
+    b, k = spec.shape[:2]
+    dtype = spec.dtype
+    lam: dict[int, jnp.ndarray] = {target: spec}
+    const = jnp.zeros((b, k), dtype)
+    for i in range(target, 0, -1):
+        if i not in lam:
+            continue
+        a = lam.pop(i)
+        op = ops[i]
+        if op.kind == "affine":
+            zeros = [jnp.zeros((1,) + ops[j].shape, dtype) for j in op.inputs]
+            b0 = op.full(zeros)
+            const = const + _sum_shape(a * b0[:, None])
+            prim = [jax.ShapeDtypeStruct((b * k,) + ops[j].shape, dtype) for j in op.inputs]
+            (back,) = jax.linear_transpose(op.lin, prim)(a.reshape((b * k,) + op.shape))
+            parts = [(j, g.reshape((b, k) + ops[j].shape)) for j, g in zip(op.inputs, back,
+                                                                           strict=True)]
+        elif op.kind == "act":
+            j = op.inputs[0]
+            lo, hi = bounds[j]
+            al = None if alphas is None or i not in alphas else alphas[i]
+            low, s, icpt = relu_lines(lo[:, None], hi[:, None], al)
+            sn = jnp.asarray(op.slope_neg, dtype)
+            sj = jnp.asarray(op.slope_jump, dtype)
+            p = a * sj
+            pos, neg = jnp.maximum(p, 0), jnp.minimum(p, 0)
+            const = const + _sum_shape(neg * icpt)
+            parts = [(j, a * sn + pos * low + neg * s)]
+        elif op.kind == "monotone":
+            raise NotBoundable(f"backward bound propagation cannot pass {op.name}: max and min "
+                               "pooling have no linear relaxation here (use method='ibp')")
+        else:  # pragma: no cover
+            raise AssertionError(op.kind)
+        for j, g in parts:
+            lam[j] = lam[j] + g if j in lam else g
+    lam0 = lam.get(0, jnp.zeros((b, k) + ops[0].shape, dtype))
+    return lam0, const
+
+
+def lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas=None) -> jnp.ndarray:
+    """The lower bound of ``spec`` · record ``target`` over the ball (B, K)."""
+    lam0, const = backward(ops, target, spec, bounds, alphas)
+    return concretise(lam0, const, x0, eps, norm)
+
+
+def needed(ops: list[Op], upto: int) -> set[int]:
+    """The records whose intervals the relaxations up to ``upto`` need (pre-activations)."""
+    return {op.inputs[0] for op in ops[1:upto + 1] if op.kind == "act"}
+
+
+def layer_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
+                 upto: int) -> list:
+    """Intervals of every record up to ``upto``: interval propagation, with every
+    pre-activation tightened by CROWN (``mode="crown"``, intersected with the interval)."""
+    from ._ball import box
+
+    bounds: list = [box(x0, eps)]
+    need = needed(ops, upto)
+    for i in range(1, upto + 1):
+        lo, hi = ibp_step(ops[i], bounds)
+        if mode == "crown" and i in need:
+            shape = ops[i].shape
+            n = 1
+            for s in shape:
+                n *= s
+            eye = jnp.eye(n, dtype=x0.dtype).reshape((n,) + shape)
+            spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (x0.shape[0], 2 * n) + shape)
+            lb = lower_bound(ops, i, spec, x0, eps, norm, bounds)
+            lo = jnp.maximum(lo, lb[:, :n].reshape(lo.shape))
+            hi = jnp.minimum(hi, -lb[:, n:].reshape(hi.shape))
+        bounds.append((lo, hi))
+    return bounds
