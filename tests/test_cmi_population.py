@@ -116,6 +116,11 @@ def test_experiment_records_bounds_and_resume(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.predictions, e.predictions)
     with pytest.raises(ValueError, match="other settings"):
         cmi.supersample_experiment(apply_fn, init, opt, X, y, **{**kw, "epochs": 5})
+    # another learning rate, or another model, is another program: refused, never reused
+    with pytest.raises(ValueError, match="other settings"):
+        cmi.supersample_experiment(apply_fn, init, optax.adam(5e-3), X, y, **kw)
+    with pytest.raises(ValueError, match="other settings"):
+        cmi.supersample_experiment(lambda p, x: 2.0 * apply_fn(p, x), init, opt, X, y, **kw)
 
 
 PROBE = textwrap.dedent(r"""

@@ -253,6 +253,18 @@ def _fingerprint(settings: dict[str, Any], X: np.ndarray, y: np.ndarray, init: A
     return h.hexdigest()
 
 
+def _program_digest(apply_fn: Callable, init: Any, optimizer: Any, X: np.ndarray, y: np.ndarray,
+                    n: int, *, epochs: int, batch_size: int, key: Any) -> str:
+    """A digest of the traced program of one training run (the model's code, the initialiser's
+    code, the optimiser's update with its hyper-parameters as the program's literals, the epochs
+    and batch size): a resumed experiment must have been trained by the same program."""
+    ss = draw_supersample(X, y, n, key=jax.random.key(0))
+    run = _one_run(apply_fn, init, optimizer, ss, epochs=epochs, batch_size=batch_size)
+    kdata = np.asarray(jax.random.key_data(key))
+    text = str(jax.make_jaxpr(run)((np.zeros(n, np.int32), kdata)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _load(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
@@ -300,8 +312,10 @@ def supersample_experiment(
       num_masks: K >= 2 masks per supersample; num_supersamples: S >= 1.
       out: optional directory: each finished supersample is saved there, and found again on a
         rerun with the same settings, data, initial parameters and ``tag``.
-      tag: a label of what the fingerprint cannot see (the model's code, the optimiser's
-        hyper-parameters): change it, or the directory, when they change.
+      tag: a label of what the fingerprint cannot see. The fingerprint covers the settings,
+        the pool, the initial parameters and the traced program of one run (the model's and the
+        initialiser's code, the optimiser's update and its hyper-parameters, as literals of the
+        program): a saved supersample from another program is refused, not reused.
 
     Returns:
       A `SupersampleExperiment`.
@@ -317,6 +331,9 @@ def supersample_experiment(
                 "key": np.asarray(jax.random.key_data(key)).tolist(), "tag": tag}
     fp_settings = {k: v for k, v in settings.items() if k not in ("method", "chunk", "devices")}
     outdir = None if out is None else Path(out)
+    if outdir is not None:
+        fp_settings["program"] = _program_digest(apply_fn, init, optimizer, Xp, yp, n,
+                                                 epochs=epochs, batch_size=batch_size, key=key)
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
     preds, labels, masks, seconds = [], [], [], []
