@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from genbounds.core._bound import Bound
-from genbounds.core._checks import check_key
+from genbounds.core._checks import check_float_array, check_key
+from genbounds.network._network import Network, as_network
 
 from ._attacks import _check_box, _check_eps, fgsm, pgd
 from ._certified import CertifiedRadii, certified_radius
@@ -177,7 +178,12 @@ def robustness(
     box = _check_box(box)
     key = jax.random.key(0) if key is None else check_key(key)
     k_attack, k_norm = jax.random.split(key)
-    radii = certified_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm, method=method,
+    net = params
+    if apply_fn is not None and not isinstance(params, Network):
+        # traced and verified on every example of X once, for both certificates
+        net = as_network(params, apply_fn=apply_fn, X=check_float_array(X, "X"),
+                         caller="robustness")
+    radii = certified_radius(net, X=X, y=y, norm=norm, method=method,
                              key=k_norm, failure_probability=failure_probability)
     prop, note = None, None
     if propagation is not None:
@@ -186,8 +192,7 @@ def robustness(
 
         check_choice(propagation, "propagation", ("crown", "alpha-crown", "ibp"))
         try:
-            prop = crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm=norm,
-                                method=propagation)
+            prop = crown_radius(net, X=X, y=y, norm=norm, method=propagation)
         except NotBoundable as err:
             note = f"bound propagation skipped: {err}"
     pgd_acc, fg_acc, cert_acc, prop_acc = [], [], [], []
