@@ -53,12 +53,30 @@ def _cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def _gram(m: np.ndarray) -> tuple[np.ndarray, str]:
+    """The Gram matrix of the smaller side of one 2-D matrix and the triangle that holds it.
+
+    Real matrices go to BLAS ``syrk`` (half the products of a general matrix product; the
+    upper triangle is written), complex ones to a 2-D product. One matrix at a time: numpy's
+    stacked ``matmul`` on a transposed view does not reach BLAS and was 3-5x slower here.
+    """
+    tall = m.shape[0] >= m.shape[1]
+    if m.dtype in (np.float32, np.float64):
+        from scipy.linalg import blas
+
+        syrk = blas.get_blas_funcs("syrk", (m,))
+        # syrk(trans=1): A^T A; trans=0: A A^T (Fortran order avoids a copy)
+        return syrk(1.0, np.asfortranarray(m), trans=1 if tall else 0), "U"
+    mh = np.conj(m.T)
+    return (mh @ m if tall else m @ mh), "L"
+
+
 def _gram_svals_numpy(stack: np.ndarray) -> np.ndarray:
-    if stack.shape[1] >= stack.shape[2]:
-        gram = np.matmul(np.conj(np.swapaxes(stack, 1, 2)), stack)
-    else:
-        gram = np.matmul(stack, np.conj(np.swapaxes(stack, 1, 2)))
-    return np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))
+    out = []
+    for m in stack:
+        g, uplo = _gram(m)
+        out.append(np.linalg.eigvalsh(g, UPLO=uplo))
+    return np.sqrt(np.clip(np.stack(out), 0.0, None))
 
 
 def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd") -> list[np.ndarray]:

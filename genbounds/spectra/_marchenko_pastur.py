@@ -55,16 +55,22 @@ class MPFit:
 
 
 def linear_kde(samples: np.ndarray, points: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Density estimate with the linear kernel $K(u) = (1 - |u|)_+ / h$ (scikit-learn's
-    ``KernelDensity(kernel='linear')``), summed exactly, in blocks of points."""
+    r"""Density estimate with the linear kernel $K(u) = (1 - |u|)_+ / h$ (scikit-learn's
+    ``KernelDensity(kernel='linear')``), summed exactly by prefix sums: for a point $t$ the
+    samples in $[t - h, t)$ contribute $c_- - (c_- t - s_-)/h$ and those in $[t, t + h]$
+    contribute $c_+ - (s_+ - c_+ t)/h$, with $c_\pm$ their counts and $s_\pm$ their sums
+    (samples at distance exactly $h$ contribute 0 either way)."""
     samples = np.sort(np.asarray(samples, np.float64))
-    out = np.empty(points.size)
+    points = np.asarray(points, np.float64)
+    csum = np.concatenate([[0.0], np.cumsum(samples)])
     lo = np.searchsorted(samples, points - bandwidth, side="left")
+    mid = np.searchsorted(samples, points, side="left")
     hi = np.searchsorted(samples, points + bandwidth, side="right")
-    for k, t in enumerate(points):
-        window = samples[lo[k]:hi[k]]
-        out[k] = np.sum(np.maximum(0.0, 1.0 - np.abs(t - window) / bandwidth))
-    return out / (samples.size * bandwidth)
+    c_lo, s_lo = mid - lo, csum[mid] - csum[lo]
+    c_hi, s_hi = hi - mid, csum[hi] - csum[mid]
+    left = c_lo - (c_lo * points - s_lo) / bandwidth
+    right = c_hi - (s_hi - c_hi * points) / bandwidth
+    return np.maximum(left + right, 0.0) / (samples.size * bandwidth)
 
 
 class _Density:
