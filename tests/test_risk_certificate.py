@@ -162,6 +162,28 @@ def test_risk_certificate_assembles_its_terms():
     assert "stochastic" in b1.notes[0]
 
 
+def test_certificate_against_the_authors_arithmetic_written_out():
+    # The authors' code (mperezortiz/PBB, PBBobj.compute_final_stats_risk) in float64: both kl
+    # inversions at delta' = 0.01; its runexp passes n_bound = the whole training set (m). The
+    # figures of docs/bounds/risk_certificates.md ("Compared with the authors' code").
+    e, kl, n, m, N = 0.0296, 0.05, 719, 1437, 10_000
+    e_up = kl_inv_ref(e, math.log(2 / 0.01) / N)
+
+    def authors(nb):
+        return kl_inv_ref(e_up, (kl + math.log(2 * math.sqrt(nb) / 0.01)) / nb)
+
+    g_up = genbounds.sample_convergence_bound(e, num_samples=N, delta_prime=0.01)
+    ours = risk_certificate_from_terms(kl=kl, error=g_up, n=n, delta=0.025)
+    assert g_up == pytest.approx(e_up, rel=1e-10)
+    assert ours == pytest.approx(kl_inv_ref(e_up, kappa_ref(kl, n, 0.025) / n), rel=1e-10)
+    # delta' in the PAC-Bayes step is the only difference on the same n ...
+    theirs = risk_certificate_from_terms(kl=kl, error=g_up, n=n, delta=0.01)
+    assert theirs == pytest.approx(authors(n), rel=1e-10)
+    # ... and n = m instead of the bound set's n makes it optimistic.
+    assert (round(ours, 4), round(authors(n), 4), round(authors(m), 4)) == (0.0694, 0.0718, 0.0601)
+    assert authors(m) < ours < authors(n)
+
+
 def test_split_data_is_a_partition():
     X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 3
     s = split_data(X, y, prior_fraction=0.3, seed=1)
