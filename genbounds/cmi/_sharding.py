@@ -113,19 +113,25 @@ def put_rows(inputs: Any, mesh: Mesh, total: int) -> Any:
     return jax.tree_util.tree_map(put, inputs)
 
 
-def population_function(fn: Callable[[Any], Any], *, mesh: Mesh,
-                        chunk: int | None = None) -> Callable[[Any], Any]:
+def population_function(fn: Callable[..., Any], *, mesh: Mesh, chunk: int | None = None,
+                        shared: bool = False) -> Callable[..., Any]:
     """``fn`` of one row, mapped over the rows of one pytree argument laid out by `put_rows`:
     a jitted `jax.shard_map` over `mesh` of one `jax.vmap` (``chunk=None``) or of `jax.lax.map`
     over vmapped groups of `chunk` rows. Its outputs stay on the devices, sharded alike, so it
-    can be called again on them (an epoch loop) without a round trip to the host."""
+    can be called again on them (an epoch loop) without a round trip to the host.
 
-    def local(tree):
+    With ``shared=True`` the mapped function takes a second argument, a pytree every row sees
+    whole (replicated on every device; e.g. the data set), and ``fn(row, shared)`` is called.
+    """
+
+    def local(tree, *rest):
+        f = (lambda row: fn(row, *rest)) if shared else fn
         if chunk is None:
-            return jax.vmap(fn)(tree)
-        return jax.lax.map(fn, tree, batch_size=chunk)
+            return jax.vmap(f)(tree)
+        return jax.lax.map(f, tree, batch_size=chunk)
 
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS),), out_specs=P(AXIS),
+    specs = (P(AXIS), P()) if shared else (P(AXIS),)
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS),
                                  check_vma=False))
 
 

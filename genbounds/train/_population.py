@@ -104,6 +104,32 @@ def _dropout_keep(keep: jax.Array):
     return nn.intercept_methods(interceptor)
 
 
+def _population_step(model: nn.Module, takes_train: bool, optimizer: str, momentum: float,
+                     decayed: bool, any_dropout: bool, n: int, batch_size: int, chunk: int,
+                     mesh: Any) -> Callable:
+    """The jitted epoch of a population: ``step((state, ctrl), data) -> (state, sums)``, every
+    member one `epoch_body` with its own optimiser hyperparameters, dropout and key, its update
+    kept only while it is active, then its full-set sums (`set_sums`). Cached per configuration
+    (the data are an argument), so populations of one shape compile once per process."""
+    apply_fn = cached(model_functions, model, takes_train, chunk)["apply"]
+
+    def member_epoch(row, data):
+        (p, s), c = row
+        X_train, y_train, X_test, y_test = data
+        tx = _member_optimizer(optimizer, c["lr"], momentum, c["weight_decay"], decayed)
+        body = epoch_body(model, takes_train, tx, n, batch_size)
+        key = jax.random.fold_in(c["key"], c["epoch"])
+        with _dropout_keep(c["keep"]) if any_dropout else contextlib.nullcontext():
+            p1, s1, _ = body(p, s, key, X_train, y_train)
+        keep_old = lambda new, old: jnp.where(c["active"], new, old)  # noqa: E731
+        p, s = jax.tree.map(keep_old, p1, p), jax.tree.map(keep_old, s1, s)
+        sums = (set_sums(apply_fn, p, X_train, y_train, chunk),
+                set_sums(apply_fn, p, X_test, y_test, chunk))
+        return (p, s), sums
+
+    return population_function(member_epoch, mesh=mesh, shared=True)
+
+
 def _members(members: Any, model: nn.Module) -> list[dict[str, float]]:
     if isinstance(members, Mapping) or not isinstance(members, Sequence) or not members:
         raise TypeError("members must be a non-empty list of dicts with 'lr', 'dropout' and "
@@ -228,22 +254,11 @@ def train_population(
         "keep": np.asarray([1.0 - m["dropout"] for m in mem], keep_dtype),
     }
 
-    def member_epoch(row):
-        (p, s), c = row
-        tx = _member_optimizer(optimizer, c["lr"], momentum, c["weight_decay"], decayed)
-        body = epoch_body(model, takes_train, tx, n, batch_size)
-        key = jax.random.fold_in(c["key"], c["epoch"])
-        with _dropout_keep(c["keep"]) if any_dropout else contextlib.nullcontext():
-            p1, s1, _ = body(p, s, key, X_train, y_train)
-        keep_old = lambda new, old: jnp.where(c["active"], new, old)  # noqa: E731
-        p, s = jax.tree.map(keep_old, p1, p), jax.tree.map(keep_old, s1, s)
-        sums = (set_sums(mf["apply"], p, X_train, y_train, eval_batch_size),
-                set_sums(mf["apply"], p, X_test, y_test, eval_batch_size))
-        return (p, s), sums
-
     mesh = population_mesh(devices)
     total = padded_size(K, mesh)
-    step = population_function(member_epoch, mesh=mesh)
+    step = cached(_population_step, model, takes_train, optimizer, momentum, decayed,
+                  any_dropout, n, batch_size, eval_batch_size, mesh)
+    data = (X_train, y_train, X_test, y_test)
 
     base_config: dict[str, Any] = {
         "model": _module_description(base),
@@ -281,8 +296,8 @@ def train_population(
                                  f"max_epochs={max_epochs}; raise max_epochs or use another "
                                  "checkpoint_dir")
             params, opt_state = restored["params"], restored["opt_state"]
-            epochs = np.asarray(restored["members"]["epochs"], np.int64)
-            reached = np.asarray(restored["members"]["reached"], bool)
+            epochs = np.array(restored["members"]["epochs"], np.int64)
+            reached = np.array(restored["members"]["reached"], bool)
             hist = {k: np.asarray(v, np.float64).reshape(K, -1)
                     for k, v in restored["history"].items()}
         state = put_rows((params, opt_state), mesh, total)
@@ -292,7 +307,7 @@ def train_population(
             active = ~reached
             ctrl = put_rows({**ctrl_static, "active": active,
                              "epoch": np.full(K, epoch, np.int32)}, mesh, total)
-            state, sums = step((state, ctrl))
+            state, sums = step((state, ctrl), data)
             (tr_sum, tr_ok), (te_sum, te_ok) = gather_rows(sums, K)
             epoch += 1
             train_loss = tr_sum.astype(np.float64) / n
