@@ -2,15 +2,16 @@
 weight decay, trained together and stopped one by one.
 
 `train_population` trains K networks of one architecture and batch size on one dataset as one
-JAX population (`genbounds.cmi.population_function`: one `jax.vmap` over the members, sharded
-over the devices with `jax.shard_map`). Each member runs the program `train` runs for a single
-network (`epoch_body`: the same initialisation from `seed`, the same minibatch order and dropout
-masks from ``fold_in(key, epoch)``, the same optimiser), with its hyperparameters as inputs of
-the program instead of constants; so a member's parameters are those `train` gives to float
-rounding (tests/test_study.py checks it). Only the dropout layers run another code path: a
-linen method interceptor gives `flax.linen.Dropout` the member's keep probability as an
-array, drawing the mask as Flax does (a ``bernoulli`` of that probability from the layer's
-``dropout`` stream, the kept units scaled by its inverse).
+JAX population (`population_function` of genbounds/cmi/_sharding.py: one `jax.vmap` over the
+members, sharded over the devices with `jax.shard_map`). Each member runs the program `train`
+runs for a single network (`epoch_body`: the same initialisation from `seed`, the same minibatch
+order and dropout masks from ``fold_in(key, epoch)``, the same optimiser), with its
+hyperparameters as inputs of the program instead of constants; so a member's parameters are
+those `train` gives to float rounding (tests/test_study_population.py checks it). Only the
+dropout layers run another code path: a linen method interceptor gives `flax.linen.Dropout` the
+member's keep probability as an array, drawing the mask as Flax does (a ``bernoulli`` of that
+probability, in a Python float's dtype, from the layer's ``dropout`` stream, the kept units
+scaled by its inverse).
 
 Per-member stopping: after every epoch each member is evaluated on the full training and test
 sets (dropout off); a member whose criterion holds (``stop="loss"``: mean training cross-entropy
