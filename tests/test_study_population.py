@@ -3,6 +3,7 @@
 rounding; members stop one by one (frozen at the epoch they reach the loss target); a population
 checkpoint resumes to the uninterrupted result; the grid is grouped by shape."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -92,6 +93,17 @@ def test_bad_members_are_refused(digits):
     with pytest.raises(TypeError, match="members must be a non-empty list"):
         train_population(SPEC, digits, [])
 
+    class TwoRates(nn.Module):  # a Dropout layer whose rate is not the model's attribute
+        dropout: float = 0.0
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.Dropout(0.5, deterministic=not train)(nn.Dense(4)(x))
+            return nn.Dense(10)(nn.Dropout(self.dropout, deterministic=not train)(x))
+
+    with pytest.raises(ValueError, match="a Dropout layer of rate 0.5, not its 'dropout'"):
+        train_population(TwoRates(), digits, [{"dropout": 0.1}], max_epochs=1)
+
 
 def test_the_default_grid_trains_as_eight_populations_of_four():
     from genbounds.experiments._study import SHAPE_AXES, shape_groups
@@ -103,3 +115,40 @@ def test_the_default_grid_trains_as_eight_populations_of_four():
     for g in groups:  # one shape per group; lr and dropout vary inside it
         assert len({tuple(cfgs[i][k] for k in SHAPE_AXES) for i in g}) == 1
         assert len({(cfgs[i]["lr"], cfgs[i]["dropout"]) for i in g}) == 4
+
+
+PROBE = """
+import json, jax, numpy as np
+from genbounds.data import load
+from genbounds.train import train, train_population
+assert len(jax.devices()) == 4, jax.devices()
+ds = load("digits", n=100, seed=0)
+spec = {"kind": "mlp", "depth": 1, "width": 8}
+members = [{"lr": 1e-3, "dropout": 0.25, "weight_decay": 1e-3}, {"lr": 3e-2}, {"lr": 1e-2}]
+kw = {"batch_size": 32, "max_epochs": 12, "loss_target": 1.0, "seed": 0}
+out = []
+for m, r in zip(members, train_population(spec, ds, members, **kw)):
+    s = train(spec, ds, stop="loss", **kw, **m)
+    # how far past numpy's allclose(rtol=1e-5) each parameter is (<= atol = 1e-6 passes)
+    err = max(float(np.max(np.abs(a - b) - 1e-5 * np.abs(b)))
+              for a, b in zip(jax.tree.leaves(r.params), jax.tree.leaves(s.params)))
+    out.append([r.epochs, s.epochs, err])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_population_sharded_over_four_devices_is_the_networks_trained_alone():
+    # 3 members over 4 CPU devices: padded to 4 rows, one member per device
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                       timeout=600, check=True)
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [(a, b) for a, b, _ in rows] == [(12, 12), (8, 8), (12, 12)]
+    assert max(e for _, _, e in rows) <= 1e-6

@@ -78,14 +78,20 @@ def _member_optimizer(name: str, lr: Any, momentum: float, weight_decay: Any, de
     return optax.chain(optax.add_decayed_weights(weight_decay), base) if decayed else base
 
 
-def _dropout_keep(keep: jax.Array):
-    """Runs every `flax.linen.Dropout` with keep probability `keep` (an array) instead of its
-    static rate, drawing the mask exactly as `flax.linen.Dropout.__call__` does."""
+def _dropout_keep(keep: jax.Array, rate: float):
+    """Runs every `flax.linen.Dropout` (all built with the model's rate `rate`) with keep
+    probability `keep` (an array) instead, drawing the mask exactly as
+    `flax.linen.Dropout.__call__` does."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         if not isinstance(module, nn.Dropout) or context.method_name != "__call__":
             return next_fun(*args, **kwargs)
+        if module.rate != rate:
+            raise ValueError(
+                f"train_population: the model has a Dropout layer of rate {module.rate}, not "
+                f"its 'dropout' attribute ({rate}); a per-member dropout rate needs every "
+                "Dropout layer to take the model's rate")
         if len(args) > 2 or "rng" in kwargs:
             raise ValueError("train_population: a Dropout layer called with its own rng is not "
                              "supported; let it draw from the 'dropout' stream")
@@ -120,7 +126,8 @@ def _population_step(model: nn.Module, takes_train: bool, optimizer: str, moment
         tx = _member_optimizer(optimizer, c["lr"], momentum, c["weight_decay"], decayed)
         body = epoch_body(model, takes_train, tx, n, batch_size)
         key = jax.random.fold_in(c["key"], c["epoch"])
-        with _dropout_keep(c["keep"]) if any_dropout else contextlib.nullcontext():
+        with (_dropout_keep(c["keep"], model.dropout) if any_dropout
+              else contextlib.nullcontext()):
             p1, s1, _ = body(p, s, key, X_train, y_train)
         keep_old = lambda new, old: jnp.where(c["active"], new, old)  # noqa: E731
         p, s = jax.tree.map(keep_old, p1, p), jax.tree.map(keep_old, s1, s)
