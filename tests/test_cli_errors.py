@@ -278,7 +278,7 @@ def test_a_study_rerun_with_other_settings_is_refused(study_dir, change, named, 
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the settings differ")
 
-    monkeypatch.setattr(genbounds.train, "train", no_training)
+    monkeypatch.setattr(genbounds.train, "train_population", no_training)
     out, _ = study_dir
     kwargs = {"dataset": "digits", "n": 60, "seed": 0, "loss_target": 0.01, "delta": 0.05,
               **change}
@@ -295,10 +295,13 @@ def test_the_same_settings_resume_and_a_foreign_record_is_refused(study_dir, mon
     class Trained(Exception):
         pass
 
-    def fake_train(*args, **kwargs):
+    trained = []
+
+    def fake_train(model, dataset, members, **kwargs):
+        trained.append([m["lr"] for m in members])
         raise Trained
 
-    monkeypatch.setattr(genbounds.train, "train", fake_train)
+    monkeypatch.setattr(genbounds.train, "train_population", fake_train)
     out, settings = study_dir
     kwargs = {"dataset": "digits", "n": 60, "seed": 0, "grid": {"lr": (1e-3, 2e-3)}}
     with pytest.raises(Trained):  # same settings: past the check, on to training
@@ -317,8 +320,9 @@ def test_the_same_settings_resume_and_a_foreign_record_is_refused(study_dir, mon
     rec = {"key": study_net_key(cfg, 0, settings), "config": cfg, "max_epochs": 500,
            "reached": False, "id": "x", "gap": 0.0, "measures": {}, "seed": 0}
     (d / "record.json").write_text(json.dumps(rec))
-    with pytest.raises(Trained):  # the second net of the grid is trained
+    with pytest.raises(Trained):  # the second net of the grid is trained, alone
         run_study(out, **kwargs)
+    assert trained == [[1e-3, 2e-3], [2e-3]]
     # A directory of an older genbounds (records, no settings.json) is refused.
     (out / "settings.json").unlink()
     with pytest.raises(UserError, match="older genbounds"):

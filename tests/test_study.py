@@ -108,5 +108,6 @@ def test_quick_study_end_to_end_and_resume(tmp_path, monkeypatch):
         raise AssertionError("a finished network was trained again")
 
     monkeypatch.setattr(genbounds.train, "train", no_training)
+    monkeypatch.setattr(genbounds.train, "train_population", no_training)
     again = run_study(out, quick=True, num_resamples=20)
     assert [r["measures"] for r in again["networks"]] == [r["measures"] for r in nets]

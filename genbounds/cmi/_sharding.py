@@ -90,24 +90,53 @@ def run_population(
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
     mesh = population_mesh(devices)
-    D = mesh.devices.size
-    per = D * (chunk or 1)
-    total = -(-K // per) * per
+    total = padded_size(K, mesh, chunk)
+    arrays = put_rows(jax.tree_util.tree_unflatten(treedef, host), mesh, total)
+    return gather_rows(population_function(fn, mesh=mesh, chunk=chunk)(arrays), K)
+
+
+def padded_size(K: int, mesh: Mesh, chunk: int | None = None) -> int:
+    """K rounded up to a multiple of the mesh's devices (times `chunk` when given)."""
+    per = mesh.devices.size * (chunk or 1)
+    return -(-K // per) * per
+
+
+def put_rows(inputs: Any, mesh: Mesh, total: int) -> Any:
+    """The host pytree `inputs` (leading axis K) padded with copies of row 0 to `total` rows and
+    laid out over `mesh`'s population axis: each process feeds the rows its devices hold."""
     sharding = NamedSharding(mesh, P(AXIS))
-    arrays = []
-    for v in host:
-        v = _padded(v, total)
-        arrays.append(jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]))
 
-    def local(*xs):
-        tree = jax.tree_util.tree_unflatten(treedef, xs)
+    def put(v):
+        v = _padded(np.asarray(v), total)
+        return jax.make_array_from_callback(v.shape, sharding, lambda idx: v[idx])
+
+    return jax.tree_util.tree_map(put, inputs)
+
+
+def population_function(fn: Callable[..., Any], *, mesh: Mesh, chunk: int | None = None,
+                        shared: bool = False) -> Callable[..., Any]:
+    """``fn`` of one row, mapped over the rows of one pytree argument laid out by `put_rows`:
+    a jitted `jax.shard_map` over `mesh` of one `jax.vmap` (``chunk=None``) or of `jax.lax.map`
+    over vmapped groups of `chunk` rows. Its outputs stay on the devices, sharded alike, so it
+    can be called again on them (an epoch loop) without a round trip to the host.
+
+    With ``shared=True`` the mapped function takes a second argument, a pytree every row sees
+    whole (replicated on every device; e.g. the data set), and ``fn(row, shared)`` is called.
+    """
+
+    def local(tree, *rest):
+        f = (lambda row: fn(row, *rest)) if shared else fn
         if chunk is None:
-            return jax.vmap(fn)(tree)
-        return jax.lax.map(fn, tree, batch_size=chunk)
+            return jax.vmap(f)(tree)
+        return jax.lax.map(f, tree, batch_size=chunk)
 
-    mapped = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=tuple(P(AXIS) for _ in arrays),
-                                   out_specs=P(AXIS), check_vma=False))
-    out = mapped(*arrays)
+    specs = (P(AXIS), P()) if shared else (P(AXIS),)
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS),
+                                 check_vma=False))
+
+
+def gather_rows(out: Any, K: int) -> Any:
+    """The first K rows of every output of `population_function`, numpy, on every process."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

@@ -5,9 +5,22 @@ computes every measure and bound for each, and scores each by Kendall's tau with
 generalisation gap and by the granulated coefficient Psi (`kendall_tau`, `granulated_kendall`),
 with a bootstrap over networks. Protocol and results: docs/measures/study.md.
 
+Training: the networks whose shapes agree (same depth, width and batch size) train as one
+population (`genbounds.train.train_population`: one vmapped program over the networks, sharded
+over `jax.devices()`), each with its own learning rate, dropout and weight decay and each
+stopped on its own: after every epoch a network whose mean training cross-entropy is <= the
+loss target stops (its parameters frozen, its epoch count that epoch); the population stops
+when all have, or at the epoch budget. A network trains by the program `genbounds.train.train`
+runs for it alone (same initialisation, minibatch order, dropout masks and Adam), so its
+parameters are those of training it alone, to float rounding. A record's ``train_seconds`` is
+its population's training time divided by the population's size (``population``). Measuring
+stays per network.
+
 Built on genbounds.data and genbounds.train (the harness); the bound code never imports this.
-Resumable: every network trains with a checkpoint directory under ``OUT/nets/<id>/`` and its
-measures are written beside it, so a rerun skips the finished networks. What a network's record
+Resumable: every population trains with a checkpoint (every 25 epochs) under ``OUT/groups/``,
+named by its networks, and each network's measures are written to ``OUT/nets/<id>/``, so a rerun
+skips the finished networks and trains only the others of each group (as a population of those
+networks: a new one, when some of the group were finished). What a network's record
 depends on besides its hyperparameters (the data set, its size, split seed and contents, the
 loss target, delta, the protocol version `PROTOCOL`) is written to ``OUT/settings.json`` on the
 first run; a rerun into the same directory with other settings is refused, naming each
@@ -45,7 +58,7 @@ from genbounds.files import DirectoryLock, atomic_write, held_here, save_figure
 # The version of what a network's record holds: the training protocol and `measure_network`.
 # Raise it when either changes what a record would hold; cached records of another version
 # are then refused instead of being mixed with new ones.
-PROTOCOL = 2
+PROTOCOL = 3
 # The options that name each setting of OUT/settings.json, for the message of a mismatch.
 SETTING_FLAGS = {"command": "the command", "protocol": "the study protocol version",
                  "dataset": "--dataset", "n": "--n (500 with --quick)", "seed": "--seed",
@@ -66,6 +79,9 @@ FIXED: dict[str, Any] = {"depth": 1, "width": 128, "lr": 1e-3, "batch_size": 64,
                          "weight_decay": 0.0}
 QUICK_FIXED: dict[str, Any] = {**FIXED, "width": 32, "batch_size": 32}
 AXES = ("depth", "width", "lr", "batch_size", "dropout", "weight_decay")
+# The hyperparameters that fix a network's shape and its minibatches: networks that agree on
+# them train as one population (lr, dropout and weight decay are per network).
+SHAPE_AXES = ("depth", "width", "batch_size")
 
 # name -> (Jiang et al. 2020 equation or "", kind); kind "bound" when the value bounds the error.
 _FLATNESS = {
@@ -212,39 +228,71 @@ def measure_network(result: Any, dataset: Any, *, seed: int, delta: float,
     return out
 
 
-def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Path,
-                       loss_target: float, max_epochs: int, delta: float,
-                       progress: Callable[[str], None] | None, key: str) -> dict[str, Any]:
-    from genbounds.train import train
+def _record_path(cfg: Mapping[str, Any], seed: int, root: Path) -> Path:
+    return root / "nets" / net_id(cfg, seed) / "record.json"
 
-    nid = net_id(cfg, seed)
-    d = root / "nets" / nid
+
+def _finished_record(cfg: dict[str, Any], *, seed: int, root: Path, max_epochs: int,
+                     key: str) -> dict[str, Any] | None:
+    """The network's record when it was measured by this study with this budget, else None;
+    a record of other settings (another `net_key`) or a corrupt one is refused."""
+    rec_path = _record_path(cfg, seed, root)
+    if not rec_path.exists():
+        return None
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{rec_path} is corrupt ({e}); delete it to measure that network "
+                        "again") from None
+    if rec.get("key") != key:
+        raise UserError(f"{rec_path} was computed with other settings than this study's "
+                        f"(its key {str(rec.get('key'))[:12]!r}, this study's "
+                        f"{key[:12]!r}); delete it, or choose another --out")
+    if rec.get("config") == cfg and rec.get("max_epochs") == max_epochs:
+        return rec
+    return None
+
+
+def shape_groups(configs: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The indices of `configs` grouped by shape (depth, width, batch size), in order of first
+    appearance: the networks of one group train as one population."""
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(tuple(cfg[k] for k in SHAPE_AXES), []).append(i)
+    return list(groups.values())
+
+
+def _train_group(cfgs: Sequence[dict[str, Any]], dataset: Any, *, seed: int, root: Path,
+                 loss_target: float, max_epochs: int) -> tuple[list[Any], float]:
+    """Trains networks of one shape as one population (`genbounds.train.train_population`),
+    checkpointed every 25 epochs under ``OUT/groups/``; returns the results and the seconds."""
+    from genbounds.train import train_population
+
+    c0 = cfgs[0]
+    ids = [net_id(c, seed) for c in cfgs]
+    tag = settings_key({"nets": ids})[:12]
+    d = root / "groups" / f"depth{c0['depth']}_width{c0['width']}_batch{c0['batch_size']}_{tag}"
     d.mkdir(parents=True, exist_ok=True)
-    rec_path = d / "record.json"
-    if rec_path.exists():
-        try:
-            rec = json.loads(rec_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{rec_path} is corrupt ({e}); delete it to measure that network "
-                            "again") from None
-        if rec.get("key") != key:
-            raise UserError(f"{rec_path} was computed with other settings than this study's "
-                            f"(its key {str(rec.get('key'))[:12]!r}, this study's "
-                            f"{key[:12]!r}); delete it, or choose another --out")
-        if rec.get("config") == cfg and rec.get("max_epochs") == max_epochs:
-            return rec
     t0 = time.perf_counter()
-    result = train({"kind": "mlp", "depth": cfg["depth"], "width": cfg["width"]}, dataset,
-                   optimizer="adam", lr=cfg["lr"], batch_size=cfg["batch_size"],
-                   dropout=cfg["dropout"], weight_decay=cfg["weight_decay"],
-                   max_epochs=max_epochs, stop="loss", loss_target=loss_target, seed=seed,
-                   checkpoint_dir=d, checkpoint_every=25)
-    train_s = time.perf_counter() - t0
+    results = train_population(
+        {"kind": "mlp", "depth": c0["depth"], "width": c0["width"]}, dataset,
+        [{k: c[k] for k in ("lr", "dropout", "weight_decay")} for c in cfgs],
+        optimizer="adam", batch_size=c0["batch_size"], max_epochs=max_epochs, stop="loss",
+        loss_target=loss_target, seed=seed, checkpoint_dir=d, checkpoint_every=25)
+    return results, time.perf_counter() - t0
+
+
+def _measure(cfg: dict[str, Any], result: Any, dataset: Any, *, seed: int, root: Path,
+             max_epochs: int, delta: float, train_seconds: float, population: int,
+             progress: Callable[[str], None] | None, key: str) -> dict[str, Any]:
+    nid = net_id(cfg, seed)
     rec: dict[str, Any] = {
         "id": nid, "key": key, "config": cfg, "seed": seed, "max_epochs": max_epochs,
         "epochs": int(result.epochs), "reached": bool(result.reached),
         "train_loss": float(result.train_loss), "train_error": 1.0 - float(result.train_acc),
-        "test_error": 1.0 - float(result.test_acc), "train_seconds": train_s,
+        "test_error": 1.0 - float(result.test_acc),
+        # the population's training time divided by its number of networks
+        "train_seconds": train_seconds / population, "population": population,
     }
     rec["gap"] = rec["test_error"] - rec["train_error"]
     if progress:
@@ -253,7 +301,9 @@ def _train_and_measure(cfg: dict[str, Any], dataset: Any, *, seed: int, root: Pa
     t0 = time.perf_counter()
     rec["measures"] = measure_network(result, dataset, seed=seed, delta=delta)
     rec["measure_seconds"] = time.perf_counter() - t0
-    _atomic_json(rec_path, rec)
+    path = _record_path(cfg, seed, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_json(path, rec)
     return rec
 
 
@@ -408,14 +458,28 @@ def _run_study(root: Path, *, dataset: str, n: int | None, grid: Mapping[str, Se
                         "another --out (or delete its nets/ folder)")
     keep_settings(root, settings, SETTING_FLAGS)
     configs = grid_configs(grid, fixed)
-    records = []
+    keys = [net_key(cfg, seed, settings) for cfg in configs]
+    by_index: dict[int, dict[str, Any]] = {}
     for i, cfg in enumerate(configs):
+        rec = _finished_record(cfg, seed=seed, root=root, max_epochs=max_epochs, key=keys[i])
+        if rec is not None:
+            by_index[i] = rec
+    for group in shape_groups(configs):
+        todo = [i for i in group if i not in by_index]
+        if not todo:
+            continue
         if progress:
-            progress(f"[{i + 1}/{len(configs)}] {net_id(cfg, seed)}")
-        records.append(_train_and_measure(cfg, ds, seed=seed, root=root,
-                                          loss_target=loss_target, max_epochs=max_epochs,
-                                          delta=delta, progress=progress,
-                                          key=net_key(cfg, seed, settings)))
+            progress(f"training {len(todo)} nets as one population: "
+                     + ", ".join(net_id(configs[i], seed) for i in todo))
+        results, seconds = _train_group([configs[i] for i in todo], ds, seed=seed, root=root,
+                                        loss_target=loss_target, max_epochs=max_epochs)
+        for i, result in zip(todo, results, strict=True):
+            if progress:
+                progress(f"[{len(by_index) + 1}/{len(configs)}] {net_id(configs[i], seed)}")
+            by_index[i] = _measure(configs[i], result, ds, seed=seed, root=root,
+                                   max_epochs=max_epochs, delta=delta, train_seconds=seconds,
+                                   population=len(todo), progress=progress, key=keys[i])
+    records = [by_index[i] for i in range(len(configs))]
     rows = score(records, axes, num_resamples=num_resamples, seed=seed)
     excluded = [r["id"] for r in records if not r["reached"]]
     payload = {
@@ -424,6 +488,9 @@ def _run_study(root: Path, *, dataset: str, n: int | None, grid: Mapping[str, Se
             "dataset": dataset, "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test)),
             "grid": {k: list(v) for k, v in grid.items()}, "fixed": dict(fixed),
             "optimizer": "adam", "model": "mlp (ReLU)", "seed": seed,
+            "training": "the nets of one shape (" + ", ".join(SHAPE_AXES) + ") as one "
+                        "population, each stopped on its own; train_seconds is the "
+                        "population's time divided by its size",
             "stopping": f"mean training cross-entropy <= {loss_target} (Jiang et al. 2020), "
                         f"at most {max_epochs} epochs",
             "gap": "test error - train error (0-1)", "delta": delta,

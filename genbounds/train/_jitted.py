@@ -1,8 +1,8 @@
 """The jitted functions of one training configuration, built once and cached per process.
 
 `model_functions` (initialisation, evaluation mode apply, full-set evaluation) depend on the model
-only; `epoch_functions` (the optimiser and one epoch as a `lax.scan`) on the model, the optimiser
-and the data size. `cached` keeps the most recent ones, so that the levels of a label-noise sweep,
+only; `epoch_functions` (the optimiser and one epoch as a `lax.scan`, `epoch_body`) on the model,
+the optimiser and the data size. `cached` keeps the most recent ones, so that the levels of a label-noise sweep,
 a resumed run and other seeds compile once. `key_order` / `in_order` put linen's creation order
 back into the parameter dicts that `jax.jit` returns with sorted keys.
 """
@@ -120,18 +120,30 @@ def epoch_functions(
     model: nn.Module, takes_train: bool, opt: tuple, n: int, batch_size: int,
     lipschitz_margin: float = 0.0,
 ) -> dict[str, Any]:
-    """The optimiser and the jitted epoch of one configuration.
+    """The optimiser and the jitted epoch (`epoch_body`) of one configuration."""
+    tx = make_optimizer(*opt)
+    return {"tx": tx, "epoch": jax.jit(epoch_body(model, takes_train, tx, n, batch_size,
+                                                  lipschitz_margin))}
 
-    One epoch is one jitted `lax.scan` over ``ceil(n / batch_size)`` minibatches. The
-    permutation of the n examples is padded with index 0 up to a multiple of the batch size;
-    padded slots carry weight 0, so the last (partial) minibatch's loss is the mean over its
-    real examples only and every example is seen exactly once per epoch.
+
+def epoch_body(
+    model: nn.Module, takes_train: bool, tx: Any, n: int, batch_size: int,
+    lipschitz_margin: float = 0.0,
+) -> Callable:
+    """One epoch, ``epoch(params, opt_state, key, X, y) -> (params, opt_state, losses)``, not
+    jitted: `epoch_functions` jits it for `train`, and `train_population` runs it for every
+    member of a population (its optimiser `tx` built from the member's hyperparameters), so a
+    network trains by one program alone or in a population.
+
+    One epoch is one `lax.scan` over ``ceil(n / batch_size)`` minibatches. The permutation of
+    the n examples is padded with index 0 up to a multiple of the batch size; padded slots carry
+    weight 0, so the last (partial) minibatch's loss is the mean over its real examples only and
+    every example is seen exactly once per epoch.
 
     With ``lipschitz_margin`` = c > 0 the loss is Tsuzuku et al.'s (2018, Section 4): the
     cross-entropy of the logits with sqrt(2) c L added to every logit but the label's, L the
     product of the layers' estimated spectral norms (`power_step`).
     """
-    tx = make_optimizer(*opt)
     lm = float(lipschitz_margin)
 
     def loss_fn(params, xb, yb, wb, key, us):
@@ -151,7 +163,6 @@ def epoch_functions(
     steps = math.ceil(n / batch_size)
     pad = steps * batch_size - n
 
-    @jax.jit
     def epoch(params, opt_state, key, X, y):
         perm_key, drop_key = jax.random.split(key)
         perm = jax.random.permutation(perm_key, n).astype(jnp.int32)
@@ -173,7 +184,7 @@ def epoch_functions(
                                                       (idx, w, keys))
         return params, opt_state, losses
 
-    return {"tx": tx, "epoch": epoch}
+    return epoch
 
 
 # Jitted functions of recent configurations, so that several runs with one model (the levels

@@ -145,6 +145,42 @@ def _resolve_model(model_or_spec: Any, num_classes: int, dropout: float | None) 
     return model
 
 
+def check_dataset(dataset: Any) -> tuple[int, int]:
+    """Checks a dataset for training (attributes, shapes, finite float32-range inputs, labels)
+    and returns its number of training examples and of classes."""
+    for attr in ("X_train", "y_train", "X_test", "y_test", "num_classes"):
+        if not hasattr(dataset, attr):
+            raise TypeError(f"dataset must have an attribute {attr!r} (a genbounds Dataset)")
+    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 2)
+    X_train_in = check_float_array(dataset.X_train, "dataset.X_train")
+    n = int(np.shape(X_train_in)[0])
+    if np.size(dataset.X_test) or np.size(dataset.y_test):
+        X_test_in = check_float_array(dataset.X_test, "dataset.X_test")
+        if np.shape(X_test_in)[1:] != np.shape(X_train_in)[1:]:
+            raise ValueError(
+                f"dataset.X_test must have the per-example shape of dataset.X_train, "
+                f"{np.shape(X_train_in)[1:]}, got {np.shape(X_test_in)[1:]}"
+            )
+        if np.shape(dataset.y_test) != (np.shape(X_test_in)[0],):
+            raise ValueError(
+                f"dataset.y_test must have shape ({np.shape(X_test_in)[0]},) matching X_test, "
+                f"got {np.shape(dataset.y_test)}"
+            )
+    for name in ("X_train", "X_test"):
+        a = np.asarray(getattr(dataset, name))
+        if a.size and np.max(np.abs(a)) > np.finfo(np.float32).max:
+            raise ValueError(f"dataset.{name} holds values beyond the float32 range the model "
+                             f"is trained in (largest {np.max(np.abs(a)):.3g})")
+    if n < 1 or np.shape(dataset.y_train) != (n,):
+        raise ValueError(
+            f"dataset.y_train must have shape ({n},) matching X_train, got {np.shape(dataset.y_train)}"
+        )
+    check_labels(dataset.y_train, "dataset.y_train", num_classes=num_classes)
+    if np.size(dataset.y_test):
+        check_labels(dataset.y_test, "dataset.y_test", num_classes=num_classes)
+    return n, num_classes
+
+
 def _takes_train(model: nn.Module) -> bool:
     return "train" in inspect.signature(type(model).__call__).parameters
 
@@ -336,36 +372,7 @@ def train(
     lipschitz_margin = check_positive(lipschitz_margin, "lipschitz_margin", allow_zero=True)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
-    for attr in ("X_train", "y_train", "X_test", "y_test", "num_classes"):
-        if not hasattr(dataset, attr):
-            raise TypeError(f"dataset must have an attribute {attr!r} (a genbounds Dataset)")
-    num_classes = _check_int(dataset.num_classes, "dataset.num_classes", 2)
-    X_train_in = check_float_array(dataset.X_train, "dataset.X_train")
-    n = int(np.shape(X_train_in)[0])
-    if np.size(dataset.X_test) or np.size(dataset.y_test):
-        X_test_in = check_float_array(dataset.X_test, "dataset.X_test")
-        if np.shape(X_test_in)[1:] != np.shape(X_train_in)[1:]:
-            raise ValueError(
-                f"dataset.X_test must have the per-example shape of dataset.X_train, "
-                f"{np.shape(X_train_in)[1:]}, got {np.shape(X_test_in)[1:]}"
-            )
-        if np.shape(dataset.y_test) != (np.shape(X_test_in)[0],):
-            raise ValueError(
-                f"dataset.y_test must have shape ({np.shape(X_test_in)[0]},) matching X_test, "
-                f"got {np.shape(dataset.y_test)}"
-            )
-    for name in ("X_train", "X_test"):
-        a = np.asarray(getattr(dataset, name))
-        if a.size and np.max(np.abs(a)) > np.finfo(np.float32).max:
-            raise ValueError(f"dataset.{name} holds values beyond the float32 range the model "
-                             f"is trained in (largest {np.max(np.abs(a)):.3g})")
-    if n < 1 or np.shape(dataset.y_train) != (n,):
-        raise ValueError(
-            f"dataset.y_train must have shape ({n},) matching X_train, got {np.shape(dataset.y_train)}"
-        )
-    check_labels(dataset.y_train, "dataset.y_train", num_classes=num_classes)
-    if np.size(dataset.y_test):
-        check_labels(dataset.y_test, "dataset.y_test", num_classes=num_classes)
+    n, num_classes = check_dataset(dataset)
     batch_size = min(batch_size, n)
     model = _resolve_model(model_or_spec, num_classes, dropout)
 
