@@ -279,7 +279,7 @@ def robust_loss(pops: ParamOps, spec: CertifiedSpec, params: Any, logits: jax.Ar
     b = xb.shape[0]
     e = jnp.full((b,), eps, jnp.float32)
 
-    own = jnp.arange(pops.k)[None, :] == yb[:, None]
+    own = jnp.arange(pops.k, dtype=yb.dtype)[None, :] == yb[:, None]
 
     def bound(method):  # 0 (not +inf) at j = y, so that the mixture stays finite
         return jnp.where(own, 0.0, pops.margins(params, xb, e, yb, norm=spec.norm,

@@ -191,8 +191,9 @@ def epoch_functions(
                 updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, us), loss
 
+        ts = jnp.arange(steps, dtype=jnp.int32)
         (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, us0),
-                                                      (idx, w, keys, jnp.arange(steps)))
+                                                      (idx, w, keys, ts))
         return params, opt_state, losses
 
     return {"tx": tx, "epoch": epoch}
