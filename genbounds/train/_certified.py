@@ -1,8 +1,9 @@
 r"""Certified training: interval bound propagation (IBP, Gowal et al. 2018) and CROWN-IBP
 (Zhang et al. 2020), with the bounds of `genbounds.verify` differentiated in the parameters.
 
-**Robust loss** (Wong & Kolter 2018, Theorem 2; Gowal et al. 2018, §3; Zhang et al. 2020,
-§2). Let $\underline m_j(x, \varepsilon)$ be a lower bound of the margin
+**Robust loss** (Wong & Kolter 2018, "Provable Defenses against Adversarial Examples via the
+Convex Outer Adversarial Polytope", ICML, arXiv:1711.00851, Theorem 2; used by Gowal et al.
+2018 and Zhang et al. 2020). Let $\underline m_j(x, \varepsilon)$ be a lower bound of the margin
 $\min_{\|x' - x\|_p \le \varepsilon} z_y(x') - z_j(x')$ ($\underline m_y = 0$). Then the
 cross-entropy of the vector $-\underline m$, $L(-\underline m, y) =
 \log \sum_j e^{-\underline m_j}$, is an upper bound on
@@ -11,7 +12,7 @@ constant to every logit, and decreasing in each margin $z_y - z_j$). Minimising 
 certified margins.
 
 **Objective** (Zhang et al. 2020, "Towards Stable and Efficient Training of Verifiably Robust
-Neural Networks", ICLR, arXiv:1906.06316, §3.4, the CROWN-IBP objective):
+Neural Networks", ICLR, arXiv:1906.06316, §3, the CROWN-IBP training objective):
 
 $$\min_\theta\ \mathbb{E}_{(x, y)}\Big[\kappa\, L(z(x), y) + (1 - \kappa)\,
 L\big(-\big((1 - \beta)\,\underline m_{\mathrm{IBP}}(x, \varepsilon)
@@ -23,10 +24,10 @@ $\underline m_{\mathrm{CROWN\text{-}IBP}}$ the backward CROWN bound of the margi
 pre-activation intervals from interval propagation (``method="crown", intermediate="ibp"``,
 which also takes the larger of it and the interval bound). IBP training (Gowal et al. 2018,
 "On the Effectiveness of Interval Bound Propagation for Training Verifiably Robust Models",
-arXiv:1810.12715, §3, the loss $\kappa\,\ell(z, y) + (1 - \kappa)\,\ell(\hat z(\varepsilon), y)$)
+arXiv:1810.12715, the loss $\kappa\,\ell(z, y) + (1 - \kappa)\,\ell(\hat z(\varepsilon), y)$)
 is the case $\beta = 0$.
 
-**Schedules** (Gowal et al. 2018, §4; Zhang et al. 2020, §4 and the authors' code,
+**Schedules** (Gowal et al. 2018; Zhang et al. 2020, and the authors' code,
 huanzhang12/CROWN-IBP ``train.py``). After ``warmup`` epochs of plain cross-entropy
 ($\varepsilon = 0$, $\kappa = 1$), $\varepsilon$ rises linearly, per minibatch, from 0 to
 $\varepsilon_{\mathrm{train}}$ over ``ramp`` epochs; with $p = \varepsilon /
