@@ -146,7 +146,8 @@ def epoch_functions(
         eval_kwargs = {"train": False} if takes_train else {}
         x_ex = jax.random.uniform(jax.random.key(1), (4,) + tuple(certified.input_shape),
                                   jnp.float32)
-        params0 = model.init(jax.random.key(0), x_ex, **eval_kwargs)["params"]
+        params0 = jax.jit(lambda k, x: model.init(k, x, **eval_kwargs))(
+            jax.random.key(0), x_ex)["params"]
         pops = ParamOps(lambda p, x: model.apply({"params": p}, x, **eval_kwargs), params0,
                         x_ex)
 
