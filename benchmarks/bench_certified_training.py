@@ -1,9 +1,9 @@
 """CROWN-certified accuracy against PGD robust accuracy at PGD's 50%-accuracy radius, for a
 digits MLP trained with CROWN-IBP, normally, and with a Lipschitz margin.
 
-    python benchmarks/bench_certified_training.py [--n 200] [--eps 0.2] [--epochs 30]
+    python benchmarks/bench_certified_training.py [--n 200] [--eps 0.2] [--epochs 30] [--seed 0]
 
-Each network (the same MLP, 64-128-128-10, Adam, the same epochs and seed) is trained on the
+Each network (the same MLP, 64-128-128-10, Adam, the same epochs and ``--seed``) is trained on the
 digits training set: CROWN-IBP (`genbounds.train.train(certified="crown-ibp")`, l-infinity,
 ``--eps``, ramped over 60% of the epochs after a warm-up epoch, kappa 1 -> ``--kappa``
 (0.5), beta 1 -> ``--beta`` (1: Zhang et al.'s "1 -> 1" schedule, the CROWN-IBP bound to the
@@ -76,13 +76,14 @@ def main():
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lm", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     ds = load("digits")
     X, y = ds.X_test[:args.n], ds.y_test[:args.n]
     grid = np.linspace(0.0, 0.4, 21)
     key = jax.random.key(0)
     ramp = max(1, int(0.6 * args.epochs))
-    common = dict(batch_size=64, lr=1e-3, max_epochs=args.epochs, stop=None, seed=0)
+    common = dict(batch_size=64, lr=1e-3, max_epochs=args.epochs, stop=None, seed=args.seed)
     runs = {
         "CROWN-IBP": dict(certified="crown-ibp", certified_eps=args.eps, certified_warmup=1,
                           certified_ramp=ramp, certified_kappa=args.kappa,
@@ -100,7 +101,8 @@ def main():
         rows.append((name, res.test_acc, t_train, m))
         print(f"{name}: trained in {t_train:.1f} s; PGD accuracy on the grid "
               f"{np.round(m['curve'], 3).tolist()}", flush=True)
-    print(f"\ndigits, MLP 64-128-128-10, {args.epochs} epochs; {args.n} test examples; l-inf; "
+    print(f"\ndigits, MLP 64-128-128-10, {args.epochs} epochs, seed {args.seed}; {args.n} test "
+          "examples; l-inf; "
           f"CROWN-IBP trained at eps={args.eps}, kappa 1 -> {args.kappa}, "
           f"beta 1 -> {args.beta}")
     print("| training | test acc | r50 (PGD 50%) | PGD robust acc at r50 | CROWN-certified acc "
