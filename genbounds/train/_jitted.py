@@ -119,18 +119,20 @@ def model_functions(model: nn.Module, takes_train: bool, chunk: int) -> dict[str
 def epoch_functions(
     model: nn.Module, takes_train: bool, opt: tuple, n: int, batch_size: int,
     lipschitz_margin: float = 0.0,
+    certified: Any = None,
 ) -> dict[str, Any]:
     """The optimiser and the jitted epoch (`epoch_body`) of one configuration."""
     tx = make_optimizer(*opt)
     return {"tx": tx, "epoch": jax.jit(epoch_body(model, takes_train, tx, n, batch_size,
-                                                  lipschitz_margin))}
+                                                  lipschitz_margin, certified))}
 
 
 def epoch_body(
     model: nn.Module, takes_train: bool, tx: Any, n: int, batch_size: int,
-    lipschitz_margin: float = 0.0,
+    lipschitz_margin: float = 0.0, certified: Any = None,
 ) -> Callable:
-    """One epoch, ``epoch(params, opt_state, key, X, y) -> (params, opt_state, losses)``, not
+    """One epoch, ``epoch(params, opt_state, key, X, y, epoch_index=0) -> (params, opt_state,
+    losses)`` (the epoch index drives the certified-training schedules), not
     jitted: `epoch_functions` jits it for `train`, and `train_population` runs it for every
     member of a population (its optimiser `tx` built from the member's hyperparameters), so a
     network trains by one program alone or in a population.
@@ -143,10 +145,26 @@ def epoch_body(
     With ``lipschitz_margin`` = c > 0 the loss is Tsuzuku et al.'s (2018, Section 4): the
     cross-entropy of the logits with sqrt(2) c L added to every logit but the label's, L the
     product of the layers' estimated spectral norms (`power_step`).
+
+    With ``certified`` (a `CertifiedSpec`) the loss is IBP's or CROWN-IBP's
+    (`_certified.robust_loss`), with $\\varepsilon$, $\\kappa$, $\\beta$ scheduled per
+    minibatch from the epoch index the epoch is given.
     """
     lm = float(lipschitz_margin)
+    steps = math.ceil(n / batch_size)
+    pops = None
+    if certified is not None:
+        from ._certified import ParamOps
 
-    def loss_fn(params, xb, yb, wb, key, us):
+        eval_kwargs = {"train": False} if takes_train else {}
+        x_ex = jax.random.uniform(jax.random.key(1), (4,) + tuple(certified.input_shape),
+                                  jnp.float32)
+        params0 = jax.jit(lambda k, x: model.init(k, x, **eval_kwargs))(
+            jax.random.key(0), x_ex)["params"]
+        pops = ParamOps(lambda p, x: model.apply({"params": p}, x, **eval_kwargs), params0,
+                        x_ex)
+
+    def loss_fn(params, xb, yb, wb, key, us, sched):
         if takes_train:
             logits = model.apply({"params": params}, xb, train=True, rngs={"dropout": key})
         else:
@@ -156,14 +174,18 @@ def epoch_body(
             lip, us = power_step(params, us)
             others = 1.0 - jax.nn.one_hot(yb, logits.shape[-1], dtype=logits.dtype)
             logits = logits + math.sqrt(2.0) * lm * lip * others
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+        if pops is not None:
+            from ._certified import robust_loss
+
+            ce = robust_loss(pops, certified, params, logits, xb, yb, *sched)
+        else:
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
         return jnp.sum(ce * wb) / jnp.sum(wb), us
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    steps = math.ceil(n / batch_size)
     pad = steps * batch_size - n
 
-    def epoch(params, opt_state, key, X, y):
+    def epoch(params, opt_state, key, X, y, epoch_index=0):
         perm_key, drop_key = jax.random.split(key)
         perm = jax.random.permutation(perm_key, n).astype(jnp.int32)
         idx = jnp.concatenate([perm, jnp.zeros(pad, jnp.int32)]).reshape(steps, batch_size)
@@ -171,17 +193,20 @@ def epoch_body(
         w = w.reshape(steps, batch_size)
         keys = jax.random.split(drop_key, steps)
         us0 = power_start(params) if lm > 0.0 else []
+        first = jnp.asarray(epoch_index, jnp.int32) * steps
 
         def step(carry, inputs):
             params, opt_state, us = carry
-            ib, wb, kb = inputs
-            (loss, us), grads = grad_fn(params, X[ib], y[ib], wb, kb, us)
+            ib, wb, kb, t = inputs
+            sched = () if pops is None else certified.schedule(first + t, steps)
+            (loss, us), grads = grad_fn(params, X[ib], y[ib], wb, kb, us, sched)
             with standard_promotion():  # optax's Adam bias correction: float ** int32
                 updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, us), loss
 
+        ts = jnp.arange(steps, dtype=jnp.int32)
         (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, us0),
-                                                      (idx, w, keys))
+                                                      (idx, w, keys, ts))
         return params, opt_state, losses
 
     return epoch

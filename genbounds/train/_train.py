@@ -35,6 +35,7 @@ from genbounds.core._checks import (
 from genbounds.files import DirectoryLock, held_here
 
 from . import _checkpoint
+from ._certified import check_certified
 from ._jitted import cached, epoch_functions, in_order, model_functions
 from ._models import make_model
 
@@ -187,13 +188,15 @@ def _takes_train(model: nn.Module) -> bool:
 
 def _run_epochs(run_epoch, evaluate, train_key, params, opt_state, X_train, y_train, X_test,
                 y_test, *, start_epoch, max_epochs, reached, history, stop, loss_target, n, lr,
-                optimizer, ckpt_path, checkpoint_every, config, init_params, progress):
+                optimizer, ckpt_path, checkpoint_every, config, init_params, progress,
+                stop_from=0):
     """The epoch loop of `train`: train, evaluate, stop test, checkpoint, progress."""
     epoch = start_epoch
     while not reached and epoch < max_epochs:
         t0 = time.perf_counter()
         params, opt_state, _ = run_epoch(
-            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train
+            params, opt_state, jax.random.fold_in(train_key, epoch), X_train, y_train,
+            jnp.int32(epoch),
         )
         epoch += 1
         (tr_sum, tr_correct), (te_sum, te_correct) = evaluate(
@@ -215,7 +218,9 @@ def _run_epochs(run_epoch, evaluate, train_key, params, opt_state, X_train, y_tr
             HISTORY_KEYS, (epoch, train_loss, train_acc, test_loss, test_acc), strict=True
         ):
             history[k].append(v)
-        if stop == "fit":
+        if epoch < stop_from:
+            pass  # certified training: the radius has not reached certified_eps yet
+        elif stop == "fit":
             reached = correct == n
         elif stop == "loss":
             reached = train_loss <= loss_target
@@ -271,6 +276,13 @@ def train(
     progress: Callable[[dict[str, Any]], None] | None = None,
     eval_batch_size: int = 4096,
     lipschitz_margin: float = 0.0,
+    certified: str | None = None,
+    certified_eps: float | None = None,
+    certified_norm: str = "linf",
+    certified_warmup: int = 0,
+    certified_ramp: int = 1,
+    certified_kappa: float = 0.5,
+    certified_beta: float = 0.0,
 ) -> TrainResult:
     """Trains a classifier with cross-entropy until it fits the training set, or for a budget.
 
@@ -327,6 +339,28 @@ def train(
         it pushes every training margin towards sqrt(2) c L, i.e. a certified l2
         radius of about c (`genbounds.certified_radius`). The stopping rule and the recorded
         losses and accuracies use the plain logits.
+      certified: None (plain cross-entropy), ``"ibp"`` (Gowal et al. 2018, arXiv:1810.12715)
+        or ``"crown-ibp"`` (Zhang et al. 2020, arXiv:1906.06316): training for certified
+        robustness, with the loss $\\kappa\\,L(z, y) + (1-\\kappa)\\,L(-\\underline m, y)$,
+        $\\underline m$ the lower bounds of the margins $z_y - z_j$ over the
+        ``certified_norm`` ball of radius $\\varepsilon$ from `genbounds.verify` (interval
+        propagation; for CROWN-IBP $\\beta$ times the CROWN bound with interval pre-activation
+        bounds plus $1 - \\beta$ times the interval one), differentiated in float32 through the
+        verifier's own computation (docs/verify.md states the objective). Only networks of
+        dense/convolution layers and ReLU-type activations without BatchNorm are supported
+        (others are refused by name). Exclusive with ``lipschitz_margin``. The bounds are
+        those of the network in evaluation mode (dropout off). The stopping rule is tested
+        only once $\\varepsilon$ has reached ``certified_eps``.
+      certified_eps: the radius trained for, > 0 (required with ``certified``).
+      certified_norm: ``"linf"`` (as in both papers) or ``"l2"``.
+      certified_warmup: epochs of plain cross-entropy first ($\\varepsilon = 0$), >= 0.
+      certified_ramp: epochs over which $\\varepsilon$ rises linearly (per minibatch) from 0
+        to ``certified_eps``, >= 1; $\\kappa$ falls from 1 to ``certified_kappa`` and
+        (CROWN-IBP) $\\beta$ from 1 to ``certified_beta`` in proportion. ``certified_warmup +
+        certified_ramp`` must not exceed ``max_epochs``.
+      certified_kappa: $\\kappa$ at the end of the ramp, in [0, 1] (0.5 as in Gowal et al.).
+      certified_beta: $\\beta$ at the end of the ramp, in [0, 1] (CROWN-IBP; 0 as in
+        Zhang et al.'s "1 → 0" schedule).
 
     Returns:
       A `TrainResult`.
@@ -370,6 +404,10 @@ def train(
     eval_batch_size = _check_int(eval_batch_size, "eval_batch_size", 1)
     seed = _check_int(seed, "seed", 0)
     lipschitz_margin = check_positive(lipschitz_margin, "lipschitz_margin", allow_zero=True)
+    cert = check_certified(certified, eps=certified_eps, norm=certified_norm,
+                           warmup=certified_warmup, ramp=certified_ramp,
+                           kappa_end=certified_kappa, beta_end=certified_beta,
+                           lipschitz_margin=lipschitz_margin, max_epochs=max_epochs)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     n, num_classes = check_dataset(dataset)
@@ -386,6 +424,8 @@ def train(
     ef = cached(
         epoch_functions, model, takes_train, (optimizer, lr, momentum, weight_decay), n, batch_size,
         lipschitz_margin,
+        None if cert is None else dataclasses.replace(
+            cert, input_shape=tuple(int(s) for s in X_train.shape[1:])),
     )
     apply_fn, init, order, evaluate = mf["apply"], mf["init"], mf["order"], mf["evaluate"]
     tx, run_epoch = ef["tx"], ef["epoch"]
@@ -425,6 +465,8 @@ def train(
     }
     if lipschitz_margin > 0.0:  # only then, so that older checkpoints keep their configuration
         config["lipschitz_margin"] = lipschitz_margin
+    if cert is not None:
+        config["certified"] = cert.config()
 
     params, opt_state = init_params, tx.init(init_params)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
@@ -472,7 +514,8 @@ def train(
             start_epoch=start_epoch, max_epochs=max_epochs, reached=reached, history=history,
             stop=stop, loss_target=loss_target, n=n, lr=lr, optimizer=optimizer,
             ckpt_path=ckpt_path, checkpoint_every=checkpoint_every, config=config,
-            init_params=init_params, progress=progress)
+            init_params=init_params, progress=progress,
+            stop_from=0 if cert is None else cert.warmup + cert.ramp)
     finally:
         if lock is not None:
             lock.release()

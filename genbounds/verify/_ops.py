@@ -132,6 +132,16 @@ def _activation_slopes(node: Node, dtype) -> tuple[np.ndarray, np.ndarray]:
     return -gm, gp + gm
 
 
+def affine_op(node: Node, name: str) -> Op:
+    """The `Op` of an affine record (its dtype already set by `with_dtype`). Its functions
+    close over the record's coefficients, which may be traced arrays (the parameters during
+    training, `genbounds.train`): everything here is differentiable in them."""
+    ln = _linear_node(node)
+    lin = _identity if ln is None else _fn(ln)
+    return Op("affine", node.inputs, tuple(node.shape), full=_fn(node), lin=lin,
+              absl=_identity if ln is None else _fn(_abs_node(ln)), name=name)
+
+
 def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
     """The records up to ``output`` (default the network's output) as `Op` s, or
     `NotBoundable` naming the first record no relaxation covers."""
@@ -148,11 +158,7 @@ def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
             continue
         n = with_dtype(node, dtype)
         if node.op in AFFINE or (node.op == "pool" and node.info["kind"] in _SUM_POOLS):
-            ln = _linear_node(n)
-            lin = _identity if ln is None else _fn(ln)
-            ops.append(Op("affine", node.inputs, tuple(node.shape), full=_fn(n), lin=lin,
-                          absl=_identity if ln is None else _fn(_abs_node(ln)),
-                          name=f"{where}: {node.describe()}"))
+            ops.append(affine_op(n, f"{where}: {node.describe()}"))
         elif node.op == "pool" and node.info["kind"] in _MONOTONE_POOLS:
             ops.append(Op("monotone", node.inputs, tuple(node.shape), full=_fn(n),
                           name=f"{where}: {node.describe()}"))

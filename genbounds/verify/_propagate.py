@@ -88,28 +88,10 @@ class Propagator:
             vals.append(eval_node(node, [vals[j] for j in node.inputs]))
         return vals[-1].reshape(x.shape[0], -1)
 
-    def _intervals(self, x0, eps, upto):
-        mode = "ibp" if self.method == "ibp" else self.intermediate
-        if mode == "ibp":
-            return ibp(self.ops[:upto + 1], x0, eps)
-        if mode == "forward":
-            return forward_bounds(self.ops, x0, eps, self.norm, upto)
-        return layer_bounds(self.ops, x0, eps, self.norm, mode, upto)
-
     def _spec_bound(self, x0, eps, spec):
-        t = self.logits
-        if self.method == "ibp":
-            return _interval_spec(ibp(self.ops[:t + 1], x0, eps)[t], spec)
-        bounds = self._intervals(x0, eps, t - 1) if t > 0 else [box(x0, eps)]
-        # the better of CROWN and the interval of the logits (both sound)
-        by_interval = _interval_spec(ibp_step(self.ops[t], bounds) if t > 0 else bounds[0],
-                                     spec)
-        if self.method == "alpha-crown":
-            lb = alpha_crown(self.ops, t, spec, x0, eps, self.norm, bounds, steps=self.steps,
-                             lr=self.lr)
-        else:
-            lb = lower_bound(self.ops, t, spec, x0, eps, self.norm, bounds)
-        return jnp.maximum(lb, by_interval)
+        return spec_bound(self.ops, self.logits, x0, eps, spec, norm=self.norm,
+                          method=self.method, intermediate=self.intermediate,
+                          steps=self.steps, lr=self.lr)
 
     def _prepare(self, x0, eps):
         x0 = jnp.asarray(x0).astype(self.dtype).reshape((-1,) + self.input_shape)
@@ -130,9 +112,53 @@ class Propagator:
         """Lower bounds of the margins $f_y - f_j$ over the balls (B, K), $+\\infty$ at
         $j = y$."""
         x0, eps = self._prepare(x0, eps)
-        shape = self.ops[self.logits].shape
-        eye = jnp.eye(self.k, dtype=self.dtype)
-        spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
-        spec = spec.reshape((x0.shape[0], self.k) + shape)
-        lb = self._spec_bound(x0, eps, spec)
-        return jnp.where(jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)
+        return margin_bounds(self.ops, self.logits, x0, eps, y, norm=self.norm,
+                             method=self.method, intermediate=self.intermediate,
+                             steps=self.steps, lr=self.lr)
+
+
+def intervals(ops, x0, eps, upto, *, norm: str, mode: str) -> list:
+    """The intervals of the records up to ``upto`` by ``mode`` (``"ibp"``, ``"forward"``,
+    ``"crown"``)."""
+    if mode == "ibp":
+        return ibp(ops[:upto + 1], x0, eps)
+    if mode == "forward":
+        return forward_bounds(ops, x0, eps, norm, upto)
+    return layer_bounds(ops, x0, eps, norm, mode, upto)
+
+
+def spec_bound(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,
+               steps: int = 20, lr: float = 0.1):
+    """The lower bound of ``spec`` · record ``t`` over the balls (B, K), by ``method``; with
+    CROWN and α-CROWN the larger of theirs and that of the interval of record ``t``.
+
+    A function of the `Op` s: `Propagator` calls it with the records of a traced network, and
+    certified training (`genbounds.train`) with the records rebuilt from the current parameters,
+    differentiating it."""
+    if method == "ibp":
+        return _interval_spec(ibp(ops[:t + 1], x0, eps)[t], spec)
+    bounds = intervals(ops, x0, eps, t - 1, norm=norm, mode=intermediate) if t > 0 \
+        else [box(x0, eps)]
+    # the better of CROWN and the interval of the logits (both sound)
+    by_interval = _interval_spec(ibp_step(ops[t], bounds) if t > 0 else bounds[0], spec)
+    if method == "alpha-crown":
+        lb = alpha_crown(ops, t, spec, x0, eps, norm, bounds, steps=steps, lr=lr)
+    else:
+        lb = lower_bound(ops, t, spec, x0, eps, norm, bounds)
+    return jnp.maximum(lb, by_interval)
+
+
+def margin_bounds(ops, t: int, x0, eps, y, *, norm: str, method: str, intermediate: str,
+                  steps: int = 20, lr: float = 0.1):
+    """Lower bounds of the margins $f_y - f_j$ of record ``t`` over the balls (B, K),
+    $+\\infty$ at $j = y$ (``x0`` (B, *input) and ``eps`` (B,) in the dtype of the `Op` s)."""
+    shape = ops[t].shape
+    k = 1
+    for s in shape:
+        k *= s
+    eye = jnp.eye(k, dtype=x0.dtype)
+    spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
+    spec = spec.reshape((x0.shape[0], k) + shape)
+    lb = spec_bound(ops, t, x0, eps, spec, norm=norm, method=method, intermediate=intermediate,
+                    steps=steps, lr=lr)
+    return jnp.where(jnp.arange(k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)
