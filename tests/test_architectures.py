@@ -32,17 +32,19 @@ def _largest_jacobian_norm(net, steps: int = 20) -> float:
     ||J(x) v|| from there (a lower estimate of the Lipschitz constant)."""
     f = _call(net)
     one = lambda x: f(x[None])[0]  # noqa: E731
+    jac = jax.jit(jax.jacfwd(one))  # jitted: eager ops on a ResNet cost tens of seconds
+    ascent = jax.jit(jax.grad(lambda z, v: jnp.sum(jax.jvp(one, (z,), (v,))[1] ** 2)))
     best = 0.0
     for x in net.X[:6]:
-        J = np.asarray(jax.jacfwd(one)(x)).reshape(-1, x.size)
+        J = np.asarray(jac(x)).reshape(-1, x.size)
         best = max(best, float(np.linalg.norm(J, 2)))
         _, _, vt = np.linalg.svd(J)
         v = jnp.asarray(vt[0].reshape(x.shape))
         xs = x
         for _ in range(steps):  # ascend ||J(x) v|| with v the top right singular vector
-            g = jax.grad(lambda z, v=v: jnp.sum(jax.jvp(one, (z,), (v,))[1] ** 2))(xs)
+            g = ascent(xs, v)
             xs = xs + 0.05 * g / (jnp.linalg.norm(g) + 1e-12)
-            J = np.asarray(jax.jacfwd(one)(xs)).reshape(-1, x.size)
+            J = np.asarray(jac(xs)).reshape(-1, x.size)
             best = max(best, float(np.linalg.norm(J, 2)))
     return best
 
