@@ -415,10 +415,11 @@ def check_finite_counts(nan: Any, inf: Any, what: str) -> None:
 
 
 def subset_error(errors: Any, indices: Any) -> float:
-    """The mean of the per-example 0-1 `errors` over `indices`, rounded to float32 as the mean
-    of `zero_one_errors` on those examples alone."""
+    """The mean of the per-example 0-1 `errors` over `indices`, in float32 as the mean of
+    `zero_one_errors` on those examples alone gives it (XLA's mean: the sum times the float32
+    reciprocal of the count)."""
     count = float(np.sum(np.asarray(errors, np.float64)[np.asarray(indices)]))
-    return float(np.float32(count) / np.float32(len(indices)))
+    return float(np.float32(count) * (np.float32(1.0) / np.float32(len(indices))))
 
 
 def net_error(apply_fn, params, X, y) -> float:
