@@ -21,7 +21,7 @@ from genbounds.core._checks import check_delta, check_key, check_n
 from genbounds.linalg._host import on_cpu
 from genbounds.losses._losses import check_classifier, zero_one
 
-from ._gaussian import DiagonalGaussian, Unravel, _flatten, check_posterior, flatten
+from ._gaussian import DiagonalGaussian, Unravel, check_posterior, flatten
 from ._kl import kl_inverse64
 
 # Networks evaluated together by the Monte-Carlo error, when the caller does not say: one at a
@@ -156,23 +156,6 @@ def check_finite_draws(bad: Any, total: int, what: str, caller: str) -> None:
             "wrong (check the network's numerical range: a posterior or perturbation this wide "
             "may overflow it)"
         )
-
-
-def precompile_mc_error(apply_fn, mean_like, X, y, key, num_samples, subset, batch, *,
-                        dtype) -> None:
-    """Compiles ahead of time (e.g. in a background thread) the programs `mc_error` will run
-    for these arguments (``votes=False``): `mean_like` is a tree of `jax.ShapeDtypeStruct` like
-    the posterior's mean, X and y its checked data, `key` its key; nothing is computed. JAX's
-    in-memory cache then serves `mc_error`'s calls."""
-    sub = 0 if subset is None else int(subset)
-    bsz = mc_batch_size(batch, X, "batch")
-    leaves = jax.tree.leaves(mean_like)
-    _flatten.lower(leaves, jnp.dtype(dtype)).compile()
-    flat = jax.ShapeDtypeStruct((sum(int(np.prod(a.shape)) for a in leaves),), jnp.dtype(dtype))
-    if jnp.issubdtype(X.dtype, jnp.floating):
-        X = jax.ShapeDtypeStruct(X.shape, dtype)
-    mc_errors.lower(apply_fn, Unravel(mean_like, dtype), num_samples, bsz, sub, False, flat,
-                    flat, X, y, key).compile()
 
 
 def mc_error(

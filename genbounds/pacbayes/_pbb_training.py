@@ -358,27 +358,6 @@ def _posterior_setup(apply_fn, prior_mean, *, objective, lr, momentum, batch_siz
     return loop, (f32(inverse_softplus(sp)), log_sp2), consts
 
 
-def precompile_posterior(apply_fn, params_like, *, X, y, key, n, prior_std, delta,
-                         training) -> None:
-    """Compiles ahead of time (e.g. in a background thread) the programs `train_posterior`
-    will run for these arguments: `params_like` has the tree, shapes and dtypes of its
-    `prior_mean`, X and y are its checked data (device arrays), `key` its key. JAX's in-memory
-    cache then serves `train_posterior`'s calls; nothing is computed."""
-    batch_size = min(int(training.batch_size), int(X.shape[0]))
-    loop, start, consts = _posterior_setup(
-        apply_fn, params_like, objective=training.objective, lr=training.lr,
-        momentum=training.momentum, batch_size=batch_size, n=n, sp=float(prior_std),
-        delta=delta, p_min=float(training.p_min), kl_penalty=float(training.kl_penalty))
-    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)),
-                        params_like)
-    _pbb_start.lower(loop.optimiser, like, *start).compile()
-    w_p, state, sp2 = jax.eval_shape(_pbb_start, loop.optimiser, like, *start)
-    consts = consts[:4] + (sp2,) + consts[4:]
-    k = jax.eval_shape(lambda k: jax.random.fold_in(k, 0), key)
-    run_posterior_loop.lower(loop, state, w_p, _as_f32(X), y, k, consts).compile()
-    _pbb_finish.lower(loop.unravel, state[0]).compile()
-
-
 @partial(jax.jit, static_argnums=0)
 def _pbb_start(optimiser_spec, prior_mean, rho0, log_sp2):
     """The flat float32 prior mean, the loop's starting state (Q at the prior: mean w_P, rho

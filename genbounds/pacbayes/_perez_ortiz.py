@@ -33,7 +33,6 @@ networks", JMLR 22(227), 2021, arXiv:2007.12911 ("PAC-Bayes with Backprop"). The
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -54,7 +53,6 @@ from genbounds.losses._losses import check_classifier
 
 from ._diverged import check_prior_std
 from ._gaussian import DiagonalGaussian
-from ._montecarlo import precompile_mc_error
 from ._objectives import OBJECTIVES
 from ._options import (
     CERTIFICATE,
@@ -72,16 +70,13 @@ from ._pbb_training import (
     check_finite_counts,
     fit_prior,
     net_error,
-    precompile_posterior,
     split_keys,
     subset_error,
-    to_device,
     train_posterior,
     zero_one_errors,
 )
 from ._risk_certificate import (
     CERTIFICATE_KEYWORDS,
-    NUM_MC_SAMPLES,
     risk_certificate,
     split_data,
     stochastic_error_f32,
@@ -102,47 +97,6 @@ def _weak_prior_note(prior: PriorTraining, info: dict[str, Any]) -> tuple[str, .
             f"weak_error={float(prior.weak_error):g}) after {info['epochs_run']} epochs; the "
             "certificate is rarely much below the prior's error: train the prior longer or "
             "with another learning rate (PriorTraining)",)
-
-
-class _Ahead:
-    """Runs `jobs` (``(name, job)`` pairs: ahead-of-time compilations) one after the other in
-    a background thread; `wait(name)` blocks until that job has finished. A job that fails is
-    skipped: the call it prepares compiles (and reports) for itself."""
-
-    def __init__(self, jobs: list[tuple[str, Callable[[], None]]]):
-        self._done = {name: threading.Event() for name, _ in jobs}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(jobs,), daemon=True,
-                                        name="genbounds-precompile")
-        self._thread.start()
-
-    def _run(self, jobs: list[tuple[str, Callable[[], None]]]) -> None:
-        for name, job in jobs:
-            try:
-                if not self._stop.is_set():
-                    job()
-            except Exception:  # noqa: BLE001, S110 - an optimisation only, see the docstring
-                pass
-            finally:
-                self._done[name].set()
-
-    def wait(self, name: str) -> None:
-        self._done[name].wait()
-
-    def __enter__(self) -> _Ahead:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # never leave a compilation running past the call (on an error too): the jobs not yet
-        # begun are skipped, the one running is waited for
-        self._stop.set()
-        self._thread.join()
-
-
-def _f32_like(params: Any) -> Any:
-    """Shape-and-dtype stand-ins of `params` with every leaf in float32 (the dtype the prior
-    mean and the posterior are trained in)."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.float32), params)
 
 
 @keyword_route("X_test", "y_test", "test_mc_samples", "test_mc_subset")
@@ -301,100 +255,85 @@ def perez_ortiz(
     n_prior, n = len(split.X_prior), len(split.X_bound)
 
     X_post, y_post = (X, y) if posterior_data == "all" else (split.X_bound, split.y_bound)
-    # the posterior-training loop and the certificate's counter compile in a background thread
-    # while the prior trains (XLA compiles without holding the GIL)
-    with _Ahead([
-        ("posterior", partial(
-            precompile_posterior, apply_fn, _f32_like(init_params), X=to_device(X_post),
-            y=to_device(y_post), key=jax.random.fold_in(k_post, 0), n=n, prior_std=stds[0],
-            delta=delta, training=posterior)),
-        ("certificate", partial(
-            precompile_mc_error, apply_fn, _f32_like(init_params), to_device(split.X_bound),
-            to_device(split.y_bound), jax.random.fold_in(k_mc, 0),
-            NUM_MC_SAMPLES if certificate.num_mc_samples is None else certificate.num_mc_samples,
-            certificate.mc_subset, certificate.mc_batch, dtype=jnp.float32)),
-    ]) as ahead:
-        t0 = time.perf_counter()
-        prior_info: dict[str, Any] = {}
-        if n_prior > 0:
-            prior_mean, prior_info = fit_prior(
-                init_params, X=split.X_prior, y=split.y_prior, apply_fn=apply_fn, key=k_prior,
-                training=prior, prior_std=stds[0], finite_check=False,
-                callback=None if callback is None else partial(callback, "prior"),
-            )
-        else:
-            prior_mean = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), init_params)
-        t_prior = time.perf_counter() - t0
-
-        K = len(stds)
-        cands = []
-        t0 = time.perf_counter()
-        t_cert = 0.0
-        ahead.wait("posterior")
-        for i, sp in enumerate(stds):
-            q, hist = train_posterior(
-                prior_mean, X=X_post, y=y_post, apply_fn=apply_fn, n_bound=n, prior_std=sp,
-                key=jax.random.fold_in(k_post, i), delta=delta, training=posterior,
-                callback=None if callback is None else partial(callback, f"posterior[{i}]"),
-                finite_check=False,
-            )
-            t1 = time.perf_counter()
-            ahead.wait("certificate")
-            b = risk_certificate(
-                q, X=split.X_bound, y=split.y_bound, apply_fn=apply_fn, prior_mean=prior_mean,
-                prior_std=sp, key=jax.random.fold_in(k_mc, i), delta=delta,
-                certificate=certificate, num_candidates=K, finite_check=False,
-            )
-            t_cert += time.perf_counter() - t1
-            cands.append((b, q, hist))
-        t_post = time.perf_counter() - t0
-        best = min(range(K), key=lambda i: cands[i][0].value)
-        bound, q, hist = cands[best]
-        terms = dict(bound.terms)
-        terms.update(
-            n_prior=n_prior,
-            n_train_posterior=int(X_post.shape[0]),
-            prior_fraction=float(prior.fraction),
-            objective=posterior.objective,
-            prior_objective=prior.objective if n_prior else "none (data-free prior at init)",
-            posterior_data=posterior_data,
-            candidates=[{"prior_std": s, "certificate": c[0].value, "kl": c[0].terms["kl"]}
-                        for s, c in zip(stds, cands, strict=True)],
-            final_objective=hist["objective"][-1],
-            prior_net_bound_set_error=subset_error(
-                zero_one_errors(apply_fn, prior_mean, X, y)[0], split.bound_indices),
-            mean_net_train_error=net_error(apply_fn, q.mean, X, y),
-            seconds_prior=t_prior,
-            seconds_posterior_and_certificate=t_post,
-            seconds_posterior=t_post - t_cert,
-            seconds_certificate=t_cert,
+    t0 = time.perf_counter()
+    prior_info: dict[str, Any] = {}
+    if n_prior > 0:
+        prior_mean, prior_info = fit_prior(
+            init_params, X=split.X_prior, y=split.y_prior, apply_fn=apply_fn, key=k_prior,
+            training=prior, prior_std=stds[0], finite_check=False,
+            callback=None if callback is None else partial(callback, "prior"),
         )
-        terms.update({f"prior_{k}": v for k, v in prior_info.items()})
-        if test is not None:
-            Xt, yt, _ = check_classifier(apply_fn, init_params, test.X, test.y, x_name="X_test",
-                                         y_name="y_test", dtype=jnp.float32)
-            st = stochastic_error_f32(apply_fn, q, Xt, yt, k_test,
-                                      check_n(test.num_mc_samples, "test_mc_samples"),
-                                      test.mc_subset, certificate.mc_batch,
-                                      caller="perez_ortiz (stochastic test error)",
-                                      votes=test.mc_subset is None)
-            terms.update(
-                stochastic_test_error=st["error"],
-                stochastic_test_error_stderr=st["stderr"],
-                mean_net_test_error=net_error(apply_fn, q.mean, Xt, yt),
-                prior_net_test_error=net_error(apply_fn, prior_mean, Xt, yt),
-            )
-            if "majority_vote_error" in st:
-                terms["majority_vote_test_error"] = st["majority_vote_error"]
-                terms["majority_vote_test_networks"] = st["num_samples"]
-        terms["seconds_total"] = time.perf_counter() - t_all
-        notes = bound.notes + (
-            f"prior mean learnt on {n_prior} examples (prior set) by {terms['prior_objective']}; "
-            f"posterior trained on {terms['n_train_posterior']} examples ({posterior_data}); "
-            f"certificate on the other {n} (bound set)",
-            "test errors in terms are measurements on held-out data, not part of the bound; "
-            "mean_net_test_error (the network at the posterior's mean weights) is covered by no "
-            "certificate here, majority_vote_test_error (the vote of the test networks) is the "
-            "measured counterpart of majority_vote_certificate",
-        ) + _weak_prior_note(prior, prior_info)
-        return dataclasses.replace(bound, terms=terms, notes=notes), q
+    else:
+        prior_mean = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), init_params)
+    t_prior = time.perf_counter() - t0
+
+    K = len(stds)
+    cands = []
+    t0 = time.perf_counter()
+    t_cert = 0.0
+    for i, sp in enumerate(stds):
+        q, hist = train_posterior(
+            prior_mean, X=X_post, y=y_post, apply_fn=apply_fn, n_bound=n, prior_std=sp,
+            key=jax.random.fold_in(k_post, i), delta=delta, training=posterior,
+            callback=None if callback is None else partial(callback, f"posterior[{i}]"),
+            finite_check=False,
+        )
+        t1 = time.perf_counter()
+        b = risk_certificate(
+            q, X=split.X_bound, y=split.y_bound, apply_fn=apply_fn, prior_mean=prior_mean,
+            prior_std=sp, key=jax.random.fold_in(k_mc, i), delta=delta,
+            certificate=certificate, num_candidates=K, finite_check=False,
+        )
+        t_cert += time.perf_counter() - t1
+        cands.append((b, q, hist))
+    t_post = time.perf_counter() - t0
+    best = min(range(K), key=lambda i: cands[i][0].value)
+    bound, q, hist = cands[best]
+    terms = dict(bound.terms)
+    terms.update(
+        n_prior=n_prior,
+        n_train_posterior=int(X_post.shape[0]),
+        prior_fraction=float(prior.fraction),
+        objective=posterior.objective,
+        prior_objective=prior.objective if n_prior else "none (data-free prior at init)",
+        posterior_data=posterior_data,
+        candidates=[{"prior_std": s, "certificate": c[0].value, "kl": c[0].terms["kl"]}
+                    for s, c in zip(stds, cands, strict=True)],
+        final_objective=hist["objective"][-1],
+        prior_net_bound_set_error=subset_error(
+            zero_one_errors(apply_fn, prior_mean, X, y)[0], split.bound_indices),
+        mean_net_train_error=net_error(apply_fn, q.mean, X, y),
+        seconds_prior=t_prior,
+        seconds_posterior_and_certificate=t_post,
+        seconds_posterior=t_post - t_cert,
+        seconds_certificate=t_cert,
+    )
+    terms.update({f"prior_{k}": v for k, v in prior_info.items()})
+    if test is not None:
+        Xt, yt, _ = check_classifier(apply_fn, init_params, test.X, test.y, x_name="X_test",
+                                     y_name="y_test", dtype=jnp.float32)
+        st = stochastic_error_f32(apply_fn, q, Xt, yt, k_test,
+                                  check_n(test.num_mc_samples, "test_mc_samples"),
+                                  test.mc_subset, certificate.mc_batch,
+                                  caller="perez_ortiz (stochastic test error)",
+                                  votes=test.mc_subset is None)
+        terms.update(
+            stochastic_test_error=st["error"],
+            stochastic_test_error_stderr=st["stderr"],
+            mean_net_test_error=net_error(apply_fn, q.mean, Xt, yt),
+            prior_net_test_error=net_error(apply_fn, prior_mean, Xt, yt),
+        )
+        if "majority_vote_error" in st:
+            terms["majority_vote_test_error"] = st["majority_vote_error"]
+            terms["majority_vote_test_networks"] = st["num_samples"]
+    terms["seconds_total"] = time.perf_counter() - t_all
+    notes = bound.notes + (
+        f"prior mean learnt on {n_prior} examples (prior set) by {terms['prior_objective']}; "
+        f"posterior trained on {terms['n_train_posterior']} examples ({posterior_data}); "
+        f"certificate on the other {n} (bound set)",
+        "test errors in terms are measurements on held-out data, not part of the bound; "
+        "mean_net_test_error (the network at the posterior's mean weights) is covered by no "
+        "certificate here, majority_vote_test_error (the vote of the test networks) is the "
+        "measured counterpart of majority_vote_certificate",
+    ) + _weak_prior_note(prior, prior_info)
+    return dataclasses.replace(bound, terms=terms, notes=notes), q
