@@ -17,9 +17,8 @@ new interpreter on the cache the first one filled (``first call, warm cache``):
 
 Printed per version: the total and the phases (prior, posterior training, certificate) of
 perez_ortiz's own timings, the certificate, the first call's XLA compilations (count, and
-seconds summed over threads: the current version compiles the posterior loop and the
-Monte-Carlo counter in background threads while the prior trains; from `jax.monitoring`'s
-compile events), and, for the current version, the **floor** of
+seconds summed over all compilations, from `jax.monitoring`'s compile events), and, for the
+current version, the **floor** of
 the certificate phase: the same N forward passes on the bound set with weights drawn before
 the clock starts, as one jitted computation (64 networks vmapped per step of a `lax.map`),
 and the phase's ratio to it. The machine is shared: the numbers of one run are comparable
@@ -46,7 +45,7 @@ from genbounds.data import load
 from genbounds.pacbayes import perez_ortiz, split_data
 
 N = int(sys.argv[1]); floor = sys.argv[2] == "floor"
-# compilations (count and seconds) from JAX's monitoring events, the background threads' too
+# compilations (count and seconds) from JAX's monitoring events
 secs = {}
 def _listen(event, d, **kw):
     n, s = secs.get(event, (0, 0.0)); secs[event] = (n + 1, s + d)
@@ -153,7 +152,7 @@ def main() -> None:
     for name, (cold, _) in rows.items():
         r = cold["runs"][0]
         print(f"{name:9} first call, empty cache: {r['compilations']} XLA compilations, "
-              f"{r['compile_s']:.2f} s compiling (summed over threads), "
+              f"{r['compile_s']:.2f} s compiling, "
               f"{r['trace_lower_s']:.2f} s tracing and lowering")
     b_warm, c_warm = rows["baseline"][0]["runs"][1], rows["current"][0]["runs"][1]
     print(f"warm total: baseline / current = {b_warm['total'] / c_warm['total']:.2f}x")
