@@ -16,7 +16,9 @@ new interpreter on the cache the first one filled (``first call, warm cache``):
   Monte-Carlo counter and the early-stopped prior), extracted with ``git archive``.
 
 Printed per version: the total and the phases (prior, posterior training, certificate) of
-perez_ortiz's own timings, the certificate, and, for the current version, the **floor** of
+perez_ortiz's own timings, the certificate, the first call's XLA compilations (count, and
+seconds summed over all compilations, from `jax.monitoring`'s compile events), and, for the
+current version, the **floor** of
 the certificate phase: the same N forward passes on the bound set with weights drawn before
 the clock starts, as one jitted computation (64 networks vmapped per step of a `lax.map`),
 and the phase's ratio to it. The machine is shared: the numbers of one run are comparable
@@ -43,6 +45,13 @@ from genbounds.data import load
 from genbounds.pacbayes import perez_ortiz, split_data
 
 N = int(sys.argv[1]); floor = sys.argv[2] == "floor"
+# compilations (count and seconds) from JAX's monitoring events
+secs = {}
+def _listen(event, d, **kw):
+    n, s = secs.get(event, (0, 0.0)); secs[event] = (n + 1, s + d)
+jax.monitoring.register_event_duration_secs_listener(_listen)
+BACKEND, TRACE = "/jax/core/compile/backend_compile_duration", "/jax/core/compile/jaxpr_trace_duration"
+LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 class MLP(nn.Module):
     @nn.compact
@@ -57,6 +66,7 @@ model = MLP()
 p0 = model.init(jax.random.key(0), X[:1])
 out = {"runs": []}
 for r in range(2):
+    secs.clear()
     t = time.perf_counter()
     b, q = perez_ortiz(p0, X=X, y=y, apply_fn=model.apply, key=jax.random.key(1),
                        num_mc_samples=N)
@@ -67,7 +77,9 @@ for r in range(2):
     out["runs"].append({"total": total, "prior": T["seconds_prior"],
                         "posterior": None if cert is None else post_cert - cert,
                         "certificate": cert, "posterior_and_certificate": post_cert,
-                        "value": b.value})
+                        "value": b.value, "compilations": secs.get(BACKEND, (0, 0.0))[0],
+                        "compile_s": secs.get(BACKEND, (0, 0.0))[1],
+                        "trace_lower_s": secs.get(TRACE, (0, 0.0))[1] + secs.get(LOWER, (0, 0.0))[1]})
 if floor:
     from jax.flatten_util import ravel_pytree
     s = split_data(X, y, prior_fraction=0.5, seed=0)
@@ -137,6 +149,11 @@ def main() -> None:
                          ("first call, warm cache", again["runs"][0])):
             print(f"{name:9} {label:26} {fmt(r['total'])} {fmt(r['prior'])} "
                   f"{fmt(r['posterior'])} {fmt(r['certificate'])} {r['value']:11.4f}")
+    for name, (cold, _) in rows.items():
+        r = cold["runs"][0]
+        print(f"{name:9} first call, empty cache: {r['compilations']} XLA compilations, "
+              f"{r['compile_s']:.2f} s compiling, "
+              f"{r['trace_lower_s']:.2f} s tracing and lowering")
     b_warm, c_warm = rows["baseline"][0]["runs"][1], rows["current"][0]["runs"][1]
     print(f"warm total: baseline / current = {b_warm['total'] / c_warm['total']:.2f}x")
     b_pc, c_pc = b_warm["posterior_and_certificate"], c_warm["posterior_and_certificate"]

@@ -67,15 +67,24 @@ def _cast(a: Any, dtype: Any) -> jax.Array:
     return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
 
+def _as_array(a: Any) -> jax.Array:
+    """`a` on the device; a numpy array by `jax.device_put` (``jnp.asarray`` compiles a copy
+    program per shape on first use)."""
+    return jax.device_put(a) if isinstance(a, np.ndarray) else jnp.asarray(a)
+
+
 def check_classifier(
     apply_fn: Any, params: Any, X: Any, y: Any, *, x_name: str = "X", y_name: str = "y",
-    dtype: Any = None,
+    dtype: Any = None, finite_check: bool = True,
 ) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
     """Validates (apply_fn, params, X, y) of a classifier; returns X, y as arrays and the logits'
     shape (checked with `jax.eval_shape`, no computation).
 
     `dtype`: the dtype the caller evaluates `apply_fn` in (it casts the floating parameters and
     X to it), so the check calls `apply_fn` with the dtypes of the real calls; None: as given.
+    `finite_check`: run one forward pass and refuse NaN or infinite logits; False for a caller
+    that checks the logits of its own computation instead (one compiled program, not a second
+    forward pass of eager operations).
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable as apply_fn(params, X), got {apply_fn!r}")
@@ -97,6 +106,8 @@ def check_classifier(
         )
     num_classes = 2 if is_binary_output(shape) else shape[1]
     y = check_labels(y, y_name, num_classes=num_classes)
+    if not finite_check:
+        return _as_array(X), _as_array(y), shape
     # One forward pass: NaN/inf logits would otherwise come back as a NaN measure.
     if dtype is None:
         probe_params, probe_X = params, jnp.asarray(X)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -76,6 +77,13 @@ class DiagonalGaussian:
         return unravel(flat_m + flat_s * jax.random.normal(key, flat_m.shape, flat_m.dtype))
 
 
+def flat64(tree: Any) -> np.ndarray:
+    """The leaves of `tree` as one flat float64 numpy vector (`ravel_pytree`'s order), on the
+    host: no device program to compile."""
+    leaves = [np.ravel(np.asarray(a, np.float64)) for a in jax.tree.leaves(tree)]
+    return np.concatenate(leaves) if leaves else np.zeros(0)
+
+
 def check_posterior(posterior: Any, name: str = "posterior") -> tuple[np.ndarray, np.ndarray]:
     """`posterior` checked (a `DiagonalGaussian`, finite, std > 0); its flat mean and std in
     float64."""
@@ -84,8 +92,7 @@ def check_posterior(posterior: Any, name: str = "posterior") -> tuple[np.ndarray
     check_same_tree(posterior.mean, posterior.std, f"{name}.mean", f"{name}.std")
     check_finite_tree(posterior.mean, f"{name}.mean")
     check_finite_tree(posterior.std, f"{name}.std")
-    mean = np.asarray(ravel_pytree(posterior.mean)[0], np.float64)
-    std = np.asarray(ravel_pytree(posterior.std)[0], np.float64)
+    mean, std = flat64(posterior.mean), flat64(posterior.std)
     if np.any(std <= 0):
         raise ValueError(
             f"{name}.std must be > 0 everywhere (variance > 0), got {int(np.sum(std <= 0))} "
@@ -153,7 +160,7 @@ def diag_gaussian_kl(posterior: DiagonalGaussian, prior_mean: Any, prior_varianc
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
     lam = check_positive(prior_variance, "prior_variance")
-    w0 = np.asarray(ravel_pytree(prior_mean)[0], np.float64)
+    w0 = flat64(prior_mean)
     return flat_kl(mean, std, w0, lam)
 
 
@@ -236,6 +243,13 @@ def flatten(tree: Any, dtype: Any = None) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if dtype is None:
         dtype = promoted_dtype(*leaves)
+    # one jitted program per tree shape and dtype: as eager operations each ravel, cast and the
+    # concatenation would compile a program of its own on first use
+    return _flatten(leaves, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnums=1)
+def _flatten(leaves: list, dtype: Any) -> jax.Array:
     return jnp.concatenate([jnp.ravel(a).astype(dtype) for a in leaves])
 
 
@@ -258,6 +272,11 @@ class Unravel:
         self.bounds = tuple(int(b) for b in np.cumsum([int(np.prod(s)) for s in self.shapes]))
 
     def __call__(self, flat: jax.Array) -> Any:
+        if not isinstance(flat, jax.core.Tracer):
+            return _unravel(self, flat)  # one jitted program rather than a split and reshapes
+        return self._unravel(flat)
+
+    def _unravel(self, flat: jax.Array) -> Any:
         # jnp.split, as ravel_pytree's unravel: XLA compiles the same program as for it.
         parts = jnp.split(flat, list(self.bounds[:-1]))
         leaves = [p.reshape(s).astype(d)
@@ -272,3 +291,8 @@ class Unravel:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Unravel) and self._key() == other._key()
+
+
+@partial(jax.jit, static_argnums=0)
+def _unravel(unravel: Unravel, flat: jax.Array) -> Any:
+    return unravel._unravel(flat)

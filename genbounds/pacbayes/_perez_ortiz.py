@@ -66,7 +66,15 @@ from ._options import (
     check_bundle,
     keyword_route,
 )
-from ._pbb_training import fit_prior, net_error, train_posterior
+from ._pbb_training import (
+    check_finite_counts,
+    fit_prior,
+    net_error,
+    split_keys,
+    subset_error,
+    train_posterior,
+    zero_one_errors,
+)
 from ._risk_certificate import (
     CERTIFICATE_KEYWORDS,
     risk_certificate,
@@ -225,7 +233,14 @@ def perez_ortiz(
         check_bundle(test, HeldOut, "test")
     key = check_key(key)
     check_int(prior.split_seed, "split_seed", minimum=0)
-    X, y, _ = check_classifier(apply_fn, init_params, X, y, dtype=jnp.float32)
+    # the logits' finiteness checked by the jitted 0-1 counter, which measures the mean net's
+    # training error on the same X at the end (one program for both, no eager forward pass)
+    X, y, _ = check_classifier(apply_fn, init_params, X, y, dtype=jnp.float32, finite_check=False)
+    X = X.astype(jnp.float32) if jnp.issubdtype(X.dtype, jnp.floating) else X
+    init32 = jax.tree.map(
+        lambda a: a.astype(jnp.float32) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
+        else a, init_params)
+    check_finite_counts(*zero_one_errors(apply_fn, init32, X, y)[2:], "apply_fn(params, X)")
     check_choice(posterior.objective, "objective", OBJECTIVES)
     check_choice(prior.objective, "prior_objective", ("erm",) + OBJECTIVES)
     check_choice(posterior_data, "posterior_data", ("all", "bound"))
@@ -236,22 +251,22 @@ def perez_ortiz(
     t_all = time.perf_counter()
     split = split_data(np.asarray(X), np.asarray(y), prior_fraction=prior.fraction,
                        seed=prior.split_seed)
-    k_prior, k_post, k_mc, k_test = jax.random.split(key, 4)
+    k_prior, k_post, k_mc, k_test = split_keys(key, 4)
     n_prior, n = len(split.X_prior), len(split.X_bound)
 
+    X_post, y_post = (X, y) if posterior_data == "all" else (split.X_bound, split.y_bound)
     t0 = time.perf_counter()
     prior_info: dict[str, Any] = {}
     if n_prior > 0:
         prior_mean, prior_info = fit_prior(
             init_params, X=split.X_prior, y=split.y_prior, apply_fn=apply_fn, key=k_prior,
-            training=prior, prior_std=stds[0],
+            training=prior, prior_std=stds[0], finite_check=False,
             callback=None if callback is None else partial(callback, "prior"),
         )
     else:
         prior_mean = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), init_params)
     t_prior = time.perf_counter() - t0
 
-    X_post, y_post = (X, y) if posterior_data == "all" else (split.X_bound, split.y_bound)
     K = len(stds)
     cands = []
     t0 = time.perf_counter()
@@ -261,12 +276,13 @@ def perez_ortiz(
             prior_mean, X=X_post, y=y_post, apply_fn=apply_fn, n_bound=n, prior_std=sp,
             key=jax.random.fold_in(k_post, i), delta=delta, training=posterior,
             callback=None if callback is None else partial(callback, f"posterior[{i}]"),
+            finite_check=False,
         )
         t1 = time.perf_counter()
         b = risk_certificate(
             q, X=split.X_bound, y=split.y_bound, apply_fn=apply_fn, prior_mean=prior_mean,
             prior_std=sp, key=jax.random.fold_in(k_mc, i), delta=delta,
-            certificate=certificate, num_candidates=K,
+            certificate=certificate, num_candidates=K, finite_check=False,
         )
         t_cert += time.perf_counter() - t1
         cands.append((b, q, hist))
@@ -284,7 +300,8 @@ def perez_ortiz(
         candidates=[{"prior_std": s, "certificate": c[0].value, "kl": c[0].terms["kl"]}
                     for s, c in zip(stds, cands, strict=True)],
         final_objective=hist["objective"][-1],
-        prior_net_bound_set_error=net_error(apply_fn, prior_mean, split.X_bound, split.y_bound),
+        prior_net_bound_set_error=subset_error(
+            zero_one_errors(apply_fn, prior_mean, X, y)[0], split.bound_indices),
         mean_net_train_error=net_error(apply_fn, q.mean, X, y),
         seconds_prior=t_prior,
         seconds_posterior_and_certificate=t_post,

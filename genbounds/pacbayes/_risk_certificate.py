@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from genbounds.core._bound import Bound
 from genbounds.core._checks import (
@@ -92,6 +91,7 @@ def risk_certificate(
     delta: float = 0.025,
     certificate: Certificate = CERTIFICATE,
     num_candidates: int = 1,
+    finite_check: bool = True,
 ) -> Bound:
     """The risk certificate of a Gaussian posterior Q against the prior $N(w_P, \\sigma_P^2 I)$.
 
@@ -125,6 +125,8 @@ def risk_certificate(
         ``num_mc_samples``, ``mc_subset`` and ``mc_batch`` are accepted too and set these
         fields.
       num_candidates: K >= 1, see above.
+      finite_check: check first that the network at the posterior mean has finite logits on X
+        (one forward pass); a drawn network with non-finite logits is refused either way.
 
     Returns:
       A `Bound` named ``"risk_certificate"`` on the expected 0-1 error of the *stochastic* net
@@ -142,7 +144,8 @@ def risk_certificate(
     check_posterior(posterior)  # names posterior.mean / .std, not the classifier's params
     check_same_tree(posterior.mean, prior_mean, "posterior.mean", "prior_mean")
     check_finite_tree(prior_mean, "prior_mean")
-    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y, dtype=jnp.float32)
+    X, y, _ = check_classifier(apply_fn, posterior.mean, X, y, dtype=jnp.float32,
+                               finite_check=finite_check)
     delta = check_delta(delta)
     delta_prime = check_delta(cert.delta_prime, "delta_prime")
     if delta + delta_prime >= 1.0:
@@ -177,7 +180,7 @@ def risk_certificate(
         "rhs": inner.terms["rhs"],
         "num_mc_samples": N,
         "mc_subset": 0 if cert.mc_subset is None else int(cert.mc_subset),
-        "num_params": int(ravel_pytree(posterior.mean)[0].size),
+        "num_params": sum(int(np.size(a)) for a in jax.tree.leaves(posterior.mean)),
     }
     terms.update(majority_vote_terms(value, mc, kl, n=n, delta=d_each, delta_prime=dp_each,
                                      total_delta=delta + delta_prime))
