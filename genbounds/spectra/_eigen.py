@@ -72,10 +72,16 @@ def _gram(m: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _gram_svals_numpy(stack: np.ndarray) -> np.ndarray:
+    # scipy's LAPACK, as for the SVDs and syrk: numpy and scipy each ship their own OpenBLAS,
+    # and alternating between the two left each one's idle threads spinning against the
+    # other's (numpy's eigvalsh after scipy's syrk took twice its time here)
+    from scipy import linalg
+
     out = []
     for m in stack:
         g, uplo = _gram(m)
-        out.append(np.linalg.eigvalsh(g, UPLO=uplo))
+        out.append(linalg.eigh(g, lower=uplo == "L", eigvals_only=True, overwrite_a=True,
+                               check_finite=False))
     return np.sqrt(np.clip(np.stack(out), 0.0, None))
 
 
