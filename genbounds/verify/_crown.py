@@ -125,7 +125,7 @@ def lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas=None) -> jnp.nd
 
 def linear_parts(ops, target, spec, x0, norm, bounds, alphas=None):
     """$\\Lambda_0^\\top x_0 + \\beta$ and $\\|\\Lambda_0\\|_q$ (each (B, K)): the lower bound
-    over a ball of radius $\\varepsilon' $ is the first less $\\varepsilon'$ times the second, for
+    over a ball of radius $\\varepsilon'$ is the first less $\\varepsilon'$ times the second, for
     every $\\varepsilon'$ no larger than the radius ``bounds`` hold on (the intervals stay valid
     on the smaller ball)."""
     lam0, const = backward(ops, target, spec, bounds, alphas)
