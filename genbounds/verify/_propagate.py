@@ -59,13 +59,13 @@ class Propagator:
         the same bounds as the full computation wherever the caps hold every unstable neuron,
         sound and looser otherwise). ``caps`` starts at every neuron of the record
         (``bounds`` and ``margins`` always use every neuron); `genbounds.verify.crown_radius`
-        starts it lower and raises it to what its search meets.
+        starts it lower and raises it to what its search meets. Default False.
       dtype: the dtype of the computation (default float64 when x64 is on, else float32).
     """
 
     def __init__(self, net: Network, *, norm: str = "l2", method: str = "crown",
                  intermediate: str = "crown", steps: int = 20, lr: float = 0.1,
-                 unstable_only: bool = True, dtype=None):
+                 unstable_only: bool = False, dtype=None):
         from genbounds.core._checks import check_choice
 
         check_norm(norm)
