@@ -148,7 +148,10 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
                     upto: int, caps: dict | None = None) -> tuple[list, dict]:
     """`layer_bounds`, and with ``caps`` only for the unstable neurons.
 
-    ``caps`` None: a CROWN pass for every neuron of every pre-activation. Otherwise (the
+    A pre-activation affine in the input (no activation before it) gets its exact interval
+    from its forward linear function (`_forward.py`), what its CROWN pass would give, in one
+    pass over the input directions. ``caps`` None: a CROWN pass for every neuron of every
+    other pre-activation. Otherwise (the
     *unstable-only* computation) a reference interval of each record, the intersection of
     interval propagation and forward linear bounds (`_forward.py`, from the intervals obtained
     so far), decides: the neurons it leaves stable keep it (a stable neuron's relaxation is
@@ -168,7 +171,11 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
     need = needed(ops, upto)
     counts: dict = {}
     sparse = caps is not None and mode == "crown"
-    fns: list = [input_functions(x0)] if sparse else []
+    fns: dict = {0: input_functions(x0)}  # linear functions of the input, where kept
+    # records affine in the input (no activation before them): their forward function is
+    # exact, so their interval is the exact one a CROWN pass gives, at the cost of d
+    # directions instead of two specifications per neuron
+    exact = {0}
     b = x0.shape[0]
     for i in range(1, upto + 1):
         lo, hi = ibp_step(ops[i], bounds)
@@ -176,11 +183,14 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
         n = 1
         for s in shape:
             n *= s
-        if sparse:
-            f = forward_step(ops[i], fns, bounds)
-            fns.append(f)
-            ref_lo, ref_hi = forward_interval(f, x0, eps, norm, lo, hi)
-        if sparse and i in need:
+        if ops[i].kind == "affine" and all(j in exact for j in ops[i].inputs):
+            exact.add(i)
+        if sparse or i in exact:
+            fns[i] = forward_step(ops[i], fns, bounds)
+            ref_lo, ref_hi = forward_interval(fns[i], x0, eps, norm, lo, hi)
+        if mode == "crown" and i in exact and i in need:
+            lo, hi = ref_lo, ref_hi
+        elif sparse and i in need:
             unstable = ((ref_lo < 0) & (ref_hi > 0)).reshape(b, n)
             # stable neurons keep the reference; the unstable ones interval propagation and
             # CROWN, as in the full computation
