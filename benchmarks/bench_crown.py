@@ -1,22 +1,27 @@
 """CROWN-certified l2 radii against PGD distances and the Lipschitz radius, on a small linen
 ResNet and an nnx CNN (both with BatchNorm) trained normally on digits.
 
-    python benchmarks/bench_crown.py [--n 200] [--epochs 30]
+    python benchmarks/bench_crown.py [--n 100] [--epochs 20] [--no-baseline]
 
 For each network: test accuracy; the median over test examples of (a) the smallest radius at
 which PGD (l2, 40 steps, 2 restarts, inputs kept in [0, 1]) finds an adversarial example, on a
 geometric grid of radii (0 if misclassified; an upper bound on the minimal adversarial
-distance), (b) the CROWN-certified radius (`genbounds.verify.crown_radius`, a lower bound),
-(c) the same with cheaper pre-activation intervals (forward linear bounds, interval
+distance), (b) the CROWN-certified radius (`genbounds.verify.crown_radius`, a lower bound, with
+its bracketing search), (c) the same with the previous search (``search="bisection"``, 16
+evaluations: the speed baseline, skipped with --no-baseline), with CROWN passes for unstable
+neurons only, with cheaper pre-activation intervals (forward linear bounds, interval
 propagation) and alpha-CROWN, (d) the Lipschitz-certified radius (`genbounds.certified_radius`,
-the baseline); the ratios (b)/(a) (target >= 1/5) and (b)/(d); the wall time of each, measured
-in the same run (bounds in float64, x64 on); and the soundness check that no example has a certified radius above its PGD
-distance.
+the tightness baseline); the ratios (b)/(a) (target >= 1/5) and (b)/(d); the wall time of each,
+measured in the same run (bounds in float64, x64 on), with the machine's load average; the
+soundness check that no example has a certified radius above its PGD distance; and the wall
+time of `genbounds.robustness` (PGD, FGSM, Lipschitz and CROWN certificates on 11 radii from 0
+to 1; target under 20 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import flax.linen as nn
@@ -132,7 +137,7 @@ def pgd_distance(params, apply_fn, X, y, grid):
     return dist
 
 
-def evaluate(name, params, apply_fn, X, y):
+def evaluate(name, params, apply_fn, X, y, baseline=True):
     acc = float(np.mean(np.argmax(np.asarray(apply_fn(params, X)), 1) == y))
     grid = np.geomspace(0.02, 4.0, 24)
     t0 = time.perf_counter()
@@ -143,6 +148,13 @@ def evaluate(name, params, apply_fn, X, y):
         ("lipschitz", lambda: genbounds.certified_radius(params, X=X, y=y, apply_fn=apply_fn,
                                                          norm="l2")),
         ("crown", lambda: crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="l2")),
+        *((("crown (bisection, previous)", lambda: crown_radius(
+            params, X=X, y=y, apply_fn=apply_fn, norm="l2", search="bisection",
+            search_steps=16)),) if baseline else ()),
+        ("crown (unstable only)", lambda: crown_radius(
+            params, X=X, y=y, apply_fn=apply_fn, norm="l2", unstable_only=True)),
+        ("alpha-crown", lambda: crown_radius(
+            params, X=X, y=y, apply_fn=apply_fn, norm="l2", method="alpha-crown", steps=20)),
         ("crown (forward intermediates)", lambda: crown_radius(
             params, X=X, y=y, apply_fn=apply_fn, norm="l2", intermediate="forward")),
         ("crown (ibp intermediates)", lambda: crown_radius(
@@ -154,23 +166,35 @@ def evaluate(name, params, apply_fn, X, y):
         t0 = time.perf_counter()
         r = fn()
         out[label] = (r.radius, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    genbounds.robustness(params, apply_fn=apply_fn, X=X, y=y, eps=np.linspace(0, 1, 11),
+                         norm="l2", steps=40, restarts=2, box=(0.0, 1.0))
+    t_rob = time.perf_counter() - t0
     med_pgd = float(np.median(d_pgd))
-    print(f"\n== {name}: test accuracy {acc:.3f} on {len(y)} test examples")
+    print(f"\n== {name}: test accuracy {acc:.3f} on {len(y)} test examples "
+          f"(load average {os.getloadavg()[0]:.1f})")
     print(f"PGD distance (upper bound): median {med_pgd:.4f}  [{t_pgd:.1f} s, {len(grid)} radii]")
     for label, (r, t) in out.items():
         viol = int(np.sum(r > d_pgd))
-        print(f"{label:>26}: median radius {np.median(r):.4f}, ratio to PGD "
+        print(f"{label:>29}: median radius {np.median(r):.4f}, ratio to PGD "
               f"1/{med_pgd / max(np.median(r), 1e-300):.1f}, violations {viol}  [{t:.1f} s]")
     c, lip = np.median(out["crown"][0]), np.median(out["lipschitz"][0])
     print(f"CROWN / Lipschitz median radius: {c / max(lip, 1e-300):.1f}x; "
           f"CROWN / PGD = {c / med_pgd:.3f} (target >= 0.2)")
+    if baseline:
+        print(f"CROWN time: {out['crown'][1]:.1f} s against "
+              f"{out['crown (bisection, previous)'][1]:.1f} s with the previous search (ratio "
+              f"{out['crown (bisection, previous)'][1] / out['crown'][1]:.1f}x)")
+    print(f"genbounds.robustness (11 radii, PGD + FGSM + Lipschitz + CROWN): {t_rob:.1f} s "
+          f"(target < 20 s; load average {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:
     jax.config.update("jax_enable_x64", True)  # the bounds are computed in float64
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false")
     args = ap.parse_args()
     ds = load("digits", seed=0, flatten=False)
     X = jnp.asarray(ds.X_test[:args.n], jnp.float32)
@@ -178,11 +202,11 @@ def main() -> None:
     t0 = time.perf_counter()
     v, f = train_resnet(ds, args.epochs)
     print(f"trained the ResNet in {time.perf_counter() - t0:.1f} s")
-    evaluate("linen ResNet (BatchNorm, 2 residual blocks)", v, f, X, y)
+    evaluate("linen ResNet (BatchNorm, 2 residual blocks)", v, f, X, y, args.baseline)
     t0 = time.perf_counter()
     m, g = train_nnx(ds, args.epochs)
     print(f"trained the nnx CNN in {time.perf_counter() - t0:.1f} s")
-    evaluate("nnx CNN (BatchNorm)", m, g, X, y)
+    evaluate("nnx CNN (BatchNorm)", m, g, X, y, args.baseline)
 
 
 if __name__ == "__main__":

@@ -261,3 +261,100 @@ def test_a_float32_network_is_bounded_in_float64():
     r64 = crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="linf")
     assert np.all(r.radius > 0)
     np.testing.assert_allclose(r.radius, r64.radius, rtol=1e-3)
+
+
+def _unstable_only_matches_full(name: str, norms: tuple[str, ...]) -> None:
+    # CROWN passes only for the neurons interval and forward bounds leave unstable: every
+    # relaxation, hence every bound after it, is that of a pass for every neuron
+    from genbounds.verify._crown import crown_intervals
+
+    apply_fn, params, X, y = _net(name, seed=5)
+    net = genbounds.Network.trace(apply_fn, params, X)
+    for norm in norms:
+        p = Propagator(net, norm=norm, unstable_only=True)
+        x0, eps = jnp.asarray(X), jnp.full((X.shape[0],), 0.3)
+        full, _ = jax.jit(lambda a, e, p=p, norm=norm: crown_intervals(
+            p.ops, a, e, norm, "crown", p.logits - 1))(x0, eps)
+        part, counts = jax.jit(lambda a, e, p=p, norm=norm: crown_intervals(
+            p.ops, a, e, norm, "crown", p.logits - 1, p.sizes))(x0, eps)
+        assert counts and set(counts) <= set(p.sizes)  # the first layer needs no pass
+        assert any(0 < int(np.max(c)) < p.sizes[i] for i, c in counts.items())  # skips some
+        for i in p.sizes:  # the pre-activations
+            (lo, hi), (lo_p, hi_p) = full[i], part[i]
+            unstable = np.asarray((lo < 0) & (hi > 0))
+            # the unstable neurons get the same interval, the stable ones stay stable
+            np.testing.assert_allclose(np.asarray(lo_p)[unstable], np.asarray(lo)[unstable],
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(hi_p)[unstable], np.asarray(hi)[unstable],
+                                       rtol=1e-12, atol=1e-12)
+            assert not np.any(np.asarray((lo_p < 0) & (hi_p > 0))[~unstable])
+        m_full = np.asarray(Propagator(net, norm=norm, unstable_only=False).margins(
+            X, 0.3, jnp.asarray(y)))
+        p.caps = dict(p.sizes)
+        m_part = np.asarray(p.linear_margins(X, jnp.full((X.shape[0],), 0.3),
+                                             jnp.asarray(y))[0])
+        np.testing.assert_allclose(m_part, m_full, rtol=1e-10, atol=1e-10)
+
+
+def test_unstable_only_intermediates_equal_the_full_computation():
+    _unstable_only_matches_full("residual", ("l2",))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["residual", "conv", "leaky"])
+def test_unstable_only_intermediates_equal_the_full_computation_everywhere(name):
+    _unstable_only_matches_full(name, ("l2", "linf"))
+
+
+def test_unstable_only_with_too_few_passes_stays_sound():
+    apply_fn, params, X, _ = _net("residual", seed=6)
+    net = genbounds.Network.trace(apply_fn, params, X)
+    rng = np.random.default_rng(1)
+    x0 = np.asarray(X[:4])
+    pts = np.stack([_ball_points(x, 0.4, "l2", 2000, rng) for x in x0])
+    out = np.asarray(apply_fn(params, jnp.asarray(pts.reshape(-1, 2)))).reshape(4, -1, 3)
+    p = Propagator(net, norm="l2", unstable_only=True)
+    p.caps = {i: 1 for i in p.sizes}  # one CROWN pass per pre-activation and example
+    spec = jnp.broadcast_to(jnp.eye(3), (4, 3, 3))
+    from genbounds.verify._crown import lower_bound
+
+    @jax.jit
+    def both(a, e):
+        bounds, _ = p._intervals(a, e, p.logits - 1, p.caps)
+        return (lower_bound(p.ops, p.logits, spec, a, e, "l2", bounds),
+                -lower_bound(p.ops, p.logits, -spec, a, e, "l2", bounds))
+
+    lo, hi = (np.asarray(v) for v in both(jnp.asarray(x0), jnp.full((4,), 0.4)))
+    assert np.all(out >= lo[:, None] - 1e-9) and np.all(out <= hi[:, None] + 1e-9)
+
+
+def test_bracketing_search_finds_the_radius_bisection_finds():
+    apply_fn, params, X, y = _net("residual", seed=7)
+    kw = dict(X=X, y=y, apply_fn=apply_fn, norm="l2")
+    slow = crown_radius(params, search="bisection", search_steps=30, **kw)
+    fast = crown_radius(params, **kw)
+    part = crown_radius(params, unstable_only=True, **kw)
+    assert fast.terms["search"] == "bracket" and np.all(slow.radius > 0)
+    # both certify what the bound certifies; the bracket stops within 2% of its root
+    np.testing.assert_allclose(fast.radius, slow.radius, rtol=0.03)
+    np.testing.assert_allclose(part.radius, fast.radius, rtol=1e-9)
+
+
+def test_a_first_layer_interval_is_that_of_its_crown_pass():
+    # a pre-activation affine in the input takes its exact interval from its forward function
+    from genbounds.verify._crown import crown_intervals, lower_bound
+
+    apply_fn, params, X, _ = _net("conv", seed=8)
+    net = genbounds.Network.trace(apply_fn, params, X)
+    p = Propagator(net, norm="l2")
+    x0, eps = jnp.asarray(X), jnp.full((X.shape[0],), 0.3)
+    first = min(p.sizes)
+    lo, hi = crown_intervals(p.ops, x0, eps, "l2", "crown", first + 1)[0][first]
+    n = p.sizes[first]
+    eye = jnp.eye(n).reshape((n,) + p.ops[first].shape)
+    spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (X.shape[0], 2 * n) + eye.shape[1:])
+    lb = np.asarray(lower_bound(p.ops, first, spec, x0, eps, "l2", [(x0 - 0.3, x0 + 0.3)]))
+    np.testing.assert_allclose(np.asarray(lo).reshape(-1, n), lb[:, :n], rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(np.asarray(hi).reshape(-1, n), -lb[:, n:], rtol=1e-12,
+                               atol=1e-12)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._crown import adaptive_alpha, lower_bound
+from ._crown import adaptive_alpha, linear_parts
 from ._ops import Op
 
 
@@ -28,6 +28,15 @@ def alpha_crown(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
                 lr: float = 0.1) -> jnp.ndarray:
     """The α-CROWN lower bound of ``spec`` · record ``target`` (B, K): the best over
     ``steps`` projected Adam steps on the slopes, never below CROWN's."""
+    centre, dn = alpha_parts(ops, target, spec, x0, eps, norm, bounds, steps=steps, lr=lr)
+    return centre - eps[:, None] * dn
+
+
+def alpha_parts(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
+                eps: jnp.ndarray, norm: str, bounds: list, *, steps: int = 20,
+                lr: float = 0.1) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The centre and dual norm (`_crown.linear_parts`) of the linear bound of the best slopes
+    met per example and specification (the bound at ``eps`` is centre - ``eps`` · norm)."""
     b, k = spec.shape[:2]
     acts = [i for i in range(1, target + 1) if ops[i].kind == "act"]
     init = {}
@@ -35,13 +44,14 @@ def alpha_crown(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
         lo, hi = bounds[ops[i].inputs[0]]
         init[i] = jnp.broadcast_to(adaptive_alpha(lo, hi)[:, None], (b, k) + lo.shape[1:])
 
-    def value(alphas):
-        return lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas)
+    def parts(alphas):
+        return linear_parts(ops, target, spec, x0, norm, bounds, alphas)
 
     def loss(alphas):
-        return -jnp.sum(value(alphas))
+        centre, dn = parts(alphas)
+        return -jnp.sum(centre - eps[:, None] * dn)
 
-    best = value(init)
+    best = parts(init)
     if steps <= 0 or not acts:
         return best
     zeros = jax.tree.map(jnp.zeros_like, init)
@@ -56,7 +66,9 @@ def alpha_crown(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
         alphas = jax.tree.map(
             lambda p, m_, v_: jnp.clip(p - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + 1e-12), 0, 1),
             alphas, m, v)
-        best = jnp.maximum(best, value(alphas))
+        centre, dn = parts(alphas)
+        better = centre - eps[:, None] * dn > best[0] - eps[:, None] * best[1]
+        best = (jnp.where(better, centre, best[0]), jnp.where(better, dn, best[1]))
         return (alphas, m, v, best), None
 
     ts = jnp.arange(1, steps + 1).astype(spec.dtype)

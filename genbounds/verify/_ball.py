@@ -30,15 +30,25 @@ def dual_norm(a: jnp.ndarray, norm: str, axes: tuple[int, ...]) -> jnp.ndarray:
     return jnp.sqrt(jnp.sum(a * a, axis=axes))
 
 
+def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray,
+                    norm: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """$a^\\top x_0 + c$ and $\\|a\\|_q$: the minimum over the ball of radius $\\varepsilon$
+    is the first less $\\varepsilon$ times the second, an affine function of $\\varepsilon$.
+
+    Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d); returns two (B, K).
+    """
+    axes = tuple(range(2, a.ndim))
+    return jnp.sum(a * x0[:, None], axis=axes) + c, dual_norm(a, norm, axes)
+
+
 def concretise(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, eps: jnp.ndarray,
                norm: str) -> jnp.ndarray:
     """The minimum of $a^\\top x + c$ over the ball of radius ``eps`` around ``x0``.
 
     Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d), ``eps`` (B,); returns (B, K).
     """
-    axes = tuple(range(2, a.ndim))
-    centre = jnp.sum(a * x0[:, None], axis=axes)
-    return centre + c - eps[:, None] * dual_norm(a, norm, axes)
+    centre, dn = centre_and_norm(a, c, x0, norm)
+    return centre - eps[:, None] * dn
 
 
 def box(x0: jnp.ndarray, eps: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

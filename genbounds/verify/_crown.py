@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from genbounds.core._checks import NotBoundable
 
-from ._ball import concretise
+from ._ball import centre_and_norm, concretise
 from ._ibp import ibp_step
 from ._ops import Op
 
@@ -123,6 +123,15 @@ def lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas=None) -> jnp.nd
     return concretise(lam0, const, x0, eps, norm)
 
 
+def linear_parts(ops, target, spec, x0, norm, bounds, alphas=None):
+    """$\\Lambda_0^\\top x_0 + \\beta$ and $\\|\\Lambda_0\\|_q$ (each (B, K)): the lower bound
+    over a ball of radius $\\varepsilon'$ is the first less $\\varepsilon'$ times the second, for
+    every $\\varepsilon'$ no larger than the radius ``bounds`` hold on (the intervals stay valid
+    on the smaller ball)."""
+    lam0, const = backward(ops, target, spec, bounds, alphas)
+    return centre_and_norm(lam0, const, x0, norm)
+
+
 def needed(ops: list[Op], upto: int) -> set[int]:
     """The records whose intervals the relaxations up to ``upto`` need (pre-activations)."""
     return {op.inputs[0] for op in ops[1:upto + 1] if op.kind == "act"}
@@ -132,21 +141,77 @@ def layer_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mo
                  upto: int) -> list:
     """Intervals of every record up to ``upto``: interval propagation, with every
     pre-activation tightened by CROWN (``mode="crown"``, intersected with the interval)."""
+    return crown_intervals(ops, x0, eps, norm, mode, upto)[0]
+
+
+def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
+                    upto: int, caps: dict | None = None) -> tuple[list, dict]:
+    """`layer_bounds`, and with ``caps`` only for the unstable neurons.
+
+    A pre-activation affine in the input (no activation before it) gets its exact interval
+    from its forward linear function (`_forward.py`), what its CROWN pass would give, in one
+    pass over the input directions. ``caps`` None: a CROWN pass for every neuron of every
+    other pre-activation. Otherwise (the
+    *unstable-only* computation) a reference interval of each record, the intersection of
+    interval propagation and forward linear bounds (`_forward.py`, from the intervals obtained
+    so far), decides: the neurons it leaves stable keep it (a stable neuron's relaxation is
+    exact whatever its interval), and CROWN runs only on the others ($l < 0 < u$), at most
+    ``caps[i]`` of them per example for record ``i`` (the widest first), whose interval is
+    then, as in the full computation, interval propagation intersected with CROWN. So the
+    relaxations are those of the full computation wherever every unstable neuron got its pass
+    and the interval propagation of an unstable neuron, fed by the wider intervals of stable
+    ones, is not tighter than its CROWN bound (the usual case); the bounds are sound in every
+    case. Returns the intervals and, per record, the
+    number of unstable neurons of each example (B,) (what ``caps`` must hold for that).
+    """
     from ._ball import box
+    from ._forward import forward_interval, forward_step, input_functions
 
     bounds: list = [box(x0, eps)]
     need = needed(ops, upto)
+    counts: dict = {}
+    sparse = caps is not None and mode == "crown"
+    fns: dict = {0: input_functions(x0)}  # linear functions of the input, where kept
+    # records affine in the input (no activation before them): their forward function is
+    # exact, so their interval is the exact one a CROWN pass gives, at the cost of d
+    # directions instead of two specifications per neuron
+    exact = {0}
+    b = x0.shape[0]
     for i in range(1, upto + 1):
         lo, hi = ibp_step(ops[i], bounds)
-        if mode == "crown" and i in need:
-            shape = ops[i].shape
-            n = 1
-            for s in shape:
-                n *= s
+        shape = ops[i].shape
+        n = 1
+        for s in shape:
+            n *= s
+        if ops[i].kind == "affine" and all(j in exact for j in ops[i].inputs):
+            exact.add(i)
+        if sparse or i in exact:
+            fns[i] = forward_step(ops[i], fns, bounds)
+            ref_lo, ref_hi = forward_interval(fns[i], x0, eps, norm, lo, hi)
+        if mode == "crown" and i in exact and i in need:
+            lo, hi = ref_lo, ref_hi
+        elif sparse and i in need:
+            unstable = ((ref_lo < 0) & (ref_hi > 0)).reshape(b, n)
+            # stable neurons keep the reference; the unstable ones interval propagation and
+            # CROWN, as in the full computation
+            lo_f = jnp.where(unstable, lo.reshape(b, n), ref_lo.reshape(b, n))
+            hi_f = jnp.where(unstable, hi.reshape(b, n), ref_hi.reshape(b, n))
+            counts[i] = jnp.sum(unstable, axis=1)
+            k = max(1, min(int(caps.get(i, n)), n))
+            _, idx = jax.lax.top_k(jnp.where(unstable, hi_f - lo_f, -1.0), k)  # (B, k)
+            valid = jnp.take_along_axis(unstable, idx, axis=1)
+            eye = jax.nn.one_hot(idx, n, dtype=x0.dtype).reshape((b, k) + shape)
+            lb = lower_bound(ops, i, jnp.concatenate([eye, -eye], axis=1), x0, eps, norm,
+                             bounds)
+            rows = jnp.arange(b)[:, None]
+            lo_f = lo_f.at[rows, idx].max(jnp.where(valid, lb[:, :k], -jnp.inf))
+            hi_f = hi_f.at[rows, idx].min(jnp.where(valid, -lb[:, k:], jnp.inf))
+            lo, hi = lo_f.reshape(lo.shape), hi_f.reshape(hi.shape)
+        elif mode == "crown" and i in need:
             eye = jnp.eye(n, dtype=x0.dtype).reshape((n,) + shape)
-            spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (x0.shape[0], 2 * n) + shape)
+            spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (b, 2 * n) + shape)
             lb = lower_bound(ops, i, spec, x0, eps, norm, bounds)
             lo = jnp.maximum(lo, lb[:, :n].reshape(lo.shape))
             hi = jnp.minimum(hi, -lb[:, n:].reshape(hi.shape))
         bounds.append((lo, hi))
-    return bounds
+    return bounds, counts

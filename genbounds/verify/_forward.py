@@ -41,65 +41,78 @@ def _apply(fn, parts, b: int, d: int):
     return out.reshape((b, d) + out.shape[1:])
 
 
-def forward_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
-                   upto: int) -> list:
-    """Intervals of every record up to ``upto`` from forward linear bounds (see above)."""
-    b = x0.shape[0]
-    shape0 = ops[0].shape
+def input_functions(x0: jnp.ndarray) -> tuple:
+    """The input's own linear bounds: $x \\le x \\le x$ (coefficients (B, d, *input))."""
+    b, shape0 = x0.shape[0], x0.shape[1:]
     d = 1
     for s in shape0:
         d *= s
-    dtype = x0.dtype
-    eye = jnp.broadcast_to(jnp.eye(d, dtype=dtype).reshape((1, d) + shape0), (b, d) + shape0)
-    zero = jnp.zeros((b,) + shape0, dtype)
-    # per record: (W_lower, c_lower, W_upper, c_upper), the functions W . x + c
-    fns: list = [(eye, zero, eye, zero)]
-    bounds: list = [box(x0, eps)]
+    eye = jnp.eye(d, dtype=x0.dtype).reshape((1, d) + shape0)
+    eye = jnp.broadcast_to(eye, (b, d) + shape0)
+    zero = jnp.zeros_like(x0)
+    return (eye, zero, eye, zero)
 
-    def interval(w_lo, c_lo, w_hi, c_hi, ibp_lo, ibp_hi):
-        lo = concretise(_flat(w_lo), _flat_c(c_lo), x0, eps, norm).reshape(ibp_lo.shape)
-        hi = -concretise(-_flat(w_hi), -_flat_c(c_hi), x0, eps, norm).reshape(ibp_hi.shape)
-        return jnp.maximum(lo, ibp_lo), jnp.minimum(hi, ibp_hi)
 
-    def _flat(w):  # (B, d, *shape) -> (B, n, *input): specifications over the input
+def forward_step(op: Op, fns: list, bounds: list) -> tuple:
+    """The linear lower and upper functions ``(W_lower, c_lower, W_upper, c_upper)`` of one
+    record (the functions $W \\cdot x + c$) from those of its inputs ``fns`` and, for an
+    activation, the interval of its input in ``bounds``."""
+    b, d = fns[0][0].shape[:2]
+    dtype = fns[0][0].dtype
+    if op.kind == "affine":
+        mids = [((fns[j][0] + fns[j][2]) / 2, (fns[j][1] + fns[j][3]) / 2) for j in op.inputs]
+        rads = [((fns[j][2] - fns[j][0]) / 2, (fns[j][3] - fns[j][1]) / 2) for j in op.inputs]
+        lw = _apply(op.lin, [m[0] for m in mids], b, d)
+        aw = _apply(op.absl, [r[0] for r in rads], b, d)
+        lc = op.full([m[1] for m in mids])
+        ac = op.absl([r[1] for r in rads])
+        return (lw - aw, lc - ac, lw + aw, lc + ac)
+    if op.kind == "act":
+        j = op.inputs[0]
+        lo, hi = bounds[j]
+        low, s, icpt = relu_lines(lo, hi, None)
+        wl, cl, wh, ch = fns[j]
+        # relu(t) in [low * lower(t), s * upper(t) + icpt]
+        rl = (low[:, None] * wl, low * cl)
+        ru = (s[:, None] * wh, s * ch + icpt)
+        a = jnp.asarray(op.slope_neg, dtype)
+        dd = jnp.asarray(op.slope_jump, dtype)
+        ap, an = jnp.maximum(a, 0), jnp.minimum(a, 0)
+        dp, dn = jnp.maximum(dd, 0), jnp.minimum(dd, 0)
+        return (ap * wl + an * wh + dp * rl[0] + dn * ru[0],
+                ap * cl + an * ch + dp * rl[1] + dn * ru[1],
+                ap * wh + an * wl + dp * ru[0] + dn * rl[0],
+                ap * ch + an * cl + dp * ru[1] + dn * rl[1])
+    if op.kind == "monotone":
+        raise NotBoundable(f"linear bound propagation cannot pass {op.name}: max and min "
+                           "pooling have no linear relaxation here (use method='ibp')")
+    raise AssertionError(op.kind)  # pragma: no cover
+
+
+def forward_interval(f: tuple, x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
+                     lo: jnp.ndarray, hi: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The interval of a record from its linear functions ``f`` over the ball, intersected
+    with the interval ``[lo, hi]`` it has from elsewhere."""
+    b, d = f[0].shape[:2]
+    shape0 = x0.shape[1:]
+
+    def spec(w):  # (B, d, *shape) -> (B, n, *input): specifications over the input
         w = w.reshape((b, d, -1))
         return jnp.swapaxes(w, 1, 2).reshape((b, w.shape[2]) + shape0)
 
-    def _flat_c(c):
-        return c.reshape((b, -1))
+    w_lo, c_lo, w_hi, c_hi = f
+    low = concretise(spec(w_lo), c_lo.reshape((b, -1)), x0, eps, norm).reshape(lo.shape)
+    high = -concretise(-spec(w_hi), -c_hi.reshape((b, -1)), x0, eps, norm).reshape(hi.shape)
+    return jnp.maximum(low, lo), jnp.minimum(high, hi)
 
+
+def forward_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
+                   upto: int) -> list:
+    """Intervals of every record up to ``upto`` from forward linear bounds (see above)."""
+    fns: list = [input_functions(x0)]
+    bounds: list = [box(x0, eps)]
     for i in range(1, upto + 1):
-        op = ops[i]
-        ilo, ihi = ibp_step(op, bounds)
-        if op.kind == "affine":
-            mids = [((fns[j][0] + fns[j][2]) / 2, (fns[j][1] + fns[j][3]) / 2) for j in op.inputs]
-            rads = [((fns[j][2] - fns[j][0]) / 2, (fns[j][3] - fns[j][1]) / 2) for j in op.inputs]
-            lw = _apply(op.lin, [m[0] for m in mids], b, d)
-            aw = _apply(op.absl, [r[0] for r in rads], b, d)
-            lc = op.full([m[1] for m in mids])
-            ac = op.absl([r[1] for r in rads])
-            f = (lw - aw, lc - ac, lw + aw, lc + ac)
-        elif op.kind == "act":
-            j = op.inputs[0]
-            lo, hi = bounds[j]
-            low, s, icpt = relu_lines(lo, hi, None)
-            wl, cl, wh, ch = fns[j]
-            # relu(t) in [low * lower(t), s * upper(t) + icpt]
-            rl = (low[:, None] * wl, low * cl)
-            ru = (s[:, None] * wh, s * ch + icpt)
-            a = jnp.asarray(op.slope_neg, dtype)
-            dd = jnp.asarray(op.slope_jump, dtype)
-            ap, an = jnp.maximum(a, 0), jnp.minimum(a, 0)
-            dp, dn = jnp.maximum(dd, 0), jnp.minimum(dd, 0)
-            f = (ap * wl + an * wh + dp * rl[0] + dn * ru[0],
-                 ap * cl + an * ch + dp * rl[1] + dn * ru[1],
-                 ap * wh + an * wl + dp * ru[0] + dn * rl[0],
-                 ap * ch + an * cl + dp * ru[1] + dn * rl[1])
-        elif op.kind == "monotone":
-            raise NotBoundable(f"linear bound propagation cannot pass {op.name}: max and min "
-                               "pooling have no linear relaxation here (use method='ibp')")
-        else:  # pragma: no cover
-            raise AssertionError(op.kind)
+        f = forward_step(ops[i], fns, bounds)
         fns.append(f)
-        bounds.append(interval(*f, ilo, ihi))
+        bounds.append(forward_interval(f, x0, eps, norm, *ibp_step(ops[i], bounds)))
     return bounds

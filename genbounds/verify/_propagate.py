@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genbounds.network._graph import eval_node
 from genbounds.network._network import Network
 
-from ._alpha import alpha_crown
+from ._alpha import alpha_parts
 from ._ball import box, check_norm
-from ._crown import layer_bounds, lower_bound
+from ._crown import crown_intervals, linear_parts
 from ._forward import forward_bounds
 from ._ibp import ibp, ibp_step
 from ._ops import logit_node, read_ops, with_dtype
@@ -52,12 +53,19 @@ class Propagator:
         ``"forward"`` (forward linear bounds, one pass: cheaper on wide layers with small
         inputs) or ``"ibp"`` (cheapest, loosest).
       steps, lr: α-CROWN's projected Adam steps and step size.
+      unstable_only: with ``intermediate="crown"``, run the CROWN pass of a pre-activation
+        only for its neurons that interval propagation and forward linear bounds leave
+        unstable, at most ``caps[i]`` per example for record ``i`` (`_crown.crown_intervals`;
+        the same bounds as the full computation wherever the caps hold every unstable neuron,
+        sound and looser otherwise). ``caps`` starts at every neuron of the record
+        (``bounds`` and ``margins`` always use every neuron); `genbounds.verify.crown_radius`
+        starts it lower and raises it to what its search meets. Default False.
       dtype: the dtype of the computation (default float64 when x64 is on, else float32).
     """
 
     def __init__(self, net: Network, *, norm: str = "l2", method: str = "crown",
                  intermediate: str = "crown", steps: int = 20, lr: float = 0.1,
-                 dtype=None):
+                 unstable_only: bool = False, dtype=None):
         from genbounds.core._checks import check_choice
 
         check_norm(norm)
@@ -78,8 +86,24 @@ class Propagator:
             self.k *= s
         self.steps, self.lr = steps, lr
         self.records = [with_dtype(node, dtype) for node in net.nodes[:self.logits + 1]]
+        self.unstable_only = bool(unstable_only)
+        self.sizes = {op.inputs[0]: int(np.prod(self.ops[op.inputs[0]].shape))
+                      for op in self.ops[1:self.logits] if op.kind == "act"}
+        self.caps = dict(self.sizes) if self.unstable_only else None
+        self._compiled: dict = {}
         self.bounds = jax.jit(self._bounds)
         self.margins = jax.jit(self._margins)
+
+    def linear_margins(self, x0, eps, y):
+        """The margins' lower bounds at ``eps`` (B, K) and the centre and dual norm of their
+        linear bounds (each (B, K), `_crown.linear_parts`; +inf, 0 at $j = y$), and per
+        pre-activation record the number of unstable neurons of each example (B,) (with
+        ``unstable_only``). Compiled once per ``caps``."""
+        key = None if self.caps is None else tuple(sorted(self.caps.items()))
+        if key not in self._compiled:
+            caps = None if key is None else dict(key)
+            self._compiled[key] = jax.jit(lambda x, e, t: self._linear_margins(x, e, t, caps))
+        return self._compiled[key](x0, eps, y)
 
     def logit_values(self, x: jnp.ndarray) -> jnp.ndarray:
         """The logits the records compute, in the dtype of the propagation (B, K)."""
@@ -88,10 +112,17 @@ class Propagator:
             vals.append(eval_node(node, [vals[j] for j in node.inputs]))
         return vals[-1].reshape(x.shape[0], -1)
 
-    def _spec_bound(self, x0, eps, spec):
-        return spec_bound(self.ops, self.logits, x0, eps, spec, norm=self.norm,
+    def _intervals(self, x0, eps, upto, caps=None):
+        mode = "ibp" if self.method == "ibp" else self.intermediate
+        return intervals(self.ops, x0, eps, upto, norm=self.norm, mode=mode, caps=caps)
+
+    def _spec_parts(self, x0, eps, spec, caps=None):
+        return spec_parts(self.ops, self.logits, x0, eps, spec, norm=self.norm,
                           method=self.method, intermediate=self.intermediate,
-                          steps=self.steps, lr=self.lr)
+                          steps=self.steps, lr=self.lr, caps=caps)
+
+    def _spec_bound(self, x0, eps, spec):
+        return self._spec_parts(x0, eps, spec, None if self.caps is None else self.sizes)[0]
 
     def _prepare(self, x0, eps):
         x0 = jnp.asarray(x0).astype(self.dtype).reshape((-1,) + self.input_shape)
@@ -112,40 +143,63 @@ class Propagator:
         """Lower bounds of the margins $f_y - f_j$ over the balls (B, K), $+\\infty$ at
         $j = y$."""
         x0, eps = self._prepare(x0, eps)
-        return margin_bounds(self.ops, self.logits, x0, eps, y, norm=self.norm,
-                             method=self.method, intermediate=self.intermediate,
-                             steps=self.steps, lr=self.lr)
+        lb = self._spec_bound(x0, eps, self._margin_spec(y, x0.shape[0]))
+        return jnp.where(jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)
+
+    def _margin_spec(self, y, b):
+        shape = self.ops[self.logits].shape
+        eye = jnp.eye(self.k, dtype=self.dtype)
+        spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
+        return spec.reshape((b, self.k) + shape)
+
+    def _linear_margins(self, x0, eps, y, caps):
+        x0, eps = self._prepare(x0, eps)
+        lb, centre, dn, counts = self._spec_parts(x0, eps, self._margin_spec(y, x0.shape[0]),
+                                                  caps)
+        own = jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None]
+        return (jnp.where(own, jnp.inf, lb), jnp.where(own, jnp.inf, centre),
+                jnp.where(own, 0, dn), counts)
 
 
-def intervals(ops, x0, eps, upto, *, norm: str, mode: str) -> list:
+def intervals(ops, x0, eps, upto, *, norm: str, mode: str, caps: dict | None = None):
     """The intervals of the records up to ``upto`` by ``mode`` (``"ibp"``, ``"forward"``,
-    ``"crown"``)."""
+    ``"crown"``; with ``caps``, CROWN passes for the unstable neurons only,
+    `_crown.crown_intervals`) and the unstable counts per pre-activation record (CROWN with
+    ``caps`` only; else empty)."""
     if mode == "ibp":
-        return ibp(ops[:upto + 1], x0, eps)
+        return ibp(ops[:upto + 1], x0, eps), {}
     if mode == "forward":
-        return forward_bounds(ops, x0, eps, norm, upto)
-    return layer_bounds(ops, x0, eps, norm, mode, upto)
+        return forward_bounds(ops, x0, eps, norm, upto), {}
+    return crown_intervals(ops, x0, eps, norm, mode, upto, caps)
 
 
-def spec_bound(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,
-               steps: int = 20, lr: float = 0.1):
-    """The lower bound of ``spec`` · record ``t`` over the balls (B, K), by ``method``; with
-    CROWN and α-CROWN the larger of theirs and that of the interval of record ``t``.
+def spec_parts(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,
+               steps: int = 20, lr: float = 0.1, caps: dict | None = None):
+    """The lower bound of ``spec`` · record ``t`` over the balls (B, K) (with CROWN and
+    α-CROWN the better of theirs and that of the interval of record ``t``, both sound), the
+    linear bound's centre and dual norm (for IBP: the bound and 0), and the unstable counts.
 
     A function of the `Op` s: `Propagator` calls it with the records of a traced network, and
     certified training (`genbounds.train`) with the records rebuilt from the current parameters,
     differentiating it."""
     if method == "ibp":
-        return _interval_spec(ibp(ops[:t + 1], x0, eps)[t], spec)
-    bounds = intervals(ops, x0, eps, t - 1, norm=norm, mode=intermediate) if t > 0 \
-        else [box(x0, eps)]
-    # the better of CROWN and the interval of the logits (both sound)
+        lb = _interval_spec(ibp(ops[:t + 1], x0, eps)[t], spec)
+        return lb, lb, jnp.zeros_like(lb), {}
+    bounds, counts = intervals(ops, x0, eps, t - 1, norm=norm, mode=intermediate,
+                               caps=caps) if t > 0 else ([box(x0, eps)], {})
     by_interval = _interval_spec(ibp_step(ops[t], bounds) if t > 0 else bounds[0], spec)
     if method == "alpha-crown":
-        lb = alpha_crown(ops, t, spec, x0, eps, norm, bounds, steps=steps, lr=lr)
+        centre, dn = alpha_parts(ops, t, spec, x0, eps, norm, bounds, steps=steps, lr=lr)
     else:
-        lb = lower_bound(ops, t, spec, x0, eps, norm, bounds)
-    return jnp.maximum(lb, by_interval)
+        centre, dn = linear_parts(ops, t, spec, x0, norm, bounds)
+    return jnp.maximum(centre - eps[:, None] * dn, by_interval), centre, dn, counts
+
+
+def spec_bound(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,
+               steps: int = 20, lr: float = 0.1):
+    """The lower bound of ``spec`` · record ``t`` over the balls (B, K) (`spec_parts`)."""
+    return spec_parts(ops, t, x0, eps, spec, norm=norm, method=method,
+                      intermediate=intermediate, steps=steps, lr=lr)[0]
 
 
 def margin_bounds(ops, t: int, x0, eps, y, *, norm: str, method: str, intermediate: str,
