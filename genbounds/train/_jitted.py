@@ -24,7 +24,13 @@ from genbounds.core._dtypes import promote, standard_promotion
 from ._lipschitz_margin import power_start, power_step
 
 
-def make_optimizer(name: str, lr: float, momentum: float, weight_decay: float):
+def make_optimizer(name: str, lr: Any, momentum: float, weight_decay: Any, *,
+                   decayed: bool | None = None):
+    """The optax optimiser `name` (see `train`). ``lr`` and ``weight_decay`` may be traced
+    arrays (a population's per-member values); the coupled decay is chained in when
+    ``decayed`` (default: ``weight_decay > 0``)."""
+    if decayed is None:
+        decayed = weight_decay > 0.0
     if name == "adamw":
         return optax.adamw(lr, weight_decay=weight_decay)
     base = {
@@ -32,7 +38,7 @@ def make_optimizer(name: str, lr: float, momentum: float, weight_decay: float):
         "momentum": lambda: optax.sgd(lr, momentum=momentum),
         "adam": lambda: optax.adam(lr),
     }[name]()
-    if weight_decay > 0.0:
+    if decayed:
         # Coupled L2 regularisation: the gradient of (weight_decay / 2) ||w||^2 is added to the
         # loss gradient before the optimiser transforms it (all parameters, biases included).
         return optax.chain(optax.add_decayed_weights(weight_decay), base)

@@ -34,7 +34,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from genbounds.cmi._sharding import (
     gather_rows,
@@ -47,7 +46,7 @@ from genbounds.core._checks import check_choice, check_positive, check_range
 from genbounds.files import DirectoryLock, held_here
 
 from . import _checkpoint
-from ._jitted import cached, epoch_body, in_order, model_functions, set_sums
+from ._jitted import cached, epoch_body, in_order, make_optimizer, model_functions, set_sums
 from ._train import (
     HISTORY_KEYS,
     OPTIMIZERS,
@@ -68,14 +67,7 @@ def _member_optimizer(name: str, lr: Any, momentum: float, weight_decay: Any, de
     """`make_optimizer` with the learning rate and weight decay as (traced) arrays: the same
     transformations, with the coupled decay chained in whenever any member of the population
     has one (adding ``0 * w`` leaves a member without decay unchanged)."""
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay)
-    base = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=momentum),
-        "adam": lambda: optax.adam(lr),
-    }[name]()
-    return optax.chain(optax.add_decayed_weights(weight_decay), base) if decayed else base
+    return make_optimizer(name, lr, momentum, weight_decay, decayed=decayed)
 
 
 def _dropout_keep(keep: jax.Array, rate: float):
