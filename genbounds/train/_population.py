@@ -42,32 +42,23 @@ from genbounds.cmi._sharding import (
     population_mesh,
     put_rows,
 )
-from genbounds.core._checks import check_choice, check_positive, check_range
+from genbounds.core._checks import check_positive, check_range
 from genbounds.files import DirectoryLock, held_here
 
 from . import _checkpoint
 from ._jitted import cached, epoch_body, in_order, make_optimizer, model_functions, set_sums
 from ._train import (
     HISTORY_KEYS,
-    OPTIMIZERS,
-    STOPS,
     TrainResult,
-    _check_int,
     _data_fingerprint,
     _module_description,
     _resolve_model,
     _takes_train,
     check_dataset,
+    check_loop_options,
 )
 
 MEMBER_KEYS = ("lr", "dropout", "weight_decay")
-
-
-def _member_optimizer(name: str, lr: Any, momentum: float, weight_decay: Any, decayed: bool):
-    """`make_optimizer` with the learning rate and weight decay as (traced) arrays: the same
-    transformations, with the coupled decay chained in whenever any member of the population
-    has one (adding ``0 * w`` leaves a member without decay unchanged)."""
-    return make_optimizer(name, lr, momentum, weight_decay, decayed=decayed)
 
 
 def _dropout_keep(keep: jax.Array, rate: float):
@@ -115,7 +106,7 @@ def _population_step(model: nn.Module, takes_train: bool, optimizer: str, moment
     def member_epoch(row, data):
         (p, s), c = row
         X_train, y_train, X_test, y_test = data
-        tx = _member_optimizer(optimizer, c["lr"], momentum, c["weight_decay"], decayed)
+        tx = make_optimizer(optimizer, c["lr"], momentum, c["weight_decay"], decayed=decayed)
         body = epoch_body(model, takes_train, tx, n, batch_size)
         key = jax.random.fold_in(c["key"], c["epoch"])
         with (_dropout_keep(c["keep"], model.dropout) if any_dropout
@@ -206,17 +197,10 @@ def train_population(
       ValueError: a bad argument, or a member whose training loss became NaN or inf (named).
       CheckpointError: a corrupt checkpoint, or one of another population.
     """
-    check_choice(optimizer, "optimizer", OPTIMIZERS)
-    check_choice(stop, "stop", STOPS)
-    momentum = check_range(momentum, "momentum", low=0.0, high=1.0, high_open=True)
-    loss_target = check_positive(loss_target, "loss_target")
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    max_epochs = _check_int(max_epochs, "max_epochs", 1)
-    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
-    eval_batch_size = _check_int(eval_batch_size, "eval_batch_size", 1)
-    seed = _check_int(seed, "seed", 0)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    (momentum, loss_target, batch_size, max_epochs, checkpoint_every, eval_batch_size,
+     seed) = check_loop_options(optimizer, stop, momentum, loss_target, batch_size, max_epochs,
+                                checkpoint_every, eval_batch_size, seed, progress,
+                                stop_optional=False)
     n, num_classes = check_dataset(dataset)
     batch_size = min(batch_size, n)
     base = _resolve_model(model_or_spec, num_classes, None)
@@ -242,7 +226,8 @@ def train_population(
                          "supports parameter-only models")
     order = mf["order"]["params"]
     init_params = in_order(variables["params"], order)
-    tx0 = _member_optimizer(optimizer, jnp.float32(1.0), momentum, jnp.float32(0.0), decayed)
+    tx0 = make_optimizer(optimizer, jnp.float32(1.0), momentum, jnp.float32(0.0),
+                         decayed=decayed)
     stack = lambda tree: jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], K, 0), tree)  # noqa: E731
     params, opt_state = stack(init_params), stack(tx0.init(init_params))
     # a Python float's dtype: the one `flax.linen.Dropout` draws its mask in

@@ -96,6 +96,28 @@ def _check_int(x: Any, name: str, minimum: int) -> int:
     return int(x)
 
 
+def check_loop_options(optimizer: Any, stop: Any, momentum: Any, loss_target: Any,
+                       batch_size: Any, max_epochs: Any, checkpoint_every: Any,
+                       eval_batch_size: Any, seed: Any, progress: Any, *,
+                       stop_optional: bool) -> tuple:
+    """The options `train` and `train_population` share, checked at the boundary: returns
+    (momentum, loss_target, batch_size, max_epochs, checkpoint_every, eval_batch_size, seed)."""
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    if stop is not None or not stop_optional:
+        check_choice(stop, "stop", STOPS)
+    # Heavy-ball momentum beta must lie in [0, 1): beta >= 1 accumulates gradients without decay
+    # (the iterates diverge), beta < 0 is not momentum.
+    momentum = check_range(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+    loss_target = check_positive(loss_target, "loss_target")
+    out = (momentum, loss_target, _check_int(batch_size, "batch_size", 1),
+           _check_int(max_epochs, "max_epochs", 1),
+           _check_int(checkpoint_every, "checkpoint_every", 1),
+           _check_int(eval_batch_size, "eval_batch_size", 1), _check_int(seed, "seed", 0))
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    return out
+
+
 def _module_description(model: nn.Module) -> dict[str, Any]:
     fields = {
         f.name: repr(getattr(model, f.name))
@@ -389,27 +411,17 @@ def train(
       Jiang et al., "Fantastic generalization measures and where to find them", ICLR 2020,
       arXiv:1912.02178.
     """
-    check_choice(optimizer, "optimizer", OPTIMIZERS)
-    if stop is not None:
-        check_choice(stop, "stop", STOPS)
     lr = check_positive(lr, "lr")
-    # Heavy-ball momentum beta must lie in [0, 1): beta >= 1 accumulates gradients without decay
-    # (the iterates diverge), beta < 0 is not momentum.
-    momentum = check_range(momentum, "momentum", low=0.0, high=1.0, high_open=True)
     weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
-    loss_target = check_positive(loss_target, "loss_target")
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    max_epochs = _check_int(max_epochs, "max_epochs", 1)
-    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
-    eval_batch_size = _check_int(eval_batch_size, "eval_batch_size", 1)
-    seed = _check_int(seed, "seed", 0)
+    (momentum, loss_target, batch_size, max_epochs, checkpoint_every, eval_batch_size,
+     seed) = check_loop_options(optimizer, stop, momentum, loss_target, batch_size, max_epochs,
+                                checkpoint_every, eval_batch_size, seed, progress,
+                                stop_optional=True)
     lipschitz_margin = check_positive(lipschitz_margin, "lipschitz_margin", allow_zero=True)
     cert = check_certified(certified, eps=certified_eps, norm=certified_norm,
                            warmup=certified_warmup, ramp=certified_ramp,
                            kappa_end=certified_kappa, beta_end=certified_beta,
                            lipschitz_margin=lipschitz_margin, max_epochs=max_epochs)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
     n, num_classes = check_dataset(dataset)
     batch_size = min(batch_size, n)
     model = _resolve_model(model_or_spec, num_classes, dropout)
