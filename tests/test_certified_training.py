@@ -46,7 +46,9 @@ def test_training_bounds_are_verifys_and_loss_is_the_objective(norm):
         ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
         fin = np.isfinite(ref)
         assert np.array_equal(fin, np.isfinite(got))
-        np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-5, atol=1e-5)
+        # verify's bounds also enclose their float rounding: a hair lower than training's
+        assert np.all(ref[fin] <= got[fin] + 1e-6)
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
         ms[method] = np.where(fin, ref, 0.0)
     # the loss: kappa CE(z) + (1 - kappa) CE(-(beta m_crown + (1 - beta) m_ibp)), in float64
     spec = CertifiedSpec("crown-ibp", eps, norm, 0, 1, 0.5, 0.0)

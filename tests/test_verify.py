@@ -167,10 +167,11 @@ def test_radius_of_a_linear_classifier_is_the_distance_to_its_boundary():
     gaps = X @ W[:, 0] - X @ W[:, 1]
     for norm, q in (("l2", 2), ("linf", 1)):
         exact = np.abs(gaps) / np.linalg.norm(W[:, 0] - W[:, 1], q)
-        r = crown_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"], norm=norm,
-                         search_steps=40)
-        assert np.all(r.radius <= exact)
-        np.testing.assert_allclose(r.radius, exact, rtol=1e-6)
+        for dtype, rtol in ((np.float64, 1e-6), (np.float32, 1e-3)):
+            r = crown_radius({"W": W}, X=X, y=y, apply_fn=lambda p, x: x @ p["W"], norm=norm,
+                             search_steps=40, dtype=dtype)
+            assert np.all(r.radius <= exact)
+            np.testing.assert_allclose(r.radius, exact, rtol=rtol)
 
 
 @pytest.mark.parametrize("name", ["chain", "residual"])
@@ -288,7 +289,7 @@ def _unstable_only_matches_full(name: str, norms: tuple[str, ...]) -> None:
             np.testing.assert_allclose(np.asarray(hi_p)[unstable], np.asarray(hi)[unstable],
                                        rtol=1e-12, atol=1e-12)
             assert not np.any(np.asarray((lo_p < 0) & (hi_p > 0))[~unstable])
-        m_full = np.asarray(Propagator(net, norm=norm, unstable_only=False).margins(
+        m_full = np.asarray(Propagator(net, norm=norm, dtype=jnp.float64).margins(
             X, 0.3, jnp.asarray(y)))
         p.caps = dict(p.sizes)
         m_part = np.asarray(p.linear_margins(X, jnp.full((X.shape[0],), 0.3),
@@ -330,7 +331,7 @@ def test_unstable_only_with_too_few_passes_stays_sound():
 
 def test_bracketing_search_finds_the_radius_bisection_finds():
     apply_fn, params, X, y = _net("residual", seed=7)
-    kw = dict(X=X, y=y, apply_fn=apply_fn, norm="l2")
+    kw = dict(X=X, y=y, apply_fn=apply_fn, norm="l2", dtype=np.float64)
     slow = crown_radius(params, search="bisection", search_steps=30, **kw)
     fast = crown_radius(params, **kw)
     part = crown_radius(params, unstable_only=True, **kw)
@@ -346,7 +347,7 @@ def test_a_first_layer_interval_is_that_of_its_crown_pass():
 
     apply_fn, params, X, _ = _net("conv", seed=8)
     net = genbounds.Network.trace(apply_fn, params, X)
-    p = Propagator(net, norm="l2")
+    p = Propagator(net, norm="l2", dtype=jnp.float64)
     x0, eps = jnp.asarray(X), jnp.full((X.shape[0],), 0.3)
     first = min(p.sizes)
     lo, hi = crown_intervals(p.ops, x0, eps, "l2", "crown", first + 1)[0][first]

@@ -34,7 +34,7 @@ def alpha_crown(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
 
 def alpha_parts(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
                 eps: jnp.ndarray, norm: str, bounds: list, *, steps: int = 20,
-                lr: float = 0.1) -> tuple[jnp.ndarray, jnp.ndarray]:
+                lr: float = 0.1, enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The centre and dual norm (`_crown.linear_parts`) of the linear bound of the best slopes
     met per example and specification (the bound at ``eps`` is centre - ``eps`` · norm)."""
     b, k = spec.shape[:2]
@@ -45,7 +45,7 @@ def alpha_parts(ops: list[Op], target: int, spec: jnp.ndarray, x0: jnp.ndarray,
         init[i] = jnp.broadcast_to(adaptive_alpha(lo, hi)[:, None], (b, k) + lo.shape[1:])
 
     def parts(alphas):
-        return linear_parts(ops, target, spec, x0, norm, bounds, alphas)
+        return linear_parts(ops, target, spec, x0, norm, bounds, alphas, enclose)
 
     def loss(alphas):
         centre, dn = parts(alphas)

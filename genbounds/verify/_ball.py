@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 from genbounds.core._checks import check_choice
 
+from ._rounding import gamma, outward, unit
+
 NORMS = ("l2", "linf")
 
 
@@ -30,29 +32,46 @@ def dual_norm(a: jnp.ndarray, norm: str, axes: tuple[int, ...]) -> jnp.ndarray:
     return jnp.sqrt(jnp.sum(a * a, axis=axes))
 
 
-def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray,
-                    norm: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, norm: str,
+                    enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """$a^\\top x_0 + c$ and $\\|a\\|_q$: the minimum over the ball of radius $\\varepsilon$
     is the first less $\\varepsilon$ times the second, an affine function of $\\varepsilon$.
+    With ``enclose``, the first rounded down and the second up by the rounding of their
+    computation (`_rounding.py`).
 
     Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d); returns two (B, K).
     """
     axes = tuple(range(2, a.ndim))
-    return jnp.sum(a * x0[:, None], axis=axes) + c, dual_norm(a, norm, axes)
+    centre, dn = jnp.sum(a * x0[:, None], axis=axes) + c, dual_norm(a, norm, axes)
+    if not enclose:
+        return centre, dn
+    d = 1
+    for s in a.shape[2:]:
+        d *= s
+    err = gamma(d + 1, a.dtype) * (jnp.sum(jnp.abs(a) * jnp.abs(x0[:, None]), axis=axes)
+                                   + jnp.abs(c))
+    return outward(centre, centre, err)[0], outward(dn, dn * (1 + gamma(d + 2, a.dtype)))[1]
 
 
 def concretise(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, eps: jnp.ndarray,
-               norm: str) -> jnp.ndarray:
-    """The minimum of $a^\\top x + c$ over the ball of radius ``eps`` around ``x0``.
+               norm: str, enclose: bool = False) -> jnp.ndarray:
+    """The minimum of $a^\\top x + c$ over the ball of radius ``eps`` around ``x0`` (with
+    ``enclose``, a lower bound of it whatever the rounding, `_rounding.py`).
 
     Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d), ``eps`` (B,); returns (B, K).
     """
-    centre, dn = centre_and_norm(a, c, x0, norm)
-    return centre - eps[:, None] * dn
+    centre, dn = centre_and_norm(a, c, x0, norm, enclose)
+    if not enclose:
+        return centre - eps[:, None] * dn
+    low = centre - eps[:, None] * dn * (1 + 2 * unit(dn.dtype))
+    return outward(low, low)[0]
 
 
-def box(x0: jnp.ndarray, eps: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def box(x0: jnp.ndarray, eps: jnp.ndarray,
+        enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The smallest box containing the ball (the same for $\\ell_2$ and $\\ell_\\infty$ balls:
-    each coordinate moves by at most $\\varepsilon$)."""
+    each coordinate moves by at most $\\varepsilon$); with ``enclose`` rounded outwards."""
     e = eps.reshape((-1,) + (1,) * (x0.ndim - 1))
+    if enclose:
+        return outward(x0 - e, x0 + e)
     return x0 - e, x0 + e

@@ -44,6 +44,7 @@ from genbounds.core._checks import NotBoundable
 from ._ball import centre_and_norm, concretise
 from ._ibp import ibp_step
 from ._ops import Op
+from ._rounding import gamma, magnitude, outward, unit
 
 
 def relu_lines(lo: jnp.ndarray, hi: jnp.ndarray, alpha: jnp.ndarray | None):
@@ -70,40 +71,63 @@ def _sum_shape(a: jnp.ndarray) -> jnp.ndarray:
 
 
 def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
-             alphas: dict | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+             alphas: dict | None = None, enclose: bool = False,
+             ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Coefficients $\\Lambda_0$ (B, K, *input) and constant (B, K) with
     ``spec`` · record ``target`` $\\ge \\Lambda_0^\\top x + \\beta$ wherever the
     pre-activations lie in ``bounds``.
 
     ``alphas`` maps an activation record's index to lower slopes in [0, 1] broadcastable to
-    (B, K, *shape) (missing: CROWN's adaptive choice).
+    (B, K, *shape) (missing: CROWN's adaptive choice). ``enclose``: the constant is lowered by
+    the rounding of the pass (`_rounding.py`), so the inequality holds for the coefficients as
+    computed (``bounds`` must then hold every record below ``target``).
     """
     b, k = spec.shape[:2]
     dtype = spec.dtype
     lam: dict[int, jnp.ndarray] = {target: spec}
     const = jnp.zeros((b, k), dtype)
+    deficit = jnp.zeros((b, k), dtype)
+    u = unit(dtype)
     for i in range(target, 0, -1):
         if i not in lam:
             continue
         a = lam.pop(i)
         op = ops[i]
+        n_i = 1
+        for s_ in op.shape:
+            n_i *= s_
         if op.kind == "affine":
             zeros = [jnp.zeros((1,) + ops[j].shape, dtype) for j in op.inputs]
             b0 = op.full(zeros)
+            if enclose:
+                g = gamma(op.terms, dtype)
+                v = op.absl([magnitude(bounds[j]) for j in op.inputs])  # |L| m
+                deficit = (deficit + g * _sum_shape(jnp.abs(a) * v[:, None])
+                           + gamma(n_i + 1, dtype) * (_sum_shape(jnp.abs(a * b0[:, None]))
+                                                      + jnp.abs(const)))
             const = const + _sum_shape(a * b0[:, None])
             prim = [jax.ShapeDtypeStruct((b * k,) + ops[j].shape, dtype) for j in op.inputs]
             (back,) = jax.linear_transpose(op.lin, prim)(a.reshape((b * k,) + op.shape))
-            parts = [(j, g.reshape((b, k) + ops[j].shape)) for j, g in zip(op.inputs, back,
-                                                                           strict=True)]
+            parts = [(j, g_.reshape((b, k) + ops[j].shape)) for j, g_ in zip(op.inputs, back,
+                                                                             strict=True)]
         elif op.kind == "act":
             j = op.inputs[0]
             lo, hi = bounds[j]
             al = None if alphas is None or i not in alphas else alphas[i]
             low, s, icpt = relu_lines(lo[:, None], hi[:, None], al)
+            if enclose:  # raise the upper line above its rounding (slope and intercept)
+                icpt = icpt + 6 * u * (jnp.abs(hi[:, None]) + s * jnp.abs(lo[:, None])
+                                       + jnp.abs(icpt))
             sn = jnp.asarray(op.slope_neg, dtype)
             sj = jnp.asarray(op.slope_jump, dtype)
             p = a * sj
             pos, neg = jnp.maximum(p, 0), jnp.minimum(p, 0)
+            if enclose:
+                m = magnitude((lo, hi))[:, None]
+                deficit = (deficit + gamma(4, dtype) * _sum_shape(
+                    jnp.abs(a) * (jnp.abs(sn) + jnp.abs(sj) * (low + s)) * m)
+                    + gamma(n_i + 2, dtype) * (_sum_shape(jnp.abs(neg * icpt))
+                                               + jnp.abs(const)))
             const = const + _sum_shape(neg * icpt)
             parts = [(j, a * sn + pos * low + neg * s)]
         elif op.kind == "monotone":
@@ -111,25 +135,34 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                                "pooling have no linear relaxation here (use method='ibp')")
         else:  # pragma: no cover
             raise AssertionError(op.kind)
-        for j, g in parts:
-            lam[j] = lam[j] + g if j in lam else g
+        for j, g_ in parts:
+            if j in lam:
+                if enclose:  # one rounding per element of the sum
+                    deficit = deficit + 2 * u * _sum_shape(
+                        (jnp.abs(lam[j]) + jnp.abs(g_)) * magnitude(bounds[j])[:, None])
+                lam[j] = lam[j] + g_
+            else:
+                lam[j] = g_
     lam0 = lam.get(0, jnp.zeros((b, k) + ops[0].shape, dtype))
+    if enclose:
+        const = outward(const, const, deficit * (1 + 4 * u))[0]
     return lam0, const
 
 
-def lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas=None) -> jnp.ndarray:
+def lower_bound(ops, target, spec, x0, eps, norm, bounds, alphas=None,
+                enclose: bool = False) -> jnp.ndarray:
     """The lower bound of ``spec`` · record ``target`` over the ball (B, K)."""
-    lam0, const = backward(ops, target, spec, bounds, alphas)
-    return concretise(lam0, const, x0, eps, norm)
+    lam0, const = backward(ops, target, spec, bounds, alphas, enclose)
+    return concretise(lam0, const, x0, eps, norm, enclose)
 
 
-def linear_parts(ops, target, spec, x0, norm, bounds, alphas=None):
+def linear_parts(ops, target, spec, x0, norm, bounds, alphas=None, enclose: bool = False):
     """$\\Lambda_0^\\top x_0 + \\beta$ and $\\|\\Lambda_0\\|_q$ (each (B, K)): the lower bound
     over a ball of radius $\\varepsilon'$ is the first less $\\varepsilon'$ times the second, for
     every $\\varepsilon'$ no larger than the radius ``bounds`` hold on (the intervals stay valid
     on the smaller ball)."""
-    lam0, const = backward(ops, target, spec, bounds, alphas)
-    return centre_and_norm(lam0, const, x0, norm)
+    lam0, const = backward(ops, target, spec, bounds, alphas, enclose)
+    return centre_and_norm(lam0, const, x0, norm, enclose)
 
 
 def needed(ops: list[Op], upto: int) -> set[int]:
@@ -145,7 +178,8 @@ def layer_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mo
 
 
 def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
-                    upto: int, caps: dict | None = None) -> tuple[list, dict]:
+                    upto: int, caps: dict | None = None,
+                    enclose: bool = False) -> tuple[list, dict]:
     """`layer_bounds`, and with ``caps`` only for the unstable neurons.
 
     A pre-activation affine in the input (no activation before it) gets its exact interval
@@ -163,14 +197,22 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
     ones, is not tighter than its CROWN bound (the usual case); the bounds are sound in every
     case. Returns the intervals and, per record, the
     number of unstable neurons of each example (B,) (what ``caps`` must hold for that).
+
+    ``enclose``: every interval contains the exact one despite the float rounding
+    (`_rounding.py`; the forward functions of records affine in the input carry a bound on
+    their rounding, `_forward_error`). Not with ``caps``.
     """
     from ._ball import box
     from ._forward import forward_interval, forward_step, input_functions
 
-    bounds: list = [box(x0, eps)]
+    bounds: list = [box(x0, eps, enclose)]
     need = needed(ops, upto)
     counts: dict = {}
     sparse = caps is not None and mode == "crown"
+    if sparse and enclose:
+        raise ValueError("the unstable-only passes (caps) have no rounding enclosure")
+    errs = {0: jnp.zeros_like(x0)}
+    mx = magnitude(bounds[0])
     fns: dict = {0: input_functions(x0)}  # linear functions of the input, where kept
     # records affine in the input (no activation before them): their forward function is
     # exact, so their interval is the exact one a CROWN pass gives, at the cost of d
@@ -178,7 +220,7 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
     exact = {0}
     b = x0.shape[0]
     for i in range(1, upto + 1):
-        lo, hi = ibp_step(ops[i], bounds)
+        lo, hi = ibp_step(ops[i], bounds, enclose)
         shape = ops[i].shape
         n = 1
         for s in shape:
@@ -187,7 +229,14 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
             exact.add(i)
         if sparse or i in exact:
             fns[i] = forward_step(ops[i], fns, bounds)
-            ref_lo, ref_hi = forward_interval(fns[i], x0, eps, norm, lo, hi)
+            if enclose:  # records affine in the input only (sparse is refused above)
+                errs[i] = _forward_error(ops[i], fns, errs, mx)
+                free = jnp.full_like(lo, jnp.inf)
+                ref_lo, ref_hi = outward(*forward_interval(fns[i], x0, eps, norm, -free, free,
+                                                           enclose), errs[i])
+                ref_lo, ref_hi = jnp.maximum(ref_lo, lo), jnp.minimum(ref_hi, hi)
+            else:
+                ref_lo, ref_hi = forward_interval(fns[i], x0, eps, norm, lo, hi)
         if mode == "crown" and i in exact and i in need:
             lo, hi = ref_lo, ref_hi
         elif sparse and i in need:
@@ -210,8 +259,31 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
         elif mode == "crown" and i in need:
             eye = jnp.eye(n, dtype=x0.dtype).reshape((n,) + shape)
             spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (b, 2 * n) + shape)
-            lb = lower_bound(ops, i, spec, x0, eps, norm, bounds)
+            lb = lower_bound(ops, i, spec, x0, eps, norm, bounds, enclose=enclose)
             lo = jnp.maximum(lo, lb[:, :n].reshape(lo.shape))
             hi = jnp.minimum(hi, -lb[:, n:].reshape(hi.shape))
         bounds.append((lo, hi))
     return bounds, counts
+
+
+def _forward_error(op: Op, fns: dict, errs: dict, mx: jnp.ndarray) -> jnp.ndarray:
+    """A bound on $|\\tilde h_i(x) - h_i(x)|$ over the box for a record affine in the input,
+    $\\tilde h_i = \\tilde W_i x + \\tilde c_i$ its forward function as computed: with
+    $h_i = L(h_j) + b$, $\\tilde W_i = \\mathrm{fl}(L \\tilde W_j)$, $\\tilde c_i =
+    \\mathrm{fl}(L \\tilde c_j + b)$, the error is at most $\\gamma_n |L|(|\\tilde W_j| m_x +
+    |\\tilde c_j|) + \\gamma_n |b| + |L| e_j$ (`_rounding.py`; $m_x$ bounds $|x|$ on the box)."""
+    dtype = mx.dtype
+    b = mx.shape[0]
+    d = 1
+    for s_ in mx.shape[1:]:
+        d *= s_
+    g = gamma(op.terms, dtype)
+    flat = mx.reshape(b, d)
+    ms = []
+    for j in op.inputs:
+        w, c = fns[j][0], fns[j][1]
+        a = jnp.einsum("bd...,bd->b...", jnp.abs(w), flat) * (1 + gamma(d, dtype))
+        ms.append(a + jnp.abs(c))
+    b0 = op.full([jnp.zeros((1,) + fns[j][1].shape[1:], dtype) for j in op.inputs])
+    return (g * op.absl(ms) + g * jnp.abs(b0) + op.absl([errs[j] for j in op.inputs])) \
+        * (1 + 4 * unit(dtype))

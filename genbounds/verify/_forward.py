@@ -90,9 +90,11 @@ def forward_step(op: Op, fns: list, bounds: list) -> tuple:
 
 
 def forward_interval(f: tuple, x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
-                     lo: jnp.ndarray, hi: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+                     lo: jnp.ndarray, hi: jnp.ndarray,
+                     enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The interval of a record from its linear functions ``f`` over the ball, intersected
-    with the interval ``[lo, hi]`` it has from elsewhere."""
+    with the interval ``[lo, hi]`` it has from elsewhere (``enclose``: the concretisation's
+    rounding enclosed, `_ball.concretise`; the functions' own rounding is the caller's)."""
     b, d = f[0].shape[:2]
     shape0 = x0.shape[1:]
 
@@ -101,8 +103,10 @@ def forward_interval(f: tuple, x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
         return jnp.swapaxes(w, 1, 2).reshape((b, w.shape[2]) + shape0)
 
     w_lo, c_lo, w_hi, c_hi = f
-    low = concretise(spec(w_lo), c_lo.reshape((b, -1)), x0, eps, norm).reshape(lo.shape)
-    high = -concretise(-spec(w_hi), -c_hi.reshape((b, -1)), x0, eps, norm).reshape(hi.shape)
+    low = concretise(spec(w_lo), c_lo.reshape((b, -1)), x0, eps, norm,
+                     enclose).reshape(lo.shape)
+    high = -concretise(-spec(w_hi), -c_hi.reshape((b, -1)), x0, eps, norm,
+                       enclose).reshape(hi.shape)
     return jnp.maximum(low, lo), jnp.minimum(high, hi)
 
 

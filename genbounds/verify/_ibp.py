@@ -9,7 +9,8 @@ element-wise $g(t) = a t + d\,\mathrm{relu}(t)$, linear on each side of 0, attai
 over $[l, u]$ at $l$, $u$ or $0$ (when $l < 0 < u$).
 
 The input set is the smallest box containing the $\ell_p$ ball ($x_0 \pm \varepsilon$, for
-$\ell_2$ and $\ell_\infty$ alike).
+$\ell_2$ and $\ell_\infty$ alike). With ``enclose=True`` every interval is widened by the
+float rounding of its computation (`_rounding.py`), so it contains the exact one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import jax.numpy as jnp
 
 from ._ball import box
 from ._ops import Op
+from ._rounding import gamma, magnitude, outward, unit
 
 
-def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray,
+                 enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The range of $g(t) = a t + d\\,\\mathrm{relu}(t)$ over $[l, u]$ element-wise."""
     a = jnp.asarray(op.slope_neg, lo.dtype)
     d = jnp.asarray(op.slope_jump, lo.dtype)
@@ -30,29 +33,45 @@ def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray) -> tuple[jnp.ndarray,
     zero = jnp.zeros_like(lo)
     low = jnp.minimum(gl, gu)
     high = jnp.maximum(gl, gu)
-    return (jnp.where(cross, jnp.minimum(low, zero), low),
-            jnp.where(cross, jnp.maximum(high, zero), high))
+    out = (jnp.where(cross, jnp.minimum(low, zero), low),
+           jnp.where(cross, jnp.maximum(high, zero), high))
+    if not enclose:
+        return out
+    # two products and a sum per endpoint, each off by at most u of its terms
+    slack = 4 * unit(lo.dtype) * (jnp.abs(a) + jnp.abs(d)) * magnitude((lo, hi))
+    return outward(*out, slack)
 
 
-def ibp_step(op: Op, bounds: list) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """The interval of one record from the intervals of its inputs."""
+def ibp_step(op: Op, bounds: list, enclose: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The interval of one record from the intervals of its inputs (``enclose``: widened by
+    the rounding of the computation, `_rounding.py`)."""
     args = [bounds[j] for j in op.inputs]
     if op.kind == "affine":
         mids = [(lo + hi) / 2 for lo, hi in args]
         rads = [(hi - lo) / 2 for lo, hi in args]
+        if enclose:
+            u = unit(mids[0].dtype)
+            # [mid - rad, mid + rad] contains [lo, hi] despite the rounding of mid and rad
+            rads = [r * (1 + 4 * u) + 2 * u * magnitude(iv) for r, iv in zip(rads, args,
+                                                                             strict=True)]
         m = op.full(mids)
         r = op.absl(rads)
-        return m - r, m + r
+        if not enclose:
+            return m - r, m + r
+        g = gamma(op.terms, m.dtype)
+        b0 = op.full([jnp.zeros((1,) + a[0].shape[1:], m.dtype) for a in args])
+        err = op.absl([jnp.abs(x) for x in mids]) + jnp.abs(b0)
+        return outward(m, m, r * (1 + 2 * g) + g * err)
     if op.kind == "monotone":
         return op.full([args[0][0]]), op.full([args[0][1]])
     if op.kind == "act":
-        return act_interval(op, *args[0])
+        return act_interval(op, *args[0], enclose=enclose)
     raise AssertionError(op.kind)  # pragma: no cover
 
 
-def ibp(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray) -> list:
+def ibp(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, enclose: bool = False) -> list:
     """Interval bounds ``(lower, upper)`` of every record over the ball (each (B, *shape))."""
-    bounds: list = [box(x0, eps)]
+    bounds: list = [box(x0, eps, enclose)]
     for op in ops[1:]:
-        bounds.append(ibp_step(op, bounds))
+        bounds.append(ibp_step(op, bounds, enclose))
     return bounds

@@ -34,6 +34,8 @@ from genbounds.core._checks import NotBoundable
 from genbounds.network._graph import Node, eval_node
 from genbounds.network._network import Network
 
+from ._rounding import terms
+
 AFFINE = ("linear", "scale", "shift", "reshape", "add", "concat")
 _SUM_POOLS = ("sum", "global_sum")
 _MONOTONE_POOLS = ("max", "min", "global_max", "global_min")
@@ -53,6 +55,8 @@ class Op:
       slope_neg, slope_jump: $a$ and $d$ of $g(t) = a t + d\,\mathrm{relu}(t)$ (``"act"``),
         arrays of the record's shape.
       name: what the record is, for messages.
+      terms: the most terms of any sum its linear part or that part's transpose computes
+        (``"affine"``; for the rounding enclosure, `_rounding.py`).
     """
 
     kind: str
@@ -64,6 +68,7 @@ class Op:
     slope_neg: np.ndarray | None = None
     slope_jump: np.ndarray | None = None
     name: str = ""
+    terms: int = 1
 
 
 def with_dtype(node: Node, dtype) -> Node:
@@ -158,7 +163,10 @@ def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
             continue
         n = with_dtype(node, dtype)
         if node.op in AFFINE or (node.op == "pool" and node.info["kind"] in _SUM_POOLS):
-            ops.append(affine_op(n, f"{where}: {node.describe()}"))
+            size_in = max(int(np.prod(net.nodes[j].shape)) for j in node.inputs)
+            op = affine_op(n, f"{where}: {node.describe()}")
+            ops.append(dataclasses.replace(op, terms=terms(node, size_in,
+                                                                 int(np.prod(node.shape)))))
         elif node.op == "pool" and node.info["kind"] in _MONOTONE_POOLS:
             ops.append(Op("monotone", node.inputs, tuple(node.shape), full=_fn(n),
                           name=f"{where}: {node.describe()}"))
@@ -171,6 +179,31 @@ def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
             raise NotBoundable(f"bound propagation cannot relax {where}: {what} (no linear "
                                "relaxation of this operation is implemented)")
     return ops
+
+
+def _exact_in_float32(a) -> bool:
+    a = np.asarray(a)
+    if a.dtype.itemsize <= 4 and a.dtype.kind in "fiub":
+        return True
+    with np.errstate(over="ignore"):
+        return bool(np.all(a.astype(np.float32).astype(a.dtype) == a))
+
+
+def float32_records(net: Network, upto: int) -> bool:
+    """Whether the records up to ``upto`` are the same functions in float32: every kernel and
+    bias stored in float32 or narrower, every other constant exactly representable in it."""
+    for node in net.nodes[:upto + 1]:
+        if node.op == "linear":
+            arrays = [node.layer.kernel] + ([] if node.layer.bias is None else [node.layer.bias])
+            if any(np.dtype(a.dtype).itemsize > 4 for a in arrays):
+                return False
+        elif node.op in ("scale", "shift") and not _exact_in_float32(node.info["c"]):
+            return False
+        elif node.op == "add" and not _exact_in_float32(node.info["coef"]):
+            return False
+        elif node.op == "pool" and not _exact_in_float32(node.info.get("factor", 1.0)):
+            return False
+    return True
 
 
 def logit_node(net: Network) -> tuple[int, str | None]:
