@@ -83,8 +83,9 @@ def _ball_points(x0: np.ndarray, eps: float, norm: str, n: int, rng) -> np.ndarr
     return x0[None] + d
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize(("norm", "name"), [
+    pytest.param(n, m, marks=pytest.mark.slow) if (n, m) == ("linf", "residual") else (n, m)
+    for n in ("l2", "linf") for m in MODELS])
 def test_bounds_contain_the_outputs_of_samples_of_the_ball(name, norm):
     apply_fn, params, X, _ = _net(name)
     net = genbounds.Network.trace(apply_fn, params, X)
@@ -174,7 +175,7 @@ def test_radius_of_a_linear_classifier_is_the_distance_to_its_boundary():
             np.testing.assert_allclose(r.radius, exact, rtol=rtol)
 
 
-@pytest.mark.parametrize("name", ["chain", "residual"])
+@pytest.mark.parametrize("name", [pytest.param("chain", marks=pytest.mark.slow), "residual"])
 def test_alpha_crown_is_never_looser_than_crown_nor_crown_than_ibp(name):
     apply_fn, params, X, y = _net(name, seed=3)
     net = genbounds.Network.trace(apply_fn, params, X)

@@ -126,10 +126,10 @@ def test_float32_crown_margins_never_exceed_the_exact_minimum():
 
 
 def test_float32_radii_are_float64_radii_within_a_fraction_of_a_percent():
-    ps, x, net = _net(3, n=6)
+    ps, x, net = _net(3, n=4)
     y = np.argmax(np.asarray(_apply(ps, jnp.asarray(x))), axis=1)
-    r32 = genbounds.verify.crown_radius(net, X=x, y=y, search_steps=12)
-    r64 = genbounds.verify.crown_radius(net, X=x, y=y, search_steps=12, dtype=np.float64)
+    r32 = genbounds.verify.crown_radius(net, X=x, y=y, search_steps=10)
+    r64 = genbounds.verify.crown_radius(net, X=x, y=y, search_steps=10, dtype=np.float64)
     assert r32.terms["dtype"] == "float32" and r32.terms["rounding_enclosed"]
     assert np.all(r32.radius > 0)
     np.testing.assert_allclose(r32.radius, r64.radius, rtol=0.03)  # the search's 2%
