@@ -16,20 +16,24 @@ certifies every radius up to $\min(\varepsilon, g(\varepsilon))$,
 $g(\varepsilon) = \min_j (c_j - s)/n_j$ ($s$ the rounding margin below; a margin certified at
 $\varepsilon$ by the interval of the logits counts as $\varepsilon$).
 
-**Search** (``search="bracket"``). The bound certifies $\varepsilon$ where
-$h(\varepsilon) = g(\varepsilon) - \varepsilon \ge 0$; when $g$ decreases in $\varepsilon$
-(the intervals widen with the ball) the radius sought is the root of $h$, between
-$\min(\varepsilon, g(\varepsilon))$ and $\max(\varepsilon, g(\varepsilon))$ for every
-$\varepsilon$ evaluated. Each example starts at a quarter of the first-order guess
-$r_0 = M(x_0) / \|\nabla (f_y - f_{j^*})(x_0)\|_q$ ($j^*$ the runner-up), then takes regula falsi
-on $h$ between its last certified and last uncertified radii (aimed 1% below the root: $g$ falls
-steeply past it), or the geometric midpoint of its bracket when the two values of $h$ differ by
-more than a factor 10 or the same end held twice; it stops when the bracket, or the root's
-estimate, is within 2% of the certified radius, or after ``search_steps`` evaluations. The
-radius returned is the largest one *certified* by an evaluation (0 when none was), so it is
-sound whether or not $g$ is monotone; the monotonicity only steers the search. ``search=
-"bisection"`` is the plain search of earlier versions: each evaluation says only whether its
-radius is certified (doubling, halving, then bisection from $r_0$).
+**Search** (``search="bracket"``). Let $m(\varepsilon)$ be the smallest margin bound at
+radius $\varepsilon$ less the rounding margin; the radius sought is where $m$ crosses 0 (it
+falls as the ball grows, ever faster as neurons become unstable). Each example starts at an
+eighth of the first-order guess $r_0 = M(x_0) / \|\nabla (f_y - f_{j^*})(x_0)\|_q$ ($j^*$
+the runner-up) and keeps a bracket: the largest radius evaluated with $m \ge 0$ (at first 0,
+where $m$ is the margin) and the smallest with $m < 0$. Until a radius fails it grows by the
+smaller of two guesses that overshoot (the chord of $m$ from 0 through the certified end, and
+$g$ of that end), 1.1 to 2 times; then it takes regula falsi on $m$ inside the bracket with
+Illinois' rule (an end kept twice has its value halved; Dowell & Jarratt 1971), at least a
+quarter of the bracket up when the failed end's value is 10 times larger, and once the ends are
+within $(1 + r)^2$ of each other the failed end over $1 + r$, $r$ = 2%. It stops when the
+smallest failed radius is within 2% of the largest certified one, or after ``search_steps``
+evaluations. The examples share the batch's slots: an example that has stopped frees its slot
+for the next one. The radius returned is the largest one *certified* by an evaluation,
+counting every radius its linear bound covers (0 when none was), so it is sound whatever $m$
+does; its shape only steers the search. ``search="bisection"`` is the plain search of earlier
+versions: each evaluation says only whether its radius is certified (doubling, halving, then
+bisection from $r_0$).
 
 **Rounding.** By default the bounds enclose the float rounding of their own computation
 (`_rounding.py`; float32, with CROWN or α-CROWN on intervals from CROWN or interval
@@ -126,81 +130,104 @@ def bisection(prop: Propagator, net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarra
     return np.where(live, lo, 0.0), hi
 
 
-def _next_radius(eps, best, upper, e_lo, h_lo, e_hi, h_hi, same, rtol):
-    """The next radius to evaluate per example (see the module's docstring)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        top = np.where(np.isinf(e_hi), upper, e_hi)
-        mid = np.sqrt(best * top)
-        # no failure yet: towards the bound g met, past it once it is near
-        nxt = np.where(np.isinf(upper), 2 * eps,
-                       np.where(upper < 2 * best, upper * (1 + rtol), mid))
-        failed = ~np.isinf(e_hi)
-        nxt = np.where(failed & (best <= 0), e_hi / 4, np.where(failed, mid, nxt))
-        # regula falsi on h between the two ends, aimed a little below the root (g falls
-        # steeply past it), where the ends' values are comparable and neither end has held
-        # twice in a row; else the geometric midpoint
-        root = e_lo + (e_hi - e_lo) * h_lo / (h_lo - h_hi)
-        use = (failed & (best > 0) & np.isfinite(root) & ~np.isnan(h_lo) & (same < 2)
-               & (h_hi >= -10 * h_lo))
-        aim = np.clip(root * (1 - rtol / 2), best + 0.02 * (top - best),
-                      top - 0.1 * (top - best))
-        return np.where(use, aim, nxt), np.where(use, root, np.inf)
+def _padded(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` with its first row repeated up to ``size`` rows (one compiled shape)."""
+    if a.shape[0] == size:
+        return a
+    return np.concatenate([a, np.repeat(a[:1], size - a.shape[0], axis=0)])
 
 
-def bracket(prop: Propagator, net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarray,
-           margins: np.ndarray, steps: int, *, rtol: float = 0.02,
-           ) -> tuple[np.ndarray, np.ndarray]:
+def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
+            margins: np.ndarray, steps: int, *, batch: int, rtol: float = 0.02,
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The largest verified radius and the smallest radius at which the bound failed (inf if
-    none) per example, after at most ``steps`` bound evaluations (fewer once every bracket is
-    within ``rtol``)."""
+    none) per example, after at most ``steps`` bound evaluations of each (fewer once the
+    failed radius is within ``rtol`` of the verified one).
+
+    The examples share ``batch`` slots: each evaluation bounds the ``batch`` first examples
+    whose search goes on, so an example that needs few evaluations frees its slot for the
+    next one (the bound of an example does not depend on the others in its batch)."""
     n = x0.shape[0]
     best = np.zeros(n)
     failed = np.full(n, np.inf)
-    upper = np.full(n, np.inf)
-    # the last evaluations with h = g - eps >= 0 and < 0: (eps, h)
-    e_lo, h_lo = np.zeros(n), np.full(n, np.nan)
-    e_hi, h_hi = np.full(n, np.inf), np.full(n, np.nan)
-    eps = _first_order(net_fn, x0, y, prop.norm) / 4
     unit = float(jnp.finfo(prop.result_dtype).eps)
-    slack = math.sqrt(unit) * (1.0 + np.abs(margins))
-    live = margins > 0
-    done = ~live
-    side, same = np.zeros(n, bool), np.full(n, -1)
-    for _ in range(steps):
-        eps = _as_computed(eps, prop.dtype)  # the radii the bounds are computed at
-        out = prop.linear_margins(x0, jnp.asarray(eps, prop.dtype), y)
-        lb, centre, dn = (np.asarray(a, np.float64) for a in out[:3])
+    slack_all = math.sqrt(unit) * (1.0 + np.abs(margins))
+    live_all = margins > 0
+    # the bracket on m(e) = min_j lower bound of margin j at radius e, less the slack: a the
+    # largest radius evaluated with m >= 0 (radius 0: the margin itself), b the smallest with
+    # m < 0; side: which end the last evaluation moved (Illinois' rule)
+    a_e, a_m = np.zeros(n), margins - slack_all
+    b_e, b_m = np.full(n, np.inf), np.full(n, np.nan)
+    a_g = np.full(n, np.inf)  # g at the certified end: where its linear bound reaches 0
+    side = np.zeros(n, int)
+    eps = np.concatenate([
+        _first_order(net_fn, jnp.asarray(x0[s:s + batch]), jnp.asarray(y[s:s + batch]),
+                     prop.norm) for s in range(0, n, batch)]) / 8
+    done = ~live_all
+    used = np.zeros(n, int)
+    while True:
+        todo = np.flatnonzero(~done & (used < steps))
+        if todo.size == 0:
+            break
+        i = todo[:batch]
+        k = i.size
+        eps[i] = _as_computed(eps[i], prop.dtype)  # the radii the bounds are computed at
+        out = prop.linear_margins(jnp.asarray(_padded(x0[i], batch)),
+                                  jnp.asarray(_padded(eps[i], batch), prop.dtype),
+                                  jnp.asarray(_padded(y[i], batch)))
+        lb, centre, dn = (np.asarray(a, np.float64)[:k] for a in out[:3])
+        used[i] += 1
+        e, slack, live = eps[i], slack_all[i], live_all[i]
         cert = lb > slack[:, None]
         ok = np.all(cert, axis=1) & live
-        # the linear bound of margin j is centre_j - e dn_j for every radius e <= eps
+        # the linear bound of margin j is centre_j - e' dn_j for every radius e' <= e
         pos = dn > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             rad = np.where(pos, (centre - slack[:, None]) / np.where(pos, dn, 1.0),
                            np.where(centre > slack[:, None], np.inf, -np.inf))
-        g = np.min(np.where(cert, np.maximum(rad, eps[:, None]), rad), axis=1)
-        r = np.where(live, np.clip(np.minimum(g, eps), 0.0, None), 0.0)
-        best = np.maximum(best, r)
-        failed = np.where(ok | ~live, failed, np.minimum(failed, eps))
+        g = np.min(np.where(cert, np.maximum(rad, e[:, None]), rad), axis=1)
+        best[i] = np.maximum(best[i], np.where(live, np.clip(np.minimum(g, e), 0.0, None), 0.0))
+        failed[i] = np.where(ok | ~live, failed[i], np.minimum(failed[i], e))
         if prop.caps is not None:
-            _grow_caps(prop, out[3], live & ~done & (eps <= 2 * best))
-        # the bound certifies e where h(e) = g(e) - e >= 0; with g decreasing in e, the
-        # largest such e (the radius sought) lies between min(eps, g) and max(eps, g)
-        upper = np.maximum(np.minimum(upper, np.maximum(eps, g)), best)
-        h = g - eps
-        # ok: this evaluation is the bracket's new lower end, else its new upper end
-        same = np.where(ok == side, same + 1, 0)
-        side = ok
-        e_lo, h_lo = np.where(ok, eps, e_lo), np.where(ok, h, h_lo)
-        e_hi, h_hi = np.where(ok, e_hi, eps), np.where(ok, h_hi, h)
-        done = done | (upper <= best * (1 + rtol))
-        if np.all(done):
-            break
-        nxt, root = _next_radius(eps, best, upper, e_lo, h_lo, e_hi, h_hi, same, rtol)
-        done = done | (root <= best * (1 + rtol))
-        if np.all(done):
-            break
-        eps = np.where(done, eps, nxt)
-    return np.where(live, best, 0.0), failed
+            counts = {j: np.asarray(c)[:k] for j, c in out[3].items()}
+            _grow_caps(prop, counts, live & ~done[i] & (e <= 2 * best[i]))
+        m = np.min(lb, axis=1) - slack
+        ae, am, be, bm, sd = a_e[i], a_m[i], b_e[i], b_m[i], side[i]
+        up_a, up_b = ok & (e > ae), ~ok & (e < be)
+        # Illinois: the end that stayed put twice has its value halved (no one-sided crawl)
+        bm = np.where(up_a & (sd == 1), bm / 2, bm)
+        am = np.where(up_b & (sd == -1), am / 2, am)
+        ae, am = np.where(up_a, e, ae), np.where(up_a, m, am)
+        be, bm = np.where(up_b, e, be), np.where(up_b, m, bm)
+        ag = np.where(up_a, g, a_g[i])
+        sd = np.where(up_a, 1, np.where(up_b, -1, sd))
+        a_e[i], a_m[i], b_e[i], b_m[i], a_g[i], side[i] = ae, am, be, bm, ag, sd
+        fin = done[i] | (be <= best[i] * (1 + rtol))
+        done[i] = fin
+        eps[i] = np.where(fin, e, _next_radius(ae, am, be, bm, ag, margins[i] - slack, rtol))
+    return np.where(live_all, best, 0.0), failed
+
+
+def _next_radius(ae, am, be, bm, ag, m0, rtol):
+    """The next radius per example. With no failure yet: the smaller of two overshooting
+    guesses (m tends to fall faster as the radius grows), the chord from radius 0 through the
+    certified end extended and the zero of that end's linear bound ``ag``, within 1.1 and 2
+    times that end. Bracketed: regula falsi on m between the ends (with Illinois' halving,
+    done by the caller), kept at least a quarter of the bracket above its lower end when the
+    failed end's value is more than 10 times larger (m falls steeply near the radius, and
+    the chord then lands far below it); once the ends are within ``(1 + rtol)^2``, the failed
+    end over ``1 + rtol``, which ends the search whatever it gives."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        span = be - ae
+        root = ae + span * am / (am - bm)
+        low = np.where(-bm > 10 * np.abs(am), ae + 0.25 * span, ae + 0.03 * span)
+        inside = np.clip(root, low, be - 0.03 * span)
+        inside = np.where(np.isfinite(inside), inside, ae + span / 2)
+        chord = np.where(m0 - am > 0, ae * m0 / (m0 - am), 4 * ae)
+        grow = np.clip(np.minimum(chord, ag) * 1.02, 1.1 * ae, 2 * ae)
+        last = be / (1 + rtol) * (1 - 1e-9)
+        inside = np.where(be <= ae * (1 + rtol) ** 2, np.maximum(inside, last), inside)
+    return np.where(np.isinf(be), grow, inside)
 
 
 def crown_radius(
@@ -315,19 +342,24 @@ def crown_radius(
         x0 = Xn[s:s + batch]
         yy = np.asarray(y[s:s + batch])
         size = x0.shape[0]
-        if size < min(batch, n):  # pad the last batch: one compiled shape for every batch
-            pad = min(batch, n) - size
-            x0 = jnp.concatenate([x0, jnp.repeat(x0[:1], pad, axis=0)])
-            yy = np.concatenate([yy, np.repeat(yy[:1], pad)])
-        f = np.asarray(net_fn(x0), np.float64)
-        own = f[np.arange(f.shape[0]), yy]
+        f = np.asarray(net_fn(jnp.asarray(_padded(np.asarray(x0), min(batch, n)))),
+                       np.float64)[:size]
+        own = f[np.arange(size), yy]
         rest = np.where(np.arange(f.shape[1])[None] == yy[:, None], -np.inf, f)
-        m = own - rest.max(1)
-        find = bracket if search == "bracket" else bisection
-        lo, hi = find(prop, net_fn, x0, jnp.asarray(yy), m, search_steps)
+        margins.append(own - rest.max(1))
+    m = np.concatenate(margins)
+    if search == "bracket":
+        lo, hi = bracket(prop, net_fn, np.asarray(Xn), np.asarray(y), m, search_steps,
+                         batch=min(batch, n))
+        radius, upper = [lo], [hi]
+    for s in range(0, n, batch) if search == "bisection" else ():
+        x0 = _padded(np.asarray(Xn[s:s + batch]), min(batch, n))
+        yy = _padded(np.asarray(y[s:s + batch]), min(batch, n))
+        size = min(batch, n - s)
+        lo, hi = bisection(prop, net_fn, jnp.asarray(x0), jnp.asarray(yy),
+                           _padded(m[s:s + batch], min(batch, n)), search_steps)
         radius.append(lo[:size])
         upper.append(hi[:size])
-        margins.append(m[:size])
     notes = list(net.notes) + prop.notes + [
         f"{method} bounds on the margins over {norm} balls, pre-activation intervals by "
         f"{'interval propagation' if method == 'ibp' else intermediate}, in "
@@ -340,6 +372,6 @@ def crown_radius(
              "search_steps": search_steps, "search": search,
              "dtype": np.dtype(prop.dtype).name, "rounding_enclosed": prop.enclose}
     return CertifiedRadii(radius=np.concatenate(radius), norm=norm,
-                          margins=np.concatenate(margins), lipschitz=math.nan,
+                          margins=m, lipschitz=math.nan,
                           lipschitz_tight=None, method=method, failure_probability=0.0,
                           terms=terms)
