@@ -1,18 +1,19 @@
 """CROWN-certified l2 radii against PGD distances and the Lipschitz radius, on a small linen
 ResNet and an nnx CNN (both with BatchNorm) trained normally on digits.
 
-    python benchmarks/bench_crown.py [--n 100] [--epochs 20] [--no-baseline]
+    python benchmarks/bench_crown.py [--n 100] [--epochs 20] [--no-baseline] [--quick]
 
 For each network: test accuracy; the median over test examples of (a) the smallest radius at
 which PGD (l2, 40 steps, 2 restarts, inputs kept in [0, 1]) finds an adversarial example, on a
 geometric grid of radii (0 if misclassified; an upper bound on the minimal adversarial
 distance), (b) the CROWN-certified radius (`genbounds.verify.crown_radius`, a lower bound, with
-its bracketing search), (c) the same with the previous search (``search="bisection"``, 16
-evaluations: the speed baseline, skipped with --no-baseline), with CROWN passes for unstable
-neurons only, with cheaper pre-activation intervals (forward linear bounds, interval
-propagation) and alpha-CROWN, (d) the Lipschitz-certified radius (`genbounds.certified_radius`,
+its bracketing search), (c) the same in float64 (``dtype=np.float64``: the speed baseline of the
+float32 intervals with their rounding enclosed) and with the previous search in float64
+(``search="bisection"``, 16 evaluations; skipped with --no-baseline), and (not with --quick)
+with CROWN passes for unstable neurons only, with cheaper pre-activation intervals (forward
+linear bounds, interval propagation) and alpha-CROWN, (d) the Lipschitz-certified radius (`genbounds.certified_radius`,
 the tightness baseline); the ratios (b)/(a) (target >= 1/5) and (b)/(d); the wall time of each,
-measured in the same run (bounds in float64, x64 on), with the machine's load average; the
+measured in the same run (x64 on), with the machine's load average; the
 soundness check that no example has a certified radius above its PGD distance; and the wall
 time of `genbounds.robustness` (PGD, FGSM, Lipschitz and CROWN certificates on 11 radii from 0
 to 1; target under 20 s).
@@ -137,7 +138,7 @@ def pgd_distance(params, apply_fn, X, y, grid):
     return dist
 
 
-def evaluate(name, params, apply_fn, X, y, baseline=True):
+def evaluate(name, params, apply_fn, X, y, baseline=True, quick=False):
     acc = float(np.mean(np.argmax(np.asarray(apply_fn(params, X)), 1) == y))
     grid = np.geomspace(0.02, 4.0, 24)
     t0 = time.perf_counter()
@@ -148,9 +149,12 @@ def evaluate(name, params, apply_fn, X, y, baseline=True):
         ("lipschitz", lambda: genbounds.certified_radius(params, X=X, y=y, apply_fn=apply_fn,
                                                          norm="l2")),
         ("crown", lambda: crown_radius(params, X=X, y=y, apply_fn=apply_fn, norm="l2")),
+        ("crown (float64)", lambda: crown_radius(params, X=X, y=y, apply_fn=apply_fn,
+                                                 norm="l2", dtype=np.float64)),
         *((("crown (bisection, previous)", lambda: crown_radius(
             params, X=X, y=y, apply_fn=apply_fn, norm="l2", search="bisection",
-            search_steps=16)),) if baseline else ()),
+            search_steps=16, dtype=np.float64)),) if baseline else ()),
+    ) + (() if quick else (
         ("crown (unstable only)", lambda: crown_radius(
             params, X=X, y=y, apply_fn=apply_fn, norm="l2", unstable_only=True)),
         ("alpha-crown", lambda: crown_radius(
@@ -162,7 +166,7 @@ def evaluate(name, params, apply_fn, X, y, baseline=True):
         ("alpha-crown (forward)", lambda: crown_radius(
             params, X=X, y=y, apply_fn=apply_fn, norm="l2", method="alpha-crown",
             intermediate="forward", steps=20)),
-    ):
+    )):
         t0 = time.perf_counter()
         r = fn()
         out[label] = (r.radius, time.perf_counter() - t0)
@@ -181,10 +185,14 @@ def evaluate(name, params, apply_fn, X, y, baseline=True):
     c, lip = np.median(out["crown"][0]), np.median(out["lipschitz"][0])
     print(f"CROWN / Lipschitz median radius: {c / max(lip, 1e-300):.1f}x; "
           f"CROWN / PGD = {c / med_pgd:.3f} (target >= 0.2)")
+    print(f"CROWN time: {out['crown'][1]:.1f} s against {out['crown (float64)'][1]:.1f} s "
+          f"in float64 with the same search (ratio "
+          f"{out['crown (float64)'][1] / out['crown'][1]:.1f}x; radii ratio median "
+          f"{np.median(out['crown'][0] / np.maximum(out['crown (float64)'][0], 1e-300)):.6f})")
     if baseline:
         print(f"CROWN time: {out['crown'][1]:.1f} s against "
-              f"{out['crown (bisection, previous)'][1]:.1f} s with the previous search (ratio "
-              f"{out['crown (bisection, previous)'][1] / out['crown'][1]:.1f}x)")
+              f"{out['crown (bisection, previous)'][1]:.1f} s with the previous search in "
+              f"float64 (ratio {out['crown (bisection, previous)'][1] / out['crown'][1]:.1f}x)")
     print(f"genbounds.robustness (11 radii, PGD + FGSM + Lipschitz + CROWN): {t_rob:.1f} s "
           f"(target < 20 s; load average {os.getloadavg()[0]:.1f})")
 
@@ -195,6 +203,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--no-baseline", dest="baseline", action="store_false")
+    ap.add_argument("--quick", action="store_true",
+                    help="only CROWN (float32 and float64), Lipschitz, PGD and robustness")
     args = ap.parse_args()
     ds = load("digits", seed=0, flatten=False)
     X = jnp.asarray(ds.X_test[:args.n], jnp.float32)
@@ -202,11 +212,12 @@ def main() -> None:
     t0 = time.perf_counter()
     v, f = train_resnet(ds, args.epochs)
     print(f"trained the ResNet in {time.perf_counter() - t0:.1f} s")
-    evaluate("linen ResNet (BatchNorm, 2 residual blocks)", v, f, X, y, args.baseline)
+    evaluate("linen ResNet (BatchNorm, 2 residual blocks)", v, f, X, y, args.baseline,
+             args.quick)
     t0 = time.perf_counter()
     m, g = train_nnx(ds, args.epochs)
     print(f"trained the nnx CNN in {time.perf_counter() - t0:.1f} s")
-    evaluate("nnx CNN (BatchNorm)", m, g, X, y, args.baseline)
+    evaluate("nnx CNN (BatchNorm)", m, g, X, y, args.baseline, args.quick)
 
 
 if __name__ == "__main__":
