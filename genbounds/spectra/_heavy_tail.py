@@ -74,8 +74,8 @@ def _check_options(preset: str, dtype: Any, method: str, conv_spectrum: str, boo
                    confidence: float, min_tail: int, min_evals: int) -> Any:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    if method not in ("svd", "eigh"):
-        raise ValueError(f"method must be 'svd' or 'eigh', got {method!r}")
+    if method not in ("auto", "svd", "gram", "eigh"):
+        raise ValueError(f"method must be 'auto', 'svd', 'gram' or 'eigh', got {method!r}")
     if conv_spectrum not in ("slices", "operator"):
         raise ValueError(f"conv_spectrum must be 'slices' or 'operator', got {conv_spectrum!r}")
     check_int(bootstrap, "bootstrap", minimum=0)
@@ -111,7 +111,7 @@ def heavy_tail(
     max_evals: int | None = None,
     max_N: int | None = None,
     dtype: Any = None,
-    method: str = "svd",
+    method: str = "auto",
     conv_spectrum: str = "slices",
     conv_input_shape: Any = None,
     on_failure: str = "report",
@@ -135,7 +135,10 @@ def heavy_tail(
       ``num_spikes``, ``mp_softrank``) with the aspect ratio ``Q`` = $N/M$;
     * ``randomize=True``: the ESD of the entry-shuffled matrices, its MP fit
       (``rand_num_spikes`` = ``num_traps``, the correlation traps), ``rand_distance``,
-      ``ww_softrank``, ``ww_maxdist``.
+      ``ww_softrank``, ``ww_maxdist``. WeightWatcher's replica rule (5 shuffles of every
+      matrix below 100 components, else 1) sets the pooled spectrum; the default preset takes
+      the distance's spectrum from the first of those shuffles (WeightWatcher and its preset
+      draw one more).
 
     Presets. ``"weightwatcher"`` reproduces WeightWatcher 0.7.7's ``analyze()`` defaults
     exactly (float32 read, float64 SVD; conv slices with their eigenvalues halved and its N/M
@@ -146,7 +149,9 @@ def heavy_tail(
     tail of at least ``min_tail``, the two-sided KS distance, a failed fit reported (or raised)
     and left out of the means, an explicit key, float32/float64 only, a bootstrap interval of
     alpha (``alpha_low``, ``alpha_high``, ``alpha_se``), and optionally the exact spectrum of
-    the circular convolution operator (``conv_spectrum="operator"``).
+    the circular convolution operator (``conv_spectrum="operator"``); for speed it takes the
+    eigenvalues from the Gram matrix (``method="auto"``, below) and the randomised distance
+    from the first pooled shuffle.
 
     These are measures, not bounds: nothing here bounds the test error.
 
@@ -165,7 +170,18 @@ def heavy_tail(
         preset).
       dtype: ``float32`` or ``float64`` (default: float64 when ``jax_enable_x64``, else
         float32).
-      method: ``"svd"`` (singular values) or ``"eigh"`` (eigenvalues of the Gram matrix).
+      method: how the layers' eigenvalues are computed. ``"auto"`` (default): ``"svd"`` under
+        the ``"weightwatcher"`` preset (WeightWatcher's LAPACK ``gesdd``), ``"gram"`` under the
+        default one. ``"svd"``: the singular values (every eigenvalue to a relative error of
+        about $\varepsilon\,\sigma_{\max}/\sigma$). ``"gram"``: the eigenvalues of the
+        smaller Gram matrix (BLAS ``syrk`` and LAPACK ``syevd``, in float64 on a CPU; 1.7-3.7x
+        faster than the SVD on 600-1024 square matrices), each within an absolute error of order
+        $n\,\varepsilon\,\lambda_{\max}$, so the smallest eigenvalues lose relative
+        accuracy; a matrix whose smallest eigenvalue is not above $2^{10} n\,\varepsilon\,
+        \lambda_{\max}$ is decomposed by the SVD instead (so the rank columns and the values
+        near the $10^{-5}$ threshold of the fit are the SVD's), as is every matrix under 32
+        rows or columns. ``"eigh"``: the jitted batched ``eigvalsh`` of the Gram matrix in the
+        given dtype, unchecked. The randomised ESDs always take the Gram route.
       conv_spectrum: ``"slices"`` or ``"operator"`` (default preset).
       conv_input_shape: spatial input shape for ``"operator"``: one tuple, or a mapping from
         layer path to tuple.
@@ -229,11 +245,13 @@ def heavy_tail(
             skipped.append((name, f"N = {lm.N} > max_N = {max_N}"))
         else:
             layers.append(lm)
-    svals = singular_values([x.mats for x in layers], method=method)
+    if method == "auto":
+        method = "svd" if ww else "gram"
+    svals = singular_values([x.mats for x in layers], method=method, resolve=method == "gram")
     rand = None
     if randomize:
         rng = np.random.RandomState(seed) if ww else jax.random.fold_in(key, 1)
-        rand = random_spectra(layers, rng=rng, method=method)
+        rand = random_spectra(layers, rng=rng, method=method, share_fresh=not ww)
     out = []
     for i, (lm, sv) in enumerate(zip(layers, svals, strict=True)):
         out.append(_layer(lm, sv, i, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i],
