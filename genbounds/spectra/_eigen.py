@@ -123,8 +123,8 @@ def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd",
     for key, idx in groups.items():
         stack = np.concatenate([mats[i] for i in idx], axis=0)
         double = np.dtype(key[2]) in (np.dtype(np.float64), np.dtype(np.complex128))
-        method = "svd" if method == "gram" and min(key[:2]) < _GRAM_MIN else method
-        if method == "gram" and (_cpu() or (double and not _x64())):
+        how = "svd" if method == "gram" and min(key[:2]) < _GRAM_MIN else method
+        if how == "gram" and (_cpu() or (double and not _x64())):
             wide = resolve and stack.dtype in (np.float32, np.complex64)
             ev = _gram_evals_numpy(stack.astype(np.result_type(stack.dtype, np.float64))
                                    if wide else stack)
@@ -134,13 +134,13 @@ def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd",
                                   else np.float32)
                 if bad.size:
                     sv[bad] = _svd_numpy(stack[bad])
-        elif method == "svd" and _cpu():
+        elif how == "svd" and _cpu():
             sv = _svd_numpy(stack)
         elif double and not _x64():
             sv = np.linalg.svd(stack, compute_uv=False)
         else:
-            sv = np.array(_batched_svals(jnp.asarray(stack), method))
-            if resolve and method == "gram":
+            sv = np.array(_batched_svals(jnp.asarray(stack), how))
+            if resolve and how == "gram":
                 bad = _unresolved(np.sort(sv.astype(np.float64), axis=-1) ** 2, max(key[:2]),
                                   np.float64 if double else np.float32)
                 if bad.size:

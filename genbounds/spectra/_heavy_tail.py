@@ -30,7 +30,7 @@ from genbounds.spectra._matrices import (
     genbounds_matrices,
     weightwatcher_matrices,
 )
-from genbounds.spectra._powerlaw import bootstrap_alpha, fit_power_law
+from genbounds.spectra._powerlaw import bootstrap_alpha_start, fit_power_law
 from genbounds.spectra._randomize import jensen_shannon_distance, random_spectra
 from genbounds.spectra._result import HeavyTail, LayerSpectrum
 
@@ -248,15 +248,17 @@ def heavy_tail(
     if method == "auto":
         method = "svd" if ww else "gram"
     svals = singular_values([x.mats for x in layers], method=method, resolve=method == "gram")
+    # the fits first, each layer's bootstrap dispatched to JAX (it runs asynchronously while
+    # the randomised spectra, the MP fits and the other layers' work proceed)
+    fits = [_fit_layer(lm, sv, i, ww=ww, bootstrap=bootstrap, confidence=confidence,
+                       min_tail=min_tail, key=key, on_failure=on_failure)
+            for i, (lm, sv) in enumerate(zip(layers, svals, strict=True))]
     rand = None
     if randomize:
         rng = np.random.RandomState(seed) if ww else jax.random.fold_in(key, 1)
         rand = random_spectra(layers, rng=rng, method=method, share_fresh=not ww)
-    out = []
-    for i, (lm, sv) in enumerate(zip(layers, svals, strict=True)):
-        out.append(_layer(lm, sv, i, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i],
-                          bootstrap=bootstrap, confidence=confidence, min_tail=min_tail,
-                          key=key, on_failure=on_failure))
+    out = [_layer(lm, *f, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i])
+           for i, (lm, f) in enumerate(zip(layers, fits, strict=True))]
     notes = ((f"preset {preset!r}",)
              + (("conv eigenvalues halved (WeightWatcher's conv2d_norm)",) if ww else ()))
     opts = {"preset": preset, "mp_fit": mp_fit, "randomize": randomize, "bootstrap": bootstrap,
@@ -267,9 +269,10 @@ def heavy_tail(
                      notes=notes)
 
 
-def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool, rand: Any,
-           bootstrap: int, confidence: float, min_tail: int, key: jax.Array,
-           on_failure: str) -> LayerSpectrum:
+def _fit_layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, bootstrap: int,
+               confidence: float, min_tail: int, key: jax.Array, on_failure: str):
+    """The ESD, the spectral columns and the power-law fit of one layer, and its bootstrap
+    dispatched (a function that waits for it, or None)."""
     n_comp = lm.M * lm.rf
     per = [s[-n_comp:] for s in sv]  # WW: np.sort(sv)[-n_comp:] per matrix
     evals = np.sort(np.concatenate([s * s for s in per]))
@@ -296,13 +299,21 @@ def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool,
                    num_pl_spikes=-1 if ww else 0, status=fit.status)
     row["warning"] = ("over-trained" if alpha < 2.0 else "under-trained" if alpha > 6.0 else "") \
         if (ww or fit.ok) else ""
+    pending = None
     if not ww and bootstrap > 0 and fit.ok:
         bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
                                                                  index)))
-        ci = bootstrap_alpha(evals, np.random.default_rng(bits.astype(np.uint32).ravel()),
-                             num_resamples=bootstrap, confidence=confidence, min_tail=min_tail)
-        row.update(alpha_low=ci.low, alpha_high=ci.high, alpha_se=ci.se,
-                   bootstrap_failed=ci.num_failed)
+        pending = bootstrap_alpha_start(evals, np.random.default_rng(bits.astype(np.uint32)
+                                                                     .ravel()),
+                                        num_resamples=bootstrap, confidence=confidence,
+                                        min_tail=min_tail)
+        # the columns' place (filled when the bootstrap is collected, in `_layer`)
+        row.update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se", "bootstrap_failed")))
+    return evals, alpha, row, pending
+
+
+def _layer(lm: LayerMatrices, evals: np.ndarray, alpha: float, row: dict[str, Any],
+           pending: Any, *, ww: bool, mp: bool, rand: Any) -> LayerSpectrum:
     if mp:
         row.update(_mp_columns(evals, lm, ""))
     if rand is not None:
@@ -312,6 +323,10 @@ def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool,
         row["ww_maxdist"] = float(np.max(evals) - np.max(rand.fresh))
         row.update(_mp_columns(rand.pooled, lm, "rand_"))
     row.update(_norm_metrics(evals, alpha, lm.N))
+    if pending is not None:
+        ci = pending()
+        row.update(alpha_low=ci.low, alpha_high=ci.high, alpha_se=ci.se,
+                   bootstrap_failed=ci.num_failed)
     return LayerSpectrum(name=lm.name, metrics=row, evals=evals,
                          rand_evals=None if rand is None else rand.pooled)
 

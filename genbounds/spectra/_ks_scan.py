@@ -25,6 +25,7 @@ that of the full scan. Resamples (the bootstrap) run as a ``lax.map`` over the s
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -171,10 +172,18 @@ def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
     ``single=True`` runs in float32 (the bootstrap: its argmin over D is not worth float64's
     cost; the point fit runs in float64 when ``jax_enable_x64`` is on). ``prune=False`` runs
     the full scan for every row (the pruned scan gives the same result; see the module
-    docstring).
+    docstring; buckets up to 128 always run the full scan, cheaper there than the bound).
 
     Returns ``(rows, 4)``: alpha (NaN where no candidate), xmin, D, tail size.
     """
+    return fit_many_start(samples, counts, min_tail=min_tail, single=single, prune=prune)()
+
+
+def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
+                   single: bool = False, prune: bool = True) -> Callable[[], np.ndarray]:
+    """`fit_many` in two steps: this call dispatches the kernel (JAX runs it asynchronously,
+    off the calling thread, so other work can proceed) and returns a function that waits for
+    it, runs the fallbacks where the certificate failed, and returns the result."""
     x64 = jax.config.jax_enable_x64 and not single
     dtype = jnp.float64 if x64 else jnp.float32
     size = bucket(samples.shape[1])
@@ -183,15 +192,20 @@ def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
     # padding is masked out; +inf keeps the sort order and the `first` test
     xs, ns = jnp.asarray(pad, dtype), jnp.asarray(counts)
     if not prune or size <= _FULL_MAX:
-        return np.asarray(_fit_many_full(xs, ns, min_tail), np.float64)
-    res, ok = _fit_many_pruned(xs, ns, min_tail, _KEEP)
-    res, ok = np.array(res, np.float64), np.array(ok)
-    wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
-    if not ok.all() and wide > _KEEP:
-        bad = np.flatnonzero(~ok)
-        r2, ok2 = _fit_many_pruned(xs[bad], ns[bad], min_tail, wide)
-        res[bad], ok[bad] = np.asarray(r2, np.float64), np.asarray(ok2)
-    if not ok.all():
-        bad = np.flatnonzero(~ok)
-        res[bad] = np.asarray(_fit_many_full(xs[bad], ns[bad], min_tail), np.float64)
-    return res
+        out = _fit_many_full(xs, ns, min_tail)
+        return lambda: np.asarray(out, np.float64)
+    first = _fit_many_pruned(xs, ns, min_tail, _KEEP)
+
+    def finish() -> np.ndarray:
+        res, ok = np.array(first[0], np.float64), np.array(first[1])
+        wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
+        if not ok.all() and wide > _KEEP:
+            bad = np.flatnonzero(~ok)
+            r2, ok2 = _fit_many_pruned(xs[bad], ns[bad], min_tail, wide)
+            res[bad], ok[bad] = np.asarray(r2, np.float64), np.asarray(ok2)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            res[bad] = np.asarray(_fit_many_full(xs[bad], ns[bad], min_tail), np.float64)
+        return res
+
+    return finish
