@@ -17,7 +17,8 @@ Each eigenvalue then has an absolute error of order $n\\,\\varepsilon\\,\\lambda
 of a relative one, so eigenvalues far below $\\varepsilon\\,\\lambda_{\\max}$ (a rank-deficient
 matrix) are not resolved; the randomised ESDs use it (`_randomize.py`). Matrices with fewer
 than 32 rows or columns take the SVD under either method (the Gram saves nothing there, and a
-shuffled one-column matrix keeps its singular value to the bit, as in WeightWatcher).
+shuffled one-column matrix keeps its singular value to the bit, as in WeightWatcher), unless
+``resolve=True``.
 
 ``resolve=True`` (the default preset's layer matrices) keeps that route only where it resolves
 every eigenvalue: on a CPU the Gram matrix is formed and decomposed in float64 (a float32 input
@@ -123,7 +124,8 @@ def singular_values(mats: Sequence[np.ndarray], *, method: str = "svd",
     for key, idx in groups.items():
         stack = np.concatenate([mats[i] for i in idx], axis=0)
         double = np.dtype(key[2]) in (np.dtype(np.float64), np.dtype(np.complex128))
-        how = "svd" if method == "gram" and min(key[:2]) < _GRAM_MIN else method
+        small = min(key[:2]) < _GRAM_MIN and not resolve
+        how = "svd" if method == "gram" and small else method
         if how == "gram" and (_cpu() or (double and not _x64())):
             wide = resolve and stack.dtype in (np.float32, np.complex64)
             ev = _gram_evals_numpy(stack.astype(np.result_type(stack.dtype, np.float64))
