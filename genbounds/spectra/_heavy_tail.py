@@ -172,16 +172,16 @@ def heavy_tail(
         float32).
       method: how the layers' eigenvalues are computed. ``"auto"`` (default): ``"svd"`` under
         the ``"weightwatcher"`` preset (WeightWatcher's LAPACK ``gesdd``), ``"gram"`` under the
-        default one. ``"svd"``: the singular values (every eigenvalue to a relative error of
-        about $\varepsilon\,\sigma_{\max}/\sigma$). ``"gram"``: the eigenvalues of the
-        smaller Gram matrix (BLAS ``syrk`` and LAPACK ``syevd``, in float64 on a CPU; 1.7-3.7x
-        faster than the SVD on 600-1024 square matrices), each within an absolute error of order
-        $n\,\varepsilon\,\lambda_{\max}$, so the smallest eigenvalues lose relative
-        accuracy; a matrix whose smallest eigenvalue is not above $2^{10} n\,\varepsilon\,
-        \lambda_{\max}$ is decomposed by the SVD instead (so the rank columns and the values
-        near the $10^{-5}$ threshold of the fit are the SVD's), as is every matrix under 32
-        rows or columns. ``"eigh"``: the jitted batched ``eigvalsh`` of the Gram matrix in the
-        given dtype, unchecked. The randomised ESDs always take the Gram route.
+        default one. ``"svd"``: the squared singular values (each eigenvalue to a relative
+        error of about $\varepsilon\,\sigma_{\max}/\sigma$). ``"gram"``: the eigenvalues of
+        the smaller Gram matrix (BLAS ``syrk`` and LAPACK ``syevd``, in float64 on a CPU;
+        1.7-3.9x faster than the SVD on 600-1024 matrices), each within an absolute error of
+        order $n\,\varepsilon\,\lambda_{\max}$ ($n$ the larger side), so the smallest
+        eigenvalues lose relative accuracy; a matrix whose smallest eigenvalue is not above
+        $2^{10} n\,\varepsilon\,\lambda_{\max}$ is decomposed by the SVD instead (so the
+        rank columns, and the values near the $10^{-5}$ threshold of the fit, are the SVD's
+        there). ``"eigh"``: the jitted batched ``eigvalsh`` of the Gram matrix in the given
+        dtype, unchecked. The randomised ESDs always take the Gram route.
       conv_spectrum: ``"slices"`` or ``"operator"`` (default preset).
       conv_input_shape: spatial input shape for ``"operator"``: one tuple, or a mapping from
         layer path to tuple.
@@ -248,15 +248,25 @@ def heavy_tail(
     if method == "auto":
         method = "svd" if ww else "gram"
     svals = singular_values([x.mats for x in layers], method=method, resolve=method == "gram")
-    # the fits first, each layer's bootstrap dispatched to JAX (it runs asynchronously while
-    # the randomised spectra, the MP fits and the other layers' work proceed)
-    fits = [_fit_layer(lm, sv, i, ww=ww, bootstrap=bootstrap, confidence=confidence,
-                       min_tail=min_tail, key=key, on_failure=on_failure)
-            for i, (lm, sv) in enumerate(zip(layers, svals, strict=True))]
     rand = None
     if randomize:
         rng = np.random.RandomState(seed) if ww else jax.random.fold_in(key, 1)
         rand = random_spectra(layers, rng=rng, method=method, share_fresh=not ww)
+    # the point fits, then every layer's bootstrap dispatched to JAX, which runs them off this
+    # thread while the MP fits and the norm metrics proceed (after the randomised spectra:
+    # LAPACK's threads want both cores; the point fits first: they would queue behind them)
+    fits = [_fit_layer(lm, sv, ww=ww, min_tail=min_tail, on_failure=on_failure)
+            for lm, sv in zip(layers, svals, strict=True)]
+    for i, f in enumerate(fits):
+        if not ww and bootstrap > 0 and f[1]["status"] == "success":
+            bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
+                                                                     i)))
+            rng = np.random.default_rng(bits.astype(np.uint32).ravel())
+            f[2] = bootstrap_alpha_start(f[0], rng, num_resamples=bootstrap,
+                                         confidence=confidence, min_tail=min_tail)
+            # the columns' place (filled when the bootstrap is collected, in `_layer`)
+            f[1].update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se",
+                                       "bootstrap_failed")))
     out = [_layer(lm, *f, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i])
            for i, (lm, f) in enumerate(zip(layers, fits, strict=True))]
     notes = ((f"preset {preset!r}",)
@@ -269,10 +279,10 @@ def heavy_tail(
                      notes=notes)
 
 
-def _fit_layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, bootstrap: int,
-               confidence: float, min_tail: int, key: jax.Array, on_failure: str):
-    """The ESD, the spectral columns and the power-law fit of one layer, and its bootstrap
-    dispatched (a function that waits for it, or None)."""
+def _fit_layer(lm: LayerMatrices, sv: np.ndarray, *, ww: bool, min_tail: int,
+               on_failure: str) -> list[Any]:
+    """``[evals, row, None]``: the ESD, the spectral columns and the power-law fit of one layer
+    (the None is the place of its pending bootstrap)."""
     n_comp = lm.M * lm.rf
     per = [s[-n_comp:] for s in sv]  # WW: np.sort(sv)[-n_comp:] per matrix
     evals = np.sort(np.concatenate([s * s for s in per]))
@@ -299,21 +309,11 @@ def _fit_layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, boots
                    num_pl_spikes=-1 if ww else 0, status=fit.status)
     row["warning"] = ("over-trained" if alpha < 2.0 else "under-trained" if alpha > 6.0 else "") \
         if (ww or fit.ok) else ""
-    pending = None
-    if not ww and bootstrap > 0 and fit.ok:
-        bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
-                                                                 index)))
-        pending = bootstrap_alpha_start(evals, np.random.default_rng(bits.astype(np.uint32)
-                                                                     .ravel()),
-                                        num_resamples=bootstrap, confidence=confidence,
-                                        min_tail=min_tail)
-        # the columns' place (filled when the bootstrap is collected, in `_layer`)
-        row.update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se", "bootstrap_failed")))
-    return evals, alpha, row, pending
+    return [evals, row, None]
 
 
-def _layer(lm: LayerMatrices, evals: np.ndarray, alpha: float, row: dict[str, Any],
-           pending: Any, *, ww: bool, mp: bool, rand: Any) -> LayerSpectrum:
+def _layer(lm: LayerMatrices, evals: np.ndarray, row: dict[str, Any], pending: Any, *,
+           ww: bool, mp: bool, rand: Any) -> LayerSpectrum:
     if mp:
         row.update(_mp_columns(evals, lm, ""))
     if rand is not None:
@@ -322,7 +322,7 @@ def _layer(lm: LayerMatrices, evals: np.ndarray, alpha: float, row: dict[str, An
         row["ww_softrank"] = float(np.max(rand.fresh) / np.max(evals))
         row["ww_maxdist"] = float(np.max(evals) - np.max(rand.fresh))
         row.update(_mp_columns(rand.pooled, lm, "rand_"))
-    row.update(_norm_metrics(evals, alpha, lm.N))
+    row.update(_norm_metrics(evals, row["alpha"], lm.N))
     if pending is not None:
         ci = pending()
         row.update(alpha_low=ci.low, alpha_high=ci.high, alpha_se=ci.se,

@@ -13,13 +13,18 @@ fit is the candidate of smallest $D_i$ (the first on ties).
 
 The scan is exact and pruned (branch and bound). A maximum over some of the points of a tail is
 a lower bound $B_i \le D_i$: each candidate first gets $B_i$ from its first 16 points and 48
-points spread evenly over its tail (short tails are covered whole); then the ``keep`` candidates
-of smallest $B_i$ get their exact $D_i$, and every other candidate is ruled out by
+points spread evenly over the tail of its block's first candidate (blocks of 16 consecutive
+candidates share them, so that the bound needs no gather of a (candidates x points) matrix; each
+candidate uses those inside its own tail; short tails are covered whole); then the ``keep``
+candidates of smallest $B_i$ get their exact $D_i$, and every other candidate is ruled out by
 $B_i > \min D$ (with a margin of a few ulps). Where that certificate fails for a sample (a tail
 close to a pure power law, where many candidates fit about equally well), the same runs with a
-quarter of the candidates kept, and where it fails again the full scan (every candidate over its whole tail, rows in blocks of at most ``2**20 / n_pad``,
-fused by XLA so that a block never exists as a matrix) runs instead, so the result is always
-that of the full scan. Resamples (the bootstrap) run as a ``lax.map`` over the same kernel.
+quarter of the candidates kept, and where it fails again the full scan (every candidate over its
+whole tail, rows in blocks of at most ``2**20 / n_pad``, fused by XLA so that a block never
+exists as a matrix) runs instead, so the result is always that of the full scan. Padded sizes
+up to 128 run the full scan directly (there it costs less than the bound). Resamples (the bootstrap) run as a ``lax.map`` over the same kernel, in
+vmapped batches of resamples (fewer loop steps, larger fused kernels); `fit_many_start`
+dispatches them without waiting (JAX runs the kernel off the calling thread).
 """
 
 from __future__ import annotations
