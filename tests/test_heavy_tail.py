@@ -227,3 +227,32 @@ def test_report_lists_the_summary_metrics():
     for k in ("alpha", "alpha_weighted", "log_alpha_norm", "stable_rank"):
         assert ms[f"ht_{k}"].complexity == pytest.approx(direct[k], rel=1e-12)
         assert ms[f"ht_{k}"].value is None
+
+
+def test_gram_eigenvalues_within_their_stated_error_and_svd_where_unresolved():
+    from scipy import linalg
+
+    rng = np.random.default_rng(14)
+    W = rng.standard_t(3.0, size=(150, 90))
+    ref = np.sort(linalg.svd(W, compute_uv=False) ** 2)
+    auto = genbounds.heavy_tail([W], bootstrap=0)["0"]  # default preset: the Gram route
+    assert np.max(np.abs(auto.evals - ref)) <= 150 * np.finfo(float).eps * ref[-1]
+    svd = genbounds.heavy_tail([W], bootstrap=0, method="svd")["0"]
+    np.testing.assert_array_equal(svd.evals, ref)  # LAPACK gesdd, as before
+    # a rank-20 matrix: the Gram route cannot resolve its zero eigenvalues, so the SVD runs
+    # and the rank columns are the SVD's
+    low = rng.standard_normal((100, 20)) @ rng.standard_normal((20, 60))
+    a = genbounds.heavy_tail([low], bootstrap=0)["0"]
+    b = genbounds.heavy_tail([low], bootstrap=0, method="svd")["0"]
+    np.testing.assert_array_equal(a.evals, b.evals)
+    assert a["rank_loss"] == b["rank_loss"] == 40 and a["matrix_rank"] == 20
+
+
+def test_default_randomised_distance_uses_the_first_pooled_shuffle():
+    W = np.random.default_rng(15).standard_normal((150, 120))  # 120 components: 1 replica
+    r = genbounds.heavy_tail([W], randomize=True, bootstrap=0)["0"]
+    assert r["ww_softrank"] == r["max_rand_eval"] / r["lambda_max"]  # fresh = pooled
+    small = np.random.default_rng(16).standard_normal((60, 40))  # 40 components: 5 replicas
+    s = genbounds.heavy_tail([small], randomize=True, bootstrap=0)["0"]
+    assert s.rand_evals.size == 5 * 40
+    assert s["ww_softrank"] <= s["max_rand_eval"] / s["lambda_max"]  # fresh is one of them

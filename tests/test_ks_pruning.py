@@ -50,3 +50,23 @@ def test_weightwatcher_rule_pruned_scan_has_the_same_argmin_and_distance():
         i, j = int(np.argmin(full)), int(np.argmin(pruned))
         assert i == j and full[i] == pruned[j], (trial, n)
         assert np.all(pruned <= full + 1e-12)  # the pruned values are lower bounds elsewhere
+
+
+def test_default_rule_pruned_scan_with_ties_and_rows_of_different_lengths():
+    # rows of one call hold samples of different sizes (the rest padding), some with ties:
+    # the bound's blocks of candidates and their shared spread points must respect each n
+    rng = np.random.default_rng(4)
+    ev = _spectrum("t", 300, rng)
+    rows, counts = [], []
+    for r in range(24):  # the shapes of the test above: its compilations serve
+        n = int(rng.integers(150, 300))
+        s = rng.choice(ev, size=n, replace=True)
+        if r % 4 == 0:
+            s = np.round(s, 1) + 0.1
+        rows.append(np.pad(np.sort(s), (0, 300 - n), constant_values=np.inf))
+        counts.append(n)
+    s, counts = np.stack(rows), np.array(counts)
+    for single in (True, False):
+        full = ks_fit_many(s, counts, min_tail=10, single=single, prune=False)
+        pruned = ks_fit_many(s, counts, min_tail=10, single=single, prune=True)
+        np.testing.assert_array_equal(pruned, full)

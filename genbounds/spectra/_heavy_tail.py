@@ -30,7 +30,7 @@ from genbounds.spectra._matrices import (
     genbounds_matrices,
     weightwatcher_matrices,
 )
-from genbounds.spectra._powerlaw import bootstrap_alpha, fit_power_law
+from genbounds.spectra._powerlaw import bootstrap_alpha_start, fit_power_law
 from genbounds.spectra._randomize import jensen_shannon_distance, random_spectra
 from genbounds.spectra._result import HeavyTail, LayerSpectrum
 
@@ -74,8 +74,8 @@ def _check_options(preset: str, dtype: Any, method: str, conv_spectrum: str, boo
                    confidence: float, min_tail: int, min_evals: int) -> Any:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    if method not in ("svd", "eigh"):
-        raise ValueError(f"method must be 'svd' or 'eigh', got {method!r}")
+    if method not in ("auto", "svd", "gram", "eigh"):
+        raise ValueError(f"method must be 'auto', 'svd', 'gram' or 'eigh', got {method!r}")
     if conv_spectrum not in ("slices", "operator"):
         raise ValueError(f"conv_spectrum must be 'slices' or 'operator', got {conv_spectrum!r}")
     check_int(bootstrap, "bootstrap", minimum=0)
@@ -111,7 +111,7 @@ def heavy_tail(
     max_evals: int | None = None,
     max_N: int | None = None,
     dtype: Any = None,
-    method: str = "svd",
+    method: str = "auto",
     conv_spectrum: str = "slices",
     conv_input_shape: Any = None,
     on_failure: str = "report",
@@ -135,7 +135,10 @@ def heavy_tail(
       ``num_spikes``, ``mp_softrank``) with the aspect ratio ``Q`` = $N/M$;
     * ``randomize=True``: the ESD of the entry-shuffled matrices, its MP fit
       (``rand_num_spikes`` = ``num_traps``, the correlation traps), ``rand_distance``,
-      ``ww_softrank``, ``ww_maxdist``.
+      ``ww_softrank``, ``ww_maxdist``. WeightWatcher's replica rule (5 shuffles of every
+      matrix below 100 components, else 1) sets the pooled spectrum; the default preset takes
+      the distance's spectrum from the first of those shuffles (WeightWatcher and its preset
+      draw one more).
 
     Presets. ``"weightwatcher"`` reproduces WeightWatcher 0.7.7's ``analyze()`` defaults
     exactly (float32 read, float64 SVD; conv slices with their eigenvalues halved and its N/M
@@ -146,7 +149,9 @@ def heavy_tail(
     tail of at least ``min_tail``, the two-sided KS distance, a failed fit reported (or raised)
     and left out of the means, an explicit key, float32/float64 only, a bootstrap interval of
     alpha (``alpha_low``, ``alpha_high``, ``alpha_se``), and optionally the exact spectrum of
-    the circular convolution operator (``conv_spectrum="operator"``).
+    the circular convolution operator (``conv_spectrum="operator"``); for speed it takes the
+    eigenvalues from the Gram matrix (``method="auto"``, below) and the randomised distance
+    from the first pooled shuffle.
 
     These are measures, not bounds: nothing here bounds the test error.
 
@@ -165,7 +170,18 @@ def heavy_tail(
         preset).
       dtype: ``float32`` or ``float64`` (default: float64 when ``jax_enable_x64``, else
         float32).
-      method: ``"svd"`` (singular values) or ``"eigh"`` (eigenvalues of the Gram matrix).
+      method: how the layers' eigenvalues are computed. ``"auto"`` (default): ``"svd"`` under
+        the ``"weightwatcher"`` preset (WeightWatcher's LAPACK ``gesdd``), ``"gram"`` under the
+        default one. ``"svd"``: the squared singular values (each eigenvalue to a relative
+        error of about $\varepsilon\,\sigma_{\max}/\sigma$). ``"gram"``: the eigenvalues of
+        the smaller Gram matrix (BLAS ``syrk`` and LAPACK ``syevd``, in float64 on a CPU;
+        1.7-3.9x faster than the SVD on 600-1024 matrices), each within an absolute error of
+        order $n\,\varepsilon\,\lambda_{\max}$ ($n$ the larger side), so the smallest
+        eigenvalues lose relative accuracy; a matrix whose smallest eigenvalue is not above
+        $2^{10} n\,\varepsilon\,\lambda_{\max}$ is decomposed by the SVD instead (so the
+        rank columns, and the values near the $10^{-5}$ threshold of the fit, are the SVD's
+        there). ``"eigh"``: the jitted batched ``eigvalsh`` of the Gram matrix in the given
+        dtype, unchecked. The randomised ESDs always take the Gram route.
       conv_spectrum: ``"slices"`` or ``"operator"`` (default preset).
       conv_input_shape: spatial input shape for ``"operator"``: one tuple, or a mapping from
         layer path to tuple.
@@ -229,16 +245,30 @@ def heavy_tail(
             skipped.append((name, f"N = {lm.N} > max_N = {max_N}"))
         else:
             layers.append(lm)
-    svals = singular_values([x.mats for x in layers], method=method)
+    if method == "auto":
+        method = "svd" if ww else "gram"
+    svals = singular_values([x.mats for x in layers], method=method, resolve=method == "gram")
     rand = None
     if randomize:
         rng = np.random.RandomState(seed) if ww else jax.random.fold_in(key, 1)
-        rand = random_spectra(layers, rng=rng, method=method)
-    out = []
-    for i, (lm, sv) in enumerate(zip(layers, svals, strict=True)):
-        out.append(_layer(lm, sv, i, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i],
-                          bootstrap=bootstrap, confidence=confidence, min_tail=min_tail,
-                          key=key, on_failure=on_failure))
+        rand = random_spectra(layers, rng=rng, method=method, share_fresh=not ww)
+    # the point fits, then every layer's bootstrap dispatched to JAX, which runs them off this
+    # thread while the MP fits and the norm metrics proceed (after the randomised spectra:
+    # LAPACK's threads want both cores; the point fits first: they would queue behind them)
+    fits = [_fit_layer(lm, sv, ww=ww, min_tail=min_tail, on_failure=on_failure)
+            for lm, sv in zip(layers, svals, strict=True)]
+    for i, f in enumerate(fits):
+        if not ww and bootstrap > 0 and f[1]["status"] == "success":
+            bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
+                                                                     i)))
+            rng = np.random.default_rng(bits.astype(np.uint32).ravel())
+            f[2] = bootstrap_alpha_start(f[0], rng, num_resamples=bootstrap,
+                                         confidence=confidence, min_tail=min_tail)
+            # the columns' place (filled when the bootstrap is collected, in `_layer`)
+            f[1].update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se",
+                                       "bootstrap_failed")))
+    out = [_layer(lm, *f, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i])
+           for i, (lm, f) in enumerate(zip(layers, fits, strict=True))]
     notes = ((f"preset {preset!r}",)
              + (("conv eigenvalues halved (WeightWatcher's conv2d_norm)",) if ww else ()))
     opts = {"preset": preset, "mp_fit": mp_fit, "randomize": randomize, "bootstrap": bootstrap,
@@ -249,9 +279,10 @@ def heavy_tail(
                      notes=notes)
 
 
-def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool, rand: Any,
-           bootstrap: int, confidence: float, min_tail: int, key: jax.Array,
-           on_failure: str) -> LayerSpectrum:
+def _fit_layer(lm: LayerMatrices, sv: np.ndarray, *, ww: bool, min_tail: int,
+               on_failure: str) -> list[Any]:
+    """``[evals, row, None]``: the ESD, the spectral columns and the power-law fit of one layer
+    (the None is the place of its pending bootstrap)."""
     n_comp = lm.M * lm.rf
     per = [s[-n_comp:] for s in sv]  # WW: np.sort(sv)[-n_comp:] per matrix
     evals = np.sort(np.concatenate([s * s for s in per]))
@@ -278,13 +309,11 @@ def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool,
                    num_pl_spikes=-1 if ww else 0, status=fit.status)
     row["warning"] = ("over-trained" if alpha < 2.0 else "under-trained" if alpha > 6.0 else "") \
         if (ww or fit.ok) else ""
-    if not ww and bootstrap > 0 and fit.ok:
-        bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
-                                                                 index)))
-        ci = bootstrap_alpha(evals, np.random.default_rng(bits.astype(np.uint32).ravel()),
-                             num_resamples=bootstrap, confidence=confidence, min_tail=min_tail)
-        row.update(alpha_low=ci.low, alpha_high=ci.high, alpha_se=ci.se,
-                   bootstrap_failed=ci.num_failed)
+    return [evals, row, None]
+
+
+def _layer(lm: LayerMatrices, evals: np.ndarray, row: dict[str, Any], pending: Any, *,
+           ww: bool, mp: bool, rand: Any) -> LayerSpectrum:
     if mp:
         row.update(_mp_columns(evals, lm, ""))
     if rand is not None:
@@ -293,7 +322,11 @@ def _layer(lm: LayerMatrices, sv: np.ndarray, index: int, *, ww: bool, mp: bool,
         row["ww_softrank"] = float(np.max(rand.fresh) / np.max(evals))
         row["ww_maxdist"] = float(np.max(evals) - np.max(rand.fresh))
         row.update(_mp_columns(rand.pooled, lm, "rand_"))
-    row.update(_norm_metrics(evals, alpha, lm.N))
+    row.update(_norm_metrics(evals, row["alpha"], lm.N))
+    if pending is not None:
+        ci = pending()
+        row.update(alpha_low=ci.low, alpha_high=ci.high, alpha_se=ci.se,
+                   bootstrap_failed=ci.num_failed)
     return LayerSpectrum(name=lm.name, metrics=row, evals=evals,
                          rand_evals=None if rand is None else rand.pooled)
 

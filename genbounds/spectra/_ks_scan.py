@@ -13,18 +13,24 @@ fit is the candidate of smallest $D_i$ (the first on ties).
 
 The scan is exact and pruned (branch and bound). A maximum over some of the points of a tail is
 a lower bound $B_i \le D_i$: each candidate first gets $B_i$ from its first 16 points and 48
-points spread evenly over its tail (short tails are covered whole); then the ``keep`` candidates
-of smallest $B_i$ get their exact $D_i$, and every other candidate is ruled out by
+points spread evenly over the tail of its block's first candidate (blocks of 16 consecutive
+candidates share them, so that the bound needs no gather of a (candidates x points) matrix; each
+candidate uses those inside its own tail; short tails are covered whole); then the ``keep``
+candidates of smallest $B_i$ get their exact $D_i$, and every other candidate is ruled out by
 $B_i > \min D$ (with a margin of a few ulps). Where that certificate fails for a sample (a tail
 close to a pure power law, where many candidates fit about equally well), the same runs with a
-quarter of the candidates kept, and where it fails again the full scan (every candidate over its whole tail, rows in blocks of at most ``2**20 / n_pad``,
-fused by XLA so that a block never exists as a matrix) runs instead, so the result is always
-that of the full scan. Resamples (the bootstrap) run as a ``lax.map`` over the same kernel.
+quarter of the candidates kept, and where it fails again the full scan (every candidate over its
+whole tail, rows in blocks of at most ``2**20 / n_pad``, fused by XLA so that a block never
+exists as a matrix) runs instead, so the result is always that of the full scan. Padded sizes
+up to 128 run the full scan directly (there it costs less than the bound). Resamples (the bootstrap) run as a ``lax.map`` over the same kernel, in
+vmapped batches of resamples (fewer loop steps, larger fused kernels); `fit_many_start`
+dispatches them without waiting (JAX runs the kernel off the calling thread).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +40,18 @@ _ROW_ELEMENTS = 1 << 20
 _DENSE = 16  # first points of every tail in the lower bound
 _SPREAD = 48  # points spread evenly over every tail in the lower bound
 _KEEP = 32  # candidates whose exact D the pruned scan computes
+_BLOCK = 16  # consecutive candidates sharing their spread points (divides every bucket size)
+_FULL_MAX = 128  # bucket sizes up to this run the full scan (cheaper than the bound there)
+# resamples per vmapped batch of lax.map: about this many elements (fewer loop steps, each a
+# larger fused kernel; measured best on 2 CPU cores)
+_BATCH_FULL = 1 << 16
+_BATCH_PRUNED = 1 << 21
 
 
 def bucket(n: int) -> int:
-    """Padded size: a multiple of 32 up to 256, of 128 up to 4096, then of 1024 (a few
-    compilations serve every layer; the padding wastes at most ~25% of the work)."""
-    step = 32 if n <= 256 else 128 if n <= 4096 else 1024
+    """Padded size: a multiple of 32 up to 256, of 64 up to 1024, of 128 up to 4096, then of
+    1024 (a few compilations serve every layer; the padding wastes at most ~25% of the work)."""
+    step = 32 if n <= 256 else 64 if n <= 1024 else 128 if n <= 4096 else 1024
     return max(step, -(-int(n) // step) * step)
 
 
@@ -93,22 +105,38 @@ def _fit_full(x: jax.Array, n: jax.Array, min_tail: int) -> jax.Array:
     return _pick(jnp.where(cand, D, jnp.inf), idx, alpha, x, ni)
 
 
+def _lower_bound(n, idx, L, ni, alpha):
+    """A lower bound of every row's D from some points of its tail, without a large gather:
+    its first _DENSE points (shifted copies of L), and the _SPREAD points spread evenly over
+    the tail of its block's first row (blocks of _BLOCK consecutive rows share them; a row
+    uses those inside its own tail)."""
+    size = L.shape[0]
+    dt = L.dtype
+    Lp = jnp.concatenate([L, jnp.zeros((_DENSE,), dt)])
+    Ld = jnp.stack([Lp[k:k + size] for k in range(_DENSE)], axis=1)
+    kd = jnp.arange(_DENSE, dtype=jnp.int32)
+    dev = _deviation(alpha[:, None], L[:, None], ni[:, None], Ld, kd[None, :].astype(dt))
+    bound = jnp.max(jnp.where((idx[:, None] + kd[None, :]) < n, dev, -jnp.inf), axis=1)
+    nb = size // _BLOCK
+    start = jnp.arange(nb, dtype=jnp.int32) * _BLOCK
+    span = jnp.maximum(n - 1 - start, 0).astype(dt)
+    t = jnp.linspace(0.0, 1.0, _SPREAD, dtype=dt)
+    G = start[:, None] + jnp.floor(t[None, :] * span[:, None]).astype(jnp.int32)  # (nb, S)
+    LG = L[jnp.clip(G, 0, size - 1)]
+    k = (G[:, None, :] - idx.reshape(nb, _BLOCK)[:, :, None]).astype(dt)  # (nb, R, S)
+    dev = _deviation(alpha.reshape(nb, _BLOCK, 1), L.reshape(nb, _BLOCK, 1),
+                     ni.reshape(nb, _BLOCK, 1), LG[:, None, :], k)
+    spread = jnp.max(jnp.where((k >= 0) & (G[:, None, :] < n), dev, -jnp.inf), axis=2)
+    return jnp.maximum(bound, spread.reshape(size))
+
+
 def _fit_pruned(x: jax.Array, n: jax.Array, min_tail: int,
                 keep: int) -> tuple[jax.Array, jax.Array]:
     """The same fit by branch and bound, and whether its certificate holds (when it does
     not, the caller runs `_fit_full`)."""
     size = x.shape[0]
     idx, L, ni, alpha, cand = _prepare(x, n, min_tail)
-    # lower bound: the first _DENSE points of each tail and _SPREAD points spread over it
-    dense = jnp.arange(_DENSE, dtype=x.dtype)
-    spread = jnp.floor(jnp.linspace(0.0, 1.0, _SPREAD, dtype=x.dtype)[None, :]
-                       * (ni[:, None] - 1.0))
-    k = jnp.concatenate([jnp.broadcast_to(dense, (size, _DENSE)), spread], axis=1)
-    j = idx[:, None] + k.astype(jnp.int32)
-    inside = (j < n) & (k >= 0)
-    Lj = L[jnp.clip(j, 0, size - 1)]
-    dev = _deviation(alpha[:, None], L[:, None], ni[:, None], Lj, k)
-    B = jnp.where(cand, jnp.max(jnp.where(inside, dev, -jnp.inf), axis=1), jnp.inf)
+    B = jnp.where(cand, _lower_bound(n, idx, L, ni, alpha), jnp.inf)
     keep = min(keep, size)
     _, sel = jax.lax.top_k(-B, keep)
     sel = jnp.sort(sel)
@@ -123,16 +151,23 @@ def _fit_pruned(x: jax.Array, n: jax.Array, min_tail: int,
     return res, ok
 
 
+def _batch(rows: int, per_row: int, elements: int) -> int | None:
+    b = max(1, elements // per_row)
+    return None if b == 1 else min(b, rows)
+
+
 @functools.partial(jax.jit, static_argnames=("min_tail",))
 def _fit_many_full(xs: jax.Array, ns: jax.Array, min_tail: int) -> jax.Array:
+    size = xs.shape[1]
     return jax.lax.map(lambda a: _fit_full(a[0], a[1].astype(jnp.int32), min_tail),
-                       (xs, ns.astype(xs.dtype)))
+                       (xs, ns.astype(xs.dtype)), batch_size=_batch(xs.shape[0], size * size, _BATCH_FULL))
 
 
 @functools.partial(jax.jit, static_argnames=("min_tail", "keep"))
 def _fit_many_pruned(xs: jax.Array, ns: jax.Array, min_tail: int, keep: int):
+    per_row = xs.shape[1] * (_DENSE + _SPREAD + keep)
     return jax.lax.map(lambda a: _fit_pruned(a[0], a[1].astype(jnp.int32), min_tail, keep),
-                       (xs, ns.astype(xs.dtype)))
+                       (xs, ns.astype(xs.dtype)), batch_size=_batch(xs.shape[0], per_row, _BATCH_PRUNED))
 
 
 def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
@@ -142,10 +177,18 @@ def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
     ``single=True`` runs in float32 (the bootstrap: its argmin over D is not worth float64's
     cost; the point fit runs in float64 when ``jax_enable_x64`` is on). ``prune=False`` runs
     the full scan for every row (the pruned scan gives the same result; see the module
-    docstring).
+    docstring; buckets up to 128 always run the full scan, cheaper there than the bound).
 
     Returns ``(rows, 4)``: alpha (NaN where no candidate), xmin, D, tail size.
     """
+    return fit_many_start(samples, counts, min_tail=min_tail, single=single, prune=prune)()
+
+
+def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
+                   single: bool = False, prune: bool = True) -> Callable[[], np.ndarray]:
+    """`fit_many` in two steps: this call dispatches the kernel (JAX runs it asynchronously,
+    off the calling thread, so other work can proceed) and returns a function that waits for
+    it, runs the fallbacks where the certificate failed, and returns the result."""
     x64 = jax.config.jax_enable_x64 and not single
     dtype = jnp.float64 if x64 else jnp.float32
     size = bucket(samples.shape[1])
@@ -153,16 +196,21 @@ def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
     pad[:, :samples.shape[1]] = samples
     # padding is masked out; +inf keeps the sort order and the `first` test
     xs, ns = jnp.asarray(pad, dtype), jnp.asarray(counts)
-    if not prune:
-        return np.asarray(_fit_many_full(xs, ns, min_tail), np.float64)
-    res, ok = _fit_many_pruned(xs, ns, min_tail, _KEEP)
-    res, ok = np.array(res, np.float64), np.array(ok)
-    wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
-    if not ok.all() and wide > _KEEP:
-        bad = np.flatnonzero(~ok)
-        r2, ok2 = _fit_many_pruned(xs[bad], ns[bad], min_tail, wide)
-        res[bad], ok[bad] = np.asarray(r2, np.float64), np.asarray(ok2)
-    if not ok.all():
-        bad = np.flatnonzero(~ok)
-        res[bad] = np.asarray(_fit_many_full(xs[bad], ns[bad], min_tail), np.float64)
-    return res
+    if not prune or size <= _FULL_MAX:
+        out = _fit_many_full(xs, ns, min_tail)
+        return lambda: np.asarray(out, np.float64)
+    first = _fit_many_pruned(xs, ns, min_tail, _KEEP)
+
+    def finish() -> np.ndarray:
+        res, ok = np.array(first[0], np.float64), np.array(first[1])
+        wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
+        if not ok.all() and wide > _KEEP:
+            bad = np.flatnonzero(~ok)
+            r2, ok2 = _fit_many_pruned(xs[bad], ns[bad], min_tail, wide)
+            res[bad], ok[bad] = np.asarray(r2, np.float64), np.asarray(ok2)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            res[bad] = np.asarray(_fit_many_full(xs[bad], ns[bad], min_tail), np.float64)
+        return res
+
+    return finish

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from genbounds.spectra._ks_scan import fit_many
+from genbounds.spectra._ks_scan import fit_many, fit_many_start
 
 # WeightWatcher 0.7.7: evals at or below this are dropped before the fit (EVALS_THRESH).
 EVALS_THRESH = 1e-5
@@ -277,19 +278,36 @@ def bootstrap_alpha(evals: Any, rng: np.random.Generator, *, num_resamples: int,
     ``"genbounds"`` rule. The eigenvalues of one matrix are not independent draws, so the
     interval is an estimate of the fit's sampling variability, not an exact confidence set.
     """
+    return bootstrap_alpha_start(evals, rng, num_resamples=num_resamples,
+                                 confidence=confidence, min_tail=min_tail)()
+
+
+def bootstrap_alpha_start(evals: Any, rng: np.random.Generator, *, num_resamples: int,
+                          confidence: float,
+                          min_tail: int) -> Callable[[], BootstrapInterval]:
+    """`bootstrap_alpha` in two steps: draws the resamples and dispatches their fits (JAX
+    runs them asynchronously), and returns a function that waits for them and returns the
+    interval (`heavy_tail` does the other layers' work meanwhile)."""
     x = np.asarray(evals, dtype=np.float64).ravel()
     x = x[x > EVALS_THRESH]
     if x.size < min_tail:
-        return BootstrapInterval(math.nan, math.nan, math.nan, confidence, num_resamples,
-                                 num_resamples)
+        failed = BootstrapInterval(math.nan, math.nan, math.nan, confidence, num_resamples,
+                                   num_resamples)
+        return lambda: failed
     samples = np.sort(rng.choice(x, size=(num_resamples, x.size), replace=True), axis=1)
-    est = fit_many(samples, np.full(num_resamples, x.size), min_tail=min_tail,
-                   single=True)[:, 0]
-    ok = est[np.isfinite(est)]
-    failed = num_resamples - ok.size
-    if ok.size < 2:
-        return BootstrapInterval(math.nan, math.nan, math.nan, confidence, num_resamples, failed)
-    q = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(ok, [q, 1.0 - q])
-    return BootstrapInterval(float(lo), float(hi), float(np.std(ok, ddof=1)), confidence,
-                             num_resamples, failed)
+    pending = fit_many_start(samples, np.full(num_resamples, x.size), min_tail=min_tail,
+                             single=True)
+
+    def finish() -> BootstrapInterval:
+        est = pending()[:, 0]
+        ok = est[np.isfinite(est)]
+        failed = num_resamples - ok.size
+        if ok.size < 2:
+            return BootstrapInterval(math.nan, math.nan, math.nan, confidence, num_resamples,
+                                     failed)
+        q = (1.0 - confidence) / 2.0
+        lo, hi = np.quantile(ok, [q, 1.0 - q])
+        return BootstrapInterval(float(lo), float(hi), float(np.std(ok, ddof=1)), confidence,
+                                 num_resamples, failed)
+
+    return finish
