@@ -134,3 +134,35 @@ def test_float32_radii_are_float64_radii_within_a_fraction_of_a_percent():
     assert np.all(r32.radius > 0)
     np.testing.assert_allclose(r32.radius, r64.radius, rtol=0.03)  # the search's 2%
     assert abs(np.median(r32.radius / r64.radius) - 1) < 0.005
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_float32_crown_intervals_contain_float64_ones_with_unstable_neurons(eps):
+    from genbounds.verify._propagate import intervals
+
+    _, x, net = _net(1)
+    p = Propagator(net, norm="l2")
+    ops64 = read_ops(net, jnp.float64, output=p.logits)
+    e = np.full(x.shape[0], eps, np.float32)
+    b32, _ = intervals(p.ops, jnp.asarray(x), jnp.asarray(e), p.logits - 1, norm="l2",
+                       mode="crown", enclose=True)
+    b64, _ = intervals(ops64, jnp.asarray(x, jnp.float64), jnp.asarray(e, jnp.float64),
+                       p.logits - 1, norm="l2", mode="crown")
+    unstable = 0
+    for i in p.sizes:
+        lo, hi = (np.asarray(v, np.float64) for v in b32[i])
+        lo64, hi64 = (np.asarray(v) for v in b64[i])
+        assert np.all(lo <= lo64) and np.all(hi >= hi64)
+        unstable += int(np.sum((lo64 < 0) & (hi64 > 0)))
+    assert unstable > 0  # the relaxations matter here
+
+
+def test_centres_and_radii_rounded_to_float32_give_a_ball_that_contains_the_asked_one():
+    _, x, net = _net(4, n=3)
+    p = Propagator(net, norm="l2")
+    assert p.dtype == jnp.float32
+    x64 = np.asarray(x, np.float64) + 1e-9  # not float32 values
+    x32, e32 = jax.jit(p._prepare)(jnp.asarray(x64), jnp.float64(0.7))
+    move = np.linalg.norm(x64 - np.asarray(x32, np.float64), axis=1)
+    assert np.all(move > 0)
+    assert np.all(np.asarray(e32, np.float64) >= 0.7 + move)

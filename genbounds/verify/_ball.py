@@ -48,8 +48,13 @@ def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, norm: str,
     d = 1
     for s in a.shape[2:]:
         d *= s
+    tiny = float(jnp.finfo(a.dtype).tiny)  # what underflow (flushed to zero) can lose
     err = gamma(d + 1, a.dtype) * (jnp.sum(jnp.abs(a) * jnp.abs(x0[:, None]), axis=axes)
-                                   + jnp.abs(c))
+                                   + jnp.abs(c)) + (d + 2) * tiny
+    if norm == "linf":
+        dn = dn + d * tiny
+    else:
+        dn = jnp.sqrt(jnp.sum(a * a, axis=axes) + 2 * d * tiny)
     return outward(centre, centre, err)[0], outward(dn, dn * (1 + gamma(d + 2, a.dtype)))[1]
 
 

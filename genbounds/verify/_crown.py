@@ -28,10 +28,10 @@ same backward pass with specification $\pm e_i$ for each of its neurons (``"crow
 intersected with interval propagation, or from interval propagation alone (``"ibp"``, cheaper
 and looser; with CROWN on the last layer this is CROWN-IBP, Zhang et al. 2020).
 
-**Rounding.** Everything is computed in the dtype of the input (float64 where
-``jax_enable_x64`` is on); the float rounding of these computations, and the difference
-between the network evaluated in float32 and its real-arithmetic records, are not enclosed:
-certificates are accepted only with a margin above $\sqrt{u}$ relative (`_radius.py`).
+**Rounding.** With ``enclose=True`` every coefficient's float rounding is charged to the
+constant as a deficit, and the upper lines are raised above their rounding, so the bound holds
+for the records in real arithmetic (`_rounding.py`); without it (certified training, the
+forward and unstable-only paths) the rounding is not enclosed.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
     const = jnp.zeros((b, k), dtype)
     deficit = jnp.zeros((b, k), dtype)
     u = unit(dtype)
+    tiny = float(jnp.finfo(dtype).tiny)
     for i in range(target, 0, -1):
         if i not in lam:
             continue
@@ -100,11 +101,15 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
             zeros = [jnp.zeros((1,) + ops[j].shape, dtype) for j in op.inputs]
             b0 = op.full(zeros)
             if enclose:
-                g = gamma(op.terms, dtype)
-                v = op.absl([magnitude(bounds[j]) for j in op.inputs])  # |L| m
-                deficit = (deficit + g * _sum_shape(jnp.abs(a) * v[:, None])
-                           + gamma(n_i + 1, dtype) * (_sum_shape(jnp.abs(a * b0[:, None]))
-                                                      + jnp.abs(const)))
+                # per coefficient: the transpose's rounding, gamma |L|^T |a| against |h| <= m,
+                # and the constant's sum, gamma |a| |b0|, in one pass over a; then what
+                # underflow (flushed to zero) can lose, tiny per product and sum
+                g, gc = gamma(op.terms, dtype), gamma(n_i + 1, dtype)
+                ms = [magnitude(bounds[j]) for j in op.inputs]
+                w = g * op.absl(ms) + gc * jnp.abs(b0)
+                flush = sum(jnp.sum(m_.reshape(b, -1), axis=1) for m_ in ms)
+                deficit = (deficit + _sum_shape(jnp.abs(a) * w[:, None]) + gc * jnp.abs(const)
+                           + (tiny * ((op.terms + 2) * flush + n_i + 2))[:, None])
             const = const + _sum_shape(a * b0[:, None])
             prim = [jax.ShapeDtypeStruct((b * k,) + ops[j].shape, dtype) for j in op.inputs]
             (back,) = jax.linear_transpose(op.lin, prim)(a.reshape((b * k,) + op.shape))
@@ -123,11 +128,15 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
             p = a * sj
             pos, neg = jnp.maximum(p, 0), jnp.minimum(p, 0)
             if enclose:
+                # the new coefficient a sn + pos low + neg s (p = a sj rounded too, and sj
+                # itself rounded to the dtype) against |t| <= m, and the constant's sum
+                # |neg| icpt, in one pass over a; underflow as above
                 m = magnitude((lo, hi))[:, None]
-                deficit = (deficit + gamma(4, dtype) * _sum_shape(
-                    jnp.abs(a) * (jnp.abs(sn) + jnp.abs(sj) * (low + s)) * m)
-                    + gamma(n_i + 2, dtype) * (_sum_shape(jnp.abs(neg * icpt))
-                                               + jnp.abs(const)))
+                gn = gamma(n_i + 2, dtype)
+                w = gamma(8, dtype) * (jnp.abs(sn) + jnp.abs(sj) * (low + s)) * m
+                w = w + jnp.where(p < 0, gn * jnp.abs(sj) * icpt, 0)
+                deficit = (deficit + _sum_shape(jnp.abs(a) * w) + gn * jnp.abs(const)
+                           + tiny * (8 * jnp.sum(m.reshape(b, -1), axis=1) + n_i + 2)[:, None])
             const = const + _sum_shape(neg * icpt)
             parts = [(j, a * sn + pos * low + neg * s)]
         elif op.kind == "monotone":
@@ -138,8 +147,10 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
         for j, g_ in parts:
             if j in lam:
                 if enclose:  # one rounding per element of the sum
+                    mj = magnitude(bounds[j])
                     deficit = deficit + 2 * u * _sum_shape(
-                        (jnp.abs(lam[j]) + jnp.abs(g_)) * magnitude(bounds[j])[:, None])
+                        (jnp.abs(lam[j]) + jnp.abs(g_)) * mj[:, None]) + (
+                        tiny * jnp.sum(mj.reshape(b, -1), axis=1))[:, None]
                 lam[j] = lam[j] + g_
             else:
                 lam[j] = g_
@@ -282,8 +293,12 @@ def _forward_error(op: Op, fns: dict, errs: dict, mx: jnp.ndarray) -> jnp.ndarra
     ms = []
     for j in op.inputs:
         w, c = fns[j][0], fns[j][1]
-        a = jnp.einsum("bd...,bd->b...", jnp.abs(w), flat) * (1 + gamma(d, dtype))
+        a = jnp.einsum("bd...,bd->b...", jnp.abs(w), flat,
+                       precision=jax.lax.Precision.HIGHEST) * (1 + gamma(d, dtype))
         ms.append(a + jnp.abs(c))
     b0 = op.full([jnp.zeros((1,) + fns[j][1].shape[1:], dtype) for j in op.inputs])
-    return (g * op.absl(ms) + g * jnp.abs(b0) + op.absl([errs[j] for j in op.inputs])) \
-        * (1 + 4 * unit(dtype))
+    # underflow: each coefficient and constant may lose tiny per product and sum
+    flush = float(jnp.finfo(dtype).tiny) * (op.terms + 2) * (jnp.sum(flat, axis=1) + 1)
+    flush = flush.reshape((b,) + (1,) * (b0.ndim - 1))
+    return (g * op.absl(ms) + g * jnp.abs(b0) + flush
+            + op.absl([errs[j] for j in op.inputs]) * (1 + 2 * g)) * (1 + 4 * unit(dtype))

@@ -38,7 +38,8 @@ def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray,
     if not enclose:
         return out
     # two products and a sum per endpoint, each off by at most u of its terms
-    slack = 4 * unit(lo.dtype) * (jnp.abs(a) + jnp.abs(d)) * magnitude((lo, hi))
+    slack = (4 * unit(lo.dtype) * (jnp.abs(a) + jnp.abs(d)) * magnitude((lo, hi))
+             + 4 * float(jnp.finfo(lo.dtype).tiny))
     return outward(*out, slack)
 
 
@@ -61,7 +62,8 @@ def ibp_step(op: Op, bounds: list, enclose: bool = False) -> tuple[jnp.ndarray, 
         g = gamma(op.terms, m.dtype)
         b0 = op.full([jnp.zeros((1,) + a[0].shape[1:], m.dtype) for a in args])
         err = op.absl([jnp.abs(x) for x in mids]) + jnp.abs(b0)
-        return outward(m, m, r * (1 + 2 * g) + g * err)
+        flush = 2 * (op.terms + 2) * float(jnp.finfo(m.dtype).tiny)  # underflow
+        return outward(m, m, r * (1 + 2 * g) + g * err + flush)
     if op.kind == "monotone":
         return op.full([args[0][0]]), op.full([args[0][1]])
     if op.kind == "act":

@@ -30,6 +30,14 @@ METHODS = ("ibp", "crown", "alpha-crown")
 INTERMEDIATE = ("crown", "forward", "ibp")
 
 
+def _sums_fit_float32(net: Network, upto: int) -> bool:
+    """Whether every sum of the propagation is short enough for the float32 enclosure
+    (`_rounding.gamma`: n u below 1%, n under about 167 000 terms)."""
+    u = float(np.finfo(np.float32).eps) / 2
+    sizes = [int(np.prod(node.shape)) for node in net.nodes[:upto + 1]]
+    return (max(sizes) + 4) * u < 0.01
+
+
 def _interval_spec(interval, spec, enclose: bool = False):
     """The lower bound of ``spec`` · h over the box ``interval`` of h (B, K) (``enclose``:
     whatever the rounding, `_rounding.py`)."""
@@ -46,7 +54,8 @@ def _interval_spec(interval, spec, enclose: bool = False):
     if not enclose:
         return out
     err = jnp.einsum("bkn,bn->bk", jnp.abs(s), jnp.abs(mid) + rad, precision=hp)
-    return outward(out, out, gamma(s.shape[2] + 1, lo.dtype) * err)[0]
+    flush = 2 * (s.shape[2] + 2) * float(jnp.finfo(lo.dtype).tiny)  # underflow
+    return outward(out, out, gamma(s.shape[2] + 1, lo.dtype) * err + flush)[0]
 
 
 class Propagator:
@@ -79,6 +88,8 @@ class Propagator:
 
     Attributes:
       enclose: whether every bound holds whatever the float rounding of its computation.
+      same_records: False where float32 was asked for a network whose parameters are not
+        float32 values (the bounds are then those of the rounded network).
       dtype: the dtype of the intervals; result_dtype: that of the last pass and of the
         bounds returned (float64 after float32 intervals when x64 is on).
     """
@@ -97,18 +108,24 @@ class Propagator:
                                            and not unstable_only)
         self.norm, self.method, self.intermediate = norm, method, intermediate
         self.logits, note = logit_node(net)
+        self.notes = [] if note is None else [note]
+        exact32 = float32_records(net, self.logits)
         if dtype is None:
-            narrow = self.enclose and float32_records(net, self.logits)
+            narrow = self.enclose and exact32 and _sums_fit_float32(net, self.logits)
             dtype = (jnp.float32 if narrow or not jax.config.jax_enable_x64
                      else jnp.float64)
         self.dtype = dtype
-        self.notes = [] if note is None else [note]
+        # the records in a narrower dtype than their parameters are another network
+        self.same_records = np.dtype(dtype) != np.float32 or exact32
+        if not self.same_records:
+            self.notes.append("the parameters were rounded to float32 for the propagation: "
+                              "the bounds are those of the rounded network")
         self.ops = read_ops(net, dtype, output=self.logits)
         # the last pass (a few specifications) in float64 where the intervals are float32:
         # the same records (float32 values), with rounding far below the float32 one's
         self.final_ops = (read_ops(net, jnp.float64, output=self.logits)
-                          if self.enclose and np.dtype(dtype) == np.float32
-                          and jax.config.jax_enable_x64 else None)
+                          if self.enclose and np.dtype(dtype) == np.float32 and exact32
+                          and method != "ibp" and jax.config.jax_enable_x64 else None)
         self.result_dtype = jnp.float64 if self.final_ops is not None else dtype
         self.input_shape = self.ops[0].shape
         self.k = 1
@@ -157,8 +174,23 @@ class Propagator:
         return self._spec_parts(x0, eps, spec, None if self.caps is None else self.sizes)[0]
 
     def _prepare(self, x0, eps):
-        x0 = jnp.asarray(x0).astype(self.dtype).reshape((-1,) + self.input_shape)
-        eps = jnp.broadcast_to(jnp.asarray(eps).astype(self.dtype), (x0.shape[0],))
+        """The centres and radii in the propagation's dtype. Where rounding them moves a
+        centre or shrinks a radius, the radius grows by the centre's move (in the norm) and is
+        rounded up, so that the ball bounded contains the ball asked for."""
+        x = jnp.asarray(x0)
+        e = jnp.asarray(eps)
+        x0 = x.astype(self.dtype).reshape((-1,) + self.input_shape)
+        eps = jnp.broadcast_to(e.astype(self.dtype), (x0.shape[0],))
+        wide = np.promote_types(np.dtype(x.dtype), np.dtype(e.dtype))
+        if np.finfo(wide).bits > np.finfo(np.dtype(self.dtype)).bits:
+            shift = (x.astype(wide).reshape(x0.shape) - x0.astype(wide)).reshape(
+                x0.shape[0], -1)
+            move = (jnp.max(jnp.abs(shift), axis=1) if self.norm == "linf"
+                    else jnp.sqrt(jnp.sum(shift * shift, axis=1)))
+            need = (jnp.broadcast_to(e.astype(wide), move.shape) + move) * (1 + 1e-12)
+            eps = need.astype(self.dtype)
+            eps = jnp.where(eps.astype(wide) < need,
+                            jnp.nextafter(eps, jnp.full_like(eps, jnp.inf)), eps)
         return x0, eps
 
     def _bounds(self, x0, eps):
@@ -198,12 +230,15 @@ def intervals(ops, x0, eps, upto, *, norm: str, mode: str, caps: dict | None = N
     """The intervals of the records up to ``upto`` by ``mode`` (``"ibp"``, ``"forward"``,
     ``"crown"``; with ``caps``, CROWN passes for the unstable neurons only,
     `_crown.crown_intervals`) and the unstable counts per pre-activation record (CROWN with
-    ``caps`` only; else empty)."""
+    ``caps`` only; else empty). ``enclose``: every interval holds whatever the float rounding
+    (`_rounding.py`; not with ``"forward"`` or ``caps``)."""
     if mode == "ibp":
-        return ibp(ops[:upto + 1], x0, eps), {}
+        return ibp(ops[:upto + 1], x0, eps, enclose), {}
     if mode == "forward":
+        if enclose:
+            raise ValueError("forward linear bounds have no rounding enclosure")
         return forward_bounds(ops, x0, eps, norm, upto), {}
-    return crown_intervals(ops, x0, eps, norm, mode, upto, caps)
+    return crown_intervals(ops, x0, eps, norm, mode, upto, caps, enclose)
 
 
 def spec_parts(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,

@@ -90,6 +90,14 @@ def _as_computed(eps: np.ndarray, dtype) -> np.ndarray:
     return np.asarray(np.asarray(eps, np.float64).astype(np.dtype(dtype)), np.float64)
 
 
+def _round_down(r: np.ndarray, dtype) -> np.ndarray:
+    """``r`` rounded down to values of ``dtype`` (as float64): the radius a user evaluates in
+    that dtype is then never above the certified one."""
+    q = r.astype(np.dtype(dtype))
+    q = np.where(q.astype(np.float64) > r, np.nextafter(q, np.zeros_like(q)), q)
+    return q.astype(np.float64)
+
+
 def _round_up(v: float, size: int) -> int:
     return int(min(size, 8 * math.ceil(v / 8)))
 
@@ -332,7 +340,13 @@ def crown_radius(
     if int(np.max(y)) >= prop.k:
         raise ValueError(f"y must hold labels in [0, {prop.k}) for the network's {prop.k} "
                          f"logits, got labels up to {int(np.max(y))}")
-    Xn = jnp.asarray(X).astype(prop.dtype).reshape((n,) + prop.input_shape)
+    X64 = np.asarray(X, np.float64).reshape((n,) + prop.input_shape)
+    Xn = jnp.asarray(np.asarray(X).astype(np.dtype(prop.dtype)).reshape(X64.shape))
+    # the centres as the propagation holds them; a ball of radius r around them contains the
+    # ball of radius r - shift around X (the shift 0 where X is exact in that dtype)
+    moved = (X64 - np.asarray(Xn, np.float64)).reshape(n, -1)
+    shift = (np.max(np.abs(moved), axis=1) if norm == "linf"
+             else np.sqrt(np.sum(moved * moved, axis=1))) * (1 + 1e-12)
 
     net_fn = prop.logit_values
 
@@ -364,14 +378,16 @@ def crown_radius(
         f"{method} bounds on the margins over {norm} balls, pre-activation intervals by "
         f"{'interval propagation' if method == 'ibp' else intermediate}, in "
         f"{np.dtype(prop.dtype).name}"
-        f"{' with its rounding enclosed' if prop.enclose else ' (rounding not enclosed)'}; "
+        f"{' with its rounding enclosed' if prop.enclose and prop.same_records else ' (rounding not enclosed)'}; "
         f"radius by a {search} "
         f"search of at most {search_steps} bound evaluations per example (the largest "
         "verified)"]
     terms = {"upper": np.concatenate(upper), "notes": notes, "intermediate": intermediate,
              "search_steps": search_steps, "search": search,
-             "dtype": np.dtype(prop.dtype).name, "rounding_enclosed": prop.enclose}
-    return CertifiedRadii(radius=np.concatenate(radius), norm=norm,
+             "dtype": np.dtype(prop.dtype).name,
+             "rounding_enclosed": bool(prop.enclose and prop.same_records)}
+    radius = _round_down(np.clip(np.concatenate(radius) - shift, 0.0, None), prop.dtype)
+    return CertifiedRadii(radius=radius, norm=norm,
                           margins=m, lipschitz=math.nan,
                           lipschitz_tight=None, method=method, failure_probability=0.0,
                           terms=terms)

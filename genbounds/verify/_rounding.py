@@ -26,7 +26,9 @@ How each bound uses it (see `_ibp.py`, `_crown.py`, `_ball.py`):
   (|\Lambda|^\top|x_0| + |\beta|)$ and the dual norm raised by $(1 + \gamma_{d+2})$.
 
 Every $\gamma$ here is inflated by 1% and by two more roundings, which covers the rounding of the
-error terms themselves. The lemma is about sums of products; it covers the CPU backend of XLA
+error terms themselves. The lemma assumes no underflow; XLA's CPU backend flushes subnormal
+results to zero, so each product and sum may also lose up to the smallest normal number
+(``tiny``), charged as an absolute term per product and sum (negligible in value). The lemma is about sums of products; it covers the CPU backend of XLA
 (convolutions and matrix products as sums of products) and matrix products on GPUs at
 ``precision=HIGHEST``. Convolution algorithms that are not sums of products (Winograd, FFT, which
 cuDNN may choose) are not covered by it.
