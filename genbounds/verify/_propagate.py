@@ -82,8 +82,8 @@ class Propagator:
         (``enclose``: interval propagation, and CROWN and α-CROWN with intermediate
         ``"crown"`` or ``"ibp"`` and not ``unstable_only``; `_rounding.py`) and the records
         are the same functions in float32 (float32 parameters, `_ops.float32_records`), the
-        default is float32 (about 3x faster than float64 on a CPU; with x64 on, the last pass
-        runs in float64 and the radii agree to about 1e-6); otherwise float64 when x64 is on
+        default is float32 (about 2x faster than float64 on a CPU; with x64 on, the last pass
+        runs in float64 and the radii are within about 0.3%); otherwise float64 when x64 is on
         (else float32).
 
     Attributes:
