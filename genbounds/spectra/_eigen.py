@@ -23,7 +23,7 @@ shuffled one-column matrix keeps its singular value to the bit, as in WeightWatc
 ``resolve=True`` (the default preset's layer matrices) keeps that route only where it resolves
 every eigenvalue: on a CPU the Gram matrix is formed and decomposed in float64 (a float32 input
 too), and a matrix whose smallest Gram eigenvalue is not above ``2**10 * n * eps * lambda_max``
-($n$ its larger side, $\varepsilon$ of the precision used) is decomposed again by the SVD. So
+($n$ its larger side, $\\varepsilon$ of the precision used) is decomposed again by the SVD. So
 a rank-deficient or very ill-conditioned matrix gets the SVD's values, and a matrix that keeps
 the Gram values has every eigenvalue within a relative error of about $10^{-3}$ of the SVD's
 (far less on all but its smallest ones) and no singular value near the rank threshold.
