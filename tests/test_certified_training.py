@@ -30,7 +30,7 @@ def _net(seed=0, d=4, k=3, features=(8, 6)):
     return model, params, apply, x
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", [pytest.param("linf", marks=pytest.mark.slow), "l2"])
 def test_training_bounds_are_verifys_and_loss_is_the_objective(norm):
     _, params, apply, x = _net()
     y = jnp.array([0, 1, 2, 1, 0])

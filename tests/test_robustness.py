@@ -170,6 +170,12 @@ def test_robustness_curve(nets):
     assert curve.clean_accuracy == pytest.approx(curve.pgd_accuracy[0])
     assert np.all(curve.certified_accuracy <= curve.pgd_accuracy)
     assert np.all(curve.pgd_accuracy <= curve.fgsm_accuracy + 0.05)  # PGD is the stronger
+    # the CROWN column (float32 intervals with their rounding enclosed): sound, and at radius
+    # 0 every correctly classified example certified
+    assert curve.propagated_violations == 0
+    assert np.all(curve.propagated_accuracy <= curve.pgd_accuracy)
+    assert curve.propagated.terms["rounding_enclosed"]
+    assert curve.propagated_accuracy[0] == pytest.approx(curve.clean_accuracy)
     json.dumps(curve.to_dict())
     assert "| 0.3 |" in curve.to_markdown()
 

@@ -241,6 +241,7 @@ def test_refusals_name_what_cannot_be_relaxed():
     assert r.radius.shape == (12,)
 
 
+@pytest.mark.slow  # the default run checks the curve's CROWN column in test_robustness.py
 def test_robustness_curve_shows_crown_beside_pgd_and_lipschitz():
     apply_fn, params, X, y = _net("residual", seed=2)
     curve = genbounds.robustness(params, apply_fn=apply_fn, X=X, y=y, eps=[0.0, 0.1, 0.3],

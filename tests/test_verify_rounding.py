@@ -125,6 +125,7 @@ def test_float32_crown_margins_never_exceed_the_exact_minimum():
     np.testing.assert_allclose(got, exact[~own], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_float32_radii_are_float64_radii_within_a_fraction_of_a_percent():
     ps, x, net = _net(3, n=4)
     y = np.argmax(np.asarray(_apply(ps, jnp.asarray(x))), axis=1)
