@@ -10,11 +10,13 @@ $f(x) \ge a^\top x + c$ valid on the ball gives $\min_{B_p} f \ge a^\top x_0 - \
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 from genbounds.core._checks import check_choice
 
-from ._rounding import gamma, outward, unit
+from ._rounding import gamma, outward, tiny, unit
 
 NORMS = ("l2", "linf")
 
@@ -42,20 +44,27 @@ def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, norm: str,
     Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d); returns two (B, K).
     """
     axes = tuple(range(2, a.ndim))
-    centre, dn = jnp.sum(a * x0[:, None], axis=axes) + c, dual_norm(a, norm, axes)
+    centre = jnp.sum(a * x0[:, None], axis=axes) + c
     if not enclose:
-        return centre, dn
-    d = 1
-    for s in a.shape[2:]:
-        d *= s
-    tiny = float(jnp.finfo(a.dtype).tiny)  # what underflow (flushed to zero) can lose
+        return centre, dual_norm(a, norm, axes)
+    d, t = math.prod(a.shape[2:]), tiny(a.dtype)  # t: what underflow can lose per operation
     err = gamma(d + 1, a.dtype) * (jnp.sum(jnp.abs(a) * jnp.abs(x0[:, None]), axis=axes)
-                                   + jnp.abs(c)) + (d + 2) * tiny
+                                   + jnp.abs(c)) + (d + 2) * t
     if norm == "linf":
-        dn = dn + d * tiny
+        dn = jnp.sum(jnp.abs(a), axis=axes) + d * t
     else:
-        dn = jnp.sqrt(jnp.sum(a * a, axis=axes) + 2 * d * tiny)
+        dn = jnp.sqrt(jnp.sum(a * a, axis=axes) + 2 * d * t)
     return outward(centre, centre, err)[0], outward(dn, dn * (1 + gamma(d + 2, a.dtype)))[1]
+
+
+def lower_at(centre: jnp.ndarray, dn: jnp.ndarray, eps: jnp.ndarray,
+             enclose: bool = False) -> jnp.ndarray:
+    """centre - ``eps`` · dn (each (B, K), ``eps`` (B,)): the minimum over the ball of a linear
+    bound (`centre_and_norm`); with ``enclose`` rounded down."""
+    if not enclose:
+        return centre - eps[:, None] * dn
+    low = centre - eps[:, None] * dn * (1 + 2 * unit(dn.dtype))
+    return outward(low, low)[0]
 
 
 def concretise(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, eps: jnp.ndarray,
@@ -65,11 +74,7 @@ def concretise(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, eps: jnp.ndarray
 
     Shapes: ``a`` (B, K, *d), ``c`` (B, K), ``x0`` (B, *d), ``eps`` (B,); returns (B, K).
     """
-    centre, dn = centre_and_norm(a, c, x0, norm, enclose)
-    if not enclose:
-        return centre - eps[:, None] * dn
-    low = centre - eps[:, None] * dn * (1 + 2 * unit(dn.dtype))
-    return outward(low, low)[0]
+    return lower_at(*centre_and_norm(a, c, x0, norm, enclose), eps, enclose)
 
 
 def box(x0: jnp.ndarray, eps: jnp.ndarray,

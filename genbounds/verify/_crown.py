@@ -36,6 +36,8 @@ forward and unstable-only paths) the rounding is not enclosed.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -44,7 +46,7 @@ from genbounds.core._checks import NotBoundable
 from ._ball import centre_and_norm, concretise
 from ._ibp import ibp_step
 from ._ops import Op
-from ._rounding import gamma, magnitude, outward, unit
+from ._rounding import gamma, magnitude, outward, tiny, unit
 
 
 def relu_lines(lo: jnp.ndarray, hi: jnp.ndarray, alpha: jnp.ndarray | None):
@@ -87,16 +89,13 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
     lam: dict[int, jnp.ndarray] = {target: spec}
     const = jnp.zeros((b, k), dtype)
     deficit = jnp.zeros((b, k), dtype)
-    u = unit(dtype)
-    tiny = float(jnp.finfo(dtype).tiny)
+    u, t = unit(dtype), tiny(dtype)
     for i in range(target, 0, -1):
         if i not in lam:
             continue
         a = lam.pop(i)
         op = ops[i]
-        n_i = 1
-        for s_ in op.shape:
-            n_i *= s_
+        n_i = math.prod(op.shape)
         if op.kind == "affine":
             zeros = [jnp.zeros((1,) + ops[j].shape, dtype) for j in op.inputs]
             b0 = op.full(zeros)
@@ -109,7 +108,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                 w = g * op.absl(ms) + gc * jnp.abs(b0)
                 flush = sum(jnp.sum(m_.reshape(b, -1), axis=1) for m_ in ms)
                 deficit = (deficit + _sum_shape(jnp.abs(a) * w[:, None]) + gc * jnp.abs(const)
-                           + (tiny * ((op.terms + 2) * flush + n_i + 2))[:, None])
+                           + (t * ((op.terms + 2) * flush + n_i + 2))[:, None])
             const = const + _sum_shape(a * b0[:, None])
             prim = [jax.ShapeDtypeStruct((b * k,) + ops[j].shape, dtype) for j in op.inputs]
             (back,) = jax.linear_transpose(op.lin, prim)(a.reshape((b * k,) + op.shape))
@@ -136,7 +135,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                 w = gamma(8, dtype) * (jnp.abs(sn) + jnp.abs(sj) * (low + s)) * m
                 w = w + jnp.where(p < 0, gn * jnp.abs(sj) * icpt, 0)
                 deficit = (deficit + _sum_shape(jnp.abs(a) * w) + gn * jnp.abs(const)
-                           + tiny * (8 * jnp.sum(m.reshape(b, -1), axis=1) + n_i + 2)[:, None])
+                           + t * (8 * jnp.sum(m.reshape(b, -1), axis=1) + n_i + 2)[:, None])
             const = const + _sum_shape(neg * icpt)
             parts = [(j, a * sn + pos * low + neg * s)]
         elif op.kind == "monotone":
@@ -150,7 +149,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                     mj = magnitude(bounds[j])
                     deficit = deficit + 2 * u * _sum_shape(
                         (jnp.abs(lam[j]) + jnp.abs(g_)) * mj[:, None]) + (
-                        tiny * jnp.sum(mj.reshape(b, -1), axis=1))[:, None]
+                        t * jnp.sum(mj.reshape(b, -1), axis=1))[:, None]
                 lam[j] = lam[j] + g_
             else:
                 lam[j] = g_
@@ -181,17 +180,12 @@ def needed(ops: list[Op], upto: int) -> set[int]:
     return {op.inputs[0] for op in ops[1:upto + 1] if op.kind == "act"}
 
 
-def layer_bounds(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
-                 upto: int) -> list:
-    """Intervals of every record up to ``upto``: interval propagation, with every
-    pre-activation tightened by CROWN (``mode="crown"``, intersected with the interval)."""
-    return crown_intervals(ops, x0, eps, norm, mode, upto)[0]
-
-
 def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
                     upto: int, caps: dict | None = None,
                     enclose: bool = False) -> tuple[list, dict]:
-    """`layer_bounds`, and with ``caps`` only for the unstable neurons.
+    """Intervals of every record up to ``upto``: interval propagation, with every
+    pre-activation tightened by CROWN (``mode="crown"``, intersected with the interval), and
+    with ``caps`` CROWN only for the unstable neurons.
 
     A pre-activation affine in the input (no activation before it) gets its exact interval
     from its forward linear function (`_forward.py`), what its CROWN pass would give, in one
@@ -222,8 +216,8 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
     sparse = caps is not None and mode == "crown"
     if sparse and enclose:
         raise ValueError("the unstable-only passes (caps) have no rounding enclosure")
-    errs = {0: jnp.zeros_like(x0)}
-    mx = magnitude(bounds[0])
+    errs = {0: jnp.zeros_like(x0)}  # rounding bounds of the forward functions (enclose)
+    mx = magnitude(bounds[0]) if enclose else None
     fns: dict = {0: input_functions(x0)}  # linear functions of the input, where kept
     # records affine in the input (no activation before them): their forward function is
     # exact, so their interval is the exact one a CROWN pass gives, at the cost of d
@@ -233,9 +227,7 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
     for i in range(1, upto + 1):
         lo, hi = ibp_step(ops[i], bounds, enclose)
         shape = ops[i].shape
-        n = 1
-        for s in shape:
-            n *= s
+        n = math.prod(shape)
         if ops[i].kind == "affine" and all(j in exact for j in ops[i].inputs):
             exact.add(i)
         if sparse or i in exact:
@@ -284,10 +276,7 @@ def _forward_error(op: Op, fns: dict, errs: dict, mx: jnp.ndarray) -> jnp.ndarra
     \\mathrm{fl}(L \\tilde c_j + b)$, the error is at most $\\gamma_n |L|(|\\tilde W_j| m_x +
     |\\tilde c_j|) + \\gamma_n |b| + |L| e_j$ (`_rounding.py`; $m_x$ bounds $|x|$ on the box)."""
     dtype = mx.dtype
-    b = mx.shape[0]
-    d = 1
-    for s_ in mx.shape[1:]:
-        d *= s_
+    b, d = mx.shape[0], math.prod(mx.shape[1:])
     g = gamma(op.terms, dtype)
     flat = mx.reshape(b, d)
     ms = []
@@ -298,7 +287,7 @@ def _forward_error(op: Op, fns: dict, errs: dict, mx: jnp.ndarray) -> jnp.ndarra
         ms.append(a + jnp.abs(c))
     b0 = op.full([jnp.zeros((1,) + fns[j][1].shape[1:], dtype) for j in op.inputs])
     # underflow: each coefficient and constant may lose tiny per product and sum
-    flush = float(jnp.finfo(dtype).tiny) * (op.terms + 2) * (jnp.sum(flat, axis=1) + 1)
+    flush = tiny(dtype) * (op.terms + 2) * (jnp.sum(flat, axis=1) + 1)
     flush = flush.reshape((b,) + (1,) * (b0.ndim - 1))
     return (g * op.absl(ms) + g * jnp.abs(b0) + flush
             + op.absl([errs[j] for j in op.inputs]) * (1 + 2 * g)) * (1 + 4 * unit(dtype))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from ._ball import box
 from ._ops import Op
-from ._rounding import gamma, magnitude, outward, unit
+from ._rounding import gamma, magnitude, outward, tiny, unit
 
 
 def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray,
@@ -39,7 +39,7 @@ def act_interval(op: Op, lo: jnp.ndarray, hi: jnp.ndarray,
         return out
     # two products and a sum per endpoint, each off by at most u of its terms
     slack = (4 * unit(lo.dtype) * (jnp.abs(a) + jnp.abs(d)) * magnitude((lo, hi))
-             + 4 * float(jnp.finfo(lo.dtype).tiny))
+             + 4 * tiny(lo.dtype))
     return outward(*out, slack)
 
 
@@ -62,7 +62,7 @@ def ibp_step(op: Op, bounds: list, enclose: bool = False) -> tuple[jnp.ndarray, 
         g = gamma(op.terms, m.dtype)
         b0 = op.full([jnp.zeros((1,) + a[0].shape[1:], m.dtype) for a in args])
         err = op.absl([jnp.abs(x) for x in mids]) + jnp.abs(b0)
-        flush = 2 * (op.terms + 2) * float(jnp.finfo(m.dtype).tiny)  # underflow
+        flush = 2 * (op.terms + 2) * tiny(m.dtype)  # underflow
         return outward(m, m, r * (1 + 2 * g) + g * err + flush)
     if op.kind == "monotone":
         return op.full([args[0][0]]), op.full([args[0][1]])

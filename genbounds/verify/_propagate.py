@@ -11,6 +11,8 @@ of theirs and that of the interval of the logits (both are sound).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,12 +21,12 @@ from genbounds.network._graph import eval_node
 from genbounds.network._network import Network
 
 from ._alpha import alpha_parts
-from ._ball import box, check_norm
+from ._ball import box, check_norm, lower_at
 from ._crown import crown_intervals, linear_parts
 from ._forward import forward_bounds
 from ._ibp import ibp, ibp_step
 from ._ops import float32_records, logit_node, read_ops, with_dtype
-from ._rounding import gamma, magnitude, outward, unit
+from ._rounding import gamma, magnitude, outward, tiny, unit
 
 METHODS = ("ibp", "crown", "alpha-crown")
 INTERMEDIATE = ("crown", "forward", "ibp")
@@ -54,7 +56,7 @@ def _interval_spec(interval, spec, enclose: bool = False):
     if not enclose:
         return out
     err = jnp.einsum("bkn,bn->bk", jnp.abs(s), jnp.abs(mid) + rad, precision=hp)
-    flush = 2 * (s.shape[2] + 2) * float(jnp.finfo(lo.dtype).tiny)  # underflow
+    flush = 2 * (s.shape[2] + 2) * tiny(lo.dtype)  # underflow
     return outward(out, out, gamma(s.shape[2] + 1, lo.dtype) * err + flush)[0]
 
 
@@ -207,20 +209,13 @@ class Propagator:
         """Lower bounds of the margins $f_y - f_j$ over the balls (B, K), $+\\infty$ at
         $j = y$."""
         x0, eps = self._prepare(x0, eps)
-        lb = self._spec_bound(x0, eps, self._margin_spec(y, x0.shape[0]))
-        return jnp.where(jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)
-
-    def _margin_spec(self, y, b):
-        shape = self.ops[self.logits].shape
-        eye = jnp.eye(self.k, dtype=self.dtype)
-        spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
-        return spec.reshape((b, self.k) + shape)
+        spec, own = margin_spec(y, self.ops[self.logits].shape, self.dtype)
+        return jnp.where(own, jnp.inf, self._spec_bound(x0, eps, spec))
 
     def _linear_margins(self, x0, eps, y, caps):
         x0, eps = self._prepare(x0, eps)
-        lb, centre, dn, counts = self._spec_parts(x0, eps, self._margin_spec(y, x0.shape[0]),
-                                                  caps)
-        own = jnp.arange(self.k, dtype=y.dtype)[None, :] == y[:, None]
+        spec, own = margin_spec(y, self.ops[self.logits].shape, self.dtype)
+        lb, centre, dn, counts = self._spec_parts(x0, eps, spec, caps)
         return (jnp.where(own, jnp.inf, lb), jnp.where(own, jnp.inf, centre),
                 jnp.where(own, 0, dn), counts)
 
@@ -271,10 +266,7 @@ def spec_parts(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermedia
                                  enclose=enclose)
     else:
         centre, dn = linear_parts(ops, t, spec, x0, norm, bounds, enclose=enclose)
-    lb = centre - eps[:, None] * dn
-    if enclose:
-        lb = outward(lb, lb, 2 * unit(lb.dtype) * eps[:, None] * dn)[0]
-    return jnp.maximum(lb, by_interval), centre, dn, counts
+    return jnp.maximum(lower_at(centre, dn, eps, enclose), by_interval), centre, dn, counts
 
 
 def spec_bound(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermediate: str,
@@ -284,17 +276,21 @@ def spec_bound(ops, t: int, x0, eps, spec, *, norm: str, method: str, intermedia
                       intermediate=intermediate, steps=steps, lr=lr)[0]
 
 
+def margin_spec(y, shape: tuple[int, ...], dtype):
+    """The specifications $e_y - e_j$ of the margins of logits of ``shape`` for labels ``y``
+    (B,): (B, K, *shape), and the mask (B, K) of $j = y$ (whose row is zero)."""
+    k = math.prod(shape)
+    eye = jnp.eye(k, dtype=dtype)
+    spec = eye[y][:, None, :] - eye[None, :, :]
+    own = jnp.arange(k, dtype=y.dtype)[None, :] == y[:, None]
+    return spec.reshape((y.shape[0], k) + tuple(shape)), own
+
+
 def margin_bounds(ops, t: int, x0, eps, y, *, norm: str, method: str, intermediate: str,
                   steps: int = 20, lr: float = 0.1):
     """Lower bounds of the margins $f_y - f_j$ of record ``t`` over the balls (B, K),
     $+\\infty$ at $j = y$ (``x0`` (B, *input) and ``eps`` (B,) in the dtype of the `Op` s)."""
-    shape = ops[t].shape
-    k = 1
-    for s in shape:
-        k *= s
-    eye = jnp.eye(k, dtype=x0.dtype)
-    spec = eye[y][:, None, :] - eye[None, :, :]  # (B, K, K): e_y - e_j
-    spec = spec.reshape((x0.shape[0], k) + shape)
+    spec, own = margin_spec(y, ops[t].shape, x0.dtype)
     lb = spec_bound(ops, t, x0, eps, spec, norm=norm, method=method, intermediate=intermediate,
                     steps=steps, lr=lr)
-    return jnp.where(jnp.arange(k, dtype=y.dtype)[None, :] == y[:, None], jnp.inf, lb)
+    return jnp.where(own, jnp.inf, lb)

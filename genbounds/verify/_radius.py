@@ -85,6 +85,12 @@ def _first_order(net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarray, norm: str) -
     return np.where(np.isfinite(r) & (r > 0), r, 1e-3)
 
 
+def _slack(prop: Propagator, margins: np.ndarray) -> np.ndarray:
+    """The acceptance margin of every bound: $\\sqrt{u}\\,(1 + |M(x_0)|)$, $u$ the machine
+    epsilon of the last pass (see the module's docstring)."""
+    return math.sqrt(float(jnp.finfo(prop.result_dtype).eps)) * (1.0 + np.abs(margins))
+
+
 def _as_computed(eps: np.ndarray, dtype) -> np.ndarray:
     """The radii as the propagation's dtype holds them (float32 rounds them), in float64."""
     return np.asarray(np.asarray(eps, np.float64).astype(np.dtype(dtype)), np.float64)
@@ -124,8 +130,7 @@ def bisection(prop: Propagator, net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarra
     lo = np.zeros(n)
     hi = np.full(n, np.inf)
     eps = _first_order(net_fn, x0, y, prop.norm)
-    unit = float(jnp.finfo(prop.result_dtype).eps)
-    slack = math.sqrt(unit) * (1.0 + np.abs(margins))
+    slack = _slack(prop, margins)
     live = margins > 0
     for _ in range(steps):
         eps = _as_computed(eps, prop.dtype)
@@ -158,8 +163,7 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
     n = x0.shape[0]
     best = np.zeros(n)
     failed = np.full(n, np.inf)
-    unit = float(jnp.finfo(prop.result_dtype).eps)
-    slack_all = math.sqrt(unit) * (1.0 + np.abs(margins))
+    slack_all = _slack(prop, margins)
     live_all = margins > 0
     # the bracket on m(e) = min_j lower bound of margin j at radius e, less the slack: a the
     # largest radius evaluated with m >= 0 (radius 0: the margin itself), b the smallest with
@@ -273,7 +277,7 @@ def crown_radius(
         layer), ``"forward"`` (forward linear bounds, cheaper, looser) or ``"ibp"``.
       steps: α-CROWN's gradient steps per bound.
       search_steps: bound evaluations of the radius search per example (at most; it stops
-        once every bracket is within 1%).
+        once the failed radius is within 2% of the certified one).
       batch: examples bounded together (at most; the batches are made equal).
       unstable_only: with ``intermediate="crown"``, the CROWN pass of a pre-activation only
         for the neurons that cheaper bounds leave unstable (`Propagator`), at most as many
@@ -374,18 +378,19 @@ def crown_radius(
                            _padded(m[s:s + batch], min(batch, n)), search_steps)
         radius.append(lo[:size])
         upper.append(hi[:size])
+    enclosed = bool(prop.enclose and prop.same_records)
     notes = list(net.notes) + prop.notes + [
         f"{method} bounds on the margins over {norm} balls, pre-activation intervals by "
         f"{'interval propagation' if method == 'ibp' else intermediate}, in "
         f"{np.dtype(prop.dtype).name}"
-        f"{' with its rounding enclosed' if prop.enclose and prop.same_records else ' (rounding not enclosed)'}; "
+        f"{' with its rounding enclosed' if enclosed else ' (rounding not enclosed)'}; "
         f"radius by a {search} "
         f"search of at most {search_steps} bound evaluations per example (the largest "
         "verified)"]
     terms = {"upper": np.concatenate(upper), "notes": notes, "intermediate": intermediate,
              "search_steps": search_steps, "search": search,
              "dtype": np.dtype(prop.dtype).name,
-             "rounding_enclosed": bool(prop.enclose and prop.same_records)}
+             "rounding_enclosed": enclosed}
     radius = _round_down(np.clip(np.concatenate(radius) - shift, 0.0, None), prop.dtype)
     return CertifiedRadii(radius=radius, norm=norm,
                           margins=m, lipschitz=math.nan,

@@ -28,9 +28,9 @@ How each bound uses it (see `_ibp.py`, `_crown.py`, `_ball.py`):
 Every $\gamma$ here is inflated by 1% and by two more roundings, which covers the rounding of the
 error terms themselves. The lemma assumes no underflow; XLA's CPU backend flushes subnormal
 results to zero, so each product and sum may also lose up to the smallest normal number
-(``tiny``), charged as an absolute term per product and sum (negligible in value). The lemma is about sums of products; it covers the CPU backend of XLA
-(convolutions and matrix products as sums of products) and matrix products on GPUs at
-``precision=HIGHEST``. Convolution algorithms that are not sums of products (Winograd, FFT, which
+(`tiny`), charged as an absolute term per product and sum (negligible in value). The lemma
+is about sums of products; it covers the CPU backend of XLA (convolutions and matrix products
+as sums of products) and matrix products on GPUs at ``precision=HIGHEST``. Convolution algorithms that are not sums of products (Winograd, FFT, which
 cuDNN may choose) are not covered by it.
 """
 
@@ -43,6 +43,12 @@ import numpy as np
 def unit(dtype) -> float:
     """The unit roundoff $u$ of ``dtype`` (half its machine epsilon)."""
     return float(np.finfo(np.dtype(dtype)).eps) / 2
+
+
+def tiny(dtype) -> float:
+    """The smallest normal number of ``dtype``: what one product or sum can lose to underflow
+    where subnormal results are flushed to zero."""
+    return float(np.finfo(np.dtype(dtype)).tiny)
 
 
 def gamma(n: int, dtype) -> float:
@@ -64,10 +70,9 @@ def outward(lo: jnp.ndarray, hi: jnp.ndarray, slack=0.0) -> tuple[jnp.ndarray, j
     """``[lo - slack, hi + slack]`` moved outwards by the rounding of that sum and of this
     step ($4u$ of each endpoint, and the smallest normal number for values flushed to zero), so
     that it contains the exact interval. Differentiable (α-CROWN optimises through it)."""
-    u = unit(lo.dtype)
-    tiny = float(np.finfo(np.dtype(lo.dtype)).tiny)
+    u, t = unit(lo.dtype), tiny(lo.dtype)
     lo2, hi2 = lo - slack, hi + slack
-    return lo2 - 4 * u * jnp.abs(lo2) - tiny, hi2 + 4 * u * jnp.abs(hi2) + tiny
+    return lo2 - 4 * u * jnp.abs(lo2) - t, hi2 + 4 * u * jnp.abs(hi2) + t
 
 
 def terms(node, in_size: int, out_size: int) -> int:
