@@ -39,12 +39,12 @@ bisection from $r_0$).
 (`_rounding.py`; float32, with CROWN or α-CROWN on intervals from CROWN or interval
 propagation, or interval propagation alone), so they bound the network's records in real
 arithmetic; the paths without the enclosure (forward intervals, unstable-only passes) compute
-in float64. A radius is accepted only where every margin bound also exceeds
-$\sqrt{u}\,(1 + |M(x_0)|)$ ($u$ the machine epsilon of the computation: $3.5\cdot10^{-4}$
-relative in float32, $1.5\cdot10^{-8}$ in float64; the last pass is in float64 where x64 is on), a safety margin for the network as
-deployed
-(its own float evaluation, and the records' constants rounded to the computation's dtype) and,
-on the paths without the enclosure, for the propagation's rounding.
+in float64 and do not enclose it. A radius is accepted only where every margin bound also
+exceeds $\sqrt{u}\,(1 + |M(x_0)|)$ ($u$ the machine epsilon of the last pass: $1.5\cdot10^{-8}$
+relative in float64, where x64 is on; $3.5\cdot10^{-4}$ in float32). That margin is meant for
+what the certificate does not bound: the deployed network's own float evaluation (and BatchNorm
+folded into the kernels in the parameters' dtype), and the propagation's rounding on the paths
+without the enclosure. It is a safety margin, not a proof.
 """
 
 from __future__ import annotations
