@@ -176,6 +176,9 @@ def test_robustness_curve(nets):
     assert np.all(curve.propagated_accuracy <= curve.pgd_accuracy)
     assert curve.propagated.terms["rounding_enclosed"]
     assert curve.propagated_accuracy[0] == pytest.approx(curve.clean_accuracy)
+    # decided on the grid (search="grid"): no per-example radius searched, no median given
+    assert curve.settings["propagation_search"] == "grid"
+    assert curve.to_dict()["median_propagated_radius"] is None
     json.dumps(curve.to_dict())
     assert "| 0.3 |" in curve.to_markdown()
 

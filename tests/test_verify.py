@@ -344,6 +344,34 @@ def test_bracketing_search_finds_the_radius_bisection_finds():
     np.testing.assert_allclose(part.radius, fast.radius, rtol=1e-9)
 
 
+def test_grid_search_decides_each_radius_as_the_bound_does():
+    # search="grid" (what robustness uses): radius > e exactly where CROWN, evaluated on the
+    # closed ball of radius e itself, certifies every margin past the acceptance margin
+    from genbounds.verify._radius import _above
+
+    apply_fn, params, X, y = _net("residual", seed=7)
+    net = genbounds.Network.trace(apply_fn, params, X)
+    grid = np.array([0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
+    r = crown_radius(net, X=X, y=y, norm="l2", search="grid", grid=grid, dtype=np.float64)
+    assert r.terms["search"] == "grid"
+    p = Propagator(net, norm="l2", dtype=jnp.float64)
+    f = np.asarray(apply_fn(params, X), np.float64)
+    top2 = np.sort(f, axis=1)[:, -2:]
+    slack = np.sqrt(np.finfo(np.float64).eps) * (1 + top2[:, 1] - top2[:, 0])
+    decided = []
+    for e in grid[1:]:
+        lb = np.asarray(p.margins(jnp.asarray(X), jnp.full((X.shape[0],), _above(e, np.float64)),
+                                  jnp.asarray(y)))
+        direct = np.all(lb > slack[:, None], axis=1)
+        np.testing.assert_array_equal(r.radius > e, direct)
+        decided.append(direct.mean())
+    assert 0 < np.mean(decided) < 1  # some radii certified, some not: the test decides both
+    for bad in ({"search": "grid"}, {"grid": grid}, {"search": "grid", "grid": [-0.1, 0.2]},
+                {"search": "grid", "grid": [0.0]}):
+        with pytest.raises(ValueError, match="grid"):
+            crown_radius(net, X=X, y=y, **bad)
+
+
 def test_a_first_layer_interval_is_that_of_its_crown_pass():
     # a pre-activation affine in the input takes its exact interval from its forward function
     from genbounds.verify._crown import crown_intervals, lower_bound

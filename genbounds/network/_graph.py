@@ -129,7 +129,8 @@ def eval_node(node: Node, args: list[jax.Array]) -> jax.Array:
             return fn(x, axis=node.info["axes"])
         p = node.info["params"]
         init, comp = (-jnp.inf, lax.max) if kind == "max" else (0.0, lax.add)
-        y = lax.reduce_window(x, jnp.asarray(init, x.dtype), comp, p["window_dimensions"],
+        # a concrete init value: lax then takes its max/sum primitive, differentiable in jit
+        y = lax.reduce_window(x, np.asarray(init, x.dtype), comp, p["window_dimensions"],
                               p["window_strides"], p["padding"], p["base_dilation"],
                               p["window_dilation"])
         return y * jnp.asarray(node.info.get("factor", 1.0), x.dtype)

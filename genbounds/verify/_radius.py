@@ -78,7 +78,7 @@ def _first_order(net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarray, norm: str) -
         other = jnp.max(jnp.where(jnp.arange(f.shape[0], dtype=t.dtype) == t, -jnp.inf, f))
         return f[t] - other
 
-    m, g = jax.vmap(jax.value_and_grad(margin))(x0, y)
+    m, g = jax.jit(jax.vmap(jax.value_and_grad(margin)))(x0, y)  # one program, not op by op
     g = g.reshape(g.shape[0], -1)
     q = jnp.sum(jnp.abs(g), 1) if norm == "linf" else jnp.sqrt(jnp.sum(g * g, 1))
     r = np.asarray(m / jnp.maximum(q, 1e-30), np.float64)
@@ -102,6 +102,28 @@ def _round_down(r: np.ndarray, dtype) -> np.ndarray:
     q = r.astype(np.dtype(dtype))
     q = np.where(q.astype(np.float64) > r, np.nextafter(q, np.zeros_like(q)), q)
     return q.astype(np.float64)
+
+
+def _above(values: np.ndarray, dtype) -> np.ndarray:
+    """The smallest values of ``dtype`` strictly above ``values`` (as float64): a ball of that
+    radius certified contains the closed ball of radius ``values``."""
+    v = np.asarray(values, np.float64)
+    q = v.astype(np.dtype(dtype))
+    q = np.where(q.astype(np.float64) <= v, np.nextafter(q, np.full_like(q, np.inf)), q)
+    return q.astype(np.float64)
+
+
+def _snap(p: np.ndarray, best: np.ndarray, failed: np.ndarray,
+          grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per example, the radius of ``grid`` still undecided (above the certified radius
+    ``best``, below the failed one) nearest to the proposal ``p`` on a log scale, and whether
+    none is left."""
+    open_ = (grid[None] > best[:, None]) & (grid[None] < failed[:, None])
+    with np.errstate(divide="ignore"):
+        d = np.abs(np.log(grid)[None] - np.log(np.maximum(p, 1e-300))[:, None])
+    j = np.argmin(np.where(open_, d, np.inf), axis=1)
+    none = ~open_.any(axis=1)
+    return np.where(none, p, grid[j]), none
 
 
 def _round_up(v: float, size: int) -> int:
@@ -152,10 +174,15 @@ def _padded(a: np.ndarray, size: int) -> np.ndarray:
 
 def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
             margins: np.ndarray, steps: int, *, batch: int, rtol: float = 0.02,
-            ) -> tuple[np.ndarray, np.ndarray]:
+            grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The largest verified radius and the smallest radius at which the bound failed (inf if
     none) per example, after at most ``steps`` bound evaluations of each (fewer once the
     failed radius is within ``rtol`` of the verified one).
+
+    With ``grid`` (sorted radii, values of the propagation's dtype) every evaluation is at a
+    radius of the grid, the undecided one nearest to the search's proposal, and an example
+    stops when no radius of the grid lies between its verified and its failed radius (each
+    evaluation decides at least one), whatever ``rtol``.
 
     The examples share ``batch`` slots: each evaluation bounds the ``batch`` first examples
     whose search goes on, so an example that needs few evaluations frees its slot for the
@@ -176,6 +203,9 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
         _first_order(net_fn, jnp.asarray(x0[s:s + batch]), jnp.asarray(y[s:s + batch]),
                      prop.norm) for s in range(0, n, batch)]) / 8
     done = ~live_all
+    if grid is not None:
+        eps, none = _snap(eps, best, failed, grid)
+        done |= none
     used = np.zeros(n, int)
     while True:
         todo = np.flatnonzero(~done & (used < steps))
@@ -214,9 +244,14 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
         ag = np.where(up_a, g, a_g[i])
         sd = np.where(up_a, 1, np.where(up_b, -1, sd))
         a_e[i], a_m[i], b_e[i], b_m[i], a_g[i], side[i] = ae, am, be, bm, ag, sd
-        fin = done[i] | (be <= best[i] * (1 + rtol))
+        nxt = _next_radius(ae, am, be, bm, ag, margins[i] - slack, rtol)
+        if grid is None:
+            fin = done[i] | (be <= best[i] * (1 + rtol))
+        else:
+            nxt, none = _snap(nxt, best[i], failed[i], grid)
+            fin = done[i] | none
         done[i] = fin
-        eps[i] = np.where(fin, e, _next_radius(ae, am, be, bm, ag, margins[i] - slack, rtol))
+        eps[i] = np.where(fin, e, nxt)
     return np.where(live_all, best, 0.0), failed
 
 
@@ -256,6 +291,7 @@ def crown_radius(
     batch: int = 64,
     unstable_only: bool = False,
     search: str = "bracket",
+    grid: Any = None,
     dtype: Any = None,
 ) -> CertifiedRadii:
     r"""Certified radii by bound propagation: the largest $\varepsilon$ found for which the
@@ -285,8 +321,18 @@ def crown_radius(
         the benchmark's networks the unstable-only passes saved less than the forward bounds
         and recompilations cost).
       search: ``"bracket"`` (default: each evaluation also certifies every radius its linear
-        bound covers, and brackets the radius) or ``"bisection"`` (each evaluation only says
-        whether its radius is certified; ``search_steps`` evaluations).
+        bound covers, and brackets the radius), ``"bisection"`` (each evaluation only says
+        whether its radius is certified; ``search_steps`` evaluations) or ``"grid"`` (the
+        bracketing search with every evaluation at a radius of ``grid``: it decides, for every
+        radius of the grid, whether the bound certifies it, in as few evaluations as it can,
+        and stops there, radii still undecided after ``search_steps`` counting as not
+        certified; the radius returned is then the largest certified on the way, a lower
+        bound of the other searches' where it falls between two radii of the grid).
+      grid: with ``search="grid"``, the radii to decide (a 1-D array of finite values >= 0,
+        at least one positive; 0 is decided by the margin). Each is evaluated at the smallest
+        value of the propagation's dtype above it, so a radius of the grid counts as
+        certified (``radius >`` it) exactly where that evaluation, or another's linear bound,
+        certified the closed ball around it.
       dtype: the dtype of the propagation (`Propagator`): by default float32 where the bounds
         enclose their own rounding and the network's parameters and ``X`` are float32 values,
         float64 elsewhere (see the module's docstring); float64 costs about 2x the time on a
@@ -312,7 +358,15 @@ def crown_radius(
     check_choice(norm, "norm", NORMS)
     check_choice(method, "method", METHODS)
     check_choice(intermediate, "intermediate", INTERMEDIATE)
-    check_choice(search, "search", ("bracket", "bisection"))
+    check_choice(search, "search", ("bracket", "bisection", "grid"))
+    if (grid is None) != (search != "grid"):
+        raise ValueError("grid must be given exactly when search='grid', got "
+                         f"search={search!r} and grid={'None' if grid is None else 'an array'}")
+    if grid is not None:
+        grid = np.asarray(check_float_array(grid, "grid"), np.float64)
+        if grid.ndim != 1 or np.any(grid < 0) or not np.any(grid > 0):
+            raise ValueError("grid must be a 1-D array of radii >= 0 with at least one "
+                             f"positive, got {np.asarray(grid).tolist()!r}")
     for name, v, low in (("search_steps", search_steps, 1), ("batch", batch, 1),
                          ("steps", steps, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
@@ -366,9 +420,11 @@ def crown_radius(
         rest = np.where(np.arange(f.shape[1])[None] == yy[:, None], -np.inf, f)
         margins.append(own - rest.max(1))
     m = np.concatenate(margins)
-    if search == "bracket":
+    if search in ("bracket", "grid"):
         lo, hi = bracket(prop, net_fn, np.asarray(Xn), np.asarray(y), m, search_steps,
-                         batch=min(batch, n))
+                         batch=min(batch, n),
+                         grid=None if grid is None else _above(np.unique(grid[grid > 0]),
+                                                               prop.dtype))
         radius, upper = [lo], [hi]
     for s in range(0, n, batch) if search == "bisection" else ():
         x0 = _padded(np.asarray(Xn[s:s + batch]), min(batch, n))
