@@ -349,7 +349,7 @@ def test_grid_search_decides_each_radius_as_the_bound_does():
     # closed ball of radius e itself, certifies every margin past the acceptance margin
     from genbounds.verify._radius import _above
 
-    apply_fn, params, X, y = _net("residual", seed=7)
+    apply_fn, params, X, y = _net("chain", seed=7)
     net = genbounds.Network.trace(apply_fn, params, X)
     grid = np.array([0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6])
     r = crown_radius(net, X=X, y=y, norm="l2", search="grid", grid=grid, dtype=np.float64)
