@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.spectra._ks_scan import fit_many, fit_many_start
+from genbounds.spectra._ks_scan import BOOTSTRAP_TIER, fit_many, fit_many_start
 
 # WeightWatcher 0.7.7: evals at or below this are dropped before the fit (EVALS_THRESH).
 EVALS_THRESH = 1e-5
@@ -296,7 +296,7 @@ def bootstrap_alpha_start(evals: Any, rng: np.random.Generator, *, num_resamples
         return lambda: failed
     samples = np.sort(rng.choice(x, size=(num_resamples, x.size), replace=True), axis=1)
     pending = fit_many_start(samples, np.full(num_resamples, x.size), min_tail=min_tail,
-                             single=True)
+                             single=True, tier=BOOTSTRAP_TIER)
 
     def finish() -> BootstrapInterval:
         est = pending()[:, 0]
