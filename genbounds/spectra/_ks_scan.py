@@ -22,9 +22,12 @@ close to a pure power law, where many candidates fit about equally well), the sa
 quarter of the candidates kept, and where it fails again the full scan (every candidate over its
 whole tail, rows in blocks of at most ``2**20 / n_pad``, fused by XLA so that a block never
 exists as a matrix) runs instead, so the result is always that of the full scan. Padded sizes
-up to 128 run the full scan directly (there it costs less than the bound). Resamples (the bootstrap) run as a ``lax.map`` over the same kernel, in
-vmapped batches of resamples (fewer loop steps, larger fused kernels); `fit_many_start`
-dispatches them without waiting (JAX runs the kernel off the calling thread).
+up to 128 run the full scan directly (there it costs less than the bound). Resamples (the
+bootstrap) run as a ``lax.map`` over the same kernel, in vmapped batches of resamples (fewer
+loop steps, larger fused kernels), with a lighter first tier (`BOOTSTRAP_TIER`: 8 first and 24
+spread points, 32 exact candidates; the later tiers catch the ~1% whose certificate fails, so
+the result is again the full scan's); `fit_many_start` dispatches them without waiting (JAX
+runs the kernel off the calling thread).
 """
 
 from __future__ import annotations
