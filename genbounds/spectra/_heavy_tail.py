@@ -257,16 +257,18 @@ def heavy_tail(
     # LAPACK's threads want both cores; the point fits first: they would queue behind them)
     fits = [_fit_layer(lm, sv, ww=ww, min_tail=min_tail, on_failure=on_failure)
             for lm, sv in zip(layers, svals, strict=True)]
-    for i, f in enumerate(fits):
-        if not ww and bootstrap > 0 and f[1]["status"] == "success":
-            bits = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 2),
-                                                                     i)))
-            rng = np.random.default_rng(bits.astype(np.uint32).ravel())
-            f[2] = bootstrap_alpha_start(f[0], rng, num_resamples=bootstrap,
-                                         confidence=confidence, min_tail=min_tail)
-            # the columns' place (filled when the bootstrap is collected, in `_layer`)
-            f[1].update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se",
-                                       "bootstrap_failed")))
+    boot = [i for i, f in enumerate(fits)
+            if not ww and bootstrap > 0 and f[1]["status"] == "success"]
+    # every layer's seed at once, before any bootstrap is dispatched (a JAX op issued after
+    # one would wait for it): layer i's generator is seeded by fold_in(fold_in(key, 2), i)
+    seeds = _layer_seeds(key, np.asarray(boot, np.int32)) if boot else ()
+    for i, bits in zip(boot, seeds, strict=True):
+        f = fits[i]
+        rng = np.random.default_rng(bits.astype(np.uint32).ravel())
+        f[2] = bootstrap_alpha_start(f[0], rng, num_resamples=bootstrap, confidence=confidence,
+                                     min_tail=min_tail)
+        # the columns' place (filled when the bootstrap is collected, in `_layer`)
+        f[1].update(dict.fromkeys(("alpha_low", "alpha_high", "alpha_se", "bootstrap_failed")))
     out = [_layer(lm, *f, ww=ww, mp=mp_fit, rand=None if rand is None else rand[i])
            for i, (lm, f) in enumerate(zip(layers, fits, strict=True))]
     notes = ((f"preset {preset!r}",)
@@ -277,6 +279,17 @@ def heavy_tail(
             "method": method, "conv_spectrum": conv_spectrum, "seed": seed}
     return HeavyTail(layers=tuple(out), skipped=tuple(skipped), preset=preset, options=opts,
                      notes=notes)
+
+
+@jax.jit
+def _layer_seeds_jit(key: jax.Array, layers: jax.Array) -> jax.Array:
+    k2 = jax.random.fold_in(key, 2)
+    return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(k2, i)))(layers)
+
+
+def _layer_seeds(key: jax.Array, layers: np.ndarray) -> np.ndarray:
+    """The key data of ``fold_in(fold_in(key, 2), i)`` for each layer index i, one row each."""
+    return np.asarray(_layer_seeds_jit(key, layers))
 
 
 def _fit_layer(lm: LayerMatrices, sv: np.ndarray, *, ww: bool, min_tail: int,

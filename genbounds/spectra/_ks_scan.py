@@ -22,9 +22,12 @@ close to a pure power law, where many candidates fit about equally well), the sa
 quarter of the candidates kept, and where it fails again the full scan (every candidate over its
 whole tail, rows in blocks of at most ``2**20 / n_pad``, fused by XLA so that a block never
 exists as a matrix) runs instead, so the result is always that of the full scan. Padded sizes
-up to 128 run the full scan directly (there it costs less than the bound). Resamples (the bootstrap) run as a ``lax.map`` over the same kernel, in
-vmapped batches of resamples (fewer loop steps, larger fused kernels); `fit_many_start`
-dispatches them without waiting (JAX runs the kernel off the calling thread).
+up to 128 run the full scan directly (there it costs less than the bound). Resamples (the
+bootstrap) run as a ``lax.map`` over the same kernel, in vmapped batches of resamples (fewer
+loop steps, larger fused kernels), with a lighter first tier (`BOOTSTRAP_TIER`: 8 first and 24
+spread points, 32 exact candidates; the later tiers catch the ~1% whose certificate fails, so
+the result is again the full scan's); `fit_many_start` dispatches them without waiting (JAX
+runs the kernel off the calling thread).
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ _SPREAD = 48  # points spread evenly over every tail in the lower bound
 _KEEP = 32  # candidates whose exact D the pruned scan computes
 _BLOCK = 16  # consecutive candidates sharing their spread points (divides every bucket size)
 _FULL_MAX = 128  # bucket sizes up to this run the full scan (cheaper than the bound there)
+# the bootstrap's first tier (exact rows, dense points, spread points): a lighter bound and
+# fewer exact rows; its certificate fails for about 1% of the resamples of 250-1000
+# eigenvalues (they take the next tiers), and it costs about 0.7x the default tier's time
+BOOTSTRAP_TIER = (32, 8, 24)
 # resamples per vmapped batch of lax.map: about this many elements (fewer loop steps, each a
 # larger fused kernel; measured best on 2 CPU cores)
 _BATCH_FULL = 1 << 16
@@ -105,38 +112,39 @@ def _fit_full(x: jax.Array, n: jax.Array, min_tail: int) -> jax.Array:
     return _pick(jnp.where(cand, D, jnp.inf), idx, alpha, x, ni)
 
 
-def _lower_bound(n, idx, L, ni, alpha):
+def _lower_bound(n, idx, L, ni, alpha, dense=_DENSE, spread=_SPREAD):
     """A lower bound of every row's D from some points of its tail, without a large gather:
-    its first _DENSE points (shifted copies of L), and the _SPREAD points spread evenly over
-    the tail of its block's first row (blocks of _BLOCK consecutive rows share them; a row
-    uses those inside its own tail)."""
+    its first ``dense`` points (shifted copies of L, laid out (points, rows) so that XLA
+    vectorises along the rows), and the ``spread`` points spread evenly over the tail of its
+    block's first row (blocks of _BLOCK consecutive rows share them; a row uses those inside
+    its own tail)."""
     size = L.shape[0]
     dt = L.dtype
-    Lp = jnp.concatenate([L, jnp.zeros((_DENSE,), dt)])
-    Ld = jnp.stack([Lp[k:k + size] for k in range(_DENSE)], axis=1)
-    kd = jnp.arange(_DENSE, dtype=jnp.int32)
-    dev = _deviation(alpha[:, None], L[:, None], ni[:, None], Ld, kd[None, :].astype(dt))
-    bound = jnp.max(jnp.where((idx[:, None] + kd[None, :]) < n, dev, -jnp.inf), axis=1)
+    Lp = jnp.concatenate([L, jnp.zeros((dense,), dt)])
+    Ld = jnp.stack([Lp[k:k + size] for k in range(dense)], axis=0)  # (dense, size)
+    kd = jnp.arange(dense, dtype=jnp.int32)[:, None]
+    dev = _deviation(alpha[None, :], L[None, :], ni[None, :], Ld, kd.astype(dt))
+    bound = jnp.max(jnp.where(idx[None, :] + kd < n, dev, -jnp.inf), axis=0)
     nb = size // _BLOCK
     start = jnp.arange(nb, dtype=jnp.int32) * _BLOCK
     span = jnp.maximum(n - 1 - start, 0).astype(dt)
-    t = jnp.linspace(0.0, 1.0, _SPREAD, dtype=dt)
+    t = jnp.linspace(0.0, 1.0, spread, dtype=dt)
     G = start[:, None] + jnp.floor(t[None, :] * span[:, None]).astype(jnp.int32)  # (nb, S)
     LG = L[jnp.clip(G, 0, size - 1)]
     k = (G[:, None, :] - idx.reshape(nb, _BLOCK)[:, :, None]).astype(dt)  # (nb, R, S)
     dev = _deviation(alpha.reshape(nb, _BLOCK, 1), L.reshape(nb, _BLOCK, 1),
                      ni.reshape(nb, _BLOCK, 1), LG[:, None, :], k)
-    spread = jnp.max(jnp.where((k >= 0) & (G[:, None, :] < n), dev, -jnp.inf), axis=2)
-    return jnp.maximum(bound, spread.reshape(size))
+    spread_bound = jnp.max(jnp.where((k >= 0) & (G[:, None, :] < n), dev, -jnp.inf), axis=2)
+    return jnp.maximum(bound, spread_bound.reshape(size))
 
 
-def _fit_pruned(x: jax.Array, n: jax.Array, min_tail: int,
-                keep: int) -> tuple[jax.Array, jax.Array]:
+def _fit_pruned(x: jax.Array, n: jax.Array, min_tail: int, keep: int, dense: int = _DENSE,
+                spread: int = _SPREAD) -> tuple[jax.Array, jax.Array]:
     """The same fit by branch and bound, and whether its certificate holds (when it does
     not, the caller runs `_fit_full`)."""
     size = x.shape[0]
     idx, L, ni, alpha, cand = _prepare(x, n, min_tail)
-    B = jnp.where(cand, _lower_bound(n, idx, L, ni, alpha), jnp.inf)
+    B = jnp.where(cand, _lower_bound(n, idx, L, ni, alpha, dense, spread), jnp.inf)
     keep = min(keep, size)
     _, sel = jax.lax.top_k(-B, keep)
     sel = jnp.sort(sel)
@@ -163,29 +171,38 @@ def _fit_many_full(xs: jax.Array, ns: jax.Array, min_tail: int) -> jax.Array:
                        (xs, ns.astype(xs.dtype)), batch_size=_batch(xs.shape[0], size * size, _BATCH_FULL))
 
 
-@functools.partial(jax.jit, static_argnames=("min_tail", "keep"))
-def _fit_many_pruned(xs: jax.Array, ns: jax.Array, min_tail: int, keep: int):
-    per_row = xs.shape[1] * (_DENSE + _SPREAD + keep)
-    return jax.lax.map(lambda a: _fit_pruned(a[0], a[1].astype(jnp.int32), min_tail, keep),
-                       (xs, ns.astype(xs.dtype)), batch_size=_batch(xs.shape[0], per_row, _BATCH_PRUNED))
+@functools.partial(jax.jit, static_argnames=("min_tail", "keep", "dense", "spread"))
+def _fit_many_pruned(xs: jax.Array, ns: jax.Array, min_tail: int, keep: int,
+                     dense: int = _DENSE, spread: int = _SPREAD):
+    per_row = xs.shape[1] * (dense + spread + keep)
+    return jax.lax.map(lambda a: _fit_pruned(a[0], a[1].astype(jnp.int32), min_tail, keep,
+                                             dense, spread),
+                       (xs, ns.astype(xs.dtype)),
+                       batch_size=_batch(xs.shape[0], per_row, _BATCH_PRUNED))
 
 
 def fit_many(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
-             single: bool = False, prune: bool = True) -> np.ndarray:
+             single: bool = False, prune: bool = True,
+             tier: tuple[int, int, int] | None = None) -> np.ndarray:
     """Fits each row of ``samples`` (sorted ascending in its first ``counts[r]`` entries).
 
     ``single=True`` runs in float32 (the bootstrap: its argmin over D is not worth float64's
     cost; the point fit runs in float64 when ``jax_enable_x64`` is on). ``prune=False`` runs
     the full scan for every row (the pruned scan gives the same result; see the module
     docstring; buckets up to 128 always run the full scan, cheaper there than the bound).
+    ``tier=(keep, dense, spread)`` sets the pruned scan's first tier (exact rows, points of
+    the bound at the start of each tail and spread over it; default (32, 16, 48));
+    `BOOTSTRAP_TIER` is the bootstrap's. The result does not depend on it.
 
     Returns ``(rows, 4)``: alpha (NaN where no candidate), xmin, D, tail size.
     """
-    return fit_many_start(samples, counts, min_tail=min_tail, single=single, prune=prune)()
+    return fit_many_start(samples, counts, min_tail=min_tail, single=single, prune=prune,
+                          tier=tier)()
 
 
 def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
-                   single: bool = False, prune: bool = True) -> Callable[[], np.ndarray]:
+                   single: bool = False, prune: bool = True,
+                   tier: tuple[int, int, int] | None = None) -> Callable[[], np.ndarray]:
     """`fit_many` in two steps: this call dispatches the kernel (JAX runs it asynchronously,
     off the calling thread, so other work can proceed) and returns a function that waits for
     it, runs the fallbacks where the certificate failed, and returns the result."""
@@ -199,7 +216,7 @@ def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
     if not prune or size <= _FULL_MAX:
         out = _fit_many_full(xs, ns, min_tail)
         return lambda: np.asarray(out, np.float64)
-    first = _fit_many_pruned(xs, ns, min_tail, _KEEP)
+    first = _fit_many_pruned(xs, ns, min_tail, *(tier or (_KEEP, _DENSE, _SPREAD)))
 
     def finish() -> np.ndarray:
         res, ok = np.array(first[0], np.float64), np.array(first[1])

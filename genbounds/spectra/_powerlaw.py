@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from genbounds.spectra._ks_scan import fit_many, fit_many_start
+from genbounds.spectra._ks_scan import BOOTSTRAP_TIER, fit_many, fit_many_start
 
 # WeightWatcher 0.7.7: evals at or below this are dropped before the fit (EVALS_THRESH).
 EVALS_THRESH = 1e-5
@@ -277,6 +277,12 @@ def bootstrap_alpha(evals: Any, rng: np.random.Generator, *, num_resamples: int,
     $\\hat\\alpha$ and $x_{\\min}$ together), and each resample is fitted by the
     ``"genbounds"`` rule. The eigenvalues of one matrix are not independent draws, so the
     interval is an estimate of the fit's sampling variability, not an exact confidence set.
+
+    The resamples are the sorted eigenvalues at the indices ``rng.integers(0, n, (num_resamples,
+    n))`` ($n$ eigenvalues above the threshold), each row's indices sorted: the draws
+    ``rng.choice(x, ..., replace=True)`` makes from the same generator state, on the sorted
+    eigenvalues. The refits run in float32 (the pruned scan with a lighter first tier,
+    `genbounds.spectra._ks_scan.BOOTSTRAP_TIER`; the same fit as the full scan).
     """
     return bootstrap_alpha_start(evals, rng, num_resamples=num_resamples,
                                  confidence=confidence, min_tail=min_tail)()
@@ -288,15 +294,18 @@ def bootstrap_alpha_start(evals: Any, rng: np.random.Generator, *, num_resamples
     """`bootstrap_alpha` in two steps: draws the resamples and dispatches their fits (JAX
     runs them asynchronously), and returns a function that waits for them and returns the
     interval (`heavy_tail` does the other layers' work meanwhile)."""
-    x = np.asarray(evals, dtype=np.float64).ravel()
+    x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     x = x[x > EVALS_THRESH]
     if x.size < min_tail:
         failed = BootstrapInterval(math.nan, math.nan, math.nan, confidence, num_resamples,
                                    num_resamples)
         return lambda: failed
-    samples = np.sort(rng.choice(x, size=(num_resamples, x.size), replace=True), axis=1)
+    # rng.choice(x, size, replace=True) draws rng.integers(0, x.size, size) and indexes x; with
+    # x sorted, the sorted resample is x at the sorted indices (an int32 sort, 3x cheaper)
+    idx = rng.integers(0, x.size, size=(num_resamples, x.size)).astype(np.int32)
+    samples = x[np.sort(idx, axis=1)]
     pending = fit_many_start(samples, np.full(num_resamples, x.size), min_tail=min_tail,
-                             single=True)
+                             single=True, tier=BOOTSTRAP_TIER)
 
     def finish() -> BootstrapInterval:
         est = pending()[:, 0]
