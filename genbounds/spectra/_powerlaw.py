@@ -282,7 +282,7 @@ def bootstrap_alpha(evals: Any, rng: np.random.Generator, *, num_resamples: int,
     n))`` ($n$ eigenvalues above the threshold), each row's indices sorted: the draws
     ``rng.choice(x, ..., replace=True)`` makes from the same generator state, on the sorted
     eigenvalues. The refits run in float32 (the pruned scan with a lighter first tier,
-    `genbounds.spectra._ks_scan.BOOTSTRAP_TIER`; the same fit as the full scan).
+    ``BOOTSTRAP_TIER`` in `_ks_scan.py`; the same fit as the full scan).
     """
     return bootstrap_alpha_start(evals, rng, num_resamples=num_resamples,
                                  confidence=confidence, min_tail=min_tail)()
