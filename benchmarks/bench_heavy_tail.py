@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             t, r = timed_together(fns, args.reps)
             t_wp, t_g0, t_gb, r_wp = t["wp"], t["g0"], t["gb"], r["wp"]
             line = (f"  {'full' if full else 'default'} pass: genbounds preset=weightwatcher "
-                    f"{t_wp:.3f} s, default preset {t_g0:.3f} s (with bootstrap {t_gb:.3f} s)")
+                    f"{t_wp:.3f} s, default preset {t_g0:.3f} s (with bootstrap {t_gb * 1e3:.2f} ms)")
             if ww is not None:
                 t_ww, det = t["ww"], r["ww"]
                 alphas = list(det["alpha"])
@@ -159,9 +159,9 @@ def main(argv=None) -> int:
                 same = len(ours) == len(alphas) and all(
                     x["xmin"] == m for x, m in zip(r_wp.layers, xmins, strict=False))
                 err = max(abs(a - b) for a, b in zip(ours, alphas, strict=False))
-                line += (f"\n    WeightWatcher {t_ww:.3f} s; ratio WW/genbounds: "
+                line += (f"\n    WeightWatcher {t_ww:.3f} s ({t_ww * 1e3:.2f} ms); ratio WW/genbounds: "
                          f"{t_ww / t_wp:.1f}x (weightwatcher preset), {t_ww / t_g0:.1f}x "
-                         f"(default), {t_ww / t_gb:.1f}x (default + bootstrap); "
+                         f"(default), {t_ww / t_gb:.2f}x (default + bootstrap); "
                          f"max |alpha - WW alpha| = {err:.1e}, same layers and xmin: {same}")
             print(line)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
