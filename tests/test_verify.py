@@ -252,8 +252,12 @@ def test_robustness_curve_shows_crown_beside_pgd_and_lipschitz():
     # CROWN certifies at least as much as the Lipschitz radius on this net, and more
     assert np.sum(curve.propagated_accuracy) > np.sum(curve.certified_accuracy)
     assert "crown certified acc" in curve.to_markdown()
+    # the curve decides its grid; with the per-example search it holds crown_radius's radii
     same = genbounds.certified_radius(params, X=X, y=y, apply_fn=apply_fn, method="crown")
-    np.testing.assert_array_equal(same.radius, curve.propagated.radius)
+    full = genbounds.robustness(params, apply_fn=apply_fn, X=X, y=y, eps=[0.0, 0.1, 0.3],
+                                norm="l2", steps=30, restarts=1, fgsm_too=False,
+                                propagation_search="bracket")
+    np.testing.assert_array_equal(same.radius, full.propagated.radius)
 
 
 def test_a_float32_network_is_bounded_in_float64():
@@ -366,6 +370,16 @@ def test_grid_search_decides_each_radius_as_the_bound_does():
         np.testing.assert_array_equal(r.radius > e, direct)
         decided.append(direct.mean())
     assert 0 < np.mean(decided) < 1  # some radii certified, some not: the test decides both
+    # in float32 with centres that float32 cannot hold, the grid is evaluated past the
+    # centre's move: the same verdicts as at the float32 centres themselves
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    X32 = np.asarray(X, np.float32)
+    X64 = X32.astype(np.float64) + 1e-9
+    kw = dict(y=y, apply_fn=apply_fn, norm="l2", search="grid", grid=grid, dtype=np.float32)
+    exact, moved = crown_radius(p32, X=X32, **kw), crown_radius(p32, X=X64, **kw)
+    assert np.all(moved.radius <= exact.radius) and np.any(exact.radius > 0.05)
+    for e in grid:
+        np.testing.assert_array_equal(moved.radius > e, exact.radius > e)
     for bad in ({"search": "grid"}, {"grid": grid}, {"search": "grid", "grid": [-0.1, 0.2]},
                 {"search": "grid", "grid": [0.0]}):
         with pytest.raises(ValueError, match="grid"):

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from genbounds.core._bound import Bound
-from genbounds.core._checks import check_float_array, check_key
+from genbounds.core._checks import check_choice, check_float_array, check_key
 from genbounds.network._network import Network, as_network
 
 from ._attacks import _check_box, _check_eps, fgsm, pgd
@@ -189,6 +189,7 @@ def robustness(
     """
     grid = _check_eps(eps)
     box = _check_box(box)
+    check_choice(propagation_search, "propagation_search", ("grid", "bracket"))
     key = jax.random.key(0) if key is None else check_key(key)
     k_attack, k_norm = jax.random.split(key)
     net = params
@@ -200,18 +201,16 @@ def robustness(
                              key=k_norm, failure_probability=failure_probability)
     prop, note = None, None
     if propagation is not None:
-        from genbounds.core._checks import NotBoundable, check_choice
+        from genbounds.core._checks import NotBoundable
         from genbounds.verify._radius import crown_radius
 
         check_choice(propagation, "propagation", ("crown", "alpha-crown", "ibp"))
-        check_choice(propagation_search, "propagation_search", ("grid", "bracket"))
         by_grid = propagation_search == "grid" and bool(np.any(grid > 0))
+        # each evaluation decides a radius of the grid at least: enough to decide every one
+        search = {"search": "grid", "grid": grid,
+                  "search_steps": max(8, int(np.sum(grid > 0)))} if by_grid else {}
         try:
-            prop = crown_radius(net, X=X, y=y, norm=norm, method=propagation,
-                                search="grid" if by_grid else "bracket",
-                                grid=grid if by_grid else None,
-                                # each evaluation decides a radius at least: every one decided
-                                search_steps=max(8, int(np.sum(grid > 0))))
+            prop = crown_radius(net, X=X, y=y, norm=norm, method=propagation, **search)
         except NotBoundable as err:
             note = f"bound propagation skipped: {err}"
     pgd_acc, fg_acc, cert_acc, prop_acc = [], [], [], []
@@ -225,8 +224,8 @@ def robustness(
         pgd_acc.append(r.robust_accuracy)
         cert_acc.append(float(np.mean(certified)))
         if prop is not None:
-            # radius 0 is the point itself: certified where it is classified correctly
-            by_prop = prop.radius > e if e > 0 else prop.margins > 0
+            # radius 0 is the point itself (crown_radius's terms say where it is certified)
+            by_prop = prop.radius > e if e > 0 else prop.terms["certified_at_zero"]
             prop_violations += int(np.sum(by_prop & ~r.robust))
             prop_acc.append(float(np.mean(by_prop)))
         if fgsm_too:
@@ -238,7 +237,7 @@ def robustness(
                 "step_size": "2.5 eps / steps", "loss": "margin (Carlini-Wagner)",
                 "random_start": True, "box": None if box is None else list(box),
                 "certificate": method, "propagation": propagation if prop is not None else None,
-                "propagation_search": propagation_search if prop is not None else None,
+                "propagation_search": prop.terms["search"] if prop is not None else None,
                 "propagation_note": note}
     return RobustnessCurve(eps=grid, norm=norm, clean_accuracy=clean,
                            pgd_accuracy=np.asarray(pgd_acc),
@@ -270,6 +269,9 @@ def robustness_measure(params: Any, *, apply_fn: Callable, X: Any, y: Any,
         won = float(np.mean(curve.propagated.radius > curve.radii.radius))
         radius = float(np.median(best))
         d["median_best_radius"] = radius
+        if curve.propagated.terms["search"] == "grid":
+            notes += (f"the {curve.propagated.method} radii were decided on the grid of eps "
+                      "only: lower bounds of the searched ones",)
         notes += (f"{curve.propagated.method}-certified accuracy beside it "
                   f"({curve.propagated_violations} violations); complexity is the median of "
                   f"the larger radius per example ({curve.propagated.method} larger on "

@@ -71,17 +71,29 @@ from ._ball import NORMS
 from ._propagate import INTERMEDIATE, METHODS, Propagator
 
 
-def _first_order(net_fn: Callable, x0: jnp.ndarray, y: jnp.ndarray, norm: str) -> np.ndarray:
-    """Margin over the dual norm of its gradient: the distance to the linearised boundary."""
+def _first_order(net_fn: Callable, x0: np.ndarray, y: np.ndarray, norm: str,
+                 batch: int | None = None) -> np.ndarray:
+    """Margin over the dual norm of its gradient: the distance to the linearised boundary.
+    One jitted program, run on batches of ``batch`` examples (the last one padded)."""
     def margin(x, t):
         f = net_fn(x[None])[0].reshape(-1)
         other = jnp.max(jnp.where(jnp.arange(f.shape[0], dtype=t.dtype) == t, -jnp.inf, f))
         return f[t] - other
 
-    m, g = jax.jit(jax.vmap(jax.value_and_grad(margin)))(x0, y)  # one program, not op by op
-    g = g.reshape(g.shape[0], -1)
-    q = jnp.sum(jnp.abs(g), 1) if norm == "linf" else jnp.sqrt(jnp.sum(g * g, 1))
-    r = np.asarray(m / jnp.maximum(q, 1e-30), np.float64)
+    @jax.jit
+    def guess(x, t):
+        m, g = jax.vmap(jax.value_and_grad(margin))(x, t)
+        g = g.reshape(g.shape[0], -1)
+        q = jnp.sum(jnp.abs(g), 1) if norm == "linf" else jnp.sqrt(jnp.sum(g * g, 1))
+        return m / jnp.maximum(q, 1e-30)
+
+    x0, y = np.asarray(x0), np.asarray(y)
+    n = x0.shape[0]
+    batch = n if batch is None else batch
+    r = np.concatenate([np.asarray(guess(jnp.asarray(_padded(x0[s:s + batch], batch)),
+                                         jnp.asarray(_padded(y[s:s + batch], batch))),
+                                   np.float64)[:min(batch, n - s)]
+                        for s in range(0, n, batch)])
     return np.where(np.isfinite(r) & (r > 0), r, 1e-3)
 
 
@@ -115,15 +127,26 @@ def _above(values: np.ndarray, dtype) -> np.ndarray:
 
 def _snap(p: np.ndarray, best: np.ndarray, failed: np.ndarray,
           grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per example, the radius of ``grid`` still undecided (above the certified radius
-    ``best``, below the failed one) nearest to the proposal ``p`` on a log scale, and whether
-    none is left."""
-    open_ = (grid[None] > best[:, None]) & (grid[None] < failed[:, None])
-    with np.errstate(divide="ignore"):
-        d = np.abs(np.log(grid)[None] - np.log(np.maximum(p, 1e-300))[:, None])
+    """Per example, the radius of its row of ``grid`` (k, m) still undecided (above the
+    certified radius ``best``, below the failed one) nearest to the proposal ``p`` on a log
+    scale, and whether none is left."""
+    open_ = (grid > best[:, None]) & (grid < failed[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.abs(np.log(grid) - np.log(np.maximum(p, 1e-300))[:, None])
     j = np.argmin(np.where(open_, d, np.inf), axis=1)
     none = ~open_.any(axis=1)
-    return np.where(none, p, grid[j]), none
+    return np.where(none, p, grid[np.arange(grid.shape[0]), j]), none
+
+
+def _grid_radii(grid: np.ndarray, shift: np.ndarray, dtype) -> np.ndarray:
+    """Per example (n, m), the radii at which to evaluate the positive radii of ``grid``: the
+    smallest values of ``dtype`` above them, and where the centre was moved by ``shift`` when
+    rounded to ``dtype``, above that plus the shift (with a relative 1e-12 for the float64
+    subtraction), so that the radius returned, the certified one less the shift rounded down
+    to ``dtype``, is still above the radius of the grid."""
+    a = _above(np.unique(grid[grid > 0]), dtype)
+    moved = _above((a[None] + shift[:, None]) * (1 + 1e-12), dtype)
+    return np.where(shift[:, None] > 0, moved, a[None])
 
 
 def _round_up(v: float, size: int) -> int:
@@ -179,10 +202,10 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
     none) per example, after at most ``steps`` bound evaluations of each (fewer once the
     failed radius is within ``rtol`` of the verified one).
 
-    With ``grid`` (sorted radii, values of the propagation's dtype) every evaluation is at a
-    radius of the grid, the undecided one nearest to the search's proposal, and an example
-    stops when no radius of the grid lies between its verified and its failed radius (each
-    evaluation decides at least one), whatever ``rtol``.
+    With ``grid`` ((n, m): each example's sorted radii, values of the propagation's dtype)
+    every evaluation is at a radius of the example's row, the undecided one nearest to the
+    search's proposal, and an example stops when no radius of its row lies between its
+    verified and its failed radius (each evaluation decides at least one), whatever ``rtol``.
 
     The examples share ``batch`` slots: each evaluation bounds the ``batch`` first examples
     whose search goes on, so an example that needs few evaluations frees its slot for the
@@ -199,9 +222,7 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
     b_e, b_m = np.full(n, np.inf), np.full(n, np.nan)
     a_g = np.full(n, np.inf)  # g at the certified end: where its linear bound reaches 0
     side = np.zeros(n, int)
-    eps = np.concatenate([
-        _first_order(net_fn, jnp.asarray(x0[s:s + batch]), jnp.asarray(y[s:s + batch]),
-                     prop.norm) for s in range(0, n, batch)]) / 8
+    eps = _first_order(net_fn, x0, y, prop.norm, batch) / 8
     done = ~live_all
     if grid is not None:
         eps, none = _snap(eps, best, failed, grid)
@@ -248,7 +269,7 @@ def bracket(prop: Propagator, net_fn: Callable, x0: np.ndarray, y: np.ndarray,
         if grid is None:
             fin = done[i] | (be <= best[i] * (1 + rtol))
         else:
-            nxt, none = _snap(nxt, best[i], failed[i], grid)
+            nxt, none = _snap(nxt, best[i], failed[i], grid[i])
             fin = done[i] | none
         done[i] = fin
         eps[i] = np.where(fin, e, nxt)
@@ -312,8 +333,9 @@ def crown_radius(
       intermediate: pre-activation intervals by ``"crown"`` (default: a backward pass per
         layer), ``"forward"`` (forward linear bounds, cheaper, looser) or ``"ibp"``.
       steps: α-CROWN's gradient steps per bound.
-      search_steps: bound evaluations of the radius search per example (at most; it stops
-        once the failed radius is within 2% of the certified one).
+      search_steps: bound evaluations of the radius search per example (at most; the bracket
+        stops once the failed radius is within 2% of the certified one, the grid search once
+        every radius of the grid is decided).
       batch: examples bounded together (at most; the batches are made equal).
       unstable_only: with ``intermediate="crown"``, the CROWN pass of a pre-activation only
         for the neurons that cheaper bounds leave unstable (`Propagator`), at most as many
@@ -325,14 +347,16 @@ def crown_radius(
         whether its radius is certified; ``search_steps`` evaluations) or ``"grid"`` (the
         bracketing search with every evaluation at a radius of ``grid``: it decides, for every
         radius of the grid, whether the bound certifies it, in as few evaluations as it can,
-        and stops there, radii still undecided after ``search_steps`` counting as not
-        certified; the radius returned is then the largest certified on the way, a lower
-        bound of the other searches' where it falls between two radii of the grid).
+        and stops there; radii above one that failed are not evaluated, and radii still
+        undecided after ``search_steps`` count as not certified; the radius returned is the
+        largest certified on the way, a lower bound of the other searches' where it falls
+        between two radii of the grid).
       grid: with ``search="grid"``, the radii to decide (a 1-D array of finite values >= 0,
-        at least one positive; 0 is decided by the margin). Each is evaluated at the smallest
-        value of the propagation's dtype above it, so a radius of the grid counts as
-        certified (``radius >`` it) exactly where that evaluation, or another's linear bound,
-        certified the closed ball around it.
+        at least one positive; radius 0 is ``terms["certified_at_zero"]``). Each is evaluated
+        at the smallest value of the propagation's dtype above it (above it plus the centre's
+        move where ``X`` was rounded to that dtype), so a radius of the grid counts as
+        certified (``radius >`` it) exactly where an evaluation there, or another's linear
+        bound, certified the closed ball around ``X``.
       dtype: the dtype of the propagation (`Propagator`): by default float32 where the bounds
         enclose their own rounding and the network's parameters and ``X`` are float32 values,
         float64 elsewhere (see the module's docstring); float64 costs about 2x the time on a
@@ -340,7 +364,10 @@ def crown_radius(
 
     Returns:
       A `genbounds.adversarial.CertifiedRadii` with ``method`` the bound used,
-      ``terms["upper"]`` the smallest radius the bound failed to certify per example.
+      ``terms["upper"]`` the smallest radius the bound failed to certify per example and
+      ``terms["certified_at_zero"]`` whether the point itself is certified (a positive radius
+      certified, or the margin of the records at ``X`` above the acceptance margin; the
+      grid search may certify no positive radius of a correctly classified example).
 
     Raises:
       NotBoundable: the network holds an operation no relaxation covers (named), or was read
@@ -422,9 +449,8 @@ def crown_radius(
     m = np.concatenate(margins)
     if search in ("bracket", "grid"):
         lo, hi = bracket(prop, net_fn, np.asarray(Xn), np.asarray(y), m, search_steps,
-                         batch=min(batch, n),
-                         grid=None if grid is None else _above(np.unique(grid[grid > 0]),
-                                                               prop.dtype))
+                         batch=min(batch, n), grid=None if grid is None else _grid_radii(
+                             grid, shift, prop.dtype))
         radius, upper = [lo], [hi]
     for s in range(0, n, batch) if search == "bisection" else ():
         x0 = _padded(np.asarray(Xn[s:s + batch]), min(batch, n))
@@ -443,7 +469,11 @@ def crown_radius(
         f"radius by a {search} "
         f"search of at most {search_steps} bound evaluations per example (the largest "
         "verified)"]
+    # radius 0 is the point itself: the records' margin there past the acceptance margin
+    # (where the centre is X itself); a positive radius certified implies it too
+    at_zero = ((m > _slack(prop, m)) & (shift == 0)) | (np.concatenate(radius) - shift > 0)
     terms = {"upper": np.concatenate(upper), "notes": notes, "intermediate": intermediate,
+             "certified_at_zero": at_zero,
              "search_steps": search_steps, "search": search,
              "dtype": np.dtype(prop.dtype).name,
              "rounding_enclosed": enclosed}
