@@ -180,9 +180,9 @@ def robustness(
         and stops there, the fewest bound evaluations; the radii in ``propagated`` are then
         the largest certified on the way, lower bounds of the searched ones between two radii
         of the grid) or ``"bracket"`` (each example's radius to within 2%, about 2-6 times the
-        evaluations). The curve is the bound's verdict at each radius either way (the grid
-        search decides each radius directly; the bracket's radii may stop up to 2% short of a
-        radius of the grid).
+        evaluations). Either way an example counts at a radius only where an evaluation of
+        the bound certified it (the grid search evaluates the radii themselves; the bracket's
+        radii may stop up to 2% short of a radius of the grid).
 
     Returns:
       A `RobustnessCurve` (``.to_markdown()``, ``.plot()``, ``.to_dict()``).
