@@ -218,16 +218,24 @@ def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
         return lambda: np.asarray(out, np.float64)
     first = _fit_many_pruned(xs, ns, min_tail, *(tier or (_KEEP, _DENSE, _SPREAD)))
 
+    def rows(bad: np.ndarray) -> np.ndarray:
+        """``bad`` padded with its first row to a power of two (at least 8): the fallbacks
+        compile once per padded count, not once per number of failed rows."""
+        m = max(8, 1 << (int(bad.size) - 1).bit_length())
+        return np.concatenate([bad, np.repeat(bad[:1], m - bad.size)])
+
     def finish() -> np.ndarray:
         res, ok = np.array(first[0], np.float64), np.array(first[1])
         wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
         if not ok.all() and wide > _KEEP:
             bad = np.flatnonzero(~ok)
-            r2, ok2 = _fit_many_pruned(xs[bad], ns[bad], min_tail, wide)
-            res[bad], ok[bad] = np.asarray(r2, np.float64), np.asarray(ok2)
+            r2, ok2 = _fit_many_pruned(xs[rows(bad)], ns[rows(bad)], min_tail, wide)
+            res[bad] = np.asarray(r2, np.float64)[:bad.size]
+            ok[bad] = np.asarray(ok2)[:bad.size]
         if not ok.all():
             bad = np.flatnonzero(~ok)
-            res[bad] = np.asarray(_fit_many_full(xs[bad], ns[bad], min_tail), np.float64)
+            full = _fit_many_full(xs[rows(bad)], ns[rows(bad)], min_tail)
+            res[bad] = np.asarray(full, np.float64)[:bad.size]
         return res
 
     return finish
