@@ -261,7 +261,7 @@ def heavy_tail(
             if not ww and bootstrap > 0 and f[1]["status"] == "success"]
     # every layer's seed at once, before any bootstrap is dispatched (a JAX op issued after
     # one would wait for it): layer i's generator is seeded by fold_in(fold_in(key, 2), i)
-    seeds = _layer_seeds(key, np.asarray(boot, np.int32)) if boot else ()
+    seeds = np.asarray(_layer_seeds(key, np.asarray(boot, np.int32))) if boot else ()
     for i, bits in zip(boot, seeds, strict=True):
         f = fits[i]
         rng = np.random.default_rng(bits.astype(np.uint32).ravel())
@@ -282,14 +282,10 @@ def heavy_tail(
 
 
 @jax.jit
-def _layer_seeds_jit(key: jax.Array, layers: jax.Array) -> jax.Array:
+def _layer_seeds(key: jax.Array, layers: jax.Array) -> jax.Array:
+    """The key data of ``fold_in(fold_in(key, 2), i)`` for each layer index i, one row each."""
     k2 = jax.random.fold_in(key, 2)
     return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(k2, i)))(layers)
-
-
-def _layer_seeds(key: jax.Array, layers: np.ndarray) -> np.ndarray:
-    """The key data of ``fold_in(fold_in(key, 2), i)`` for each layer index i, one row each."""
-    return np.asarray(_layer_seeds_jit(key, layers))
 
 
 def _fit_layer(lm: LayerMatrices, sv: np.ndarray, *, ww: bool, min_tail: int,

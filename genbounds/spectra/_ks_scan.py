@@ -229,12 +229,14 @@ def fit_many_start(samples: np.ndarray, counts: np.ndarray, *, min_tail: int,
         wide = size // 4  # second tier: a quarter of the candidates, still 4x cheaper than full
         if not ok.all() and wide > _KEEP:
             bad = np.flatnonzero(~ok)
-            r2, ok2 = _fit_many_pruned(xs[rows(bad)], ns[rows(bad)], min_tail, wide)
+            pad = rows(bad)
+            r2, ok2 = _fit_many_pruned(xs[pad], ns[pad], min_tail, wide)
             res[bad] = np.asarray(r2, np.float64)[:bad.size]
             ok[bad] = np.asarray(ok2)[:bad.size]
         if not ok.all():
             bad = np.flatnonzero(~ok)
-            full = _fit_many_full(xs[rows(bad)], ns[rows(bad)], min_tail)
+            pad = rows(bad)
+            full = _fit_many_full(xs[pad], ns[pad], min_tail)
             res[bad] = np.asarray(full, np.float64)[:bad.size]
         return res
 

@@ -35,9 +35,8 @@ INTERMEDIATE = ("crown", "forward", "ibp")
 def _sums_fit_float32(net: Network, upto: int) -> bool:
     """Whether every sum of the propagation is short enough for the float32 enclosure
     (`_rounding.gamma`: n u below 1%, n under about 167 000 terms)."""
-    u = float(np.finfo(np.float32).eps) / 2
-    sizes = [int(np.prod(node.shape)) for node in net.nodes[:upto + 1]]
-    return (max(sizes) + 4) * u < 0.01
+    sizes = [math.prod(node.shape) for node in net.nodes[:upto + 1]]
+    return (max(sizes) + 4) * unit(np.float32) < 0.01
 
 
 def _interval_spec(interval, spec, enclose: bool = False):

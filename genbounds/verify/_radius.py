@@ -469,15 +469,15 @@ def crown_radius(
         f"radius by a {search} "
         f"search of at most {search_steps} bound evaluations per example (the largest "
         "verified)"]
-    # radius 0 is the point itself: the records' margin there past the acceptance margin
-    # (where the centre is X itself); a positive radius certified implies it too
-    at_zero = ((m > _slack(prop, m)) & (shift == 0)) | (np.concatenate(radius) - shift > 0)
+    radius = _round_down(np.clip(np.concatenate(radius) - shift, 0.0, None), prop.dtype)
+    # radius 0 is the point itself: a positive radius certified, or the records' margin there
+    # past the acceptance margin (where the centre is X itself)
+    at_zero = (radius > 0) | ((m > _slack(prop, m)) & (shift == 0))
     terms = {"upper": np.concatenate(upper), "notes": notes, "intermediate": intermediate,
              "certified_at_zero": at_zero,
              "search_steps": search_steps, "search": search,
              "dtype": np.dtype(prop.dtype).name,
              "rounding_enclosed": enclosed}
-    radius = _round_down(np.clip(np.concatenate(radius) - shift, 0.0, None), prop.dtype)
     return CertifiedRadii(radius=radius, norm=norm,
                           margins=m, lipschitz=math.nan,
                           lipschitz_tight=None, method=method, failure_probability=0.0,
