@@ -100,6 +100,25 @@ def test_gradient_of_the_bound_matches_finite_differences():
     assert fd == pytest.approx(dd, rel=1e-2)
 
 
+def test_l2_crown_ibp_gradients_are_finite():
+    """The margin of an example's own class has a zero specification, whose l2 dual norm is 0:
+    its gradient must be a subgradient (0), not the square root's NaN, which had made every
+    l2 CROWN-IBP training run stop as diverged in its first epoch."""
+    _, params, apply, x = _net()
+    y = jnp.array([0, 1, 2, 1, 0])
+    pops = ParamOps(apply, params, x)
+    spec = CertifiedSpec("crown-ibp", 0.3, "l2", 0, 1, 0.5, 0.0)
+
+    def loss(p):
+        return jnp.sum(robust_loss(pops, spec, p, apply(p, x), x, y, jnp.float32(0.3),
+                                   jnp.float32(0.25), jnp.float32(0.6)))
+
+    grads = jax.grad(loss)(params)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert any(np.any(np.asarray(g) != 0) for g in leaves)
+
+
 def _strip(n=100, d=10, seed=0):
     """Two classes by the sign of x_0, |x_0| > 0.3, the other d - 1 coordinates uniform noise
     in [-1, 1]: every point is >= 0.3 (l-infinity) from the boundary x_0 = 0."""

@@ -28,10 +28,13 @@ def check_norm(norm: str) -> str:
 
 def dual_norm(a: jnp.ndarray, norm: str, axes: tuple[int, ...]) -> jnp.ndarray:
     """The dual norm of ``a`` over ``axes``: $\\ell_1$ for an $\\ell_\\infty$ ball, $\\ell_2$ for
-    an $\\ell_2$ ball."""
+    an $\\ell_2$ ball. Its gradient at $a = 0$ (the zero specification of a margin's own
+    class) is 0, a subgradient, where that of the square root would be NaN."""
     if norm == "linf":
         return jnp.sum(jnp.abs(a), axis=axes)
-    return jnp.sqrt(jnp.sum(a * a, axis=axes))
+    s = jnp.sum(a * a, axis=axes)
+    pos = s > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1)), 0)
 
 
 def centre_and_norm(a: jnp.ndarray, c: jnp.ndarray, x0: jnp.ndarray, norm: str,
