@@ -230,16 +230,6 @@ def test_refusals_name_what_cannot_be_relaxed():
     with pytest.raises(ValueError, match="search_steps"):
         crown_radius(params, X=X, y=y, apply_fn=apply_fn, search_steps=0)
 
-    def maxpool(p, x):
-        h = jax.nn.relu(x @ p["W"])
-        return nn.max_pool(h.reshape(-1, 4, 1, 1), (2, 1), strides=(2, 1)).reshape(-1, 2)
-
-    W = np.random.default_rng(0).normal(size=(2, 4))
-    with pytest.raises(NotBoundable, match="max"):
-        crown_radius({"W": W}, X=X, y=np.zeros(12, int), apply_fn=maxpool)
-    r = crown_radius({"W": W}, X=X, y=np.zeros(12, int), apply_fn=maxpool, method="ibp")
-    assert r.radius.shape == (12,)
-
 
 @pytest.mark.slow  # the default run checks the curve's CROWN column in test_robustness.py
 def test_robustness_curve_shows_crown_beside_pgd_and_lipschitz():

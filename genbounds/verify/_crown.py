@@ -19,7 +19,9 @@ linear bound).
 **ReLU relaxation** (Zhang et al. 2018, §3.2). On $l < 0 < u$: upper line through
 $(l, 0)$ and $(u, u)$, slope $u/(u - l)$, intercept $-ul/(u - l)$; lower line $\alpha t$ for any
 $\alpha \in [0, 1]$; CROWN's choice $\alpha = 1$ if $u \ge -l$ else $0$ (the smaller area).
-Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). An activation
+Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). Max and min pooling take the
+lines of `_pooling.py` (Singh et al. 2019): the coefficient of an output goes to the input its
+window chose, or, where it is negative and no input dominates, to the constant. An activation
 $g(t) = a t + d\,\mathrm{relu}(t)$ (leaky ReLU, PReLU) is relaxed through its ReLU part: with
 $P = \Lambda d$ the coefficient of $\mathrm{relu}(t)$ and $\Lambda a$ passed through exactly.
 
@@ -41,11 +43,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from genbounds.core._checks import NotBoundable
-
 from ._ball import centre_and_norm, concretise
 from ._ibp import ibp_step
 from ._ops import Op
+from ._pooling import choice as pool_choice
+from ._pooling import gather as pool_gather
+from ._pooling import scatter as pool_scatter
+from ._pooling import sign as pool_sign
 from ._rounding import gamma, magnitude, outward, tiny, unit
 
 
@@ -138,9 +142,24 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                            + t * (8 * jnp.sum(m.reshape(b, -1), axis=1) + n_i + 2)[:, None])
             const = const + _sum_shape(neg * icpt)
             parts = [(j, a * sn + pos * low + neg * s)]
-        elif op.kind == "monotone":
-            raise NotBoundable(f"backward bound propagation cannot pass {op.name}: max and min "
-                               "pooling have no linear relaxation here (use method='ibp')")
+        elif op.kind == "monotone":  # max / min pooling, `_pooling.py`
+            j = op.inputs[0]
+            idx, dom, top = pool_choice(op, *bounds[j])
+            mu = pool_sign(op) * a  # the coefficient of the maximum of s x
+            take = (mu >= 0) | dom[:, None]  # its line is the chosen input's
+            coef = jnp.where(take, a, 0)
+            rest = jnp.where(take, 0, mu * jnp.where(take, 0, top[:, None]))
+            if enclose:
+                # each input's coefficient sums at most op.terms lines (overlapping windows),
+                # against |x| <= m at the chosen input; the constant's sum of products
+                mg = pool_gather(magnitude(bounds[j]), idx, 0)
+                gn = gamma(n_i + 2, dtype)
+                deficit = (deficit + gamma(op.terms, dtype) * _sum_shape(jnp.abs(coef)
+                                                                         * mg[:, None])
+                           + gn * (_sum_shape(jnp.abs(rest)) + jnp.abs(const))
+                           + t * (n_i + 2))
+            const = const + _sum_shape(rest)
+            parts = [(j, pool_scatter(coef, idx, ops[j].shape))]
         else:  # pragma: no cover
             raise AssertionError(op.kind)
         for j, g_ in parts:
@@ -180,12 +199,29 @@ def needed(ops: list[Op], upto: int) -> set[int]:
     return {op.inputs[0] for op in ops[1:upto + 1] if op.kind == "act"}
 
 
+def pool_inputs(ops: list[Op], upto: int) -> set[int]:
+    """The affine records read by a max or min pool up to ``upto`` (through reshapes): their
+    intervals are tightened like pre-activations. An activation's or a pool's output needs no
+    pass of its own: its interval is its input's mapped through it, and a reshape's is its
+    input's."""
+    out = set()
+    for op in ops[1:upto + 1]:
+        if op.kind == "monotone":
+            j = op.inputs[0]
+            while ops[j].permutes:
+                j = ops[j].inputs[0]
+            if ops[j].kind == "affine":
+                out.add(j)
+    return out
+
+
 def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str, mode: str,
                     upto: int, caps: dict | None = None,
                     enclose: bool = False) -> tuple[list, dict]:
     """Intervals of every record up to ``upto``: interval propagation, with every
-    pre-activation tightened by CROWN (``mode="crown"``, intersected with the interval), and
-    with ``caps`` CROWN only for the unstable neurons.
+    pre-activation and every affine record a pool reads (`pool_inputs`) tightened by CROWN
+    (``mode="crown"``, intersected with the interval), and with ``caps`` CROWN only for the
+    unstable neurons of the pre-activations.
 
     A pre-activation affine in the input (no activation before it) gets its exact interval
     from its forward linear function (`_forward.py`), what its CROWN pass would give, in one
@@ -212,6 +248,7 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
 
     bounds: list = [box(x0, eps, enclose)]
     need = needed(ops, upto)
+    pooled = pool_inputs(ops, upto)
     counts: dict = {}
     sparse = caps is not None and mode == "crown"
     if sparse and enclose:
@@ -240,7 +277,7 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
                 ref_lo, ref_hi = jnp.maximum(ref_lo, lo), jnp.minimum(ref_hi, hi)
             else:
                 ref_lo, ref_hi = forward_interval(fns[i], x0, eps, norm, lo, hi)
-        if mode == "crown" and i in exact and i in need:
+        if mode == "crown" and i in exact and (i in need or i in pooled):
             lo, hi = ref_lo, ref_hi
         elif sparse and i in need:
             unstable = ((ref_lo < 0) & (ref_hi > 0)).reshape(b, n)
@@ -259,7 +296,7 @@ def crown_intervals(ops: list[Op], x0: jnp.ndarray, eps: jnp.ndarray, norm: str,
             lo_f = lo_f.at[rows, idx].max(jnp.where(valid, lb[:, :k], -jnp.inf))
             hi_f = hi_f.at[rows, idx].min(jnp.where(valid, -lb[:, k:], jnp.inf))
             lo, hi = lo_f.reshape(lo.shape), hi_f.reshape(hi.shape)
-        elif mode == "crown" and i in need:
+        elif mode == "crown" and (i in need or i in pooled):
             eye = jnp.eye(n, dtype=x0.dtype).reshape((n,) + shape)
             spec = jnp.broadcast_to(jnp.concatenate([eye, -eye]), (b, 2 * n) + shape)
             lb = lower_bound(ops, i, spec, x0, eps, norm, bounds, enclose=enclose)

@@ -14,7 +14,9 @@ on the ball with $\underline h, \overline h$ affine in $x$. Then
 * $\mathrm{relu}(t)$ with the lines of `_crown.py` on the interval $[l, u]$ of $t$:
   $\mathrm{relu}(t) \ge \alpha t \ge \alpha\,\underline h$ and
   $\mathrm{relu}(t) \le s t + c \le s\,\overline h + c$ ($\alpha, s \ge 0$); an activation
-  $g(t) = a t + d\,\mathrm{relu}(t)$ combines them by the signs of $a$ and $d$.
+  $g(t) = a t + d\,\mathrm{relu}(t)$ combines them by the signs of $a$ and $d$;
+* max and min pooling: the functions of the input each window chooses, or the constant of
+  `_pooling.py`'s relaxation.
 
 Each record's interval is the concretisation of its two functions over the ball (`_ball.py`),
 intersected with interval propagation. The cost is one pass of every record over $d$
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from genbounds.core._checks import NotBoundable
-
 from ._ball import box, concretise
 from ._crown import relu_lines
 from ._ibp import ibp_step
 from ._ops import Op
+from ._pooling import choice as pool_choice
+from ._pooling import gather as pool_gather
+from ._pooling import sign as pool_sign
 
 
 def _apply(fn, parts, b: int, d: int):
@@ -83,9 +86,17 @@ def forward_step(op: Op, fns: list, bounds: list) -> tuple:
                 ap * cl + an * ch + dp * rl[1] + dn * ru[1],
                 ap * wh + an * wl + dp * ru[0] + dn * rl[0],
                 ap * ch + an * cl + dp * ru[1] + dn * rl[1])
-    if op.kind == "monotone":
-        raise NotBoundable(f"linear bound propagation cannot pass {op.name}: max and min "
-                           "pooling have no linear relaxation here (use method='ibp')")
+    if op.kind == "monotone":  # max / min pooling, `_pooling.py`
+        j = op.inputs[0]
+        idx, dom, top = pool_choice(op, *bounds[j])
+        wl, cl, wh, ch = (pool_gather(v, idx, 1 if v.ndim == fns[j][0].ndim else 0)
+                          for v in fns[j])
+        zero = jnp.zeros_like(wl)
+        d_ = dom[:, None]
+        if pool_sign(op) == 1:  # max: lower line the chosen input, upper the constant
+            return wl, cl, jnp.where(d_, wh, zero), jnp.where(dom, ch, top)
+        # min: upper line the chosen input, lower the constant min l = -top
+        return jnp.where(d_, wl, zero), jnp.where(dom, cl, -top), wh, ch
     raise AssertionError(op.kind)  # pragma: no cover
 
 

@@ -15,7 +15,8 @@ classified once:
   with at most two pieces (ReLU, leaky ReLU, PReLU with learnt slopes, ``-relu(-t)``, ``|t|``):
   $g(t) = a\,t + d\,\mathrm{relu}(t)$ per element, $a = -g(-1)$, $d = g(1) + g(-1)$ (exact for
   such functions: $g(t) = g(1)\,t$ for $t \ge 0$ and $g(-1)\,|t|$ for $t \le 0$);
-* **max** and **min pooling** (interval propagation only: they are monotone);
+* **max** and **min pooling**: monotone, so interval propagation maps $[l, u]$ to
+  $[f(l), f(u)]$; linear propagation uses the relaxation of `_pooling.py`;
 * everything else (an activation that is not such a function — GELU, tanh, hard tanh, ReLU6 —,
   LayerNorm/RMSNorm, attention and other opaque records, softmax inside the network) is refused
   by name with `NotBoundable`.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -56,7 +58,10 @@ class Op:
         arrays of the record's shape.
       name: what the record is, for messages.
       terms: the most terms of any sum its linear part or that part's transpose computes
-        (``"affine"``; for the rounding enclosure, `_rounding.py`).
+        (``"affine"``; ``"monotone"``: the window's size; for the rounding enclosure,
+        `_rounding.py`).
+      pool: the pool's kind and geometry (``"monotone"``: the record's ``info``).
+      permutes: a reshape or transpose (``"affine"``): its entries are its input's.
     """
 
     kind: str
@@ -69,6 +74,8 @@ class Op:
     slope_jump: np.ndarray | None = None
     name: str = ""
     terms: int = 1
+    pool: dict | None = None
+    permutes: bool = False
 
 
 def with_dtype(node: Node, dtype) -> Node:
@@ -147,6 +154,28 @@ def affine_op(node: Node, name: str) -> Op:
               absl=_identity if ln is None else _fn(_abs_node(ln)), name=name)
 
 
+def _monotone_op(node: Node, shape_in: tuple[int, ...], name: str) -> Op:
+    """The `Op` of a max or min pool; refused where some window holds only padding (its
+    output is $-\\infty$ whatever the input)."""
+    info = node.info
+    if info["kind"].startswith("global_"):
+        batched = (1,) + tuple(shape_in)
+        size = int(np.prod([batched[a] for a in info["axes"]]))
+    else:
+        p = info["params"]
+        size = int(np.prod(p["window_dimensions"]))
+        ones = np.ones((1,) + tuple(shape_in), np.float32)
+        with jax.ensure_compile_time_eval():  # the geometry is static, even under a trace
+            count = lax.reduce_window(ones, 0.0, lax.add, p["window_dimensions"],
+                                      p["window_strides"], p["padding"], p["base_dilation"],
+                                      p["window_dilation"])
+        if np.any(np.asarray(count) == 0):
+            raise NotBoundable(f"bound propagation cannot relax {name}: some of its windows "
+                               "hold only padding (their maximum is -inf)")
+    return Op("monotone", node.inputs, tuple(node.shape), full=_fn(node), name=name,
+              terms=size, pool=dict(info))
+
+
 def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
     """The records up to ``output`` (default the network's output) as `Op` s, or
     `NotBoundable` naming the first record no relaxation covers."""
@@ -166,10 +195,11 @@ def read_ops(net: Network, dtype, *, output: int | None = None) -> list[Op]:
             size_in = max(int(np.prod(net.nodes[j].shape)) for j in node.inputs)
             op = affine_op(n, f"{where}: {node.describe()}")
             ops.append(dataclasses.replace(op, terms=terms(node, size_in,
-                                                                 int(np.prod(node.shape)))))
+                                                                 int(np.prod(node.shape))),
+                                           permutes=node.op == "reshape"))
         elif node.op == "pool" and node.info["kind"] in _MONOTONE_POOLS:
-            ops.append(Op("monotone", node.inputs, tuple(node.shape), full=_fn(n),
-                          name=f"{where}: {node.describe()}"))
+            ops.append(_monotone_op(n, net.nodes[node.inputs[0]].shape,
+                                    f"{where}: {node.describe()}"))
         elif node.op == "activation":
             a, d = _activation_slopes(n, dtype)
             ops.append(Op("act", node.inputs, tuple(node.shape), slope_neg=a, slope_jump=d,

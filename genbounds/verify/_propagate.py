@@ -75,8 +75,8 @@ class Propagator:
       unstable_only: with ``intermediate="crown"``, run the CROWN pass of a pre-activation
         only for its neurons that interval propagation and forward linear bounds leave
         unstable, at most ``caps[i]`` per example for record ``i`` (`_crown.crown_intervals`;
-        the same bounds as the full computation wherever the caps hold every unstable neuron,
-        sound and looser otherwise). ``caps`` starts at every neuron of the record
+        the same bounds as the full computation wherever the caps hold every unstable neuron
+        and no max or min pool precedes (docs/verify.md), sound and looser otherwise). ``caps`` starts at every neuron of the record
         (``bounds`` and ``margins`` always use every neuron); `genbounds.verify.crown_radius`
         starts it lower and raises it to what its search meets. Default False.
       dtype: the dtype of the computation. Where the bounds enclose their own float rounding
