@@ -2,7 +2,7 @@
 ResNet and an nnx CNN (both with BatchNorm) trained normally on digits.
 
     python benchmarks/bench_crown.py [--n 100] [--epochs 20] [--no-baseline] [--quick]
-                                     [--robustness-only]
+                                     [--robustness-only] [--pooled]
 
 For each network: test accuracy; the median over test examples of (a) the smallest radius at
 which PGD (l2, 40 steps, 2 restarts, inputs kept in [0, 1]) finds an adversarial example, on a
@@ -21,7 +21,9 @@ to 1; target under 20 s): its first and second call with the CROWN column decide
 (the default) and, as the baseline in the same run, with each example's CROWN radius searched
 (``propagation_search="bracket"``, the previous behaviour). The PGD distance is also refined per
 example by bisection below the grid radius (`pgd_refined`): the grid's spacing (a factor 1.26)
-overstates the distance PGD finds by up to 26%.
+overstates the distance PGD finds by up to 26%. ``--pooled``: the same measurements (as with
+--quick) on a LeNet-style nnx CNN with 2x2 max pooling, whose pools CROWN relaxes
+(`genbounds/verify/_pooling.py`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ class NnxCNN(nnx.Module):
         return self.head(x.reshape((x.shape[0], -1)))
 
 
+class NnxPoolCNN(nnx.Module):
+    """A LeNet-style CNN: convolutions, ReLU and 2x2 max pooling (--pooled)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(1, 16, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(16, 32, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(32 * 4, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.conv(x)), (2, 2), strides=(2, 2))
+        x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
+        return self.head(x.reshape((x.shape[0], -1)))
+
+
 def batches(n, size, rng):
     idx = rng.permutation(n)
     return [idx[i:i + size] for i in range(0, n, size)]
@@ -111,8 +127,8 @@ def train_resnet(ds, epochs):
     return variables, lambda v, x: model.apply(v, x)
 
 
-def train_nnx(ds, epochs):
-    model = NnxCNN(nnx.Rngs(0))
+def train_nnx(ds, epochs, cls=None):
+    model = (cls or NnxCNN)(nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
     X, y = jnp.asarray(ds.X_train), jnp.asarray(ds.y_train)
 
@@ -260,10 +276,19 @@ def main() -> None:
     ap.add_argument("--robustness-only", action="store_true",
                     help="only `robustness`, its first call in this process (tracing and "
                          "every compilation of the attacks and bounds included)")
+    ap.add_argument("--pooled", action="store_true",
+                    help="only a LeNet-style nnx CNN with max pooling (CROWN through the "
+                         "pools), with --quick's measurements")
     args = ap.parse_args()
     ds = load("digits", seed=0, flatten=False)
     X = jnp.asarray(ds.X_test[:args.n], jnp.float32)
     y = np.asarray(ds.y_test[:args.n])
+    if args.pooled:
+        t0 = time.perf_counter()
+        m, g = train_nnx(ds, args.epochs, NnxPoolCNN)
+        print(f"trained the pooled CNN in {time.perf_counter() - t0:.1f} s")
+        evaluate("nnx CNN (2x2 max pooling)", m, g, X, y, baseline=False, quick=True)
+        return
     if args.robustness_only:
         for name, (params, fn) in (("linen ResNet", train_resnet(ds, args.epochs)),
                                    ("nnx CNN", train_nnx(ds, args.epochs))):

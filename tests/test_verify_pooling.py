@@ -1,7 +1,8 @@
 """Max and min pooling in linear bound propagation (`genbounds/verify/_pooling.py`).
 
-The window's choice (the input with the largest lower bound, whether it dominates, the largest
-upper bound) against enumeration of the windows in numpy; on a tiny net with 2-D inputs that
+The window's lines (the input with the largest lower bound; the chord of the input with the
+largest upper bound) against enumeration of the windows in numpy, and above the maximum at every
+corner of the window's box; on a tiny net with 2-D inputs that
 pools after a ReLU, after a dense layer with overlapping padded windows, and globally (max and
 min): the bounds of every method contain the outputs of dense samples of the ball, the certified
 radius (float32 with its rounding enclosed, and float64) never exceeds the distance to the
@@ -99,18 +100,28 @@ def test_the_windows_choice_is_that_of_enumeration(kind, wd, ws, pad, wdil):
         out_shape, windows = _windows(shape, wd, ws, pad, wdil)
         out_shape = tuple(out_shape)
     op = Op("monotone", (0,), out_shape, pool=info)
-    idx, dom, top = (np.asarray(v) for v in choice(op, jnp.asarray(lo), jnp.asarray(hi)))
+    lines = choice(op, jnp.asarray(lo), jnp.asarray(hi))
+    low, up, slope, icpt = (np.asarray(v) for v in lines)
     s = -1 if kind.endswith("min") else 1
     lz, uz = (lo, hi) if s == 1 else (-hi, -lo)
+    exact = 0
     for e in range(b):
         lzf, uzf = lz[e].ravel(), uz[e].ravel()
         for o, members in windows.items():
-            best = max(members, key=lambda k: (lzf[k], -k))  # ties: the smallest index
-            others = [uzf[k] for k in members if k != best]
-            assert idx[(e,) + o] == best
-            assert top[(e,) + o] == max(uzf[k] for k in members)
-            assert dom[(e,) + o] == (not others or lzf[best] >= max(others))
-    assert dom.any() and not dom.all()  # both cases occur
+            at = (e,) + o
+            assert low[at] == max(members, key=lambda k: (lzf[k], -k))  # ties: smallest index
+            j = max(members, key=lambda k: (uzf[k], -k))
+            assert up[at] == j
+            m = max([lzf[j]] + [uzf[k] for k in members if k != j])
+            want = (uzf[j] - m) / (uzf[j] - lzf[j]) if uzf[j] > lzf[j] else 0.0
+            np.testing.assert_allclose(slope[at], want, rtol=1e-12)
+            np.testing.assert_allclose(icpt[at], uzf[j] * (1 - want), rtol=1e-12, atol=1e-15)
+            exact += bool(want == 1.0)
+            # the chord lies above the maximum at the corners of the window's box
+            for corner in itertools.product(*[(lzf[k], uzf[k]) for k in members]):
+                x = dict(zip(members, corner, strict=True))
+                assert max(corner) <= slope[at] * x[j] + icpt[at] + 1e-12
+    assert 0 < exact < b * len(windows)  # dominated windows (exact) and others both occur
 
 
 @pytest.mark.parametrize("norm", ["l2", pytest.param("linf", marks=pytest.mark.slow)])

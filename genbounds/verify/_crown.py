@@ -20,8 +20,8 @@ linear bound).
 $(l, 0)$ and $(u, u)$, slope $u/(u - l)$, intercept $-ul/(u - l)$; lower line $\alpha t$ for any
 $\alpha \in [0, 1]$; CROWN's choice $\alpha = 1$ if $u \ge -l$ else $0$ (the smaller area).
 Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). Max and min pooling take the
-lines of `_pooling.py` (Singh et al. 2019): the coefficient of an output goes to the input its
-window chose, or, where it is negative and no input dominates, to the constant. An activation
+lines of `_pooling.py`: a coefficient of an output goes to the input with the largest lower
+bound where it is $\ge 0$, else to the chord of the input with the largest upper bound. An activation
 $g(t) = a t + d\,\mathrm{relu}(t)$ (leaky ReLU, PReLU) is relaxed through its ReLU part: with
 $P = \Lambda d$ the coefficient of $\mathrm{relu}(t)$ and $\Lambda a$ passed through exactly.
 
@@ -144,22 +144,27 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
             parts = [(j, a * sn + pos * low + neg * s)]
         elif op.kind == "monotone":  # max / min pooling, `_pooling.py`
             j = op.inputs[0]
-            idx, dom, top = pool_choice(op, *bounds[j])
-            mu = pool_sign(op) * a  # the coefficient of the maximum of s x
-            take = (mu >= 0) | dom[:, None]  # its line is the chosen input's
-            coef = jnp.where(take, a, 0)
-            rest = jnp.where(take, 0, mu * jnp.where(take, 0, top[:, None]))
+            lines = pool_choice(op, *bounds[j], enclose=enclose)
+            mu = pool_sign(op) * a  # the coefficient of the maximum of z = s x
+            down = mu >= 0  # the lower line z_low; else the upper, slope z_up + icpt
+            c_low = jnp.where(down, a, 0)
+            c_up = jnp.where(down, 0, a * lines.slope[:, None])
+            rest = jnp.where(down, 0, mu * lines.icpt[:, None])
             if enclose:
                 # each input's coefficient sums at most op.terms lines (overlapping windows),
-                # against |x| <= m at the chosen input; the constant's sum of products
-                mg = pool_gather(magnitude(bounds[j]), idx, 0)
+                # one product each, against |x| <= m at the input; the constant's sum of
+                # products; underflow as above
+                mag = magnitude(bounds[j])
+                g = gamma(op.terms + 1, dtype)
                 gn = gamma(n_i + 2, dtype)
-                deficit = (deficit + gamma(op.terms, dtype) * _sum_shape(jnp.abs(coef)
-                                                                         * mg[:, None])
-                           + gn * (_sum_shape(jnp.abs(rest)) + jnp.abs(const))
-                           + t * (n_i + 2))
+                deficit = (deficit + g * _sum_shape(
+                    jnp.abs(c_low) * pool_gather(mag, lines.low, 0)[:, None]
+                    + jnp.abs(c_up) * pool_gather(mag, lines.up, 0)[:, None])
+                    + gn * (_sum_shape(jnp.abs(rest)) + jnp.abs(const))
+                    + t * (2 * jnp.sum(mag.reshape(b, -1), axis=1) + n_i + 2)[:, None])
             const = const + _sum_shape(rest)
-            parts = [(j, pool_scatter(coef, idx, ops[j].shape))]
+            parts = [(j, pool_scatter(c_low, lines.low, ops[j].shape)
+                      + pool_scatter(c_up, lines.up, ops[j].shape))]
         else:  # pragma: no cover
             raise AssertionError(op.kind)
         for j, g_ in parts:

@@ -15,8 +15,8 @@ on the ball with $\underline h, \overline h$ affine in $x$. Then
   $\mathrm{relu}(t) \ge \alpha t \ge \alpha\,\underline h$ and
   $\mathrm{relu}(t) \le s t + c \le s\,\overline h + c$ ($\alpha, s \ge 0$); an activation
   $g(t) = a t + d\,\mathrm{relu}(t)$ combines them by the signs of $a$ and $d$;
-* max and min pooling: the functions of the input each window chooses, or the constant of
-  `_pooling.py`'s relaxation.
+* max and min pooling: the lines of `_pooling.py` composed with the functions of the inputs
+  they read (the upper line's slope is $\ge 0$).
 
 Each record's interval is the concretisation of its two functions over the ball (`_ball.py`),
 intersected with interval propagation. The cost is one pass of every record over $d$
@@ -88,15 +88,19 @@ def forward_step(op: Op, fns: list, bounds: list) -> tuple:
                 ap * ch + an * cl + dp * ru[1] + dn * rl[1])
     if op.kind == "monotone":  # max / min pooling, `_pooling.py`
         j = op.inputs[0]
-        idx, dom, top = pool_choice(op, *bounds[j])
-        wl, cl, wh, ch = (pool_gather(v, idx, 1 if v.ndim == fns[j][0].ndim else 0)
-                          for v in fns[j])
-        zero = jnp.zeros_like(wl)
-        d_ = dom[:, None]
-        if pool_sign(op) == 1:  # max: lower line the chosen input, upper the constant
-            return wl, cl, jnp.where(d_, wh, zero), jnp.where(dom, ch, top)
-        # min: upper line the chosen input, lower the constant min l = -top
-        return jnp.where(d_, wl, zero), jnp.where(dom, cl, -top), wh, ch
+        lines = pool_choice(op, *bounds[j])
+        sl, ic = lines.slope, lines.icpt
+
+        def at(idx):
+            return tuple(pool_gather(v, idx, 1 if v.ndim == fns[j][0].ndim else 0)
+                         for v in fns[j])
+
+        lw_lo, lc_lo, uw_lo, uc_lo = at(lines.low)
+        lw_up, lc_up, uw_up, uc_up = at(lines.up)
+        if pool_sign(op) == 1:  # max x >= x_low; max x <= slope x_up + icpt (slope >= 0)
+            return lw_lo, lc_lo, sl[:, None] * uw_up, sl * uc_up + ic
+        # min x = -max(-x): <= x_low (the smallest upper bound), >= slope x_up - icpt
+        return sl[:, None] * lw_up, sl * lc_up - ic, uw_lo, uc_lo
     raise AssertionError(op.kind)  # pragma: no cover
 
 

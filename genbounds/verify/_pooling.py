@@ -1,30 +1,37 @@
 r"""The linear relaxation of max and min pooling.
 
-**Relaxation** (Singh et al. 2019, "An Abstract Domain for Certifying Neural Networks"
-(DeepPoly), POPL, §4, its max-pool transformer). Let $y = \max_{k \in W} x_k$ over a window $W$
-whose inputs lie in intervals $[l_k, u_k]$, and let $j^\ast = \arg\max_k l_k$. Then
+Let $y = \max_{k \in W} x_k$ over a window $W$ whose inputs lie in intervals $[l_k, u_k]$.
 
-* $y \ge x_{j^\ast}$ (the maximum is at least each of its arguments);
-* $y \le \max_k u_k$ (each argument is at most its upper bound);
-* if $l_{j^\ast} \ge \max_{k \ne j^\ast} u_k$ ($j^\ast$ *dominates*), $y = x_{j^\ast}$ exactly,
-  since then $x_{j^\ast} \ge l_{j^\ast} \ge u_k \ge x_k$ for every other $k$.
+* **Lower line** (Singh et al. 2019, "An Abstract Domain for Certifying Neural Networks"
+  (DeepPoly), POPL, §4, its max-pool transformer): $y \ge x_{j^\ast}$ with
+  $j^\ast = \arg\max_k l_k$, since the maximum is at least each of its arguments.
+* **Upper line**: with $j = \arg\max_k u_k$ and $M = \max_{k \ne j} u_k$ (the second largest
+  upper bound; $-\infty$ for a window of one input),
+  $y \le \max(x_j, M) \le s\,x_j + (1 - s)\,u_j$ with
+  $s = (u_j - \max(l_j, M)) / (u_j - l_j)$ ($s = 0$ where $l_j = u_j$): the first
+  inequality because every other input is at most $M$, the second because $t \mapsto \max(t,
+  M)$ is convex, so on $[l_j, u_j]$ it lies below its chord through $(l_j, \max(l_j, M))$ and
+  $(u_j, u_j)$. The line is never above DeepPoly's constant upper bound $\max_k u_k = u_j$
+  on the box, and where $j$ dominates ($l_j \ge M$) it is $x_j$ itself: $s = 1$, the exact
+  case of DeepPoly (then $j = j^\ast$, up to ties). It is the ReLU upper line of `_crown.py`
+  applied to $\max(x_j, M) = M + \mathrm{relu}(x_j - M)$.
 
-A min pool is $\min_k x_k = -\max_k(-x_k)$: the same with $-x$ on $[-u, -l]$, so its element is
-the one with the smallest upper bound, its upper line that element and its lower line
-$\min_k l_k$ unless it dominates. Padding (windows that overlap the border) contributes
-$-\infty$ to a max, as in the network's own evaluation, and is never chosen; a window made only
-of padding is refused when the network is read (`_ops.py`). Ties pick the element with the
-smallest index: any choice is sound.
+A min pool is $\min_k x_k = -\max_k(-x_k)$: the same with $-x$ on $[-u, -l]$. Padding
+(windows that overlap the border) contributes $-\infty$ to a max, as in the network's own
+evaluation, and is never chosen; a window made only of padding is refused when the network is
+read (`_ops.py`). Ties pick the input with the smallest index: any choice is sound.
 
 In the backward pass (`_crown.py`) a coefficient $\lambda$ of $y$ takes the lower line where
 $\lambda \ge 0$ and the upper where $\lambda < 0$; the lines of every output of the window are
 summed into the coefficients of the input they pick (windows may overlap). In the forward pass
-(`_forward.py`) the output's linear functions are those of the chosen input, or the constant.
+(`_forward.py`) the output's lower function is that of $x_{j^\ast}$ and its upper one $s$ times
+that of $x_j$ plus the intercept ($s \ge 0$).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from ._ops import Op
+from ._rounding import tiny, unit
 
 _BIG = np.iinfo(np.int32).max
 
@@ -55,41 +63,63 @@ def sign(op: Op) -> int:
 
 
 def _first(a, c):
-    """Combine two windows' states (lower max, its index, upper max, its index, the upper
-    maximum of the other elements): associative and commutative, ties by smallest index."""
-    al, ai, au, aui, au2 = a
-    cl, ci, cu, cui, cu2 = c
-    pl = (al > cl) | ((al == cl) & (ai < ci))
-    pu = (au > cu) | ((au == cu) & (aui < cui))
+    """Combine two windows' states (largest lower bound and its index; largest upper bound,
+    its index; the largest upper bound of the other inputs and its index): associative and
+    commutative, ties by the smallest index."""
+    al, ai, au, aui, a2, a2i = a
+    cl, ci, cu, cui, c2, c2i = c
+
+    def wins(v, i, w, k):
+        return (v > w) | ((v == w) & (i < k))
+
+    pl = wins(al, ai, cl, ci)
+    pu = wins(au, aui, cu, cui)
+    # the runner-up: the loser's best against the winner's runner-up
+    r_v, r_i = jnp.where(pu, cu, au), jnp.where(pu, cui, aui)
+    w2, w2i = jnp.where(pu, a2, c2), jnp.where(pu, a2i, c2i)
+    p2 = wins(r_v, r_i, w2, w2i)
     return (jnp.where(pl, al, cl), jnp.where(pl, ai, ci), jnp.where(pu, au, cu),
-            jnp.where(pu, aui, cui),
-            jnp.where(pu, jnp.maximum(au2, cu), jnp.maximum(cu2, au)))
+            jnp.where(pu, aui, cui), jnp.where(p2, r_v, w2), jnp.where(p2, r_i, w2i))
 
 
-def choice(op: Op, lo: jnp.ndarray, hi: jnp.ndarray
-           ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    r"""For each output of the pool ``op`` with input intervals ``[lo, hi]`` (B, *input):
-    the flat index (per example) of the chosen input $j^\ast$ (B, *output), whether it
-    dominates (B, *output) and $\max_k u_k$ of $s x$ (B, *output), $s$ = `sign` (the
-    constant upper line of the maximum of $s x$, differentiable in the bounds)."""
+class Lines(NamedTuple):
+    r"""The relaxation of each output (B, *output) of a pool, in terms of $z = s x$ ($s$ =
+    `sign`): $z_{\mathrm{low}} \le \max z \le$ ``slope`` $z_{\mathrm{up}}$ + ``icpt``."""
+
+    low: jnp.ndarray  # flat index (per example) of j*: the largest lower bound of z
+    up: jnp.ndarray  # flat index of j: the largest upper bound of z
+    slope: jnp.ndarray  # in [0, 1]
+    icpt: jnp.ndarray
+
+
+def choice(op: Op, lo: jnp.ndarray, hi: jnp.ndarray, enclose: bool = False) -> Lines:
+    """The lines of the pool ``op`` whose input lies in ``[lo, hi]`` (B, *input), in terms of
+    $z = s x$ (see above; differentiable in the bounds). ``enclose``: the intercept is raised
+    above the rounding of the slope and itself, so the line holds in real arithmetic."""
     s = sign(op)
     lz, uz = (lo, hi) if s == 1 else (-hi, -lo)
     b = lo.shape[0]
-    geo = _geometry(op, lo.shape)
     out = (b,) + tuple(op.shape)
-    top = lax.reduce_window(uz, np.asarray(-np.inf, uz.dtype), lax.max, *geo).reshape(out)
     lz_, uz_ = lax.stop_gradient(lz), lax.stop_gradient(uz)
     ids = jnp.broadcast_to(jnp.arange(math.prod(lo.shape[1:]), dtype=jnp.int32).reshape(
         (1,) + lo.shape[1:]), lo.shape)
     ninf = np.asarray(-np.inf, lo.dtype)
     big = np.asarray(_BIG, np.int32)
-    _, idx, u1, uidx, u2 = lax.reduce_window(
-        (lz_, ids, uz_, ids, jnp.full_like(uz_, -np.inf)), (ninf, big, ninf, big, ninf),
-        _first, *geo)
-    idx, u1, uidx, u2 = (v.reshape(out) for v in (idx, u1, uidx, u2))
-    other = jnp.where(uidx == idx, u2, u1)  # the largest upper bound of the other elements
-    lsel = jnp.take_along_axis(lz_.reshape(b, -1), idx.reshape(b, -1), axis=1).reshape(out)
-    return idx, lsel >= other, top
+    _, low, _, up, _, second = lax.reduce_window(
+        (lz_, ids, uz_, ids, jnp.full_like(uz_, -np.inf), jnp.full_like(ids, _BIG)),
+        (ninf, big, ninf, big, ninf, big), _first, *_geometry(op, lo.shape))
+    low, up, second = (v.reshape(out) for v in (low, up, second))
+    u_j, l_j = gather(uz, up, 0), gather(lz, up, 0)
+    has = second != _BIG
+    m = gather(uz, jnp.where(has, second, 0), 0)
+    m = jnp.maximum(l_j, jnp.where(has, m, l_j))  # max(l_j, M)
+    width = u_j - l_j
+    slope = jnp.where(width > 0, (u_j - m) / jnp.where(width > 0, width, 1), 0)
+    icpt = u_j - slope * u_j
+    if enclose:  # the rounding of the slope (3 operations) and of the intercept (2)
+        uu, t = unit(lo.dtype), tiny(lo.dtype)
+        icpt = icpt + 8 * uu * (jnp.abs(u_j) + jnp.abs(l_j) + jnp.abs(icpt)) + 4 * t
+    return Lines(low, up, slope, icpt)
 
 
 def gather(v: jnp.ndarray, idx: jnp.ndarray, lead: int) -> jnp.ndarray:
