@@ -95,7 +95,9 @@ def test_bounds_contain_the_outputs_of_samples_of_the_ball(name, norm):
     pts = np.stack([_ball_points(x, eps, norm, 3000, rng) for x in x0])  # (4, m, 2)
     out = np.asarray(apply_fn(params, jnp.asarray(pts.reshape(-1, 2)))).reshape(4, -1, 3)
     widths = {}
-    methods = ["ibp", "crown"] + (["forward", "alpha-crown"] if name == "residual" else [])
+    methods = ["ibp", "crown"] + (["forward"] if name == "residual" else [])
+    if (name, norm) == ("residual", "linf"):  # (slow) alpha-CROWN's compilation; its l2
+        methods.append("alpha-crown")  # margins are checked against CROWN's below
     for method in methods:
         # "forward": CROWN on the logits, forward linear bounds for the pre-activations
         p = (Propagator(net, norm=norm, intermediate="forward") if method == "forward"
@@ -175,18 +177,19 @@ def test_radius_of_a_linear_classifier_is_the_distance_to_its_boundary():
             np.testing.assert_allclose(r.radius, exact, rtol=rtol)
 
 
-@pytest.mark.parametrize("name", [pytest.param("chain", marks=pytest.mark.slow), "residual"])
-def test_alpha_crown_is_never_looser_than_crown_nor_crown_than_ibp(name):
+@pytest.mark.parametrize(("name", "norm"), [
+    pytest.param(n, q, marks=pytest.mark.slow) if (n, q) != ("residual", "l2") else (n, q)
+    for n in ("chain", "residual") for q in ("l2", "linf")])
+def test_alpha_crown_is_never_looser_than_crown_nor_crown_than_ibp(name, norm):
     apply_fn, params, X, y = _net(name, seed=3)
     net = genbounds.Network.trace(apply_fn, params, X)
-    for norm in ("l2", "linf"):
-        m = {meth: np.asarray(Propagator(net, norm=norm, method=meth).margins(
-            X, 0.5, jnp.asarray(y))) for meth in ("ibp", "crown", "alpha-crown")}
-        tol = 1e-12 * (1 + np.abs(np.where(np.isfinite(m["crown"]), m["crown"], 0)))
-        # equal up to the rounding of two compiled programs where the slopes do not move
-        assert np.all(m["alpha-crown"] >= m["crown"] - tol)
-        assert np.all(m["crown"] >= m["ibp"] - tol)
-        assert np.any(m["alpha-crown"] > m["crown"] + 1e-6)  # the slopes do move
+    m = {meth: np.asarray(Propagator(net, norm=norm, method=meth).margins(
+        X, 0.5, jnp.asarray(y))) for meth in ("ibp", "crown", "alpha-crown")}
+    tol = 1e-12 * (1 + np.abs(np.where(np.isfinite(m["crown"]), m["crown"], 0)))
+    # equal up to the rounding of two compiled programs where the slopes do not move
+    assert np.all(m["alpha-crown"] >= m["crown"] - tol)
+    assert np.all(m["crown"] >= m["ibp"] - tol)
+    assert np.any(m["alpha-crown"] > m["crown"] + 1e-6)  # the slopes do move
 
 
 def test_certified_accuracy_is_never_above_pgd_robust_accuracy():

@@ -112,7 +112,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                 w = g * op.absl(ms) + gc * jnp.abs(b0)
                 flush = sum(jnp.sum(m_.reshape(b, -1), axis=1) for m_ in ms)
                 deficit = (deficit + _sum_shape(jnp.abs(a) * w[:, None]) + gc * jnp.abs(const)
-                           + (t * ((op.terms + 2) * flush + n_i + 2))[:, None])
+                           + (t * ((op.terms + 2) * flush + 2 * n_i + 2))[:, None])
             const = const + _sum_shape(a * b0[:, None])
             prim = [jax.ShapeDtypeStruct((b * k,) + ops[j].shape, dtype) for j in op.inputs]
             (back,) = jax.linear_transpose(op.lin, prim)(a.reshape((b * k,) + op.shape))
@@ -139,7 +139,7 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                 w = gamma(8, dtype) * (jnp.abs(sn) + jnp.abs(sj) * (low + s)) * m
                 w = w + jnp.where(p < 0, gn * jnp.abs(sj) * icpt, 0)
                 deficit = (deficit + _sum_shape(jnp.abs(a) * w) + gn * jnp.abs(const)
-                           + t * (8 * jnp.sum(m.reshape(b, -1), axis=1) + n_i + 2)[:, None])
+                           + t * (8 * jnp.sum(m.reshape(b, -1), axis=1) + 2 * n_i + 2)[:, None])
             const = const + _sum_shape(neg * icpt)
             parts = [(j, a * sn + pos * low + neg * s)]
         elif op.kind == "monotone":  # max / min pooling, `_pooling.py`
@@ -153,7 +153,8 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
             if enclose:
                 # each input's coefficient sums at most op.terms lines (overlapping windows),
                 # one product each, against |x| <= m at the input; the constant's sum of
-                # products; underflow as above
+                # products; underflow (flushed to zero): each of the up to op.terms products
+                # and sums of an input's coefficient, and each product and sum of the constant
                 mag = magnitude(bounds[j])
                 g = gamma(op.terms + 1, dtype)
                 gn = gamma(n_i + 2, dtype)
@@ -161,7 +162,8 @@ def backward(ops: list[Op], target: int, spec: jnp.ndarray, bounds: list,
                     jnp.abs(c_low) * pool_gather(mag, lines.low, 0)[:, None]
                     + jnp.abs(c_up) * pool_gather(mag, lines.up, 0)[:, None])
                     + gn * (_sum_shape(jnp.abs(rest)) + jnp.abs(const))
-                    + t * (2 * jnp.sum(mag.reshape(b, -1), axis=1) + n_i + 2)[:, None])
+                    + t * (2 * op.terms * jnp.sum(mag.reshape(b, -1), axis=1)
+                           + 2 * n_i + 2)[:, None])
             const = const + _sum_shape(rest)
             parts = [(j, pool_scatter(c_low, lines.low, ops[j].shape)
                       + pool_scatter(c_up, lines.up, ops[j].shape))]

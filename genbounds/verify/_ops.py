@@ -40,7 +40,7 @@ from ._rounding import terms
 
 AFFINE = ("linear", "scale", "shift", "reshape", "add", "concat")
 _SUM_POOLS = ("sum", "global_sum")
-_MONOTONE_POOLS = ("max", "min", "global_max", "global_min")
+_MONOTONE_POOLS = ("max", "global_max", "global_min")  # (no windowed min is traced)
 
 
 @dataclasses.dataclass(frozen=True)
