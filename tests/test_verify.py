@@ -150,8 +150,10 @@ def _check_radii(name: str, norm: str, methods: tuple[str, ...]) -> None:
         assert np.median(radii["ibp"]) < np.median(radii["crown"])
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize(("name", "norm"), [
+    # l_inf on the plain chains in the slow run only (the default run's time)
+    pytest.param(m, n, marks=pytest.mark.slow) if n == "linf" and m in ("chain", "leaky")
+    else (m, n) for n in ("l2", "linf") for m in MODELS])
 def test_certified_radius_never_exceeds_the_distance_to_a_misclassified_point(name, norm):
     _check_radii(name, norm, ("crown",))
 
@@ -329,6 +331,7 @@ def test_unstable_only_with_too_few_passes_stays_sound():
     assert np.all(out >= lo[:, None] - 1e-9) and np.all(out <= hi[:, None] + 1e-9)
 
 
+@pytest.mark.slow  # a search's quality, not soundness (the default run's time)
 def test_bracketing_search_finds_the_radius_bisection_finds():
     apply_fn, params, X, y = _net("residual", seed=7)
     kw = dict(X=X, y=y, apply_fn=apply_fn, norm="l2", dtype=np.float64)

@@ -163,6 +163,7 @@ def test_certified_radius_of_a_pooled_net_never_exceeds_a_misclassified_point(no
     assert np.all(r.radius > 0)
 
 
+@pytest.mark.slow  # (the default run's time; the l2 gradients: test_certified_training.py)
 def test_certified_training_rebuilds_a_pooled_net_and_differentiates_its_bounds():
     from genbounds.train._certified import CertifiedSpec, ParamOps, robust_loss
 

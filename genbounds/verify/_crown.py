@@ -19,11 +19,12 @@ linear bound).
 **ReLU relaxation** (Zhang et al. 2018, §3.2). On $l < 0 < u$: upper line through
 $(l, 0)$ and $(u, u)$, slope $u/(u - l)$, intercept $-ul/(u - l)$; lower line $\alpha t$ for any
 $\alpha \in [0, 1]$; CROWN's choice $\alpha = 1$ if $u \ge -l$ else $0$ (the smaller area).
-Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). Max and min pooling take the
-lines of `_pooling.py`: a coefficient of an output goes to the input with the largest lower
-bound where it is $\ge 0$, else to the chord of the input with the largest upper bound. An activation
-$g(t) = a t + d\,\mathrm{relu}(t)$ (leaky ReLU, PReLU) is relaxed through its ReLU part: with
-$P = \Lambda d$ the coefficient of $\mathrm{relu}(t)$ and $\Lambda a$ passed through exactly.
+Stable neurons are exact ($l \ge 0$: $t$; $u \le 0$: $0$). Max pooling takes the lines of
+`_pooling.py`: a coefficient of an output goes to the input with the largest lower bound where
+it is $\ge 0$, else to the chord of the input with the largest upper bound (min pooling as
+$-\max(-x)$). An activation $g(t) = a t + d\,\mathrm{relu}(t)$ (leaky ReLU, PReLU) is
+relaxed through its ReLU part: with $P = \Lambda d$ the coefficient of $\mathrm{relu}(t)$ and
+$\Lambda a$ passed through exactly.
 
 **Intermediate bounds.** The interval of every pre-activation comes, layer by layer, from the
 same backward pass with specification $\pm e_i$ for each of its neurons (``"crown"``),
