@@ -2,12 +2,12 @@
 
 The window's lines (the input with the largest lower bound; the chord of the input with the
 largest upper bound) against enumeration of the windows in numpy, and above the maximum at every
-corner of the window's box; on a tiny net with 2-D inputs that
-pools after a ReLU, after a dense layer with overlapping padded windows, and globally (max and
-min): the bounds of every method contain the outputs of dense samples of the ball, the certified
-radius (float32 with its rounding enclosed, and float64) never exceeds the distance to the
-nearest misclassified point of a dense grid, certified training rebuilds the records and has
-finite gradients; a window made only of padding is refused by name.
+corner of the window's box; on a tiny net with 2-D inputs that pools after a ReLU, after a dense
+layer with overlapping padded windows, and globally (max and min): the bounds of every method
+contain the outputs of dense samples of the ball, the certified radius (float32, its rounding
+enclosed) never exceeds the distance to the nearest misclassified point of a dense grid,
+certified training's bounds hold and have finite gradients (slow); a window made only of
+padding is refused by name.
 """
 
 from __future__ import annotations
