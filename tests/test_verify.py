@@ -56,8 +56,9 @@ class Conv(nn.Module):
 MODELS = {"chain": Chain(), "residual": Residual(), "conv": Conv(), "leaky": Chain(leaky=True)}
 
 
-def _net(name: str, seed: int = 0):
-    model = MODELS[name]
+def _net(name: str, seed: int = 0, model: nn.Module | None = None):
+    """A float64 net of ``MODELS`` (or ``model``), 12 Gaussian 2-D inputs and its labels."""
+    model = MODELS[name] if model is None else model
     key = jax.random.key(seed)
     X = jax.random.normal(jax.random.fold_in(key, 1), (12, 2), jnp.float64)
     params = promoting(model.init)(jax.random.fold_in(key, 2), X)

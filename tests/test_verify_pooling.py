@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import promoting
 from test_verify import _ball_points, _grid_distance
+from test_verify import _net as _verify_net
 
 import genbounds
 from genbounds.core._checks import NotBoundable
@@ -44,14 +44,7 @@ class Pooled(nn.Module):
 
 
 def _net(seed: int = 0):
-    model = Pooled()
-    key = jax.random.key(seed)
-    X = jax.random.normal(jax.random.fold_in(key, 1), (12, 2), jnp.float64)
-    params = promoting(model.init)(jax.random.fold_in(key, 2), X)
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    apply_fn = promoting(model.apply)
-    y = np.argmax(np.asarray(apply_fn(params, X)), axis=1)
-    return apply_fn, params, X, y
+    return _verify_net("pooled", seed, model=Pooled())
 
 
 def _windows(shape, wd, ws, pad, wdil):

@@ -90,17 +90,17 @@ def forward_step(op: Op, fns: list, bounds: list) -> tuple:
         j = op.inputs[0]
         lines = pool_choice(op, *bounds[j])
         sl, ic = lines.slope, lines.icpt
+        wl, cl, wh, ch = fns[j]
 
-        def at(idx):
-            return tuple(pool_gather(v, idx, 1 if v.ndim == fns[j][0].ndim else 0)
-                         for v in fns[j])
+        def at(w, c, idx):  # an input's function (coefficients, constant) at the picks
+            return pool_gather(w, idx, 1), pool_gather(c, idx, 0)
 
-        lw_lo, lc_lo, uw_lo, uc_lo = at(lines.low)
-        lw_up, lc_up, uw_up, uc_up = at(lines.up)
         if pool_sign(op) == 1:  # max x >= x_low; max x <= slope x_up + icpt (slope >= 0)
-            return lw_lo, lc_lo, sl[:, None] * uw_up, sl * uc_up + ic
+            (w_lo, c_lo), (w_up, c_up) = at(wl, cl, lines.low), at(wh, ch, lines.up)
+            return w_lo, c_lo, sl[:, None] * w_up, sl * c_up + ic
         # min x = -max(-x): <= x_low (the smallest upper bound), >= slope x_up - icpt
-        return sl[:, None] * lw_up, sl * lc_up - ic, uw_lo, uc_lo
+        (w_lo, c_lo), (w_up, c_up) = at(wl, cl, lines.up), at(wh, ch, lines.low)
+        return sl[:, None] * w_lo, sl * c_lo - ic, w_up, c_up
     raise AssertionError(op.kind)  # pragma: no cover
 
 

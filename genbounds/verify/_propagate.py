@@ -76,9 +76,10 @@ class Propagator:
         only for its neurons that interval propagation and forward linear bounds leave
         unstable, at most ``caps[i]`` per example for record ``i`` (`_crown.crown_intervals`;
         the same bounds as the full computation wherever the caps hold every unstable neuron
-        and no max or min pool precedes (docs/verify.md), sound and looser otherwise). ``caps`` starts at every neuron of the record
-        (``bounds`` and ``margins`` always use every neuron); `genbounds.verify.crown_radius`
-        starts it lower and raises it to what its search meets. Default False.
+        and no max or min pool precedes (docs/verify.md), sound and looser otherwise).
+        ``caps`` starts at every neuron of the record (``bounds`` and ``margins`` always use
+        every neuron); `genbounds.verify.crown_radius` starts it lower and raises it to what
+        its search meets. Default False.
       dtype: the dtype of the computation. Where the bounds enclose their own float rounding
         (``enclose``: interval propagation, and CROWN and α-CROWN with intermediate
         ``"crown"`` or ``"ibp"`` and not ``unstable_only``; `_rounding.py`) and the records

@@ -67,7 +67,7 @@ from genbounds.core._checks import (
 )
 from genbounds.network._network import Network, as_network
 
-from ._ball import NORMS
+from ._ball import NORMS, dual_norm
 from ._propagate import INTERMEDIATE, METHODS, Propagator
 
 
@@ -83,9 +83,7 @@ def _first_order(net_fn: Callable, x0: np.ndarray, y: np.ndarray, norm: str,
     @jax.jit
     def guess(x, t):
         m, g = jax.vmap(jax.value_and_grad(margin))(x, t)
-        g = g.reshape(g.shape[0], -1)
-        q = jnp.sum(jnp.abs(g), 1) if norm == "linf" else jnp.sqrt(jnp.sum(g * g, 1))
-        return m / jnp.maximum(q, 1e-30)
+        return m / jnp.maximum(dual_norm(g.reshape(g.shape[0], -1), norm, (1,)), 1e-30)
 
     x0, y = np.asarray(x0), np.asarray(y)
     n = x0.shape[0]
